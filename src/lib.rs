@@ -1,0 +1,5 @@
+//! amperity-operator: start Amperity workflow runs from Kubernetes and mirror them
+//! into `AmperityWorkflowRun` status.
+
+pub mod amperity;
+pub mod cli;
