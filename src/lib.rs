@@ -3,3 +3,4 @@
 
 pub mod amperity;
 pub mod cli;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! The Amperity API simulator (in progress).
