@@ -3,4 +3,15 @@
 
 pub mod amperity;
 pub mod cli;
+pub mod crd;
 pub mod sim;
+pub mod telemetry;
+pub mod validate;
+
+use kube::CustomResourceExt;
+
+/// The CRD as YAML, exactly as `amperity-operator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    let crd = crd::AmperityWorkflowRun::crd();
+    serde_yaml::to_string(&crd).expect("the CRD serializes to YAML")
+}

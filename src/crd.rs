@@ -1,0 +1,385 @@
+//! The `AmperityWorkflowRun` custom resource: spec, status and the schema rules the
+//! API server enforces at `kubectl apply` time. Only kube, serde and schemars here.
+//!
+//! Rules that plain OpenAPI keywords can say (required, enum, pattern, minimum,
+//! maximum) are written as such so that every API server enforces them; CEL
+//! (`x-kubernetes-validations`) carries only cross-field and transition rules.
+//! `validate.rs` enforces the same rules in Rust for API servers that ignore CEL.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Amperity config ids: courier group, orchestration group or campaign.
+pub const CONFIG_ID_PATTERN: &str = r"^(cg|og|cc)-[A-Za-z0-9][A-Za-z0-9-]*$";
+/// An ISO 8601 date (`2025-04-18`) or a UTC date-time (`2025-04-18T06:00:00Z`).
+pub const RANGE_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?Z)?$";
+/// A Go-style duration as Kubernetes writes them: `30s`, `1m30s`, `6h`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// The spec may not change once created, except `stop` going from false to true.
+/// Written field by field because CEL cannot compare a map minus one key.
+pub const SPEC_IMMUTABLE_RULE: &str = concat!(
+    "[has(self.tenant) == has(oldSelf.tenant) && (!has(self.tenant) || self.tenant == oldSelf.tenant),",
+    " has(self.endpoint) == has(oldSelf.endpoint) && (!has(self.endpoint) || self.endpoint == oldSelf.endpoint),",
+    " has(self.amperityApiVersion) == has(oldSelf.amperityApiVersion) && (!has(self.amperityApiVersion) || self.amperityApiVersion == oldSelf.amperityApiVersion),",
+    " has(self.tokenSecretRef) == has(oldSelf.tokenSecretRef) && (!has(self.tokenSecretRef) || self.tokenSecretRef == oldSelf.tokenSecretRef),",
+    " has(self.configId) == has(oldSelf.configId) && (!has(self.configId) || self.configId == oldSelf.configId),",
+    " has(self.runMode) == has(oldSelf.runMode) && (!has(self.runMode) || self.runMode == oldSelf.runMode),",
+    " has(self.range) == has(oldSelf.range) && (!has(self.range) || self.range == oldSelf.range),",
+    " has(self.pollInterval) == has(oldSelf.pollInterval) && (!has(self.pollInterval) || self.pollInterval == oldSelf.pollInterval),",
+    " has(self.timeout) == has(oldSelf.timeout) && (!has(self.timeout) || self.timeout == oldSelf.timeout),",
+    " has(self.retry) == has(oldSelf.retry) && (!has(self.retry) || self.retry == oldSelf.retry),",
+    " has(self.ttlSecondsAfterFinished) == has(oldSelf.ttlSecondsAfterFinished) && (!has(self.ttlSecondsAfterFinished) || self.ttlSecondsAfterFinished == oldSelf.ttlSecondsAfterFinished),",
+    " has(self.deletionPolicy) == has(oldSelf.deletionPolicy) && (!has(self.deletionPolicy) || self.deletionPolicy == oldSelf.deletionPolicy),",
+    " has(self.workflowId) == has(oldSelf.workflowId) && (!has(self.workflowId) || self.workflowId == oldSelf.workflowId)",
+    "].all(same, same)"
+);
+pub const SPEC_IMMUTABLE_MESSAGE: &str = "spec is immutable once created, except stop (false to true); create a new AmperityWorkflowRun to run again";
+
+pub const STOP_RULE: &str = "!(has(oldSelf.stop) && oldSelf.stop) || (has(self.stop) && self.stop)";
+pub const STOP_MESSAGE: &str = "stop cannot be set back to false once true";
+
+/// `range.to` is exclusive and must come after `range.from`; a bare date means midnight UTC.
+pub const RANGE_ORDER_RULE: &str = "!has(self.to) || timestamp(size(self.to) == 10 ? self.to + 'T00:00:00Z' : self.to) > timestamp(size(self.from) == 10 ? self.from + 'T00:00:00Z' : self.from)";
+pub const RANGE_ORDER_MESSAGE: &str = "range.to must be after range.from";
+
+pub const POLL_INTERVAL_RULE: &str = "duration(self) >= duration('5s')";
+pub const POLL_INTERVAL_MESSAGE: &str = "pollInterval must be at least 5s";
+pub const TIMEOUT_RULE: &str = "duration(self) > duration('0s')";
+pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero";
+
+/// Start one Amperity workflow run (a courier group, orchestration group or campaign)
+/// and follow it to the end. One-shot, like a Job: create a new resource to run again.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "amperity.dev",
+    version = "v1alpha1",
+    kind = "AmperityWorkflowRun",
+    doc = "Starts one Amperity workflow run and mirrors its progress into status",
+    plural = "amperityworkflowruns",
+    shortname = "awr",
+    category = "amperity",
+    namespaced,
+    status = "AmperityWorkflowRunStatus",
+    derive = "PartialEq",
+    cel,
+    printcolumn(name = "Config", type_ = "string", json_path = ".spec.configId"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.runMode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Workflow", type_ = "string", json_path = ".status.workflowId"),
+    printcolumn(name = "Tasks", type_ = "string", json_path = ".status.tasks.progress"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(SPEC_IMMUTABLE_RULE).message(SPEC_IMMUTABLE_MESSAGE))]
+#[x_kube(validation = Rule::new(STOP_RULE).message(STOP_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct AmperityWorkflowRunSpec {
+    /// Amperity tenant id, sent as the `amperity-tenant` header. Also names the
+    /// default base URL `https://{tenant}.amperity.com/api`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
+    pub tenant: String,
+
+    /// Base URL of the Amperity API, e.g. `https://app.amperity.com/api`. https only,
+    /// except for loopback addresses or when the operator allows plain http.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/\S*)?$"))]
+    pub endpoint: Option<String>,
+
+    /// The `api-version` header; defaults to the operator's (2024-04-01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub amperity_api_version: Option<String>,
+
+    /// Secret in the same namespace holding `token` (a bearer JWT) or
+    /// `client_id` + `client_secret` (OAuth client credentials).
+    pub token_secret_ref: TokenSecretRef,
+
+    /// Courier group (`cg-`), orchestration group (`og-`) or campaign (`cc-`) id.
+    #[schemars(pattern(CONFIG_ID_PATTERN))]
+    pub config_id: String,
+
+    /// Override the run mode configured for the workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_mode: Option<RunMode>,
+
+    /// Time window of files to pull; file-based courier groups need `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<DateRange>,
+
+    /// How often to poll the run, e.g. `30s`, at least `5s`. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(POLL_INTERVAL_RULE).message(POLL_INTERVAL_MESSAGE))]
+    pub poll_interval: Option<String>,
+
+    /// Stop the run and give up (phase TimedOut) when it has not ended after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message(TIMEOUT_MESSAGE))]
+    pub timeout: Option<String>,
+
+    /// Start a new run when one fails for a platform reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+
+    /// Delete the resource this many seconds after the run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+
+    /// Set to true to stop the run. The only field that may change after creation.
+    #[serde(default)]
+    pub stop: bool,
+
+    /// What deleting an unfinished resource does to its run: Stop (default) or Orphan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Track an existing run instead of starting one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub workflow_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct TokenSecretRef {
+    /// Name of a Secret in the resource's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding a bearer token. Default `token`; when the key is absent and the
+    /// Secret has `client_id` and `client_secret`, those are used instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// Reprocess everything.
+    Full,
+    /// Process what changed since the last run.
+    Refresh,
+    /// Pull from the sources only.
+    Source,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Full => "full",
+            RunMode::Refresh => "refresh",
+            RunMode::Source => "source",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(cel, validation = Rule::new(RANGE_ORDER_RULE).message(RANGE_ORDER_MESSAGE))]
+pub struct DateRange {
+    /// Inclusive start: an ISO 8601 date or UTC date-time.
+    #[schemars(pattern(RANGE_PATTERN))]
+    pub from: String,
+    /// Exclusive end, after `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(RANGE_PATTERN))]
+    pub to: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct RetryPolicy {
+    /// How many new runs to start after platform failures (0-10).
+    #[schemars(range(min = 0, max = 10))]
+    pub limit: u32,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DeletionPolicy {
+    /// Deleting an unfinished resource stops its run first.
+    #[default]
+    Stop,
+    /// Deleting the resource leaves the run alone.
+    Orphan,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum Phase {
+    /// Not started yet (waiting for a Secret, a retry backoff or a first reconcile).
+    Pending,
+    /// The start was recorded and sent; the run id is not known yet.
+    Starting,
+    /// The Amperity run is in flight.
+    Running,
+    /// A stop was sent; waiting for the run to end.
+    Stopping,
+    /// The run succeeded.
+    Succeeded,
+    /// The run failed, or could not be started.
+    Failed,
+    /// The run was stopped on request.
+    Canceled,
+    /// The run was stopped because `timeout` passed.
+    TimedOut,
+}
+
+impl Phase {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Phase::Succeeded | Phase::Failed | Phase::Canceled | Phase::TimedOut
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Starting => "Starting",
+            Phase::Running => "Running",
+            Phase::Stopping => "Stopping",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Canceled => "Canceled",
+            Phase::TimedOut => "TimedOut",
+        }
+    }
+}
+
+/// Why a run is being stopped; decides whether it ends Canceled or TimedOut.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum StopReason {
+    /// `spec.stop` was set.
+    Requested,
+    /// `spec.timeout` passed.
+    Timeout,
+    /// The resource is being deleted with `deletionPolicy: Stop`.
+    Deletion,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmperityWorkflowRunStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The Amperity run this resource follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TaskSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+    /// Earlier runs of this resource, when retry started new ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+    /// When the current run was (or is about to be) started: recorded before the POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Set when a stop was sent, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    /// The last `amperity.dev/resolve-start` answer acted on, and what was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_resolution: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The Amperity run's own fields, mirrored.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub workflow_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+}
+
+/// Task progress of the run: counts per state and what is running now.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummary {
+    pub total: u32,
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub canceled: u32,
+    /// `done/total`, for the printer column.
+    pub progress: String,
+    /// Labels of the running tasks (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub current: Vec<String>,
+    /// The failed tasks (at most 5) with their error messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tasks: Vec<FailedTask>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedTask {
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The error Amperity reported for the run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunError {
+    /// `customer` (fix the configuration) or `platform` (usually transient).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    pub message: String,
+}
+
+/// An earlier run of this resource.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub workflow_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+}
+
+impl AmperityWorkflowRun {
+    pub fn phase(&self) -> Option<Phase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+}

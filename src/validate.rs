@@ -1,0 +1,320 @@
+//! The spec rules, enforced in Rust: the reconciler checks them before any API call
+//! (API servers older than 1.25 ignore the CRD's CEL rules) and `local` checks a
+//! manifest with them. They mirror the schema in `crd.rs` one for one.
+//!
+//! Validation works on the JSON form of the spec so that every problem is found at
+//! once, each with its field path, including ones a typed decode would stop at.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::crd::{AmperityWorkflowRunSpec, CONFIG_ID_PATTERN, DURATION_PATTERN, RANGE_PATTERN};
+
+/// The shortest poll interval a resource may ask for.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+pub const MAX_RETRY_LIMIT: u64 = 10;
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path from the resource root, e.g. `spec.range.to`.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// All problems of a spec, joined into one line for a condition message.
+pub fn describe(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+static CONFIG_ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(CONFIG_ID_PATTERN).unwrap());
+static RANGE_VALUE: LazyLock<Regex> = LazyLock::new(|| Regex::new(RANGE_PATTERN).unwrap());
+static DURATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(DURATION_PATTERN).unwrap());
+static TENANT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*$").unwrap());
+static API_VERSION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$").unwrap());
+
+const KNOWN_FIELDS: &[&str] = &[
+    "tenant",
+    "endpoint",
+    "amperityApiVersion",
+    "tokenSecretRef",
+    "configId",
+    "runMode",
+    "range",
+    "pollInterval",
+    "timeout",
+    "retry",
+    "ttlSecondsAfterFinished",
+    "stop",
+    "deletionPolicy",
+    "workflowId",
+];
+
+/// Checks a typed spec (the reconciler's case).
+pub fn validate_spec(spec: &AmperityWorkflowRunSpec) -> Result<(), Vec<FieldError>> {
+    let value = serde_json::to_value(spec).expect("a spec serializes to JSON");
+    let errors = validate_spec_value(&value);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks the JSON form of a spec and returns every problem found.
+pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
+    let mut v = Checker::default();
+    let Some(obj) = spec.as_object() else {
+        v.err("spec", "must be an object");
+        return v.errors;
+    };
+    for key in obj.keys() {
+        if !KNOWN_FIELDS.contains(&key.as_str()) {
+            v.err(&format!("spec.{key}"), "unknown field");
+        }
+    }
+
+    match v.required_str(obj.get("tenant"), "spec.tenant") {
+        Some(t) if !TENANT.is_match(t) || t.len() > 253 => v.err(
+            "spec.tenant",
+            &format!("{t:?} is not a tenant id (letters, digits, '.', '_', '-')"),
+        ),
+        _ => {}
+    }
+
+    if let Some(endpoint) = v.optional_str(obj.get("endpoint"), "spec.endpoint") {
+        match url::Url::parse(endpoint) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
+            _ => v.err(
+                "spec.endpoint",
+                &format!("{endpoint:?} is not an http(s) URL, e.g. https://app.amperity.com/api"),
+            ),
+        }
+    }
+
+    if let Some(ver) = v.optional_str(obj.get("amperityApiVersion"), "spec.amperityApiVersion") {
+        if !API_VERSION.is_match(ver) {
+            v.err(
+                "spec.amperityApiVersion",
+                &format!("{ver:?} is not an API version such as 2024-04-01"),
+            );
+        }
+    }
+
+    match obj.get("tokenSecretRef") {
+        None | Some(Value::Null) => v.err(
+            "spec.tokenSecretRef",
+            "required: name the Secret holding the Amperity token",
+        ),
+        Some(Value::Object(r)) => {
+            match v.required_str(r.get("name"), "spec.tokenSecretRef.name") {
+                Some("") => v.err("spec.tokenSecretRef.name", "must not be empty"),
+                _ => {}
+            }
+            if let Some("") = v.optional_str(r.get("key"), "spec.tokenSecretRef.key") {
+                v.err("spec.tokenSecretRef.key", "must not be empty");
+            }
+        }
+        Some(_) => v.err("spec.tokenSecretRef", "must be an object with name and key"),
+    }
+
+    match v.required_str(obj.get("configId"), "spec.configId") {
+        Some(id) if !CONFIG_ID.is_match(id) => v.err(
+            "spec.configId",
+            &format!(
+                "{id:?} is not an Amperity config id: expected cg- (courier group), og- (orchestration group) or cc- (campaign) followed by letters, digits and dashes"
+            ),
+        ),
+        _ => {}
+    }
+
+    if let Some(mode) = v.optional_str(obj.get("runMode"), "spec.runMode") {
+        if !matches!(mode, "full" | "refresh" | "source") {
+            v.err(
+                "spec.runMode",
+                &format!("{mode:?} is not a run mode: use full, refresh or source"),
+            );
+        }
+    }
+
+    match obj.get("range") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(r)) => v.range(r),
+        Some(_) => v.err("spec.range", "must be an object with from and to"),
+    }
+
+    if let Some(d) = v.duration(obj.get("pollInterval"), "spec.pollInterval") {
+        if d < MIN_POLL_INTERVAL {
+            v.err("spec.pollInterval", "must be at least 5s");
+        }
+    }
+    if let Some(d) = v.duration(obj.get("timeout"), "spec.timeout") {
+        if d.is_zero() {
+            v.err("spec.timeout", "must be greater than zero");
+        }
+    }
+
+    match obj.get("retry") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(r)) => match r.get("limit") {
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= MAX_RETRY_LIMIT) => {}
+            Some(Value::Number(n)) => v.err(
+                "spec.retry.limit",
+                &format!("{n} is out of range: use a whole number from 0 to 10"),
+            ),
+            None => v.err("spec.retry.limit", "required: a whole number from 0 to 10"),
+            Some(_) => v.err("spec.retry.limit", "must be a whole number from 0 to 10"),
+        },
+        Some(_) => v.err("spec.retry", "must be an object with limit"),
+    }
+
+    match obj.get("ttlSecondsAfterFinished") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some() => {}
+        Some(_) => v.err(
+            "spec.ttlSecondsAfterFinished",
+            "must be a whole number of seconds, 0 or more",
+        ),
+    }
+
+    match obj.get("stop") {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+        Some(_) => v.err("spec.stop", "must be true or false"),
+    }
+
+    if let Some(policy) = v.optional_str(obj.get("deletionPolicy"), "spec.deletionPolicy") {
+        if !matches!(policy, "Stop" | "Orphan") {
+            v.err(
+                "spec.deletionPolicy",
+                &format!("{policy:?} is not a deletion policy: use Stop or Orphan"),
+            );
+        }
+    }
+
+    if let Some("") = v.optional_str(obj.get("workflowId"), "spec.workflowId") {
+        v.err("spec.workflowId", "must not be empty when given");
+    }
+
+    v.errors
+}
+
+/// Parses a Go-style duration (`30s`, `1m30s`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if !DURATION.is_match(text) {
+        return None;
+    }
+    text.parse::<kube::core::Duration>().ok().map(Into::into)
+}
+
+/// Parses a range bound: a bare date is midnight UTC.
+pub fn parse_range_bound(text: &str) -> Option<jiff::Timestamp> {
+    if !RANGE_VALUE.is_match(text) {
+        return None;
+    }
+    if text.len() == 10 {
+        let date: jiff::civil::Date = text.parse().ok()?;
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp())
+    } else {
+        text.parse().ok()
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: &str, message: &str) {
+        self.errors.push(FieldError {
+            path: path.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    fn required_str<'a>(&mut self, value: Option<&'a Value>, path: &str) -> Option<&'a str> {
+        match value {
+            None | Some(Value::Null) => {
+                self.err(path, "required");
+                None
+            }
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                self.err(path, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn optional_str<'a>(&mut self, value: Option<&'a Value>, path: &str) -> Option<&'a str> {
+        match value {
+            None | Some(Value::Null) => None,
+            Some(_) => self.required_str(value, path),
+        }
+    }
+
+    fn duration(&mut self, value: Option<&Value>, path: &str) -> Option<Duration> {
+        let text = self.optional_str(value, path)?;
+        let parsed = parse_duration(text);
+        if parsed.is_none() {
+            self.err(
+                path,
+                &format!(
+                    "{text:?} is not a duration: use a number and a unit, e.g. 30s, 5m, 1h30m"
+                ),
+            );
+        }
+        parsed
+    }
+
+    fn range(&mut self, range: &serde_json::Map<String, Value>) {
+        let from = self.range_bound(range.get("from"), "spec.range.from");
+        let to = self.range_bound(range.get("to"), "spec.range.to");
+        if range.get("from").is_none_or(Value::is_null) {
+            if range.get("to").is_some_and(|t| !t.is_null()) {
+                self.err("spec.range.from", "required when range.to is given");
+            } else {
+                self.err("spec.range.from", "required");
+            }
+        }
+        if let (Some(from), Some(to)) = (from, to) {
+            if to <= from {
+                self.err(
+                    "spec.range.to",
+                    "must be after range.from (to is exclusive)",
+                );
+            }
+        }
+    }
+
+    fn range_bound(&mut self, value: Option<&Value>, path: &str) -> Option<jiff::Timestamp> {
+        let text = self.optional_str(value, path)?;
+        let parsed = parse_range_bound(text);
+        if parsed.is_none() {
+            self.err(
+                path,
+                &format!(
+                    "{text:?} is not an ISO 8601 date or UTC date-time, e.g. 2025-04-18 or 2025-04-18T06:00:00Z"
+                ),
+            );
+        }
+        parsed
+    }
+}

@@ -1,0 +1,321 @@
+//! Every spec rule, checked three ways: by the CRD's OpenAPI keywords (what any API
+//! server enforces), by its CEL rules (what 1.25+ API servers enforce), and by the
+//! Rust validator the reconciler and `local` use. A bad spec must be rejected by the
+//! Rust validator AND by the CRD, each naming the field.
+
+use amperity_operator::crd::AmperityWorkflowRun;
+use amperity_operator::validate::validate_spec_value;
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+fn valid_spec() -> Value {
+    json!({
+        "tenant": "socktown",
+        "tokenSecretRef": {"name": "amperity-api", "key": "token"},
+        "configId": "cg-123ABc4DE",
+        "runMode": "source",
+        "range": {"from": "2025-04-18", "to": "2025-04-19"},
+        "pollInterval": "30s",
+        "timeout": "6h",
+        "retry": {"limit": 2},
+        "ttlSecondsAfterFinished": 86400,
+        "stop": false,
+        "deletionPolicy": "Stop"
+    })
+}
+
+fn resource(spec: Value) -> Value {
+    json!({
+        "apiVersion": "amperity.dev/v1alpha1",
+        "kind": "AmperityWorkflowRun",
+        "metadata": {"name": "nightly", "namespace": "marketing"},
+        "spec": spec
+    })
+}
+
+fn openapi_schema() -> Value {
+    let crd = serde_json::to_value(AmperityWorkflowRun::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Errors from the schema's OpenAPI keywords (required, enum, pattern, minimum...),
+/// as instance paths such as `/spec/range/to`.
+fn schema_errors(object: &Value) -> Vec<String> {
+    let validator = jsonschema::draft4::new(&openapi_schema()).expect("the CRD schema compiles");
+    let mut paths: Vec<String> = validator
+        .iter_errors(object)
+        .map(|e| {
+            // A missing property is reported on its parent; name the property itself.
+            let mut path = e.instance_path().to_string();
+            if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
+                path = format!("{path}/{}", property.as_str().unwrap_or_default());
+            }
+            path
+        })
+        .collect();
+    // CEL rules the server also enforces (1.25+).
+    if let Err(errs) = cel_errors(object, None) {
+        paths.extend(errs);
+    }
+    paths
+}
+
+fn cel_errors(object: &Value, old: Option<&Value>) -> Result<(), Vec<String>> {
+    let validator = kube::core::cel::Validator::new();
+    validator
+        .validate(&openapi_schema(), object, old)
+        .map_err(|errs| errs.into_iter().map(|e| format!("{e}")).collect())
+}
+
+fn rust_paths(spec: &Value) -> Vec<String> {
+    validate_spec_value(spec)
+        .into_iter()
+        .map(|e| e.path)
+        .collect()
+}
+
+fn with(mutate: impl FnOnce(&mut Value)) -> Value {
+    let mut spec = valid_spec();
+    mutate(&mut spec);
+    spec
+}
+
+#[test]
+fn the_example_spec_is_valid_everywhere() {
+    assert_eq!(rust_paths(&valid_spec()), Vec::<String>::new());
+    assert_eq!(schema_errors(&resource(valid_spec())), Vec::<String>::new());
+    let minimal = json!({"tenant": "t", "tokenSecretRef": {"name": "s"}, "configId": "og-1"});
+    assert_eq!(rust_paths(&minimal), Vec::<String>::new());
+    assert_eq!(schema_errors(&resource(minimal)), Vec::<String>::new());
+    let datetimes = with(|s| {
+        s["range"] = json!({"from": "2025-04-18T06:00:00Z", "to": "2025-04-18T06:00:01.5Z"})
+    });
+    assert_eq!(rust_paths(&datetimes), Vec::<String>::new());
+    assert_eq!(schema_errors(&resource(datetimes)), Vec::<String>::new());
+}
+
+#[test]
+fn every_bad_input_is_rejected_naming_its_field() {
+    // (case, bad spec, the field that must be named, a word the CEL/schema error carries)
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "missing configId",
+            with(|s| {
+                s.as_object_mut().unwrap().remove("configId");
+            }),
+            "spec.configId",
+        ),
+        (
+            "configId of the wrong kind",
+            with(|s| s["configId"] = json!("xx-123")),
+            "spec.configId",
+        ),
+        (
+            "configId without id",
+            with(|s| s["configId"] = json!("cg-")),
+            "spec.configId",
+        ),
+        (
+            "configId with spaces",
+            with(|s| s["configId"] = json!("cg-12 34")),
+            "spec.configId",
+        ),
+        (
+            "unknown runMode",
+            with(|s| s["runMode"] = json!("weekly")),
+            "spec.runMode",
+        ),
+        (
+            "malformed range.from",
+            with(|s| s["range"]["from"] = json!("18/04/2025")),
+            "spec.range.from",
+        ),
+        (
+            "range.from with an offset",
+            with(|s| s["range"]["from"] = json!("2025-04-18T06:00:00+02:00")),
+            "spec.range.from",
+        ),
+        (
+            "malformed range.to",
+            with(|s| s["range"]["to"] = json!("tomorrow")),
+            "spec.range.to",
+        ),
+        (
+            "range.to without range.from",
+            with(|s| s["range"] = json!({"to": "2025-04-19"})),
+            "spec.range.from",
+        ),
+        (
+            "range.to before range.from",
+            with(|s| s["range"] = json!({"from": "2025-04-19", "to": "2025-04-18"})),
+            "spec.range.to",
+        ),
+        (
+            "range.to equal to range.from",
+            with(|s| s["range"] = json!({"from": "2025-04-18", "to": "2025-04-18T00:00:00Z"})),
+            "spec.range.to",
+        ),
+        (
+            "pollInterval under 5s",
+            with(|s| s["pollInterval"] = json!("4s")),
+            "spec.pollInterval",
+        ),
+        (
+            "zero pollInterval",
+            with(|s| s["pollInterval"] = json!("0s")),
+            "spec.pollInterval",
+        ),
+        (
+            "negative pollInterval",
+            with(|s| s["pollInterval"] = json!("-30s")),
+            "spec.pollInterval",
+        ),
+        (
+            "malformed pollInterval",
+            with(|s| s["pollInterval"] = json!("soon")),
+            "spec.pollInterval",
+        ),
+        (
+            "zero timeout",
+            with(|s| s["timeout"] = json!("0s")),
+            "spec.timeout",
+        ),
+        (
+            "malformed timeout",
+            with(|s| s["timeout"] = json!("6 hours")),
+            "spec.timeout",
+        ),
+        (
+            "retry.limit above 10",
+            with(|s| s["retry"]["limit"] = json!(11)),
+            "spec.retry.limit",
+        ),
+        (
+            "negative retry.limit",
+            with(|s| s["retry"]["limit"] = json!(-1)),
+            "spec.retry.limit",
+        ),
+        (
+            "negative ttl",
+            with(|s| s["ttlSecondsAfterFinished"] = json!(-5)),
+            "spec.ttlSecondsAfterFinished",
+        ),
+        (
+            "unknown deletionPolicy",
+            with(|s| s["deletionPolicy"] = json!("Keep")),
+            "spec.deletionPolicy",
+        ),
+        (
+            "missing tokenSecretRef",
+            with(|s| {
+                s.as_object_mut().unwrap().remove("tokenSecretRef");
+            }),
+            "spec.tokenSecretRef",
+        ),
+        (
+            "missing tenant",
+            with(|s| {
+                s.as_object_mut().unwrap().remove("tenant");
+            }),
+            "spec.tenant",
+        ),
+    ];
+    for (case, spec, field) in cases {
+        let rust = rust_paths(&spec);
+        assert!(
+            rust.contains(&field.to_string()),
+            "{case}: Rust validator named {rust:?}, want {field}"
+        );
+        let schema = schema_errors(&resource(spec));
+        let pointer = format!("/{}", field.replace('.', "/"));
+        let dotted = field.trim_start_matches("spec.");
+        assert!(
+            schema
+                .iter()
+                .any(|e| e.contains(&pointer) || e.contains(dotted)),
+            "{case}: CRD schema errors {schema:?} do not name {field}"
+        );
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let spec = json!({
+        "tenant": "socktown",
+        "tokenSecretRef": {"name": "s"},
+        "configId": "nope",
+        "runMode": "weekly",
+        "pollInterval": "1s",
+        "range": {"to": "2025-04-19"},
+        "typo": true
+    });
+    let paths = rust_paths(&spec);
+    for field in [
+        "spec.configId",
+        "spec.runMode",
+        "spec.pollInterval",
+        "spec.range.from",
+        "spec.typo",
+    ] {
+        assert!(
+            paths.contains(&field.to_string()),
+            "{field} missing from {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn spec_is_immutable_except_stop_going_true() {
+    let old = resource(valid_spec());
+    let stop = resource(with(|s| s["stop"] = json!(true)));
+    assert!(
+        cel_errors(&stop, Some(&old)).is_ok(),
+        "stop false -> true is allowed"
+    );
+    let unstop = resource(with(|s| s["stop"] = json!(false)));
+    let err = cel_errors(&unstop, Some(&stop)).unwrap_err().join(" ");
+    assert!(err.contains("stop cannot be set back"), "{err}");
+
+    let changes: Vec<(&str, Value)> = vec![
+        ("configId", with(|s| s["configId"] = json!("cg-other"))),
+        ("runMode", with(|s| s["runMode"] = json!("full"))),
+        ("range", with(|s| s["range"]["to"] = json!("2025-04-20"))),
+        (
+            "pollInterval removed",
+            with(|s| {
+                s.as_object_mut().unwrap().remove("pollInterval");
+            }),
+        ),
+        (
+            "workflowId added",
+            with(|s| s["workflowId"] = json!("wf-1")),
+        ),
+        (
+            "tokenSecretRef",
+            with(|s| s["tokenSecretRef"]["name"] = json!("other")),
+        ),
+        ("tenant", with(|s| s["tenant"] = json!("other"))),
+    ];
+    for (case, spec) in changes {
+        let err = cel_errors(&resource(spec), Some(&old))
+            .expect_err(case)
+            .join(" ");
+        assert!(err.contains("spec is immutable"), "{case}: {err}");
+    }
+    assert!(
+        cel_errors(&old, Some(&old)).is_ok(),
+        "an unchanged spec passes"
+    );
+}
+
+#[test]
+fn typed_cel_helpers_agree() {
+    let run: AmperityWorkflowRun = serde_json::from_value(resource(valid_spec())).unwrap();
+    assert!(run.validate_cel().is_ok());
+    let mut bad = run.clone();
+    bad.spec.poll_interval = Some("2s".into());
+    assert!(bad.validate_cel().is_err());
+    let mut changed = run.clone();
+    changed.spec.config_id = "cg-other".into();
+    assert!(changed.validate_cel_update(&run).is_err());
+}
