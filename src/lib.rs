@@ -4,6 +4,7 @@
 pub mod amperity;
 pub mod cli;
 pub mod crd;
+pub mod decide;
 pub mod sim;
 pub mod telemetry;
 pub mod validate;
