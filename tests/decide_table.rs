@@ -1,0 +1,849 @@
+//! Table tests of the pure decision function: every phase transition, every state
+//! spelling the Amperity documents use, and the conditions waiting tools read.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use amperity_operator::amperity::wire::{Workflow, WorkflowState};
+use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
+use amperity_operator::decide::{
+    Action, Answer, ApiFailure, Decision, EventType, FailureKind, Memory, RESOLVE_START_ANNOTATION,
+    Settings, decide,
+};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
+
+fn t0() -> Timestamp {
+    "2025-04-18T06:00:00Z".parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    t0() + SignedDuration::from_secs(secs)
+}
+
+fn run(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
+    let mut spec = json!({
+        "tenant": "socktown",
+        "tokenSecretRef": {"name": "amperity-api"},
+        "configId": "cg-123ABc4DE",
+        "runMode": "source",
+        "range": {"from": "2025-04-18", "to": "2025-04-19"},
+        "pollInterval": "30s"
+    });
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "amperity.dev/v1alpha1",
+        "kind": "AmperityWorkflowRun",
+        "metadata": {"name": "nightly", "namespace": "marketing", "generation": 1, "uid": "u1"},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn with_status(
+    mut r: AmperityWorkflowRun,
+    status: AmperityWorkflowRunStatus,
+) -> AmperityWorkflowRun {
+    r.status = Some(status);
+    r
+}
+
+fn workflow(id: &str, state: &str) -> Workflow {
+    serde_json::from_value(json!({
+        "id": id, "state": state, "type": "courier.group/run", "name": "Daily",
+        "tenant": "socktown", "created_at": "2025-04-18T06:00:01Z",
+        "task_instances": [
+            {"id": "wft-1", "state": "succeeded", "tenant": "socktown", "label": "Pull files"},
+            {"id": "wft-2", "state": "running", "tenant": "socktown", "label": "Updating domain tables"},
+            {"id": "wft-3", "state": "scheduled", "tenant": "socktown", "label": "Stitch"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn failed(id: &str, attribution: &str) -> Workflow {
+    let mut w = workflow(id, "failed");
+    w.ended_at = Some("2025-04-18T06:05:00Z".into());
+    w.error = serde_json::from_value(json!({"type": "amperity.workflow.task.stitch/table", "message": "Found table in an invalid state.", "attribution": attribution})).unwrap();
+    w
+}
+
+fn failure(kind: FailureKind) -> ApiFailure {
+    ApiFailure {
+        kind,
+        message: "HTTP 503 with an HTML body".into(),
+        retry_after: None,
+    }
+}
+
+fn step(r: &AmperityWorkflowRun, answer: Option<Answer>, now: Timestamp) -> Decision {
+    decide(r, answer, now, Memory::default(), &Settings::default())
+}
+
+/// Runs decide on `r`, then persists the status into the resource (as the controller does).
+fn apply(
+    r: &AmperityWorkflowRun,
+    answer: Option<Answer>,
+    now: Timestamp,
+) -> (AmperityWorkflowRun, Decision) {
+    let d = step(r, answer, now);
+    (with_status(r.clone(), d.status.clone()), d)
+}
+
+fn cond<'a>(d: &'a Decision, kind: &str) -> (&'a str, &'a str) {
+    let c = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+fn all_conditions(d: &Decision) -> BTreeMap<String, String> {
+    d.status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.clone(), c.status.clone()))
+        .collect()
+}
+
+fn expect_conditions(
+    d: &Decision,
+    succeeded: &str,
+    finished: &str,
+    ready: &str,
+    reconciling: &str,
+    stalled: &str,
+) {
+    let want: BTreeMap<String, String> = [
+        ("Succeeded", succeeded),
+        ("Finished", finished),
+        ("Ready", ready),
+        ("Reconciling", reconciling),
+        ("Stalled", stalled),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(all_conditions(d), want);
+}
+
+/// A resource that is Running workflow wf-1, started at t0.
+fn running(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
+    let r = run(extra_spec);
+    let (r, _) = apply(&r, None, t0());
+    let (r, _) = apply(
+        &r,
+        Some(Answer::Started(Ok(workflow("wf-1", "scheduled")))),
+        t0(),
+    );
+    assert_eq!(r.phase(), Some(Phase::Running));
+    r
+}
+
+#[test]
+fn a_new_resource_records_intent_then_starts_with_the_spec() {
+    let d = step(&run(json!({})), None, t0());
+    assert_eq!(d.status.phase, Some(Phase::Starting));
+    assert_eq!(d.status.started_at, Some(Time(t0())));
+    let Action::Start(req) = &d.action else {
+        panic!("{:?}", d.action)
+    };
+    assert_eq!(req.config_id, "cg-123ABc4DE");
+    assert_eq!(req.run_mode.as_deref(), Some("source"));
+    assert_eq!(req.range_from.as_deref(), Some("2025-04-18"));
+    assert_eq!(req.range_to.as_deref(), Some("2025-04-19"));
+    // Conditions are set at once: a fresh resource never looks finished.
+    expect_conditions(&d, "Unknown", "False", "False", "True", "False");
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(1))
+    );
+    assert_eq!(d.status.observed_generation, Some(1));
+    assert!(
+        d.events.is_empty(),
+        "no event before the start is confirmed"
+    );
+}
+
+#[test]
+fn start_answers() {
+    let (starting, _) = apply(&run(json!({})), None, t0());
+    let cases: Vec<(&str, Answer, Phase, &str, bool)> = vec![
+        (
+            "accepted",
+            Answer::Started(Ok(workflow("wf-1", "scheduled"))),
+            Phase::Running,
+            "Running",
+            false,
+        ),
+        (
+            "outcome unknown",
+            Answer::Started(Err(failure(FailureKind::Unknown))),
+            Phase::Starting,
+            "StartOutcomeUnknown",
+            false,
+        ),
+        (
+            "rate limited",
+            Answer::Started(Err(failure(FailureKind::Transient))),
+            Phase::Pending,
+            "StartDeferred",
+            false,
+        ),
+        (
+            "token rejected",
+            Answer::Started(Err(failure(FailureKind::Auth))),
+            Phase::Pending,
+            "AuthFailed",
+            true,
+        ),
+        (
+            "config rejected",
+            Answer::Started(Err(failure(FailureKind::Rejected))),
+            Phase::Failed,
+            "StartRejected",
+            true,
+        ),
+        (
+            "no secret",
+            Answer::CredentialsUnavailable {
+                reason: "SecretNotFound".into(),
+                message: "Secret marketing/amperity-api not found".into(),
+            },
+            Phase::Pending,
+            "SecretNotFound",
+            true,
+        ),
+    ];
+    for (case, answer, phase, reason, stalled) in cases {
+        let d = step(&starting, Some(answer), at(1));
+        assert_eq!(d.status.phase, Some(phase), "{case}");
+        assert_eq!(cond(&d, "Succeeded").1, reason, "{case}");
+        assert_eq!(
+            cond(&d, "Stalled").0,
+            if stalled { "True" } else { "False" },
+            "{case}"
+        );
+        match phase {
+            Phase::Running => {
+                assert_eq!(d.status.workflow_id.as_deref(), Some("wf-1"));
+                assert_eq!(
+                    d.action,
+                    Action::Requeue(Duration::from_secs(5)),
+                    "polls soon after start"
+                );
+                assert_eq!(d.events[0].reason, "Started");
+            }
+            Phase::Pending => assert_eq!(d.status.started_at, None, "{case}: nothing was started"),
+            Phase::Starting => assert!(
+                d.status.started_at.is_some(),
+                "{case}: the intent stays on record"
+            ),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_lost_start_is_searched_for_never_repeated() {
+    let (starting, _) = apply(&run(json!({})), None, t0());
+    let (starting, _) = apply(
+        &starting,
+        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
+        at(1),
+    );
+    // The next reconcile (or a restarted operator) looks for the run.
+    let d = step(&starting, None, at(10));
+    let Action::Search(q) = &d.action else {
+        panic!("{:?}", d.action)
+    };
+    assert_eq!(q.workflow_type, "courier.group/run");
+    assert_eq!(q.created_from, t0() - SignedDuration::from_secs(120));
+
+    // Exactly one match: adopted.
+    let mut other_type = workflow("wf-og", "running");
+    other_type.workflow_type = "amperity.orchestration.orchestration/run".into();
+    let mut too_old = workflow("wf-old", "running");
+    too_old.created_at = Some("2025-04-17T06:00:00Z".into());
+    let found = vec![
+        workflow("wf-mine", "running"),
+        other_type.clone(),
+        too_old.clone(),
+    ];
+    let d = step(&starting, Some(Answer::Searched(Ok(found))), at(10));
+    assert_eq!(d.action, Action::Poll("wf-mine".into()));
+    assert_eq!(d.status.workflow_id.as_deref(), Some("wf-mine"));
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    assert_eq!(d.events[0].reason, "Adopted");
+
+    // None or several: stalled, waiting for a person, with a message saying what to do.
+    for found in [
+        vec![],
+        vec![workflow("wf-a", "running"), workflow("wf-b", "running")],
+    ] {
+        let (stalled, d) = apply(&starting, Some(Answer::Searched(Ok(found))), at(10));
+        assert_eq!(d.action, Action::AwaitChange);
+        assert_eq!(cond(&d, "Stalled"), ("True", "StartUnconfirmed"));
+        let msg = &d
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap()
+            .message;
+        assert!(
+            msg.contains("amperity.dev/resolve-start") && msg.contains("retry"),
+            "{msg}"
+        );
+        assert_eq!(
+            d.events
+                .iter()
+                .filter(|e| e.reason == "StartUnconfirmed")
+                .count(),
+            1
+        );
+        // Reconciling again changes nothing and starts nothing.
+        let again = step(&stalled, None, at(20));
+        assert_eq!(again.action, Action::AwaitChange);
+        assert_eq!(again.status, stalled.status.clone().unwrap());
+    }
+}
+
+#[test]
+fn the_resolve_start_annotation_is_acted_on_once() {
+    let (starting, _) = apply(&run(json!({})), None, t0());
+    let (starting, _) = apply(
+        &starting,
+        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
+        at(1),
+    );
+    let (stalled, _) = apply(&starting, Some(Answer::Searched(Ok(vec![]))), at(10));
+
+    let mut adopt = stalled.clone();
+    adopt.metadata.annotations = Some(
+        [(
+            RESOLVE_START_ANNOTATION.to_string(),
+            "adopt wf-x".to_string(),
+        )]
+        .into(),
+    );
+    let (adopted, d) = apply(&adopt, None, at(30));
+    assert_eq!(d.action, Action::Poll("wf-x".into()));
+    assert_eq!(d.status.start_resolution.as_deref(), Some("adopt wf-x"));
+    assert_eq!(cond(&d, "Stalled").0, "False");
+    assert_eq!(adopted.status.unwrap().workflow_id.as_deref(), Some("wf-x"));
+
+    let mut retry = stalled.clone();
+    retry.metadata.annotations =
+        Some([(RESOLVE_START_ANNOTATION.to_string(), "retry".to_string())].into());
+    let (retried, d) = apply(&retry, None, at(30));
+    assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    assert_eq!(d.status.started_at, Some(Time(at(30))));
+    // If that start is lost too, the same annotation does not start a third run.
+    let (lost, _) = apply(
+        &retried,
+        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
+        at(31),
+    );
+    let (lost, _) = apply(&lost, Some(Answer::Searched(Ok(vec![]))), at(40));
+    assert_eq!(step(&lost, None, at(50)).action, Action::AwaitChange);
+
+    let mut nonsense = stalled.clone();
+    nonsense.metadata.annotations =
+        Some([(RESOLVE_START_ANNOTATION.to_string(), "please".to_string())].into());
+    let d = step(&nonsense, None, at(30));
+    assert_eq!(d.action, Action::AwaitChange);
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("not understood"))
+    );
+}
+
+#[test]
+fn spec_workflow_id_is_adopted_without_a_start() {
+    let d = step(
+        &run(json!({"workflowId": "wf-20250418-12345-AbCdE"})),
+        None,
+        t0(),
+    );
+    assert_eq!(d.action, Action::Poll("wf-20250418-12345-AbCdE".into()));
+    assert_eq!(d.status.phase, Some(Phase::Running));
+}
+
+#[test]
+fn every_documented_state_spelling_maps_to_a_phase() {
+    let cases: Vec<(&str, Option<&str>, Phase, &str)> = vec![
+        ("scheduled", None, Phase::Running, "Running"),
+        ("Scheduled", None, Phase::Running, "Running"),
+        ("Started", None, Phase::Running, "Running"),
+        ("In progress", None, Phase::Running, "Running"),
+        ("in_progress", None, Phase::Running, "Running"),
+        ("Running", None, Phase::Running, "Running"),
+        ("Running with failures", None, Phase::Running, "Running"),
+        ("Finalizing", None, Phase::Running, "Running"),
+        ("Stopping", None, Phase::Running, "Running"),
+        ("Succeeded", None, Phase::Succeeded, "Succeeded"),
+        ("succeeded", None, Phase::Succeeded, "Succeeded"),
+        ("SUCCEEDED", None, Phase::Succeeded, "Succeeded"),
+        ("failed", Some("customer"), Phase::Failed, "CustomerError"),
+        ("Failed", Some("platform"), Phase::Failed, "PlatformError"),
+        ("failed", None, Phase::Failed, "Failed"),
+        ("canceled", None, Phase::Canceled, "Canceled"),
+        ("Cancelled", None, Phase::Canceled, "Canceled"),
+        ("Stopped", None, Phase::Canceled, "Canceled"),
+        ("Skipped", None, Phase::Succeeded, "Succeeded"),
+        ("Warming up", None, Phase::Running, "Running"),
+    ];
+    let r = running(json!({}));
+    for (state, attribution, phase, reason) in cases {
+        let w = match attribution {
+            Some(a) => {
+                let mut w = failed("wf-1", a);
+                w.state = WorkflowState::parse(state);
+                w
+            }
+            None => workflow("wf-1", state),
+        };
+        let d = step(&r, Some(Answer::Polled(Ok(w))), at(40));
+        assert_eq!(d.status.phase, Some(phase), "{state}");
+        assert_eq!(cond(&d, "Succeeded").1, reason, "{state}");
+        let outcome = match phase {
+            Phase::Succeeded => ["True", "True", "True", "False", "False"],
+            Phase::Running => ["Unknown", "False", "False", "True", "False"],
+            _ => ["False", "True", "False", "False", "True"],
+        };
+        expect_conditions(
+            &d, outcome[0], outcome[1], outcome[2], outcome[3], outcome[4],
+        );
+        if phase.is_finished() {
+            assert_eq!(d.status.completed_at, Some(Time(at(40))), "{state}");
+            assert_eq!(d.action, Action::AwaitChange, "{state}");
+        } else {
+            assert_eq!(
+                d.action,
+                Action::Requeue(Duration::from_secs(30)),
+                "{state}"
+            );
+        }
+    }
+    // A set ended_at ends a run whose state we do not know.
+    let mut odd = workflow("wf-1", "archived");
+    odd.ended_at = Some("2025-04-18T06:05:00Z".into());
+    assert_eq!(
+        step(&r, Some(Answer::Polled(Ok(odd))), at(40)).status.phase,
+        Some(Phase::Succeeded)
+    );
+}
+
+#[test]
+fn status_mirrors_workflow_tasks_and_error() {
+    let r = running(json!({}));
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(failed("wf-1", "customer")))),
+        at(40),
+    );
+    let s = &d.status;
+    let info = s.workflow.as_ref().unwrap();
+    assert_eq!(info.name.as_deref(), Some("Daily"));
+    assert_eq!(info.workflow_type.as_deref(), Some("courier.group/run"));
+    assert_eq!(info.state.as_deref(), Some("failed"));
+    assert_eq!(info.ended_at.as_deref(), Some("2025-04-18T06:05:00Z"));
+    let tasks = s.tasks.as_ref().unwrap();
+    assert_eq!(
+        (tasks.total, tasks.succeeded, tasks.running, tasks.pending),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(tasks.progress, "1/3");
+    assert_eq!(tasks.current, vec!["Updating domain tables".to_string()]);
+    let error = s.error.as_ref().unwrap();
+    assert_eq!(error.attribution.as_deref(), Some("customer"));
+    assert_eq!(error.message, "Found table in an invalid state.");
+    let failed_event = d.events.iter().find(|e| e.reason == "Failed").unwrap();
+    assert_eq!(failed_event.type_, EventType::Warning);
+    assert!(failed_event.note.contains("fix the configuration"));
+}
+
+#[test]
+fn an_unchanged_poll_changes_nothing_and_emits_nothing() {
+    let r = running(json!({}));
+    let (polled, first) = apply(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(10),
+    );
+    assert!(!first.events.is_empty() || first.status != r.status.clone().unwrap());
+    let again = step(
+        &polled,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(40),
+    );
+    assert_eq!(
+        again.status,
+        polled.status.clone().unwrap(),
+        "identical poll must not change status"
+    );
+    assert!(again.events.is_empty());
+    assert_eq!(again.action, Action::Requeue(Duration::from_secs(30)));
+
+    // An undocumented state warns once, not on every poll.
+    let (odd, d) = apply(
+        &polled,
+        Some(Answer::Polled(Ok(workflow("wf-1", "Warming up")))),
+        at(70),
+    );
+    assert_eq!(d.events.len(), 1);
+    assert_eq!(
+        (d.events[0].type_, d.events[0].reason),
+        (EventType::Warning, "UnknownState")
+    );
+    let d = step(
+        &odd,
+        Some(Answer::Polled(Ok(workflow("wf-1", "Warming up")))),
+        at(100),
+    );
+    assert!(d.events.is_empty());
+    assert_eq!(d.status, odd.status.unwrap());
+}
+
+#[test]
+fn polls_follow_the_interval_remembered_between_reconciles() {
+    let r = running(json!({"pollInterval": "45s"}));
+    let settings = Settings::default();
+    let memory = |secs| Memory {
+        last_polled: Some(at(secs)),
+    };
+    assert_eq!(
+        decide(&r, None, at(100), Memory::default(), &settings).action,
+        Action::Poll("wf-1".into())
+    );
+    assert_eq!(
+        decide(&r, None, at(100), memory(90), &settings).action,
+        Action::Requeue(Duration::from_secs(35))
+    );
+    assert_eq!(
+        decide(&r, None, at(100), memory(55), &settings).action,
+        Action::Poll("wf-1".into())
+    );
+}
+
+#[test]
+fn poll_failures() {
+    let r = running(json!({}));
+    let d = step(
+        &r,
+        Some(Answer::Polled(Err(failure(FailureKind::NotFound)))),
+        at(40),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "WorkflowNotFound"));
+
+    let d = step(
+        &r,
+        Some(Answer::Polled(Err(failure(FailureKind::Auth)))),
+        at(40),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    assert_eq!(cond(&d, "Stalled"), ("True", "AuthFailed"));
+    assert_eq!(cond(&d, "Reconciling").0, "False");
+    assert_eq!(d.events[0].reason, "AuthFailed");
+
+    for kind in [FailureKind::Transient, FailureKind::Unknown] {
+        let mut f = failure(kind);
+        f.retry_after = Some(Duration::from_secs(7));
+        let d = step(&r, Some(Answer::Polled(Err(f))), at(40));
+        assert_eq!(
+            d.status,
+            r.status.clone().unwrap(),
+            "a transient failure writes nothing"
+        );
+        assert_eq!(
+            d.action,
+            Action::Requeue(Duration::from_secs(7)),
+            "Retry-After is honoured"
+        );
+    }
+}
+
+#[test]
+fn a_missing_secret_stalls_then_recovers_by_itself() {
+    let r = run(json!({}));
+    let (stalled, d) = apply(
+        &r,
+        Some(Answer::CredentialsUnavailable {
+            reason: "SecretNotFound".into(),
+            message: "Secret marketing/amperity-api not found: create it with a token key".into(),
+        }),
+        t0(),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    assert_eq!(cond(&d, "Stalled"), ("True", "SecretNotFound"));
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(30)));
+    let d = step(&stalled, None, at(30));
+    assert!(matches!(d.action, Action::Start(_)));
+    assert_eq!(cond(&d, "Stalled").0, "False");
+}
+
+#[test]
+fn platform_failures_retry_up_to_the_limit_customer_failures_never() {
+    let r = running(json!({"retry": {"limit": 1}}));
+    let (pending, d) = apply(
+        &r,
+        Some(Answer::Polled(Ok(failed("wf-1", "platform")))),
+        at(60),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    assert_eq!(d.status.attempts.len(), 1);
+    assert_eq!(d.status.attempts[0].workflow_id, "wf-1");
+    assert_eq!(d.status.workflow_id, None);
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(30)));
+    assert_eq!(
+        (d.events[0].type_, d.events[0].reason),
+        (EventType::Warning, "Retrying")
+    );
+    assert_eq!(
+        cond(&d, "Finished").0,
+        "False",
+        "a retrying run is not finished"
+    );
+
+    assert_eq!(
+        step(&pending, None, at(70)).action,
+        Action::Requeue(Duration::from_secs(20))
+    );
+    let (starting, d) = apply(&pending, None, at(90));
+    assert!(matches!(d.action, Action::Start(_)));
+    let (r2, _) = apply(
+        &starting,
+        Some(Answer::Started(Ok(workflow("wf-2", "scheduled")))),
+        at(91),
+    );
+    let d = step(
+        &r2,
+        Some(Answer::Polled(Ok(failed("wf-2", "platform")))),
+        at(150),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "RetriesExhausted"));
+    assert_eq!(
+        d.status.attempts.len(),
+        1,
+        "the final run is the current one, not an attempt"
+    );
+
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(failed("wf-1", "customer")))),
+        at(60),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "CustomerError"));
+    assert!(d.status.attempts.is_empty());
+}
+
+#[test]
+fn stop_and_timeout() {
+    // spec.stop: Stopping, then Canceled.
+    let mut r = running(json!({}));
+    r.spec.stop = true;
+    r.metadata.generation = Some(2);
+    let d = step(&r, None, at(10));
+    assert_eq!(d.action, Action::Stop("wf-1".into()));
+    let (stopping, d) = apply(
+        &r,
+        Some(Answer::StopSent(Ok(workflow("wf-1", "stopping")))),
+        at(10),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Stopping));
+    assert_eq!(d.status.stop_reason, Some(StopReason::Requested));
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(2))
+    );
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(5)));
+    let d = step(&stopping, None, at(20));
+    assert_eq!(d.action, Action::Poll("wf-1".into()), "stop is sent once");
+    let d = step(
+        &stopping,
+        Some(Answer::Polled(Ok(workflow("wf-1", "canceled")))),
+        at(20),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Canceled));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "Canceled"));
+    assert_eq!(cond(&d, "Stalled").0, "True");
+
+    // timeout: the stop goes out once the deadline passes, and the run ends TimedOut.
+    let r = running(json!({"timeout": "1m"}));
+    assert_eq!(step(&r, None, at(59)).action, Action::Poll("wf-1".into()));
+    assert_eq!(step(&r, None, at(60)).action, Action::Stop("wf-1".into()));
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(61),
+    );
+    assert_eq!(
+        d.action,
+        Action::Stop("wf-1".into()),
+        "a poll past the deadline stops the run"
+    );
+    let (stopping, _) = apply(
+        &r,
+        Some(Answer::StopSent(Ok(workflow("wf-1", "stopping")))),
+        at(61),
+    );
+    let d = step(
+        &stopping,
+        Some(Answer::Polled(Ok(workflow("wf-1", "canceled")))),
+        at(70),
+    );
+    assert_eq!(d.status.phase, Some(Phase::TimedOut));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "TimedOut"));
+    assert_eq!(d.events.last().unwrap().reason, "TimedOut");
+
+    // Stop before the run started: nothing is started.
+    let d = step(&run(json!({"stop": true})), None, t0());
+    assert_eq!(d.status.phase, Some(Phase::Canceled));
+    assert!(!matches!(d.action, Action::Start(_)));
+}
+
+#[test]
+fn deletion_stops_the_run_first_and_never_blocks_for_ever() {
+    let deleting = |r: &AmperityWorkflowRun| {
+        let mut r = r.clone();
+        r.metadata.deletion_timestamp = Some(Time(at(100)));
+        r
+    };
+    let r = deleting(&running(json!({})));
+    assert_eq!(step(&r, None, at(100)).action, Action::Stop("wf-1".into()));
+    let d = step(
+        &r,
+        Some(Answer::StopSent(Ok(workflow("wf-1", "stopping")))),
+        at(100),
+    );
+    assert_eq!(d.action, Action::ReleaseFinalizer);
+    assert_eq!(d.status.stop_reason, Some(StopReason::Deletion));
+    let unreachable = Answer::StopSent(Err(failure(FailureKind::Unknown)));
+    assert_eq!(
+        step(&r, Some(unreachable.clone()), at(110)).action,
+        Action::Requeue(Duration::from_secs(5))
+    );
+    let d = step(&r, Some(unreachable), at(100 + 120));
+    assert_eq!(
+        d.action,
+        Action::ReleaseFinalizer,
+        "gives up after the grace period"
+    );
+    assert_eq!(d.events[0].reason, "StopFailed");
+    let gone = Answer::CredentialsUnavailable {
+        reason: "SecretNotFound".into(),
+        message: "gone".into(),
+    };
+    assert_eq!(
+        step(&r, Some(gone), at(101)).action,
+        Action::ReleaseFinalizer
+    );
+
+    let orphan = deleting(&running(json!({"deletionPolicy": "Orphan"})));
+    assert_eq!(
+        step(&orphan, None, at(100)).action,
+        Action::ReleaseFinalizer
+    );
+    let finished = deleting(&with_status(
+        running(json!({})),
+        step(
+            &running(json!({})),
+            Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+            at(50),
+        )
+        .status,
+    ));
+    assert_eq!(
+        step(&finished, None, at(100)).action,
+        Action::ReleaseFinalizer
+    );
+    assert_eq!(
+        step(&deleting(&run(json!({}))), None, at(100)).action,
+        Action::ReleaseFinalizer
+    );
+}
+
+#[test]
+fn ttl_deletes_finished_resources() {
+    let r = running(json!({"ttlSecondsAfterFinished": 60}));
+    let (done, d) = apply(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(100),
+    );
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(60)));
+    assert_eq!(
+        step(&done, None, at(130)).action,
+        Action::Requeue(Duration::from_secs(30))
+    );
+    assert_eq!(step(&done, None, at(160)).action, Action::Delete);
+    let (plain, _) = apply(
+        &running(json!({})),
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(100),
+    );
+    assert_eq!(step(&plain, None, at(100_000)).action, Action::AwaitChange);
+}
+
+#[test]
+fn an_invalid_spec_fails_before_any_api_call() {
+    let d = step(
+        &run(json!({"pollInterval": "1s", "configId": "nope"})),
+        None,
+        t0(),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "InvalidSpec"));
+    let msg = &d.status.conditions[0].message;
+    assert!(
+        msg.contains("spec.pollInterval") && msg.contains("spec.configId"),
+        "{msg}"
+    );
+    assert_eq!(d.action, Action::AwaitChange);
+}
+
+#[test]
+fn transition_times_move_only_when_a_condition_changes() {
+    let r = running(json!({}));
+    let before: Vec<_> = r.status.as_ref().unwrap().conditions.clone();
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "In progress")))),
+        at(500),
+    );
+    for c in &d.status.conditions {
+        let old = before.iter().find(|o| o.type_ == c.type_).unwrap();
+        assert_eq!(
+            c.last_transition_time, old.last_transition_time,
+            "{} did not transition",
+            c.type_
+        );
+    }
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(500),
+    );
+    let finished = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Finished")
+        .unwrap();
+    assert_eq!(finished.last_transition_time, Time(at(500)));
+}
