@@ -348,7 +348,10 @@ mod tests {
         assert_eq!(w.workflow_type, "");
         let tasks = w.task_instances.as_deref().unwrap();
         assert_eq!(tasks[0].id, "wft-1");
-        assert_eq!(w.error.as_ref().unwrap().attribution, Some(Attribution::Platform));
+        assert_eq!(
+            w.error.as_ref().unwrap().attribution,
+            Some(Attribution::Platform)
+        );
         assert!(!w.has_ended() || w.ended_at.is_some());
 
         let overview: Workflow = serde_json::from_str(

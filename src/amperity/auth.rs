@@ -1,0 +1,250 @@
+//! Credentials: a static bearer token, or OAuth client credentials exchanged for
+//! short-lived tokens that are cached, shared and refreshed before they expire.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use super::error::{ClientError, describe_body};
+use super::wire::TokenResponse;
+
+/// A secret string: `Debug` and `Display` never show it, and it has no `Serialize`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(Arc<str>);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretString(Arc::from(value.into()))
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::fmt::Display for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// A bearer token (a JWT minted in the Amperity UI).
+    Token(SecretString),
+    /// OAuth client credentials; `token_url` defaults to `{base_url}/v0/oauth2/token`.
+    ClientCredentials {
+        client_id: String,
+        client_secret: SecretString,
+        token_url: Option<Url>,
+    },
+}
+
+/// Refresh this long before a token expires, or a tenth of its lifetime if shorter.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Hash, PartialEq, Eq)]
+struct Key {
+    token_url: String,
+    client_id: String,
+    secret_hash: u64,
+}
+
+struct Cached {
+    token: SecretString,
+    refresh_at: Instant,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+
+/// Exchanged tokens, one slot per (token URL, client id, secret). A slot's async
+/// lock makes concurrent callers share one exchange.
+#[derive(Default)]
+pub struct TokenCache {
+    slots: Mutex<HashMap<Key, Slot>>,
+}
+
+impl TokenCache {
+    fn slot(&self, key: &Key) -> Slot {
+        self.slots
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The bearer token to send.
+    pub async fn bearer(
+        &self,
+        http: &reqwest::Client,
+        base_url: &Url,
+        tenant: &str,
+        credentials: &Credentials,
+    ) -> Result<SecretString, ClientError> {
+        let (client_id, client_secret, token_url) = match credentials {
+            Credentials::Token(t) => return Ok(t.clone()),
+            Credentials::ClientCredentials {
+                client_id,
+                client_secret,
+                token_url,
+            } => (
+                client_id,
+                client_secret,
+                token_url_for(base_url, token_url.as_ref())?,
+            ),
+        };
+        let key = key(&token_url, client_id, client_secret);
+        let slot = self.slot(&key);
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
+            return Ok(c.token.clone());
+        }
+        let fresh = exchange(http, &token_url, tenant, client_id, client_secret).await?;
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    /// Drops a cached token the API refused, so the next call exchanges again.
+    pub fn forget(&self, base_url: &Url, credentials: &Credentials) {
+        if let Credentials::ClientCredentials {
+            client_id,
+            client_secret,
+            token_url,
+        } = credentials
+        {
+            if let Ok(url) = token_url_for(base_url, token_url.as_ref()) {
+                self.slots
+                    .lock()
+                    .unwrap()
+                    .remove(&key(&url, client_id, client_secret));
+            }
+        }
+    }
+}
+
+fn key(token_url: &Url, client_id: &str, secret: &SecretString) -> Key {
+    let mut h = DefaultHasher::new();
+    secret.expose().hash(&mut h);
+    Key {
+        token_url: token_url.to_string(),
+        client_id: client_id.to_string(),
+        secret_hash: h.finish(),
+    }
+}
+
+fn token_url_for(base_url: &Url, explicit: Option<&Url>) -> Result<Url, ClientError> {
+    if let Some(u) = explicit {
+        return Ok(u.clone());
+    }
+    let mut base = base_url.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    base.join("v0/oauth2/token").map_err(|e| {
+        ClientError::InvalidEndpoint(format!("no token URL can be derived from {base_url}: {e}"))
+    })
+}
+
+async fn exchange(
+    http: &reqwest::Client,
+    token_url: &Url,
+    tenant: &str,
+    client_id: &str,
+    client_secret: &SecretString,
+) -> Result<Cached, ClientError> {
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", client_secret.expose()),
+    ];
+    let response = http
+        .post(token_url.clone())
+        .header("X-Amperity-Tenant", tenant)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| {
+            ClientError::TokenExchange(format!("POST {token_url}: {}", transport_summary(&e)))
+        })?;
+    let status = response.status().as_u16();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ClientError::TokenExchange(transport_summary(&e)))?;
+    if !(200..300).contains(&status) {
+        return Err(ClientError::TokenExchange(format!(
+            "{token_url} answered HTTP {status}: {}; check client_id and client_secret in the Secret",
+            describe_body(&body)
+        )));
+    }
+    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+        ClientError::TokenExchange(format!(
+            "{token_url} answered HTTP {status} without an access_token"
+        ))
+    })?;
+    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600));
+    let margin = REFRESH_MARGIN.min(lifetime / 10);
+    Ok(Cached {
+        token: SecretString::new(parsed.access_token),
+        refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+    })
+}
+
+/// A transport error in a few words. reqwest's own text names the URL; the kind
+/// and the underlying cause are what a person needs.
+pub fn transport_summary(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the body failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{kind}: {cause}"),
+        None => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Credentials::ClientCredentials {
+            client_id: "id".into(),
+            client_secret: SecretString::new("hunter2"),
+            token_url: None,
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let t = Credentials::Token(SecretString::new("eyJhbGciOi.secret"));
+        assert!(!format!("{t:?}").contains("eyJ"));
+        assert_eq!(SecretString::new("x").to_string(), "<redacted>");
+    }
+
+    #[test]
+    fn token_url_defaults_under_the_base_url() {
+        let base = Url::parse("https://socktown.amperity.com/api").unwrap();
+        assert_eq!(
+            token_url_for(&base, None).unwrap().as_str(),
+            "https://socktown.amperity.com/api/v0/oauth2/token"
+        );
+        let explicit = Url::parse("https://auth.example/token").unwrap();
+        assert_eq!(token_url_for(&base, Some(&explicit)).unwrap(), explicit);
+    }
+}
