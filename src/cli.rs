@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "amperity-operator", version, about = "Run Amperity workflows from Kubernetes")]
+#[command(
+    name = "amperity-operator",
+    version,
+    about = "Run Amperity workflows from Kubernetes"
+)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -45,6 +49,34 @@ pub struct RunArgs {
     /// Namespaces to watch, comma-separated; empty means all namespaces.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// Elect a leader among replicas on a Lease; only the leader reconciles.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "LEASE_NAME", default_value = "amperity-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the election (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds the lease stays valid without renewal; a new leader takes over after it.
+    #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// Seconds before the first retry of a run that failed for a platform reason (doubles per attempt).
+    #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = 30)]
+    pub retry_backoff_secs: u64,
+    /// Seconds between re-checks of a stalled resource (missing Secret, rejected token).
+    #[arg(long, env = "STALLED_RECHECK_SECS", default_value_t = 30)]
+    pub stalled_recheck_secs: u64,
+    /// Seconds deletion waits for a stop to be accepted before letting the resource go.
+    #[arg(long, env = "DELETION_GRACE_SECS", default_value_t = 120)]
+    pub deletion_grace_secs: u64,
+    /// The operator's Amperity principal (principal_id or principal_name); narrows the
+    /// search for a run whose start answer was lost.
+    #[arg(long, env = "AMPERITY_PRINCIPAL")]
+    pub principal: Option<String>,
     #[command(flatten)]
     pub amperity: AmperityArgs,
 }
@@ -56,7 +88,11 @@ pub struct AmperityArgs {
     #[arg(long, env = "AMPERITY_RATE_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub rate_limit: u32,
     /// Base URL used when a resource names no endpoint; `{tenant}` is replaced by the tenant.
-    #[arg(long, env = "AMPERITY_DEFAULT_ENDPOINT", default_value = "https://{tenant}.amperity.com/api")]
+    #[arg(
+        long,
+        env = "AMPERITY_DEFAULT_ENDPOINT",
+        default_value = "https://{tenant}.amperity.com/api"
+    )]
     pub default_endpoint: String,
     /// api-version header used when a resource names none.
     #[arg(long, env = "AMPERITY_API_VERSION", default_value = "2024-04-01")]
@@ -75,7 +111,12 @@ pub struct SimulatorArgs {
     #[arg(long, env = "SIM_LISTEN", default_value = "127.0.0.1:8470")]
     pub listen: SocketAddr,
     /// Bearer tokens the simulator accepts, comma-separated.
-    #[arg(long, env = "SIM_TOKENS", value_delimiter = ',', default_value = "sim-token")]
+    #[arg(
+        long,
+        env = "SIM_TOKENS",
+        value_delimiter = ',',
+        default_value = "sim-token"
+    )]
     pub tokens: Vec<String>,
     /// The tenant id the simulator answers for (amperity-tenant header).
     #[arg(long, env = "SIM_TENANT", default_value = "socktown")]
@@ -99,6 +140,18 @@ pub struct LocalArgs {
     /// Output: a progress bar on a terminal, lines otherwise, or JSON status objects.
     #[arg(long, env = "LOCAL_OUTPUT", value_enum, default_value_t = LocalOutput::Auto)]
     pub output: LocalOutput,
+    /// File holding the Amperity token (instead of the AMPERITY_TOKEN variable).
+    #[arg(long, env = "AMPERITY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The Amperity token. Prefer the variable or --token-file: arguments are visible to other users.
+    #[arg(long, env = "AMPERITY_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretArg>,
+    /// Time compression of the embedded simulator (with --simulator).
+    #[arg(long, env = "LOCAL_SIMULATOR_SPEED", default_value_t = 4.0)]
+    pub simulator_speed: f64,
+    /// How long to wait for a stop to be confirmed after Ctrl-C, in seconds.
+    #[arg(long, env = "LOCAL_STOP_GRACE_SECS", default_value_t = 60)]
+    pub stop_grace_secs: u64,
     #[command(flatten)]
     pub amperity: AmperityArgs,
 }
@@ -108,4 +161,27 @@ pub enum LocalOutput {
     Auto,
     Text,
     Json,
+}
+
+/// A secret given on the command line or in the environment; `Debug` never shows it.
+#[derive(Clone)]
+pub struct SecretArg(String);
+
+impl SecretArg {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretArg(s.trim().to_string()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }

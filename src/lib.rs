@@ -3,8 +3,13 @@
 
 pub mod amperity;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod decide;
+pub mod driver;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
 pub mod sim;
 pub mod telemetry;
 pub mod validate;

@@ -1,0 +1,441 @@
+//! The Kubernetes side: the `Context` every reconcile shares, `reconcile` (which runs
+//! the shared driver with a Kubernetes [`Host`]) and `error_policy`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, field, info_span, warn};
+
+use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
+use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, DeletionPolicy, Phase};
+use crate::decide::{Action, Event, EventType, Settings, workflow_type_for};
+use crate::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
+use crate::metrics::{Metrics, ReasonLabels, VersionLabels};
+
+/// The field manager of every write this operator makes.
+pub const FIELD_MANAGER: &str = "amperity-operator";
+/// A separate manager for the finalizer, so that applying status never touches it.
+pub const FINALIZER_MANAGER: &str = "amperity-operator-finalizer";
+/// Holds an unfinished resource until its run was stopped (deletionPolicy Stop).
+pub const FINALIZER: &str = "amperity.dev/stop-run";
+/// Secret keys.
+pub const DEFAULT_TOKEN_KEY: &str = "token";
+pub const CLIENT_ID_KEY: &str = "client_id";
+pub const CLIENT_SECRET_KEY: &str = "client_secret";
+pub const TOKEN_URL_KEY: &str = "token_url";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} for {namespace}/{name} failed: {source}")]
+    Kube {
+        what: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("AmperityWorkflowRun {0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { what, .. } => what,
+            Error::NoNamespace(_) => "no namespace",
+        }
+    }
+}
+
+/// Everything a reconcile needs; cheap to share.
+pub struct Context {
+    pub client: Client,
+    pub amperity: AmperityClient,
+    pub defaults: Defaults,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    /// Per-resource memory (last poll time), keyed by uid. Lost on restart, which
+    /// costs at most one early poll per resource.
+    pub memory: Mutex<HashMap<String, RunMemory>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        amperity: AmperityClient,
+        defaults: Defaults,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "amperity-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            amperity,
+            defaults,
+            settings,
+            memory: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn remember(&self, uid: &str) -> RunMemory {
+        self.memory
+            .lock()
+            .unwrap()
+            .get(uid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn store(&self, uid: &str, memory: Option<RunMemory>) {
+        let mut map = self.memory.lock().unwrap();
+        match memory {
+            Some(m) => map.insert(uid.to_string(), m),
+            None => map.remove(uid),
+        };
+    }
+}
+
+pub async fn reconcile(obj: Arc<AmperityWorkflowRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    ctx.metrics.reconciles.inc();
+    let namespace = obj
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(obj.name_any()))?;
+    let name = obj.name_any();
+    let span = info_span!(
+        "reconcile",
+        namespace = %namespace,
+        name = %name,
+        workflow_id = field::Empty,
+    );
+    if let Some(id) = obj.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
+        span.record("workflow_id", id);
+    }
+    reconcile_in(obj, ctx, namespace, name)
+        .instrument(span)
+        .await
+}
+
+async fn reconcile_in(
+    obj: Arc<AmperityWorkflowRun>,
+    ctx: Arc<Context>,
+    namespace: String,
+    name: String,
+) -> Result<Requeue, Error> {
+    let api: Api<AmperityWorkflowRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    let kube_err = |what: &'static str| {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        move |source| Error::Kube {
+            what,
+            namespace,
+            name,
+            source,
+        }
+    };
+    let uid = obj.uid().unwrap_or_default();
+    let mut run = (*obj).clone();
+
+    if needs_finalizer(&run) {
+        set_finalizer(&api, &name, true)
+            .await
+            .map_err(kube_err("adding the finalizer"))?;
+    }
+
+    let host = KubeHost {
+        ctx: &ctx,
+        namespace: namespace.clone(),
+    };
+    let driver = Driver {
+        host: &host,
+        amperity: &ctx.amperity,
+        defaults: &ctx.defaults,
+        settings: &ctx.settings,
+    };
+    let mut memory = ctx.remember(&uid);
+    let before = memory.status.as_ref().and_then(|s| s.phase).or(obj.phase());
+    if let Some(written) = &memory.status {
+        run.status = Some(written.clone());
+    }
+    let action = driver.drive(&mut run, &mut memory).await;
+    if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
+        tracing::Span::current().record("workflow_id", id);
+    }
+    let action = action?;
+    let finished = run.phase().is_some_and(|p| p.is_finished());
+    record_phase(&ctx.metrics, &uid, before, &run);
+    ctx.store(&uid, (!finished).then_some(memory));
+
+    Ok(match action {
+        Action::Requeue(after) => Requeue::requeue(after.max(Duration::from_millis(200))),
+        Action::AwaitChange => {
+            if finished && has_finalizer(&run) {
+                // A finished run has nothing to stop: let deletion go through at once.
+                set_finalizer(&api, &name, false)
+                    .await
+                    .map_err(kube_err("removing the finalizer"))?;
+            }
+            Requeue::await_change()
+        }
+        Action::Delete => {
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .map_err(kube_err("deleting after ttlSecondsAfterFinished"))?;
+            ctx.store(&uid, None);
+            ctx.metrics.set_phase(&uid, None);
+            Requeue::await_change()
+        }
+        Action::ReleaseFinalizer => {
+            if has_finalizer(&run) {
+                set_finalizer(&api, &name, false)
+                    .await
+                    .map_err(kube_err("removing the finalizer"))?;
+            }
+            ctx.store(&uid, None);
+            ctx.metrics.set_phase(&uid, None);
+            Requeue::await_change()
+        }
+        other => unreachable!("the driver performs {other:?} itself"),
+    })
+}
+
+/// Retries after a failed Kubernetes call; Amperity failures never get here (they
+/// are answers that `decide` turns into status).
+pub fn error_policy(_obj: Arc<AmperityWorkflowRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(error = %error, "reconcile failed; retrying");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ReasonLabels {
+            reason: error.metric_label().to_string(),
+        })
+        .inc();
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// Updates the phase gauge, and the duration histogram when the run just finished.
+fn record_phase(metrics: &Metrics, uid: &str, before: Option<Phase>, run: &AmperityWorkflowRun) {
+    let after = run.phase();
+    metrics.set_phase(uid, after);
+    let Some(status) = run.status.as_ref() else {
+        return;
+    };
+    if let (Some(phase), false) = (after, before.is_some_and(Phase::is_finished)) {
+        if phase.is_finished() {
+            if let (Some(start), Some(end)) = (&status.started_at, &status.completed_at) {
+                let took = Duration::try_from(end.0.duration_since(start.0)).unwrap_or_default();
+                let kind = status
+                    .workflow
+                    .as_ref()
+                    .and_then(|w| w.workflow_type.clone())
+                    .unwrap_or_else(|| workflow_type_for(&run.spec.config_id).to_string());
+                metrics.record_finished(&kind, phase, took);
+            }
+        }
+    }
+}
+
+fn has_finalizer(run: &AmperityWorkflowRun) -> bool {
+    run.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+fn needs_finalizer(run: &AmperityWorkflowRun) -> bool {
+    run.metadata.deletion_timestamp.is_none()
+        && !has_finalizer(run)
+        && run.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Stop
+        && !run.phase().is_some_and(|p| p.is_finished())
+}
+
+/// Adds or drops our finalizer with server-side apply under its own field manager,
+/// which leaves other controllers' finalizers alone.
+async fn set_finalizer(
+    api: &Api<AmperityWorkflowRun>,
+    name: &str,
+    present: bool,
+) -> Result<(), kube::Error> {
+    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
+    let patch = json!({
+        "apiVersion": AmperityWorkflowRun::api_version(&()),
+        "kind": AmperityWorkflowRun::kind(&()),
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(FINALIZER_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its
+/// namespace, Events through the events API.
+struct KubeHost<'a> {
+    ctx: &'a Context,
+    namespace: String,
+}
+
+impl Host for KubeHost<'_> {
+    type Error = Error;
+
+    async fn credentials(
+        &self,
+        run: &AmperityWorkflowRun,
+    ) -> Result<Credentials, CredentialsProblem> {
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let r = &run.spec.token_secret_ref;
+        let secret = match secrets.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(CredentialsProblem {
+                    reason: "SecretNotFound".into(),
+                    message: format!(
+                        "Secret {}/{} (spec.tokenSecretRef.name) does not exist: create it with key {:?} holding an Amperity API token",
+                        self.namespace,
+                        r.name,
+                        r.key.as_deref().unwrap_or(DEFAULT_TOKEN_KEY)
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(CredentialsProblem {
+                    reason: "SecretUnreadable".into(),
+                    message: format!(
+                        "Secret {}/{} could not be read ({}): check that the operator may get Secrets in this namespace",
+                        self.namespace,
+                        r.name,
+                        kube_error_summary(&e)
+                    ),
+                });
+            }
+        };
+        credentials_from_secret(&secret, r.key.as_deref()).map_err(|message| CredentialsProblem {
+            reason: "SecretKeyMissing".into(),
+            message: format!("Secret {}/{} {message}", self.namespace, r.name),
+        })
+    }
+
+    async fn save_status(
+        &self,
+        run: &AmperityWorkflowRun,
+        status: &AmperityWorkflowRunStatus,
+    ) -> Result<(), Error> {
+        let api: Api<AmperityWorkflowRun> =
+            Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let name = run.name_any();
+        let patch = json!({
+            "apiVersion": AmperityWorkflowRun::api_version(&()),
+            "kind": AmperityWorkflowRun::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Kube {
+            what: "writing status",
+            namespace: self.namespace.clone(),
+            name,
+            source,
+        })
+    }
+
+    async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
+        let kube_event = KubeEvent {
+            type_: match event.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: event.reason.to_string(),
+            note: Some(event.note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .publish(&kube_event, &run.object_ref(&()))
+            .await
+        {
+            // Events are best effort: the status already says the same.
+            warn!(reason = event.reason, error = %kube_error_summary(&e), "could not publish event");
+        }
+    }
+
+    async fn deprecation(&self, run: &AmperityWorkflowRun, notice: &DeprecationNotice) {
+        let api_version = run
+            .spec
+            .amperity_api_version
+            .clone()
+            .unwrap_or_else(|| self.ctx.defaults.api_version.clone());
+        self.ctx
+            .metrics
+            .deprecations
+            .get_or_create(&VersionLabels { api_version })
+            .inc();
+        warn!(
+            deprecation = notice.deprecation.as_deref().unwrap_or(""),
+            sunset = notice.sunset.as_deref().unwrap_or(""),
+            "the Amperity API announced a deprecation"
+        );
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Reads credentials from Secret data: `key` (default `token`) holds a bearer token;
+/// without an explicit key, `client_id` + `client_secret` (and optionally
+/// `token_url`) are OAuth client credentials. The error says what is missing.
+pub fn credentials_from_secret(secret: &Secret, key: Option<&str>) -> Result<Credentials, String> {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let token_key = key.unwrap_or(DEFAULT_TOKEN_KEY);
+    if let Some(token) = text(token_key) {
+        return Ok(Credentials::Token(SecretString::new(token)));
+    }
+    if key.is_none() {
+        if let (Some(id), Some(secret)) = (text(CLIENT_ID_KEY), text(CLIENT_SECRET_KEY)) {
+            let token_url = text(TOKEN_URL_KEY).and_then(|u| url::Url::parse(&u).ok());
+            return Ok(Credentials::ClientCredentials {
+                client_id: id,
+                client_secret: SecretString::new(secret),
+                token_url,
+            });
+        }
+        return Err(format!(
+            "has neither key {DEFAULT_TOKEN_KEY:?} nor keys {CLIENT_ID_KEY:?} and {CLIENT_SECRET_KEY:?}: add an Amperity API token under {DEFAULT_TOKEN_KEY:?}"
+        ));
+    }
+    Err(format!(
+        "has no key {token_key:?} (spec.tokenSecretRef.key), or it is empty: add the Amperity API token under that key"
+    ))
+}
+
+/// A kube error in one line, without response bodies that could echo request data.
+fn kube_error_summary(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("HTTP {} {}", s.code, s.reason),
+        other => other.to_string(),
+    }
+}

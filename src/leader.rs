@@ -1,0 +1,124 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease (kube-lease-manager): only
+//! the holder reconciles; followers stay ready and take over when the lease
+//! expires; a leader that loses the lease drops its controllers at once.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use kube::Client;
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::metrics::Readiness;
+
+/// The field manager of the Lease writes.
+pub const LEASE_FIELD_MANAGER: &str = "amperity-operator-lease";
+
+#[derive(Clone, Debug)]
+pub struct LeaderConfig {
+    pub enabled: bool,
+    pub lease_name: String,
+    pub namespace: String,
+    /// Unique per replica; the pod name in a cluster.
+    pub identity: String,
+    /// Seconds a lease stays valid without renewal.
+    pub lease_seconds: u64,
+    /// Seconds before expiry the holder renews.
+    pub renew_grace_seconds: u64,
+}
+
+/// Runs `work` while this replica leads (or always, with election off) until a
+/// shutdown signal. `work` is started anew each time leadership is regained.
+pub async fn run_while_leading<F, Fut>(
+    client: Client,
+    config: LeaderConfig,
+    readiness: Arc<Readiness>,
+    work: F,
+) -> Result<(), LeaseManagerError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if !config.enabled {
+        readiness.leader.store(true, Ordering::SeqCst);
+        readiness.leadership_known.store(true, Ordering::SeqCst);
+        // The controllers end themselves on a shutdown signal, after in-flight reconciles.
+        work().await;
+        return Ok(());
+    }
+    let manager = LeaseManagerBuilder::new(client, &config.lease_name)
+        .with_namespace(&config.namespace)
+        .with_identity(&config.identity)
+        .with_duration(config.lease_seconds)
+        .with_grace(config.renew_grace_seconds)
+        .with_field_manager(LEASE_FIELD_MANAGER)
+        .build()
+        .await?;
+    // The Lease was read: until it says otherwise, this replica is a ready follower.
+    readiness.leadership_known.store(true, Ordering::SeqCst);
+    info!(lease = %config.lease_name, identity = %config.identity, "waiting for leadership");
+    let (mut leading, task) = manager.watch().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            became = until(&mut leading, true) => if !became { break },
+            _ = &mut shutdown => break,
+        }
+        info!(identity = %config.identity, "became leader; reconciling");
+        readiness.leader.store(true, Ordering::SeqCst);
+        // Losing the lease drops the controllers at once; a shutdown signal ends them
+        // gracefully (they listen for it themselves), which ends `work`.
+        let lost = tokio::select! {
+            _ = work() => false,
+            lost = until(&mut leading, false) => lost,
+        };
+        readiness.leader.store(false, Ordering::SeqCst);
+        readiness.watching.store(false, Ordering::SeqCst);
+        if !lost {
+            break;
+        }
+        warn!(identity = %config.identity, "lost leadership; stopped reconciling");
+    }
+    // Closing the channel makes the manager release the lease for the next leader.
+    drop(leading);
+    match task.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(join) => {
+            warn!(error = %join, "lease task ended abnormally");
+            Ok(())
+        }
+    }
+}
+
+/// Waits until the leadership flag equals `wanted`; false if the manager stopped.
+async fn until(leading: &mut watch::Receiver<bool>, wanted: bool) -> bool {
+    loop {
+        if *leading.borrow_and_update() == wanted {
+            return true;
+        }
+        if leading.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what Kubernetes sends on pod shutdown).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,172 @@
+//! `amperity-operator run`: connects to the cluster, checks the CRD is installed and
+//! runs one controller per watched namespace (or one for all namespaces).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::ListParams;
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::amperity::{AmperityClient, ClientConfig};
+use crate::cli::{AmperityArgs, RunArgs};
+use crate::controller::{Context, error_policy, reconcile};
+use crate::crd::AmperityWorkflowRun;
+use crate::decide::{RESOLVE_START_ANNOTATION, Settings};
+use crate::driver::Defaults;
+use crate::leader::{self, LeaderConfig};
+use crate::metrics::{self, Metrics, Readiness};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot reach the Kubernetes API (kubeconfig or in-cluster service account): {0}")]
+    Connect(#[source] kube::Error),
+    #[error(
+        "the AmperityWorkflowRun CRD is not installed or not readable ({0}): install it with `amperity-operator crd | kubectl apply -f -`"
+    )]
+    CrdMissing(#[source] kube::Error),
+    #[error("invalid Amperity client settings: {0}")]
+    Amperity(String),
+    #[error("leader election failed: {0}")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+}
+
+pub fn defaults(args: &AmperityArgs) -> Defaults {
+    Defaults {
+        endpoint: args.default_endpoint.clone(),
+        api_version: args.api_version.clone(),
+        allow_insecure_http: args.allow_insecure_http,
+    }
+}
+
+pub fn client_config(args: &AmperityArgs) -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        rate_limit_per_sec: args.rate_limit,
+        ..ClientConfig::default()
+    }
+}
+
+pub fn settings(args: &RunArgs) -> Settings {
+    Settings {
+        retry_backoff: Duration::from_secs(args.retry_backoff_secs),
+        stalled_recheck: Duration::from_secs(args.stalled_recheck_secs),
+        deletion_grace: Duration::from_secs(args.deletion_grace_secs),
+        principal: args.principal.clone(),
+        ..Settings::default()
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Connect)?;
+    Api::<AmperityWorkflowRun>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(RunError::CrdMissing)?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
+    let amperity = AmperityClient::new(client_config(&args.amperity))
+        .map_err(|e| RunError::Amperity(e.to_string()))?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        amperity,
+        defaults(&args.amperity),
+        settings(&args),
+        metrics.clone(),
+    ));
+    let server = tokio::spawn(metrics::serve(
+        args.metrics_addr,
+        metrics,
+        readiness.clone(),
+    ));
+
+    let leader = LeaderConfig {
+        enabled: args.leader_election,
+        lease_name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity: args.identity.clone().unwrap_or_else(default_identity),
+        lease_seconds: args.lease_seconds,
+        renew_grace_seconds: (args.lease_seconds / 3).max(1),
+    };
+    info!(namespaces = ?args.namespaces, leader_election = leader.enabled, "operator starting");
+    let work = || {
+        controllers(
+            client.clone(),
+            &args.namespaces,
+            ctx.clone(),
+            readiness.clone(),
+        )
+    };
+    let result = leader::run_while_leading(client.clone(), leader, readiness.clone(), work).await;
+    server.abort();
+    info!("operator stopped");
+    result.map_err(RunError::Lease)
+}
+
+/// One controller per watched namespace (or one for all), until a shutdown signal.
+async fn controllers(
+    client: Client,
+    namespaces: &[String],
+    ctx: Arc<Context>,
+    readiness: Arc<Readiness>,
+) {
+    let apis: Vec<Api<AmperityWorkflowRun>> = if namespaces.is_empty() {
+        vec![Api::all(client)]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let waiting = Arc::new(AtomicUsize::new(apis.len()));
+    let running = apis.into_iter().map(|api| {
+        let (reader, writer) = reflector::store();
+        let (readiness, waiting) = (readiness.clone(), waiting.clone());
+        // Our own status writes must not trigger reconciles (each would cost an
+        // Amperity GET); only what a person changes does. Polls are scheduled by requeue.
+        let changes = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .inspect_ok(move |event| {
+                if matches!(event, watcher::Event::InitDone)
+                    && waiting.fetch_sub(1, Ordering::SeqCst) == 1
+                {
+                    readiness.watching.store(true, Ordering::SeqCst);
+                }
+            })
+            .reflect(writer)
+            .touched_objects()
+            .predicate_filter(person_visible_change, PredicateConfig::default());
+        Controller::for_stream(changes, reader)
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    warn!(error = %e, "reconcile loop error");
+                }
+            })
+    });
+    futures::future::join_all(running).await;
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "amperity-operator".into());
+    format!("{host}-{:08x}", fastrand::u32(..))
+}
+
+/// Changes worth a reconcile: the spec (generation), deletion, and the
+/// resolve-start annotation.
+fn person_visible_change(run: &AmperityWorkflowRun) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    run.metadata.generation.hash(&mut h);
+    run.metadata.deletion_timestamp.is_some().hash(&mut h);
+    run.annotations().get(RESOLVE_START_ANNOTATION).hash(&mut h);
+    Some(h.finish())
+}
