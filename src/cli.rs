@@ -127,6 +127,33 @@ pub struct SimulatorArgs {
     /// Seed for the simulator's randomness (ids, fault draws).
     #[arg(long, env = "SIM_SEED")]
     pub seed: Option<u64>,
+    /// OAuth client id the token endpoint accepts.
+    #[arg(long, env = "SIM_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// OAuth client secret the token endpoint accepts.
+    #[arg(long, env = "SIM_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// Lifetime of issued OAuth access tokens, in seconds.
+    #[arg(long, env = "SIM_TOKEN_TTL_SECS", default_value_t = 3600)]
+    pub token_ttl_secs: u64,
+    /// Requests per tenant allowed in any 1-second window before 429.
+    #[arg(long, env = "SIM_RATE_LIMIT", default_value_t = 10)]
+    pub rate_limit: u32,
+    /// Share (0 to 1) of requests answered with a 5xx.
+    #[arg(long, env = "SIM_FAULT_5XX_RATE", default_value_t = 0.0)]
+    pub fault_5xx_rate: f64,
+    /// Share (0 to 1) of successful answers sent with a truncated body.
+    #[arg(long, env = "SIM_FAULT_MALFORMED_RATE", default_value_t = 0.0)]
+    pub fault_malformed_rate: f64,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, env = "SIM_LATENCY_MS", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Answer 429 to every request for this many seconds after start.
+    #[arg(long, env = "SIM_THROTTLE_STORM_SECS", default_value_t = 0)]
+    pub throttle_storm_secs: u64,
+    /// Send Deprecation and Sunset headers on every answer.
+    #[arg(long, env = "SIM_DEPRECATION", default_value_t = false)]
+    pub deprecation: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,7 +174,7 @@ pub struct LocalArgs {
     #[arg(long, env = "AMPERITY_TOKEN", hide_env_values = true)]
     pub token: Option<SecretArg>,
     /// Time compression of the embedded simulator (with --simulator).
-    #[arg(long, env = "LOCAL_SIMULATOR_SPEED", default_value_t = 4.0)]
+    #[arg(long, env = "LOCAL_SIMULATOR_SPEED", default_value_t = 2.0)]
     pub simulator_speed: f64,
     /// How long to wait for a stop to be confirmed after Ctrl-C, in seconds.
     #[arg(long, env = "LOCAL_STOP_GRACE_SECS", default_value_t = 60)]

@@ -8,6 +8,7 @@ pub mod crd;
 pub mod decide;
 pub mod driver;
 pub mod leader;
+pub mod local;
 pub mod metrics;
 pub mod operator;
 pub mod sim;

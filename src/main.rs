@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use amperity_operator::cli::{Cli, Command};
-use amperity_operator::{crd_yaml, telemetry};
+use amperity_operator::{crd_yaml, local, operator, sim, telemetry};
 use clap::Parser;
 
 #[tokio::main]
@@ -13,8 +13,17 @@ async fn main() -> ExitCode {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
-        _ => {
-            eprintln!("not wired yet");
+        Command::Run(args) => report(operator::run(args).await),
+        Command::Simulator(args) => report(sim::run(args).await),
+        Command::Local(args) => local::run(args).await,
+    }
+}
+
+fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,1 +1,241 @@
-//! The Amperity API simulator (in progress).
+//! The Amperity API simulator: the four workflow endpoints and the OAuth token
+//! endpoint, with realistic runs and fault injection (see docs/simulator.md).
+//! Part of the product: `amperity-operator simulator`, `local --simulator`, tests.
+
+mod routes;
+pub mod runs;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::cli::SimulatorArgs;
+use runs::Run;
+
+/// Everything the simulator can be asked to do.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub listen: SocketAddr,
+    /// Bearer tokens accepted (besides tokens issued by the OAuth endpoint).
+    pub tokens: Vec<String>,
+    pub tenant: String,
+    /// Time compression: 10 runs ten times faster than real time.
+    pub speed: f64,
+    pub seed: u64,
+    /// OAuth client credentials the token endpoint accepts.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub token_ttl: Duration,
+    /// Requests per tenant in any 1-second window before 429s.
+    pub rate_limit: u32,
+    /// Share (0..1) of requests answered with a 5xx.
+    pub fault_5xx_rate: f64,
+    /// Share (0..1) of successful answers sent with a truncated body.
+    pub fault_malformed_rate: f64,
+    /// Added to every answer.
+    pub latency: Duration,
+    /// Answer 429 to everything for this long after start.
+    pub throttle_storm: Duration,
+    /// Add `Deprecation` and `Sunset` headers to every answer.
+    pub deprecation: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tokens: vec!["sim-token".into()],
+            tenant: "socktown".into(),
+            speed: 1.0,
+            seed: 42,
+            client_id: None,
+            client_secret: None,
+            token_ttl: Duration::from_secs(3600),
+            rate_limit: 10,
+            fault_5xx_rate: 0.0,
+            fault_malformed_rate: 0.0,
+            latency: Duration::ZERO,
+            throttle_storm: Duration::ZERO,
+            deprecation: false,
+        }
+    }
+}
+
+impl From<&SimulatorArgs> for SimConfig {
+    fn from(a: &SimulatorArgs) -> Self {
+        SimConfig {
+            listen: a.listen,
+            tokens: a.tokens.clone(),
+            tenant: a.tenant.clone(),
+            speed: a.speed.max(0.001),
+            seed: a.seed.unwrap_or_else(|| fastrand::u64(..)),
+            client_id: a.client_id.clone(),
+            client_secret: a.client_secret.clone(),
+            token_ttl: Duration::from_secs(a.token_ttl_secs),
+            rate_limit: a.rate_limit,
+            fault_5xx_rate: a.fault_5xx_rate,
+            fault_malformed_rate: a.fault_malformed_rate,
+            latency: Duration::from_millis(a.latency_ms),
+            throttle_storm: Duration::from_secs(a.throttle_storm_secs),
+            deprecation: a.deprecation,
+        }
+    }
+}
+
+/// Counters tests read (also served at `GET /_sim/stats`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Accepted `POST /workflow/runs` (each created a run).
+    pub starts: u64,
+    pub starts_by_config: BTreeMap<String, u64>,
+    pub stops: u64,
+    /// Requests to /api, of any kind and outcome.
+    pub requests: u64,
+    /// 429 answers sent.
+    pub throttled: u64,
+    /// Access tokens issued by the OAuth endpoint.
+    pub tokens_issued: u64,
+    pub runs: Vec<RunStat>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunStat {
+    pub id: String,
+    pub config_id: String,
+    pub state: String,
+}
+
+pub(crate) struct Sim {
+    pub config: SimConfig,
+    pub started: Instant,
+    pub state: Mutex<SimState>,
+}
+
+pub(crate) struct SimState {
+    pub rng: fastrand::Rng,
+    pub runs: Vec<Run>,
+    /// Real instant each run was created at, by run index.
+    pub created: Vec<Instant>,
+    pub stats: Stats,
+    /// Accepted requests in the last second, per tenant.
+    pub window: HashMap<String, VecDeque<Instant>>,
+    /// Issued OAuth tokens and when they expire.
+    pub issued: HashMap<String, Instant>,
+    pub sequence: u64,
+}
+
+impl Sim {
+    /// Simulated seconds since run `i` was created.
+    pub fn elapsed(&self, created: Instant) -> f64 {
+        created.elapsed().as_secs_f64() * self.config.speed
+    }
+
+    pub fn stats(&self) -> Stats {
+        let state = self.state.lock().unwrap();
+        let mut stats = state.stats.clone();
+        stats.runs = state
+            .runs
+            .iter()
+            .zip(&state.created)
+            .map(|(r, created)| RunStat {
+                id: r.id.clone(),
+                config_id: r.config_id.clone(),
+                state: r.at(self.elapsed(*created)).state.to_string(),
+            })
+            .collect();
+        stats
+    }
+}
+
+/// A running simulator; stops when dropped.
+pub struct SimHandle {
+    addr: SocketAddr,
+    sim: Arc<Sim>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API base URL, e.g. `http://127.0.0.1:8470/api`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.sim.stats()
+    }
+
+    pub fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn new_sim(config: SimConfig) -> Arc<Sim> {
+    Arc::new(Sim {
+        state: Mutex::new(SimState {
+            rng: fastrand::Rng::with_seed(config.seed),
+            runs: Vec::new(),
+            created: Vec::new(),
+            stats: Stats::default(),
+            window: HashMap::new(),
+            issued: HashMap::new(),
+            sequence: 0,
+        }),
+        config,
+        started: Instant::now(),
+    })
+}
+
+/// Starts a simulator in this process on `config.listen` (port 0 picks one).
+pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let sim = new_sim(config);
+    let (tx, rx) = oneshot::channel();
+    let app = routes::router(sim.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(SimHandle {
+        addr,
+        sim,
+        shutdown: Some(tx),
+    })
+}
+
+/// `amperity-operator simulator`: serves until Ctrl-C or SIGTERM.
+pub async fn run(args: SimulatorArgs) -> std::io::Result<()> {
+    let config = SimConfig::from(&args);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tenant = %config.tenant,
+        speed = config.speed,
+        "Amperity simulator serving /api (stats at /_sim/stats)"
+    );
+    let app = routes::router(new_sim(config));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::leader::shutdown_signal())
+        .await
+}

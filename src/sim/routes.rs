@@ -1,0 +1,599 @@
+//! The simulator's HTTP surface: request checks in the order a real gateway
+//! applies them (rate limit, token, tenant, api-version), then the endpoints,
+//! then any fault the config id or the flags ask for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::runs::{Run, Scenario, workflow_type};
+use super::{Sim, SimState};
+
+const API_VERSION: &str = "2024-04-01";
+const RUN_FIELDS: &[&str] = &["config_id", "run_mode", "range_from", "range_to"];
+
+pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/api/workflow/runs", post(start).get(list))
+        .route("/api/workflow/runs/{id}", get(get_run))
+        .route("/api/workflow/runs/{id}/stop", post(stop))
+        .route("/api/v0/oauth2/token", post(token))
+        .route("/_sim/stats", get(stats))
+        .with_state(sim)
+}
+
+type Answer = Result<Reply, Reply>;
+
+/// An answer plus the faults to apply on the way out.
+struct Reply {
+    status: StatusCode,
+    body: Body,
+    headers: Vec<(&'static str, String)>,
+    /// Per-request faults from config-id markers.
+    faults: Faults,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    err500: bool,
+    errempty: bool,
+    errhtml: bool,
+    malformed: bool,
+    timeout: bool,
+    deprecated: bool,
+}
+
+impl Faults {
+    fn for_config(config_id: &str) -> Faults {
+        let id = config_id.to_ascii_lowercase();
+        Faults {
+            err500: id.contains("err500"),
+            errempty: id.contains("errempty"),
+            errhtml: id.contains("errhtml"),
+            malformed: id.contains("malformed"),
+            timeout: id.contains("timeout"),
+            deprecated: id.contains("deprecated"),
+        }
+    }
+}
+
+fn json_reply(status: StatusCode, body: Value) -> Reply {
+    Reply {
+        status,
+        body: Body::from(body.to_string()),
+        headers: vec![("content-type", "application/json".into())],
+        faults: Faults::default(),
+    }
+}
+
+/// An error in the documented `{status, message}` shape.
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json_reply(
+        status,
+        json!({"status": status.as_u16(), "message": message.into()}),
+    )
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = Response::builder().status(self.status);
+        for (k, v) in &self.headers {
+            response = response.header(*k, v);
+        }
+        response.body(self.body).expect("valid response parts")
+    }
+}
+
+/// Applies the gateway checks; on success returns the principal of the caller.
+fn admit(
+    sim: &Sim,
+    headers: &HeaderMap,
+    query_version: Option<&str>,
+) -> Result<(String, String), Reply> {
+    let mut state = sim.state.lock().unwrap();
+    state.stats.requests += 1;
+    let tenant = header(headers, "amperity-tenant");
+    let now = Instant::now();
+    if now.duration_since(sim.started) < sim.config.throttle_storm {
+        return Err(throttled(&mut state));
+    }
+    let window = state
+        .window
+        .entry(tenant.clone().unwrap_or_default())
+        .or_default();
+    while window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+    {
+        window.pop_front();
+    }
+    if window.len() >= sim.config.rate_limit as usize {
+        return Err(throttled(&mut state));
+    }
+    window.push_back(now);
+
+    let token = header(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+    let Some(token) = token else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token: send Authorization: Bearer <token>",
+        ));
+    };
+    let principal = if let Some(i) = sim.config.tokens.iter().position(|t| *t == token) {
+        (
+            format!("api-key|sim-{}", i + 1),
+            format!("API key {}", i + 1),
+        )
+    } else if state.issued.get(&token).is_some_and(|exp| *exp > now) {
+        ("oauth|sim-client".to_string(), "OAuth client".to_string())
+    } else {
+        return Err(error(StatusCode::UNAUTHORIZED, "invalid or expired token"));
+    };
+    match tenant {
+        None => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing amperity-tenant header",
+            ));
+        }
+        Some(t) if t != sim.config.tenant => {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("the token has no access to tenant {t:?}"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let version = header(headers, "api-version").or(query_version.map(str::to_string));
+    match version.as_deref() {
+        Some(API_VERSION) => Ok(principal),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("unsupported api-version {other:?}: use {API_VERSION}"),
+        )),
+        None => Err(error(StatusCode::BAD_REQUEST, "missing api-version header")),
+    }
+}
+
+fn throttled(state: &mut SimState) -> Reply {
+    state.stats.throttled += 1;
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate limit exceeded: at most 10 requests per second",
+    );
+    r.headers.push(("retry-after", "1".into()));
+    r
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Global flag faults, drawn per request, then the markers' faults and latency.
+async fn finish(sim: &Sim, answer: Answer) -> Reply {
+    let mut reply = match answer {
+        Ok(r) | Err(r) => r,
+    };
+    let (draw_5xx, draw_malformed) = {
+        let mut state = sim.state.lock().unwrap();
+        (state.rng.f64(), state.rng.f64())
+    };
+    let f = reply.faults;
+    let ok = reply.status.is_success();
+    if f.timeout {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    if !sim.config.latency.is_zero() {
+        tokio::time::sleep(sim.config.latency).await;
+    }
+    if f.err500 || (ok && draw_5xx < sim.config.fault_5xx_rate) {
+        reply = error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error occurred.",
+        );
+    } else if f.errempty {
+        reply = Reply {
+            status: StatusCode::BAD_GATEWAY,
+            body: Body::empty(),
+            headers: vec![],
+            faults: f,
+        };
+    } else if f.errhtml {
+        reply = Reply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Body::from(
+                "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+            ),
+            headers: vec![("content-type", "text/html".into())],
+            faults: f,
+        };
+    } else if ok && (f.malformed || draw_malformed < sim.config.fault_malformed_rate) {
+        reply = Reply {
+            status: reply.status,
+            body: Body::from(r#"{"id": "wf-trunc", "state": "runn"#),
+            headers: vec![("content-type", "application/json".into())],
+            faults: f,
+        };
+    }
+    if f.deprecated || sim.config.deprecation {
+        reply.headers.push(("deprecation", "true".into()));
+        reply
+            .headers
+            .push(("sunset", "Wed, 01 Apr 2026 00:00:00 GMT".into()));
+    }
+    reply
+}
+
+#[derive(serde::Deserialize)]
+struct VersionQuery {
+    api_version: Option<String>,
+    view: Option<String>,
+}
+
+async fn start(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let answer = start_inner(&sim, q.api_version.as_deref(), &headers, &body);
+    finish(&sim, answer).await
+}
+
+fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let principal = admit(sim, headers, version)?;
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| bad("the body must be one JSON object".to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("the body must be one JSON object".to_string()))?;
+    if let Some(unknown) = obj.keys().find(|k| !RUN_FIELDS.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "unknown property {unknown:?}: allowed are {}",
+            RUN_FIELDS.join(", ")
+        )));
+    }
+    let text = |k: &str| -> Result<Option<&str>, Reply> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(bad(format!("{k} must be a string"))),
+        }
+    };
+    let config_id = text("config_id")?
+        .ok_or_else(|| bad("config_id is required".to_string()))?
+        .to_string();
+    let faults = Faults::for_config(&config_id);
+    let range_from = text("range_from")?;
+    let range_to = text("range_to")?;
+    if let Some(mode) = text("run_mode")? {
+        if !matches!(mode, "full" | "refresh" | "source") {
+            return Err(bad(format!(
+                "run_mode {mode:?} is not one of full, refresh, source"
+            )));
+        }
+    }
+    if range_to.is_some() && range_from.is_none() {
+        return Err(bad("range_to requires range_from".to_string()));
+    }
+    let from = range_from
+        .map(|v| {
+            parse_time(v).ok_or_else(|| {
+                bad(format!(
+                    "range_from {v:?} is not an ISO 8601 UTC date or date-time"
+                ))
+            })
+        })
+        .transpose()?;
+    let to = range_to
+        .map(|v| {
+            parse_time(v).ok_or_else(|| {
+                bad(format!(
+                    "range_to {v:?} is not an ISO 8601 UTC date or date-time"
+                ))
+            })
+        })
+        .transpose()?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if t <= f {
+            return Err(bad("range_to must be after range_from".to_string()));
+        }
+    }
+    let lower = config_id.to_ascii_lowercase();
+    let known_prefix = matches!(config_id.get(..3), Some("cg-" | "og-" | "cc-"));
+    if !known_prefix || lower.contains("rejected") {
+        return Err(bad(format!(
+            "config_id {config_id:?} does not exist in this tenant"
+        )));
+    }
+    if lower.contains("needsrange") && range_from.is_none() {
+        return Err(bad(
+            "range_from is required for this courier group: it pulls files from cloud storage"
+                .to_string(),
+        ));
+    }
+    // Gateway errors (empty and HTML bodies) never reach the application.
+    if faults.errempty || faults.errhtml {
+        return Err(Reply {
+            faults,
+            ..error(StatusCode::BAD_GATEWAY, "")
+        });
+    }
+
+    let mut state = sim.state.lock().unwrap();
+    let first = !state.runs.iter().any(|r| r.config_id == config_id);
+    state.sequence += 1;
+    let now = Timestamp::now();
+    let suffix: String = (0..5).map(|_| state.rng.alphanumeric()).collect();
+    let id = format!(
+        "wf-{}-{:05}-{suffix}",
+        now.strftime("%Y%m%d"),
+        10_000 + state.sequence
+    );
+    let version_suffix: String = (0..6).map(|_| state.rng.alphanumeric()).collect();
+    let run = Run {
+        id,
+        name: format!("Run of {config_id}"),
+        config_id: config_id.clone(),
+        tenant: sim.config.tenant.clone(),
+        principal_id: principal.0,
+        principal_name: principal.1,
+        version: format!("etv-{}-{version_suffix}", now.strftime("%Y%m%d")),
+        created_at: now,
+        scenario: Scenario::from_config(&config_id, first),
+        stopped_at: None,
+    };
+    let body = run.to_json(0.0, sim.config.speed, true);
+    state.runs.push(run);
+    state.created.push(Instant::now());
+    state.stats.starts += 1;
+    *state
+        .stats
+        .starts_by_config
+        .entry(config_id.clone())
+        .or_default() += 1;
+    // `lostanswer`: the run is created, but the answer is lost (a 500).
+    if lower.contains("lostanswer") {
+        return Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error occurred.",
+        ));
+    }
+    Ok(Reply {
+        faults,
+        ..json_reply(StatusCode::CREATED, body)
+    })
+}
+
+/// An ISO 8601 date (midnight UTC) or UTC date-time.
+fn parse_time(v: &str) -> Option<Timestamp> {
+    if v.len() == 10 {
+        let date: jiff::civil::Date = v.parse().ok()?;
+        return date
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp());
+    }
+    if !v.ends_with('Z') {
+        return None;
+    }
+    v.parse().ok()
+}
+
+fn find(state: &SimState, id: &str) -> Option<usize> {
+    state.runs.iter().position(|r| r.id == id)
+}
+
+async fn get_run(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    let answer = (|| {
+        admit(&sim, &headers, q.api_version.as_deref())?;
+        let state = sim.state.lock().unwrap();
+        let i = find(&state, &id)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("workflow {id} not found")))?;
+        let run = &state.runs[i];
+        let t = sim.elapsed(state.created[i]);
+        let faults = Faults::for_config(&run.config_id);
+        if run.scenario.vanish && t >= 1.0 {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("workflow {id} not found"),
+            ));
+        }
+        let verbose = match q.view.as_deref() {
+            None | Some("overview") => false,
+            Some("verbose") => true,
+            Some(other) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("view {other:?} is not overview or verbose"),
+                ));
+            }
+        };
+        Ok(Reply {
+            faults,
+            ..json_reply(StatusCode::OK, run.to_json(t, sim.config.speed, verbose))
+        })
+    })();
+    finish(&sim, answer).await
+}
+
+async fn stop(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    let answer = (|| {
+        admit(&sim, &headers, q.api_version.as_deref())?;
+        let mut state = sim.state.lock().unwrap();
+        let i = find(&state, &id)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("workflow {id} not found")))?;
+        let t = sim.elapsed(state.created[i]);
+        state.stats.stops += 1;
+        let run = &mut state.runs[i];
+        if run.stopped_at.is_none() && run.at(t).ended.is_none() {
+            run.stopped_at = Some(t);
+        }
+        let faults = Faults::for_config(&run.config_id);
+        Ok(Reply {
+            faults,
+            ..json_reply(StatusCode::OK, run.to_json(t, sim.config.speed, true))
+        })
+    })();
+    finish(&sim, answer).await
+}
+
+async fn list(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Reply {
+    let answer = list_inner(&sim, &q, &headers);
+    finish(&sim, answer).await
+}
+
+fn list_inner(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Answer {
+    admit(sim, headers, q.get("api_version").map(String::as_str))?;
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let bound = |k: &str| -> Result<Option<Timestamp>, Reply> {
+        q.get(k)
+            .map(|v| {
+                parse_time(v).ok_or_else(|| bad(format!("{k} {v:?} is not an ISO 8601 timestamp")))
+            })
+            .transpose()
+    };
+    let (created_from, created_to) = (bound("created_from")?, bound("created_to")?);
+    let (ended_from, ended_to) = (bound("ended_from")?, bound("ended_to")?);
+    let limit: usize = match q.get("limit") {
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| bad(format!("limit {v:?} must be 1 to 1000")))?,
+        None => 100,
+    };
+    let offset: usize = match q.get("next_token") {
+        Some(t) if t.is_empty() => return Err(bad("next_token cannot be empty".to_string())),
+        Some(t) => decode_token(t).ok_or_else(|| bad(format!("next_token {t:?} is not valid")))?,
+        None => 0,
+    };
+    let norm = |s: &str| s.to_ascii_lowercase().replace([' ', '_', '-'], "");
+    let state_filter = q.get("state").map(|s| norm(s));
+    let with_total = q.get("with_total").is_some_and(|v| v == "true");
+
+    let state = sim.state.lock().unwrap();
+    let mut matching: Vec<Value> = Vec::new();
+    // Newest first, as the API lists them.
+    for (i, run) in state.runs.iter().enumerate().rev() {
+        let t = sim.elapsed(state.created[i]);
+        let snap = run.at(t);
+        let ended_at = snap
+            .ended
+            .map(|e| run.created_at + jiff::SignedDuration::from_secs_f64(e / sim.config.speed));
+        let keep = created_from.is_none_or(|f| run.created_at >= f)
+            && created_to.is_none_or(|to| run.created_at < to)
+            && ended_from.is_none_or(|f| ended_at.is_some_and(|e| e >= f))
+            && ended_to.is_none_or(|to| ended_at.is_some_and(|e| e < to))
+            && state_filter.as_ref().is_none_or(|s| norm(snap.state) == *s)
+            && q.get("type")
+                .is_none_or(|ty| workflow_type(&run.config_id) == ty);
+        if keep {
+            matching.push(run.to_json(t, sim.config.speed, true));
+        }
+    }
+    let total = matching.len();
+    let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
+    let mut body = json!({"data": page});
+    if offset + limit < total {
+        body["next_token"] = json!(encode_token(offset + limit));
+    }
+    if with_total {
+        body["total"] = json!(total);
+    }
+    Ok(json_reply(StatusCode::OK, body))
+}
+
+fn encode_token(offset: usize) -> String {
+    format!("nt{:x}", offset ^ 0x5a5a)
+}
+
+fn decode_token(token: &str) -> Option<usize> {
+    usize::from_str_radix(token.strip_prefix("nt")?, 16)
+        .ok()
+        .map(|v| v ^ 0x5a5a)
+}
+
+async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Reply {
+    let form: HashMap<String, String> = form_pairs(&body);
+    let answer = (|| {
+        let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
+        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            return Err(bad("grant_type must be client_credentials"));
+        }
+        match header(&headers, "x-amperity-tenant") {
+            Some(t) if t == sim.config.tenant => {}
+            _ => {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "X-Amperity-Tenant must name this tenant",
+                ));
+            }
+        }
+        let (Some(id), Some(secret)) = (&sim.config.client_id, &sim.config.client_secret) else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "no client credentials are configured",
+            ));
+        };
+        if form.get("client_id") != Some(id) || form.get("client_secret") != Some(secret) {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid client credentials",
+            ));
+        }
+        let mut state = sim.state.lock().unwrap();
+        let token: String = (0..40).map(|_| state.rng.alphanumeric()).collect();
+        let token = format!("simjwt.{token}");
+        state
+            .issued
+            .insert(token.clone(), Instant::now() + sim.config.token_ttl);
+        state.stats.tokens_issued += 1;
+        Ok(json_reply(
+            StatusCode::OK,
+            json!({"access_token": token, "expires_in": sim.config.token_ttl.as_secs(), "token_type": "Bearer"}),
+        ))
+    })();
+    match answer {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// Form bodies are `k=v&k=v` with percent-encoding and `+` for spaces.
+fn form_pairs(body: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> impl IntoResponse {
+    let mut r = json_reply(StatusCode::OK, serde_json::to_value(sim.stats()).unwrap());
+    r.headers.push(("cache-control", "no-store".into()));
+    r
+}
