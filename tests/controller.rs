@@ -1,0 +1,428 @@
+//! The reconciler against a mocked Kubernetes API server (tower-test), with the
+//! project's Amperity simulator over real HTTP: each Kubernetes call is asserted in
+//! order, and the simulator's counters say when the start was sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amperity_operator::amperity::{AmperityClient, ClientConfig};
+use amperity_operator::controller::{Context, FIELD_MANAGER, FINALIZER, reconcile};
+use amperity_operator::crd::AmperityWorkflowRun;
+use amperity_operator::decide::Settings;
+use amperity_operator::driver::Defaults;
+use amperity_operator::metrics::Metrics;
+use amperity_operator::sim::{self, SimConfig, SimHandle};
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle, SendResponse};
+
+const TOKEN: &str = "sim-token";
+
+struct ApiServer {
+    handle: Handle<Request<Body>, Response<Body>>,
+}
+
+struct Call {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Call {
+    fn reply(self, status: StatusCode, body: Value) {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        self.send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(bytes))
+                .unwrap(),
+        );
+    }
+}
+
+impl ApiServer {
+    /// The next request the reconciler makes; fails the test if it makes none.
+    async fn next(&mut self) -> Call {
+        let (request, send) =
+            tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
+                .await
+                .expect("the reconciler made no further Kubernetes call")
+                .expect("the client was dropped");
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.unwrap();
+        Call {
+            method: parts.method,
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or_default().to_string(),
+            body: if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap()
+            },
+            send,
+        }
+    }
+
+    async fn expect(&mut self, method: Method, path: &str) -> Call {
+        let call = self.next().await;
+        assert_eq!(
+            (&call.method, call.path.as_str()),
+            (&method, path),
+            "unexpected call order"
+        );
+        call
+    }
+
+    /// Asserts the reconciler makes no further Kubernetes call.
+    async fn expect_quiet(&mut self) {
+        let next =
+            tokio::time::timeout(Duration::from_millis(300), self.handle.next_request()).await;
+        if let Ok(Some((req, _))) = next {
+            panic!("unexpected call {} {}", req.method(), req.uri());
+        }
+    }
+}
+
+const RUNS: &str = "/apis/amperity.dev/v1alpha1/namespaces/marketing/amperityworkflowruns";
+const SECRET: &str = "/api/v1/namespaces/marketing/secrets/amperity-api";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/marketing/events";
+
+fn resource(sim: &SimHandle, extra: Value, status: Option<Value>) -> AmperityWorkflowRun {
+    let mut spec = json!({
+        "tenant": "socktown",
+        "endpoint": sim.base_url(),
+        "tokenSecretRef": {"name": "amperity-api"},
+        "configId": "cg-nightly",
+        "runMode": "source",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let mut obj = json!({
+        "apiVersion": "amperity.dev/v1alpha1",
+        "kind": "AmperityWorkflowRun",
+        "metadata": {"name": "nightly", "namespace": "marketing", "uid": "uid-1", "generation": 1,
+                     "resourceVersion": "10", "finalizers": [FINALIZER]},
+        "spec": spec,
+    });
+    if let Some(s) = status {
+        obj["status"] = s;
+    }
+    serde_json::from_value(obj).unwrap()
+}
+
+fn secret(token: &str) -> Value {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("amperity-api".into()),
+            namespace: Some("marketing".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("token".to_string(), ByteString(token.as_bytes().to_vec()))].into()),
+        ..Secret::default()
+    };
+    serde_json::to_value(secret).unwrap()
+}
+
+async fn setup(sim_config: SimConfig) -> (Arc<Context>, ApiServer, SimHandle) {
+    let sim = sim::spawn(sim_config).await.unwrap();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let amperity = AmperityClient::new(ClientConfig::default()).unwrap();
+    let ctx = Arc::new(Context::new(
+        client,
+        amperity,
+        Defaults::default(),
+        Settings::default(),
+        Arc::new(Metrics::default()),
+    ));
+    (ctx, ApiServer { handle }, sim)
+}
+
+fn fast_sim() -> SimConfig {
+    SimConfig {
+        speed: 20.0,
+        ..SimConfig::default()
+    }
+}
+
+fn applied_status(call: &Call) -> &Value {
+    assert!(
+        call.query
+            .contains(&format!("fieldManager={FIELD_MANAGER}")),
+        "{}",
+        call.query
+    );
+    assert!(call.query.contains("force=true"), "{}", call.query);
+    &call.body["status"]
+}
+
+#[tokio::test]
+async fn a_start_records_intent_before_the_post_and_the_id_right_after() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(&sim, json!({}), None);
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, secret(TOKEN));
+
+    let intent = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&intent).clone();
+    assert_eq!(status["phase"], "Starting");
+    assert!(status["startedAt"].is_string());
+    assert!(status.get("workflowId").is_none());
+    assert_eq!(
+        sim.stats().starts,
+        0,
+        "the POST must wait for the intent to be stored"
+    );
+    let mut stored = serde_json::to_value(&run).unwrap();
+    stored["status"] = status;
+    intent.reply(StatusCode::OK, stored.clone());
+
+    let recorded = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    assert_eq!(sim.stats().starts, 1, "exactly one start");
+    let status = applied_status(&recorded).clone();
+    assert_eq!(status["phase"], "Running");
+    let id = status["workflowId"]
+        .as_str()
+        .expect("the id is written right after the POST")
+        .to_string();
+    assert!(id.starts_with("wf-"));
+    for kind in ["Succeeded", "Finished", "Ready", "Reconciling", "Stalled"] {
+        let c = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap();
+        assert_eq!(c["observedGeneration"], 1, "{kind}");
+    }
+    stored["status"] = status;
+    recorded.reply(StatusCode::OK, stored);
+
+    let event = api.expect(Method::POST, EVENTS).await;
+    assert_eq!(event.body["reason"], "Started");
+    assert_eq!(event.body["type"], "Normal");
+    assert_eq!(event.body["regarding"]["name"], "nightly");
+    let body = event.body.clone();
+    event.reply(StatusCode::CREATED, body);
+
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+    );
+    api.expect_quiet().await;
+    assert_eq!(sim.stats().starts, 1);
+}
+
+/// A context sharing the mocked API server but with no per-resource memory, as
+/// after a restart: the next reconcile polls at once.
+fn fresh(ctx: &Context) -> Arc<Context> {
+    Arc::new(Context::new(
+        ctx.client.clone(),
+        ctx.amperity.clone(),
+        Defaults::default(),
+        Settings::default(),
+        Arc::new(Metrics::default()),
+    ))
+}
+
+/// Reconciles once, answering the calls a poll makes; returns the status written, if any.
+async fn poll_once(
+    ctx: Arc<Context>,
+    api: &mut ApiServer,
+    run: &AmperityWorkflowRun,
+) -> Option<Value> {
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx));
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, secret(TOKEN));
+    let next = tokio::time::timeout(Duration::from_millis(500), api.handle.next_request()).await;
+    let written = match next {
+        Ok(Some((request, send))) => {
+            let (parts, body) = request.into_parts();
+            assert_eq!(
+                parts.method,
+                Method::PATCH,
+                "only a status write may follow a poll"
+            );
+            assert_eq!(parts.uri.path(), format!("{RUNS}/nightly/status"));
+            let body: Value = serde_json::from_slice(&body.collect_bytes().await.unwrap()).unwrap();
+            let bytes = serde_json::to_vec(&serde_json::to_value(run).unwrap()).unwrap();
+            send.send_response(Response::builder().body(Body::from(bytes)).unwrap());
+            Some(body["status"].clone())
+        }
+        _ => None,
+    };
+    task.await.unwrap().unwrap();
+    written
+}
+
+#[tokio::test]
+async fn a_poll_that_changes_nothing_writes_nothing() {
+    // A slow simulator: the run stays scheduled for the whole test.
+    let (ctx, mut api, sim) = setup(SimConfig {
+        speed: 0.001,
+        ..SimConfig::default()
+    })
+    .await;
+    let run = resource(&sim, json!({}), None);
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, secret(TOKEN));
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let recorded = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let started = applied_status(&recorded).clone();
+    recorded.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect(Method::POST, EVENTS)
+        .await
+        .reply(StatusCode::CREATED, json!({}));
+    task.await.unwrap().unwrap();
+
+    // The start's answer already carried the whole run: a poll that finds it
+    // unchanged costs one Amperity GET and no write, however often it happens.
+    let settled = resource(&sim, json!({}), Some(started));
+    for _ in 0..3 {
+        let before = sim.stats().requests;
+        assert_eq!(
+            poll_once(fresh(&ctx), &mut api, &settled).await,
+            None,
+            "an unchanged poll must not write"
+        );
+        assert_eq!(sim.stats().requests, before + 1, "one GET per poll");
+    }
+    api.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn spec_workflow_id_is_followed_without_a_post() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(&sim, json!({"workflowId": "wf-20250418-12345-AbCdE"}), None);
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, secret(TOKEN));
+    let adopted = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&adopted).clone();
+    assert_eq!(status["workflowId"], "wf-20250418-12345-AbCdE");
+    assert_eq!(status["phase"], "Running");
+    adopted.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    // Events and the poll's answer (the simulator has no such run: 404 -> Failed).
+    loop {
+        let call = api.next().await;
+        match (call.method.clone(), call.path.as_str()) {
+            (Method::POST, EVENTS) => call.reply(StatusCode::CREATED, json!({})),
+            (Method::PATCH, p) if p.ends_with("/status") => {
+                assert_eq!(applied_status(&call)["phase"], "Failed");
+                let reason = applied_status(&call)["conditions"][0]["reason"].clone();
+                assert_eq!(reason, "WorkflowNotFound");
+                call.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+            }
+            (Method::PATCH, p) if p.ends_with("/nightly") => {
+                assert_eq!(
+                    call.body["metadata"]["finalizers"],
+                    json!([]),
+                    "a finished run drops the finalizer"
+                );
+                call.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+                break;
+            }
+            (m, p) => panic!("unexpected call {m} {p}"),
+        }
+    }
+    task.await.unwrap().unwrap();
+    assert_eq!(sim.stats().starts, 0, "no POST when spec.workflowId is set");
+}
+
+#[tokio::test]
+async fn a_missing_secret_stalls_with_a_message_naming_it() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(&sim, json!({}), None);
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    api.expect(Method::GET, SECRET).await.reply(
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+               "message": "secrets \"amperity-api\" not found"}),
+    );
+    let stalled = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&stalled).clone();
+    assert_eq!(status["phase"], "Pending");
+    let cond = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap();
+    assert_eq!(cond["status"], "True");
+    assert_eq!(cond["reason"], "SecretNotFound");
+    let msg = cond["message"].as_str().unwrap();
+    assert!(
+        msg.contains("marketing/amperity-api") && msg.contains("\"token\""),
+        "{msg}"
+    );
+    stalled.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let event = api.expect(Method::POST, EVENTS).await;
+    assert_eq!(event.body["type"], "Warning");
+    event.reply(StatusCode::CREATED, json!({}));
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(30))
+    );
+    assert_eq!(sim.stats().starts, 0);
+}
+
+#[tokio::test]
+async fn a_new_resource_gets_the_finalizer_first() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let mut run = resource(&sim, json!({}), None);
+    run.metadata.finalizers = None;
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let fin = api.expect(Method::PATCH, &format!("{RUNS}/nightly")).await;
+    assert!(
+        fin.query
+            .contains("fieldManager=amperity-operator-finalizer"),
+        "{}",
+        fin.query
+    );
+    assert_eq!(fin.body["metadata"]["finalizers"], json!([FINALIZER]));
+    fin.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, secret(TOKEN));
+    let intent = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    intent.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let recorded = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    recorded.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect(Method::POST, EVENTS)
+        .await
+        .reply(StatusCode::CREATED, json!({}));
+    task.await.unwrap().unwrap();
+}

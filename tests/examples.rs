@@ -1,0 +1,156 @@
+//! Every manifest in examples/ runs to its documented end with
+//! `amperity-operator local --simulator`, through the real binary.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Outcome {
+    code: i32,
+    last_status: Value,
+    stderr: String,
+}
+
+fn run_local(example: &str, extra: &[&str]) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "local",
+            "-f",
+            example,
+            "--simulator",
+            "--simulator-speed",
+            "20",
+            "--output",
+            "json",
+        ])
+        .args(extra)
+        .env_remove("AMPERITY_TOKEN")
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or("null");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        last_status: serde_json::from_str(last).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+#[test]
+fn the_succeeding_examples_succeed() {
+    for example in [
+        "examples/courier-group.yaml",
+        "examples/orchestration-group.yaml",
+        "examples/campaign.yaml",
+    ] {
+        let o = run_local(example, &[]);
+        assert_eq!(o.code, 0, "{example} exited {}: {}", o.code, o.stderr);
+        let s = &o.last_status;
+        assert_eq!(s["phase"], "Succeeded", "{example}: {s}");
+        assert!(
+            s["workflowId"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("wf-"),
+            "{example}: {s}"
+        );
+        let tasks = &s["tasks"];
+        assert!(tasks["total"].as_u64().unwrap_or(0) > 0, "{example}: {s}");
+        assert_eq!(tasks["succeeded"], tasks["total"], "{example}: {s}");
+        assert_eq!(condition(s, "Succeeded")["status"], "True");
+        assert_eq!(condition(s, "Finished")["status"], "True");
+    }
+}
+
+#[test]
+fn the_failing_example_fails_with_exit_code_1() {
+    let o = run_local("examples/failing-courier-group.yaml", &[]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let s = &o.last_status;
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(s["error"]["attribution"], "customer");
+    assert_eq!(condition(s, "Succeeded")["reason"], "CustomerError");
+    assert!(o.stderr.contains("Failed"), "{}", o.stderr);
+}
+
+#[test]
+fn an_invalid_manifest_lists_every_problem_with_exit_code_3() {
+    let dir = std::env::temp_dir().join(format!("awr-invalid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: amperity.dev/v1alpha1\nkind: AmperityWorkflowRun\nmetadata: {name: bad}\nspec:\n  tenant: socktown\n  tokenSecretRef: {name: s}\n  configId: nope\n  runMode: weekly\n  range: {to: \"2025-04-19\"}\n  pollInterval: 1s\n",
+    )
+    .unwrap();
+    let o = run_local(path.to_str().unwrap(), &[]);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    for field in [
+        "spec.configId",
+        "spec.runMode",
+        "spec.range.from",
+        "spec.pollInterval",
+    ] {
+        assert!(
+            o.stderr.contains(field),
+            "{field} not reported: {}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn no_token_without_the_simulator_exits_4() {
+    let out = Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["local", "-f", "examples/courier-group.yaml"])
+        .env_remove("AMPERITY_TOKEN")
+        .env_remove("AMPERITY_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AMPERITY_TOKEN"));
+}
+
+#[test]
+fn text_output_prints_timestamped_lines_and_the_final_status() {
+    let out = Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "local",
+            "-f",
+            "examples/campaign.yaml",
+            "--simulator",
+            "--simulator-speed",
+            "20",
+            "--output",
+            "text",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.contains("Running")).collect();
+    assert!(!progress.is_empty(), "{stderr}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.starts_with("20") && l.contains('T')),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let status: Value = serde_yaml::from_str(&stdout).expect("the final status is YAML");
+    assert_eq!(status["phase"], "Succeeded");
+}
