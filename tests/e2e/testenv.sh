@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The end-to-end test environment: a real kube-apiserver (Kubernetes 1.20, built
+# from Debian bookworm's `kubernetes` source package) and Debian's etcd, both on
+# loopback, in the manner of controller-runtime's envtest.
+#
+#   testenv.sh install   apt packages (idempotent)
+#   testenv.sh build     build kube-apiserver into the cache (once per machine)
+#   testenv.sh up        start etcd + kube-apiserver, print the kubeconfig path
+#   testenv.sh env       print export lines (KUBECONFIG, E2E_*) for eval
+#   testenv.sh down      stop both (by recorded PID) and remove the state
+#
+# Cache: $AMPERITY_E2E_CACHE (default /var/cache/amperity-operator-e2e).
+# State: $AMPERITY_E2E_DIR (default /tmp/amperity-e2e).
+set -euo pipefail
+
+CACHE=${AMPERITY_E2E_CACHE:-/var/cache/amperity-operator-e2e}
+STATE=${AMPERITY_E2E_DIR:-/tmp/amperity-e2e}
+APISERVER=$CACHE/bin/kube-apiserver
+K8S_VERSION_PKG="1.20.5+really1.20.2-1.1+deb12u1"
+PORT=6443
+
+die() { echo "testenv: $*" >&2; exit 1; }
+log() { echo "testenv: $*" >&2; }
+
+install() {
+  local need=()
+  command -v etcd >/dev/null || need+=(etcd-server)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v lua5.4 >/dev/null || need+=(lua5.4)
+  command -v curl >/dev/null || need+=(curl)
+  if [ ! -x "$APISERVER" ]; then
+    [ -x /usr/lib/go-1.19/bin/go ] || need+=(golang-1.19-go)
+    command -v dpkg-source >/dev/null || need+=(dpkg-dev)
+    [ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ] || need+=(golang-github-modern-go-reflect2-dev)
+  fi
+  [ ${#need[@]} -eq 0 ] && return 0
+  log "installing ${need[*]}"
+  # etcd-server's package would start a system etcd on 2379: forbid service starts.
+  local policy=/usr/sbin/policy-rc.d created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1
+  fi
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+    || die "apt-get install ${need[*]} failed"
+  [ "$created_policy" = 1 ] && rm -f "$policy"
+  # If a system etcd got started anyway, it must not hold our ports.
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
+  return 0
+}
+
+add_deb_src() {
+  local list=/etc/apt/sources.list.d/amperity-e2e-src.sources
+  [ -f "$list" ] && return 0
+  # Mirror apt's own Debian entry (same URIs), for source packages only.
+  local uri
+  uri=$(awk '/^URIs:/ && $2 ~ /debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '/^deb / && $0 ~ /debian\/? / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$uri" ] || die "cannot find apt's Debian entry to mirror for deb-src"
+  printf 'Types: deb-src\nURIs: %s\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" > "$list"
+  apt-get update -qq >/dev/null || die "apt-get update (deb-src) failed"
+}
+
+build() {
+  [ -x "$APISERVER" ] && { log "kube-apiserver cached at $APISERVER"; return 0; }
+  install
+  add_deb_src
+  mkdir -p "$CACHE/bin"
+  local work=$CACHE/build
+  local logf=$CACHE/build.log
+  rm -rf "$work"; mkdir -p "$work/src"
+  log "fetching the kubernetes source package (log: $logf)"
+  ( cd "$work/src" && apt-get source -qq --download-only "kubernetes=$K8S_VERSION_PKG" ) >"$logf" 2>&1 \
+    || { tail -20 "$logf" >&2; die "apt-get source kubernetes failed"; }
+  ( cd "$work/src" && dpkg-source --no-check -x ./*.dsc tree ) >>"$logf" 2>&1 \
+    || { tail -20 "$logf" >&2; die "unpacking the source package failed"; }
+  local gopath=$work/gopath
+  mkdir -p "$gopath/src/k8s.io"
+  mv "$work/src/tree" "$gopath/src/k8s.io/kubernetes"
+  local tree=$gopath/src/k8s.io/kubernetes
+  # reflect2 1.0.1 crashes under Go >= 1.18: use Debian's 1.0.2.
+  rm -rf "$tree/vendor/github.com/modern-go/reflect2"
+  cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 "$tree/vendor/github.com/modern-go/reflect2"
+  rm -f "$tree/vendor/github.com/modern-go/reflect2/go.mod"
+  export GOPATH=$gopath GO111MODULE=off CGO_ENABLED=0 GOFLAGS= GOCACHE=$CACHE/gocache
+  local go=/usr/lib/go-1.19/bin/go
+  log "generating the OpenAPI definitions"
+  (
+    cd "$tree"
+    "$go" build -o "$work/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
+    # Every package tagged +k8s:openapi-gen=, staging ones by their vendor/ path.
+    pkgs=$(grep -rl --include=doc.go -e '+k8s:openapi-gen=' pkg staging/src vendor/k8s.io 2>/dev/null \
+      | xargs -n1 dirname | sort -u \
+      | sed -e 's#^staging/src/#k8s.io/kubernetes/vendor/#' -e 's#^vendor/#k8s.io/kubernetes/vendor/#' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' \
+      | sort -u | paste -sd, -)
+    "$work/openapi-gen" --input-dirs "$pkgs" \
+      --output-package k8s.io/kubernetes/pkg/generated/openapi \
+      --output-base "$gopath/src" \
+      --go-header-file hack/boilerplate/boilerplate.generatego.txt \
+      -O zz_generated.openapi \
+      --report-filename /dev/null
+  ) >>"$logf" 2>&1 || { tail -30 "$logf" >&2; die "openapi-gen failed"; }
+  log "building kube-apiserver (a few minutes on 2 cores)"
+  ( cd "$tree" && nice "$go" build -o "$APISERVER.tmp" k8s.io/kubernetes/cmd/kube-apiserver ) >>"$logf" 2>&1 \
+    || { tail -30 "$logf" >&2; die "building kube-apiserver failed"; }
+  mv "$APISERVER.tmp" "$APISERVER"
+  rm -rf "$work"
+  log "built $APISERVER"
+}
+
+healthy() {
+  [ -f "$STATE/admin-token" ] || return 1
+  curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" \
+    -H "Authorization: Bearer $(cat "$STATE/admin-token")" "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1
+}
+
+up() {
+  if healthy; then echo "$STATE/kubeconfig"; return 0; fi
+  down >/dev/null 2>&1 || true
+  install
+  build
+  mkdir -p "$STATE/pki" "$STATE/etcd"
+  local pki=$STATE/pki
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=amperity-e2e-ca" \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+    -keyout "$pki/server.key" -out "$pki/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$pki/san.ext"
+  openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 30 -extfile "$pki/san.ext" -out "$pki/server.crt" >/dev/null 2>&1
+  openssl genrsa -out "$pki/sa.key" 2048 >/dev/null 2>&1
+  openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" >/dev/null 2>&1
+  local token; token=$(openssl rand -hex 24)
+  echo "$token" > "$STATE/admin-token"
+  echo "$token,admin,admin,system:masters" > "$STATE/tokens.csv"
+
+  etcd --name e2e --data-dir "$STATE/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster e2e=http://127.0.0.1:2380 >"$STATE/etcd.log" 2>&1 &
+  echo $! > "$STATE/etcd.pid"
+
+  "$APISERVER" --bind-address=127.0.0.1 --secure-port=$PORT --insecure-port=0 \
+    --etcd-servers=http://127.0.0.1:2379 \
+    --tls-cert-file="$pki/server.crt" --tls-private-key-file="$pki/server.key" \
+    --client-ca-file="$pki/ca.crt" --token-auth-file="$STATE/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc --api-audiences=https://kubernetes.default.svc \
+    --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
+    --disable-admission-plugins=ServiceAccount >"$STATE/apiserver.log" 2>&1 &
+  echo $! > "$STATE/apiserver.pid"
+
+  local i
+  for i in $(seq 1 120); do
+    if healthy; then break; fi
+    if ! kill -0 "$(cat "$STATE/apiserver.pid")" 2>/dev/null; then
+      tail -30 "$STATE/apiserver.log" >&2; die "kube-apiserver exited"
+    fi
+    sleep 0.5
+  done
+  healthy || { tail -30 "$STATE/apiserver.log" >&2; die "kube-apiserver not ready after 60s"; }
+
+  cat > "$STATE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: https://127.0.0.1:$PORT
+    certificate-authority: $pki/ca.crt
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: admin}
+current-context: e2e
+EOF
+  echo "$STATE/kubeconfig"
+}
+
+down() {
+  local f
+  for f in apiserver etcd; do
+    if [ -f "$STATE/$f.pid" ]; then
+      local pid; pid=$(cat "$STATE/$f.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$STATE"
+}
+
+env_lines() {
+  [ -f "$STATE/kubeconfig" ] || die "not up: run $0 up"
+  echo "export KUBECONFIG=$STATE/kubeconfig"
+  echo "export E2E_ADMIN_TOKEN=$(cat "$STATE/admin-token")"
+  echo "export E2E_CA_FILE=$STATE/pki/ca.crt"
+  echo "export E2E_APISERVER_URL=https://127.0.0.1:$PORT"
+}
+
+case "${1:-}" in
+  install) install ;;
+  build) build ;;
+  up) up ;;
+  down) down ;;
+  env) env_lines ;;
+  *) echo "usage: $0 install|build|up|down|env" >&2; exit 2 ;;
+esac
