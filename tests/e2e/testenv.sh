@@ -89,7 +89,7 @@ build() {
     cd "$tree"
     "$go" build -o "$work/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
     # Every package tagged +k8s:openapi-gen=, staging ones by their vendor/ path.
-    pkgs=$(grep -rl --include=doc.go -e '+k8s:openapi-gen=' pkg staging/src vendor/k8s.io 2>/dev/null \
+    pkgs=$(grep -rl --include='*.go' --exclude='*_test.go' -e '+k8s:openapi-gen=' pkg staging/src vendor/k8s.io 2>/dev/null \
       | xargs -n1 dirname | sort -u \
       | sed -e 's#^staging/src/#k8s.io/kubernetes/vendor/#' -e 's#^vendor/#k8s.io/kubernetes/vendor/#' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' \
       | sort -u | paste -sd, -)

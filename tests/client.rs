@@ -1,0 +1,406 @@
+//! The Amperity client against the project's simulator over real HTTP: every
+//! endpoint, every error class, the budget, OAuth, and that secrets never leak.
+
+use std::time::{Duration, Instant};
+
+use amperity_operator::amperity::wire::{RunRequest, WorkflowState};
+use amperity_operator::amperity::{
+    AmperityClient, ClientConfig, ClientError, Credentials, ListQuery, SecretString, Target,
+};
+use amperity_operator::sim::{self, SimConfig, SimHandle};
+
+const TOKEN: &str = "sim-token-0123456789";
+
+async fn setup(config: SimConfig, client: ClientConfig) -> (SimHandle, AmperityClient, Target) {
+    let sim = sim::spawn(SimConfig {
+        tokens: vec![TOKEN.into()],
+        ..config
+    })
+    .await
+    .unwrap();
+    let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", false).unwrap();
+    (sim, AmperityClient::new(client).unwrap(), target)
+}
+
+fn fast() -> SimConfig {
+    SimConfig {
+        speed: 50.0,
+        rate_limit: 10_000,
+        ..SimConfig::default()
+    }
+}
+
+fn quick_client() -> ClientConfig {
+    ClientConfig {
+        rate_limit_per_sec: 10,
+        max_retries: 0,
+        ..ClientConfig::default()
+    }
+}
+
+fn token() -> Credentials {
+    Credentials::Token(SecretString::new(TOKEN))
+}
+
+fn start(config: &str) -> RunRequest {
+    RunRequest {
+        config_id: config.into(),
+        ..RunRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_round_trips() {
+    let (sim, client, target) = setup(fast(), quick_client()).await;
+    let req = RunRequest {
+        config_id: "cg-client".into(),
+        run_mode: Some("source".into()),
+        range_from: Some("2025-04-18".into()),
+        range_to: Some("2025-04-19".into()),
+    };
+    let started = client.start(&target, &token(), &req).await.unwrap().body;
+    assert_eq!(started.state, WorkflowState::Scheduled);
+    assert_eq!(started.workflow_type, "courier.group/run");
+    assert_eq!(started.task_instances.as_deref(), Some(&[][..]));
+
+    let got = client
+        .get(&target, &token(), &started.id)
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(got.id, started.id);
+    assert!(
+        got.task_instances.is_some(),
+        "the client asks for the verbose view"
+    );
+
+    let stopped = client
+        .stop(&target, &token(), &started.id)
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        matches!(
+            stopped.state,
+            WorkflowState::Stopping | WorkflowState::Succeeded
+        ),
+        "{:?}",
+        stopped.state
+    );
+
+    for i in 0..6 {
+        client
+            .start(&target, &token(), &start(&format!("og-page-{i}")))
+            .await
+            .unwrap();
+    }
+    let q = ListQuery {
+        workflow_type: Some("amperity.orchestration.orchestration/run".into()),
+        limit: Some(2),
+        ..ListQuery::default()
+    };
+    let listed = client.list(&target, &token(), &q).await.unwrap().body;
+    assert_eq!(listed.len(), 6, "every page followed to the end");
+    let before = sim.stats().requests;
+    client.list(&target, &token(), &q).await.unwrap();
+    assert_eq!(
+        sim.stats().requests - before,
+        3,
+        "three pages of two, no extra request"
+    );
+}
+
+#[tokio::test]
+async fn every_error_class_is_typed() {
+    let (sim, client, target) = setup(fast(), quick_client()).await;
+    let wrong = Credentials::Token(SecretString::new("not-the-token"));
+    let e = client.get(&target, &wrong, "wf-1").await.unwrap_err();
+    assert!(e.is_auth() && e.status() == Some(401), "{e}");
+    assert!(e.to_string().contains("check the token"), "{e}");
+
+    let other_tenant =
+        Target::new(Some(&sim.base_url()), "", "othertown", "2024-04-01", false).unwrap();
+    let e = client
+        .get(&other_tenant, &token(), "wf-1")
+        .await
+        .unwrap_err();
+    assert!(e.is_auth() && e.status() == Some(403), "{e}");
+
+    let e = client
+        .get(&target, &token(), "wf-does-not-exist")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::NotFound { .. }), "{e}");
+
+    let e = client
+        .start(&target, &token(), &start("cg-x-rejected"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Rejected { status: 400, .. }) && !e.is_retryable(),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("does not exist"),
+        "the API's message is kept: {e}"
+    );
+
+    let e = client
+        .start(&target, &token(), &start("cg-err500"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Server { status: 500, .. }) && e.outcome_unknown(),
+        "{e}"
+    );
+    let e = client
+        .start(&target, &token(), &start("cg-errempty"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the Amperity API failed (HTTP 502: an empty body)"
+    );
+    let e = client
+        .start(&target, &token(), &start("cg-errhtml"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the Amperity API failed (HTTP 503: an HTML body)"
+    );
+    let e = client
+        .start(&target, &token(), &start("cg-malformed"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Decode { status: 201, .. }) && e.outcome_unknown(),
+        "{e}"
+    );
+
+    let version = Target::new(Some(&sim.base_url()), "", "socktown", "2020-01-01", false).unwrap();
+    let e = client.get(&version, &token(), "wf-1").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Rejected { status: 400, .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_timeouts_and_refused_connections() {
+    let (_sim, client, target) = setup(
+        SimConfig {
+            throttle_storm: Duration::from_secs(60),
+            ..fast()
+        },
+        quick_client(),
+    )
+    .await;
+    let e = client.get(&target, &token(), "wf-1").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::RateLimited { .. }) && e.is_retryable() && !e.outcome_unknown(),
+        "{e}"
+    );
+    assert_eq!(
+        e.retry_after(),
+        Some(Duration::from_secs(1)),
+        "Retry-After is read"
+    );
+
+    let (_slow, client, target) = setup(
+        SimConfig {
+            latency: Duration::from_millis(800),
+            ..fast()
+        },
+        ClientConfig {
+            request_timeout: Duration::from_millis(200),
+            ..quick_client()
+        },
+    )
+    .await;
+    let e = client.get(&target, &token(), "wf-1").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Timeout(_)) && e.outcome_unknown(),
+        "{e}"
+    );
+
+    let closed = Target::new(
+        Some("http://127.0.0.1:9/api"),
+        "",
+        "socktown",
+        "2024-04-01",
+        false,
+    )
+    .unwrap();
+    let e = client.get(&closed, &token(), "wf-1").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Connect(_)) && e.is_retryable() && !e.outcome_unknown(),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn reads_retry_but_a_start_with_unknown_outcome_is_never_repeated() {
+    let retrying = ClientConfig {
+        max_retries: 2,
+        ..quick_client()
+    };
+    let (sim, client, target) = setup(
+        SimConfig {
+            fault_5xx_rate: 1.0,
+            ..fast()
+        },
+        retrying.clone(),
+    )
+    .await;
+    let e = client
+        .list(&target, &token(), &ListQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(500));
+    assert_eq!(sim.stats().requests, 3, "one try and two retries");
+
+    let (sim, client, target) = setup(fast(), retrying).await;
+    client
+        .start(&target, &token(), &start("cg-err500"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sim.stats().starts_by_config["cg-err500"],
+        1,
+        "exactly one POST"
+    );
+    assert_eq!(sim.stats().requests, 1);
+}
+
+#[tokio::test]
+async fn deprecation_headers_reach_the_caller() {
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    let reply = client
+        .start(&target, &token(), &start("cg-deprecated"))
+        .await
+        .unwrap();
+    let notice = reply.deprecation.expect("a deprecation notice");
+    assert_eq!(notice.deprecation.as_deref(), Some("true"));
+    assert!(notice.sunset.unwrap().contains("2026"));
+    let plain = client
+        .start(&target, &token(), &start("cg-plain"))
+        .await
+        .unwrap();
+    assert!(plain.deprecation.is_none());
+}
+
+#[tokio::test]
+async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
+    let (sim, client, target) = setup(
+        SimConfig {
+            client_id: Some("operator".into()),
+            client_secret: Some("client-s3cret".into()),
+            token_ttl: Duration::from_secs(2),
+            ..fast()
+        },
+        quick_client(),
+    )
+    .await;
+    let creds = Credentials::ClientCredentials {
+        client_id: "operator".into(),
+        client_secret: SecretString::new("client-s3cret"),
+        token_url: None,
+    };
+    let query = ListQuery::default();
+    let calls = (0..5).map(|_| client.list(&target, &creds, &query));
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    assert_eq!(
+        sim.stats().tokens_issued,
+        1,
+        "concurrent callers share one exchange"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    client
+        .list(&target, &creds, &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.stats().tokens_issued,
+        2,
+        "refreshed before use once expired"
+    );
+    client.forget_token(&target, &creds);
+    client
+        .list(&target, &creds, &ListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.stats().tokens_issued,
+        3,
+        "a refused token is exchanged again"
+    );
+
+    let bad = Credentials::ClientCredentials {
+        client_id: "operator".into(),
+        client_secret: SecretString::new("wrong-s3cret"),
+        token_url: None,
+    };
+    let e = client
+        .list(&target, &bad, &ListQuery::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::TokenExchange(_)), "{e}");
+    for text in [e.to_string(), format!("{e:?}"), format!("{bad:?}")] {
+        assert!(
+            !text.contains("wrong-s3cret"),
+            "the client secret leaked: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_budget_spaces_requests_and_sees_no_429() {
+    // The simulator allows 10/s; the client's budget is 5/s.
+    let (sim, client, target) = setup(
+        SimConfig {
+            speed: 50.0,
+            ..SimConfig::default()
+        },
+        ClientConfig {
+            rate_limit_per_sec: 5,
+            ..quick_client()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let (creds, query) = (token(), ListQuery::default());
+    let calls = (0..20).map(|_| client.list(&target, &creds, &query));
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(3700),
+        "20 requests at 5/s took {took:?}"
+    );
+    assert_eq!(sim.stats().throttled, 0);
+}
+
+#[tokio::test]
+async fn tokens_never_appear_in_errors() {
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    // The accepted token, so that each call reaches the fault it asks for.
+    let creds = token();
+    let mut texts = vec![format!("{creds:?}")];
+    for config in ["cg-err500", "cg-errhtml", "cg-malformed", "cg-x-rejected"] {
+        let e = client
+            .start(&target, &creds, &start(config))
+            .await
+            .unwrap_err();
+        texts.push(e.to_string());
+        texts.push(format!("{e:?}"));
+    }
+    let e = client.get(&target, &creds, "wf-1").await.unwrap_err();
+    texts.push(format!("{e} {e:?}"));
+    for t in texts {
+        assert!(!t.contains(TOKEN), "token leaked: {t}");
+    }
+}
