@@ -1,0 +1,400 @@
+//! The end-to-end environment: a real kube-apiserver + etcd on loopback (started by
+//! testenv.sh), the project's simulator and the real operator binary as processes.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use amperity_operator::crd::AmperityWorkflowRun;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_amperity-operator");
+pub const TOKEN: &str = "sim-token";
+pub const ROTATED_TOKEN: &str = "rotated-token";
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped, its output in a log file.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, String)]) -> Result<Proc> {
+        let dir = repo().join("target/e2e-logs");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
+        Ok(Proc {
+            name: name.into(),
+            child,
+            log,
+        })
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Env {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub sim_url: String,
+    pub sim_port: u16,
+    pub sim: Proc,
+    pub operator: Option<Proc>,
+    pub metrics_port: u16,
+}
+
+fn testenv(arg: &str) -> Result<String> {
+    let out = Command::new(repo().join("tests/e2e/testenv.sh"))
+        .arg(arg)
+        .output()
+        .map_err(|e| format!("cannot run tests/e2e/testenv.sh {arg}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tests/e2e/testenv.sh {arg} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+impl Env {
+    pub async fn start() -> Result<Env> {
+        testenv("up")?;
+        let vars = testenv("env")?;
+        let kubeconfig = vars
+            .lines()
+            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+            .map(|v| PathBuf::from(v.trim_matches(|c| c == '"' || c == '\'')))
+            .ok_or("testenv.sh env printed no KUBECONFIG")?;
+        let client = client_for(&kubeconfig).await?;
+        install_crd(&client).await?;
+
+        let sim_port = free_port();
+        let sim = Proc::spawn(
+            "simulator",
+            &["simulator"],
+            &[
+                ("SIM_LISTEN", format!("127.0.0.1:{sim_port}")),
+                ("SIM_TOKENS", format!("{TOKEN},{ROTATED_TOKEN}")),
+                ("SIM_SPEED", "10".into()),
+                ("SIM_SEED", "7".into()),
+            ],
+        )?;
+        let sim_url = format!("http://127.0.0.1:{sim_port}/api");
+        wait_http(
+            &format!("http://127.0.0.1:{sim_port}/_sim/stats"),
+            Duration::from_secs(20),
+        )
+        .await?;
+        let mut env = Env {
+            client,
+            kubeconfig,
+            sim_url,
+            sim_port,
+            sim,
+            operator: None,
+            metrics_port: free_port(),
+        };
+        env.operator = Some(env.spawn_operator("operator", env.metrics_port, &[])?);
+        wait_http(
+            &format!("http://127.0.0.1:{}/readyz", env.metrics_port),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "{e}\noperator log:\n{}",
+                env.operator.as_ref().unwrap().log_text()
+            )
+        })?;
+        Ok(env)
+    }
+
+    /// Starts an operator process with the test settings (fast retries and re-checks).
+    pub fn spawn_operator(
+        &self,
+        name: &str,
+        metrics_port: u16,
+        extra: &[(&str, String)],
+    ) -> Result<Proc> {
+        let mut envs: Vec<(&str, String)> = vec![
+            ("KUBECONFIG", self.kubeconfig.display().to_string()),
+            ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+            ("LOG_LEVEL", "info,amperity_operator=debug".into()),
+            ("RETRY_BACKOFF_SECS", "1".into()),
+            ("STALLED_RECHECK_SECS", "2".into()),
+            ("DELETION_GRACE_SECS", "10".into()),
+            ("POD_NAME", name.into()),
+            ("POD_NAMESPACE", "default".into()),
+            ("LEASE_NAME", "amperity-operator-e2e".into()),
+            ("LEASE_SECONDS", "6".into()),
+        ];
+        envs.extend(extra.iter().cloned());
+        Proc::spawn(name, &["run"], &envs)
+    }
+
+    pub async fn sim_stats(&self) -> Value {
+        reqwest::get(format!("http://127.0.0.1:{}/_sim/stats", self.sim_port))
+            .await
+            .expect("the simulator answers")
+            .json()
+            .await
+            .expect("stats are JSON")
+    }
+
+    pub async fn starts_for(&self, config_id: &str) -> u64 {
+        self.sim_stats().await["starts_by_config"][config_id]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// A fresh namespace with the token Secret.
+    pub async fn namespace(&self, name: &str, token: Option<&str>) -> Result<String> {
+        let ns = format!("{name}-{}", fastrand::u32(..) % 100_000);
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .map_err(|e| format!("creating namespace {ns}: {e}"))?;
+        if let Some(token) = token {
+            self.put_secret(&ns, token).await?;
+        }
+        Ok(ns)
+    }
+
+    pub async fn put_secret(&self, ns: &str, token: &str) -> Result {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "amperity-api"},
+                            "stringData": {"token": token}});
+        api.patch(
+            "amperity-api",
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("writing the Secret: {e}"))
+    }
+
+    /// Creates a run with the given spec fields on top of a valid default.
+    pub async fn create_run(
+        &self,
+        ns: &str,
+        name: &str,
+        spec: Value,
+    ) -> Result<AmperityWorkflowRun> {
+        let mut full = json!({
+            "tenant": "socktown",
+            "endpoint": self.sim_url,
+            "tokenSecretRef": {"name": "amperity-api"},
+            "configId": "cg-e2e",
+            "pollInterval": "5s",
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            full[k] = v.clone();
+        }
+        let obj: AmperityWorkflowRun = serde_json::from_value(json!({
+            "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRun",
+            "metadata": {"name": name, "namespace": ns}, "spec": full
+        }))
+        .map_err(|e| e.to_string())?;
+        self.runs(ns)
+            .create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| format!("creating {ns}/{name}: {e}"))
+    }
+
+    pub fn runs(&self, ns: &str) -> Api<AmperityWorkflowRun> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Polls the resource until `done` holds, or fails with its last status.
+    pub async fn wait_for(
+        &self,
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&AmperityWorkflowRun) -> bool,
+    ) -> Result<AmperityWorkflowRun> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(run)) = self.runs(ns).get_opt(name).await {
+                if done(&run) {
+                    return Ok(run);
+                }
+                last = Some(run);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!(
+            "{ns}/{name}: not {what} after {timeout:?}; last status: {}",
+            last.and_then(|r| r.status)
+                .map(|s| serde_json::to_string_pretty(&s).unwrap())
+                .unwrap_or_else(|| "none".into())
+        ))
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| format!("reading {}: {e}", kubeconfig.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Kubernetes 1.20 rejects server-side apply of a CRD carrying CEL rules and
+/// silently drops them on create, so the test server gets the CRD without them.
+pub fn crd_without_cel() -> Value {
+    let mut crd: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("crds/amperityworkflowruns.amperity.dev.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("x-kubernetes-validations");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut crd);
+    crd
+}
+
+async fn install_crd(client: &Client) -> Result {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "amperityworkflowruns.amperity.dev";
+    api.patch(
+        name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(crd_without_cel()),
+    )
+    .await
+    .map_err(|e| format!("installing the CRD: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let crd = api.get(name).await.map_err(|e| e.to_string())?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the CRD did not become Established".into())
+}
+
+pub async fn wait_http(url: &str, timeout: Duration) -> Result {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match reqwest::get(url).await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("HTTP {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{url} did not answer within {timeout:?}: {last}"))
+}
+
+pub fn condition(run: &AmperityWorkflowRun, kind: &str) -> Option<(String, String, String)> {
+    run.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn phase(run: &AmperityWorkflowRun) -> String {
+    run.phase()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default()
+}
+
+pub fn events(env: &Env, ns: &str) -> BTreeMap<String, usize> {
+    let (_, out) = env.kubectl(&["-n", ns, "get", "events.events.k8s.io", "-o", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let mut counts = BTreeMap::new();
+    for item in v["items"].as_array().cloned().unwrap_or_default() {
+        if let Some(r) = item["reason"].as_str() {
+            *counts.entry(r.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}

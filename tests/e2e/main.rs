@@ -1,0 +1,84 @@
+//! End-to-end suite: the real `amperity-operator run` binary against a real
+//! kube-apiserver (tests/e2e/testenv.sh) and the project's simulator.
+//!
+//! A custom harness (one environment for all scenarios, each in its own
+//! namespace). It fails, never skips, when the environment cannot be brought up.
+
+mod env;
+mod scenarios;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use env::Env;
+
+type Scenario = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = env::Result> + 'a>>;
+
+fn main() -> ExitCode {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<(&str, Scenario)> = scenarios::ALL
+        .iter()
+        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        // `cargo test some_unit_test` names no scenario here.
+        println!("e2e: 0 passed, 0 failed");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let mut env = match Env::start().await {
+            Ok(env) => env,
+            Err(e) => {
+                eprintln!("e2e environment could not be started: {e}");
+                println!("e2e: 0 passed, 1 failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (mut passed, mut failed) = (0, 0);
+        for (name, scenario) in selected {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(Duration::from_secs(180), scenario(&mut env)).await;
+            let secs = started.elapsed().as_secs_f32();
+            match outcome {
+                Ok(Ok(())) => {
+                    passed += 1;
+                    println!("test {name} ... ok ({secs:.1}s)");
+                }
+                Ok(Err(e)) => {
+                    failed += 1;
+                    println!("test {name} ... FAILED ({secs:.1}s)\n  {e}");
+                }
+                Err(_) => {
+                    failed += 1;
+                    println!("test {name} ... FAILED (timed out after {secs:.0}s)");
+                }
+            }
+        }
+        if failed > 0 {
+            if let Some(op) = &env.operator {
+                let log = op.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("--- last operator log lines ---");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        println!("e2e: {passed} passed, {failed} failed");
+        if failed == 0 && passed > 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}

@@ -1,0 +1,585 @@
+//! The scenarios, each in its own namespace, each checked through the Kubernetes
+//! API, kubectl and the simulator's counters.
+
+use std::time::Duration;
+
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::Scenario;
+use crate::env::{self, Env, Result, condition, events, free_port, phase, wait_http};
+
+const FINISH: Duration = Duration::from_secs(90);
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        pub const ALL: &[(&str, Scenario)] = &[$((stringify!($name), |e| Box::pin($name(e)))),*];
+    };
+}
+
+scenarios!(
+    a_run_succeeds_and_kubectl_can_wait_on_it,
+    a_customer_failure_ends_failed_and_stalled,
+    a_platform_failure_retries_and_succeeds,
+    the_api_server_rejects_bad_input_naming_the_field,
+    a_missing_secret_stalls_until_it_exists,
+    a_rotated_token_is_used_without_a_restart,
+    stop_cancels_the_run,
+    timeout_stops_the_run,
+    deleting_an_unfinished_run_stops_it,
+    ttl_removes_finished_runs,
+    metrics_and_readiness_answer,
+    killing_the_operator_during_starts_never_starts_twice,
+    only_the_leader_reconciles_and_a_follower_takes_over,
+);
+
+fn ensure(ok: bool, what: impl Into<String>) -> Result {
+    if ok { Ok(()) } else { Err(what.into()) }
+}
+
+fn finished(r: &amperity_operator::crd::AmperityWorkflowRun) -> bool {
+    r.phase().is_some_and(|p| p.is_finished())
+}
+
+async fn a_run_succeeds_and_kubectl_can_wait_on_it(env: &mut Env) -> Result {
+    let ns = env.namespace("succeeds", Some(env::TOKEN)).await?;
+    env.create_run(
+        &ns,
+        "nightly",
+        json!({"configId": "cg-e2e-ok", "runMode": "source", "range": {"from": "2025-04-18", "to": "2025-04-19"}}),
+    )
+    .await?;
+    let (ok, out) = env.kubectl(&[
+        "-n",
+        &ns,
+        "wait",
+        "awr/nightly",
+        "--for=condition=Finished",
+        "--timeout=90s",
+    ]);
+    ensure(ok, format!("kubectl wait Finished: {out}"))?;
+    let (ok, out) = env.kubectl(&[
+        "-n",
+        &ns,
+        "wait",
+        "awr/nightly",
+        "--for=condition=Succeeded",
+        "--timeout=5s",
+    ]);
+    ensure(ok, format!("kubectl wait Succeeded: {out}"))?;
+    let run = env
+        .wait_for(&ns, "nightly", FINISH, "Succeeded", finished)
+        .await?;
+    ensure(phase(&run) == "Succeeded", format!("phase {}", phase(&run)))?;
+    let status = run.status.clone().unwrap();
+    let id = status.workflow_id.clone().unwrap_or_default();
+    ensure(id.starts_with("wf-"), format!("workflow id {id:?}"))?;
+    let tasks = status.tasks.clone().ok_or("no task summary")?;
+    ensure(
+        tasks.total > 0 && tasks.succeeded == tasks.total,
+        format!("tasks {tasks:?}"),
+    )?;
+    ensure(
+        tasks.progress == format!("{0}/{0}", tasks.total),
+        format!("progress {}", tasks.progress),
+    )?;
+    for (kind, want) in [
+        ("Succeeded", "True"),
+        ("Finished", "True"),
+        ("Ready", "True"),
+        ("Reconciling", "False"),
+        ("Stalled", "False"),
+    ] {
+        let (got, _, _) = condition(&run, kind).ok_or(format!("no {kind} condition"))?;
+        ensure(got == want, format!("{kind} is {got}, want {want}"))?;
+    }
+    ensure(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(1)),
+        "conditions carry observedGeneration 1",
+    )?;
+    ensure(
+        env.starts_for("cg-e2e-ok").await >= 1,
+        "the simulator saw the start",
+    )?;
+    let (ok, out) = env.kubectl(&["-n", &ns, "get", "awr"]);
+    ensure(ok, out.clone())?;
+    for header in ["CONFIG", "MODE", "PHASE", "WORKFLOW", "TASKS", "AGE"] {
+        ensure(
+            out.contains(header),
+            format!("kubectl get awr lacks {header}:\n{out}"),
+        )?;
+    }
+    for value in [
+        "cg-e2e-ok",
+        "source",
+        "Succeeded",
+        id.as_str(),
+        tasks.progress.as_str(),
+    ] {
+        ensure(
+            out.contains(value),
+            format!("kubectl get awr lacks {value}:\n{out}"),
+        )?;
+    }
+    let seen = events(env, &ns);
+    for reason in ["Started", "Succeeded"] {
+        ensure(
+            seen.contains_key(reason),
+            format!("no {reason} event: {seen:?}"),
+        )?;
+    }
+    ensure(
+        seen.get("Started") == Some(&1),
+        format!("one Started event, not one per poll: {seen:?}"),
+    )
+}
+
+async fn a_customer_failure_ends_failed_and_stalled(env: &mut Env) -> Result {
+    let ns = env.namespace("customer", Some(env::TOKEN)).await?;
+    env.create_run(
+        &ns,
+        "broken",
+        json!({"configId": "cg-e2e-failcustomer", "retry": {"limit": 2}}),
+    )
+    .await?;
+    let run = env
+        .wait_for(&ns, "broken", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Failed", format!("phase {}", phase(&run)))?;
+    let error = run
+        .status
+        .as_ref()
+        .and_then(|s| s.error.clone())
+        .ok_or("no error in status")?;
+    ensure(
+        error.attribution.as_deref() == Some("customer"),
+        format!("{error:?}"),
+    )?;
+    ensure(!error.message.is_empty(), "error message")?;
+    let (stalled, reason, _) = condition(&run, "Stalled").unwrap();
+    ensure(
+        stalled == "True" && reason == "CustomerError",
+        format!("Stalled {stalled} {reason}"),
+    )?;
+    ensure(
+        run.status.unwrap().attempts.is_empty(),
+        "customer errors never retry",
+    )?;
+    ensure(events(env, &ns).contains_key("Failed"), "a Failed event")
+}
+
+async fn a_platform_failure_retries_and_succeeds(env: &mut Env) -> Result {
+    let ns = env.namespace("platform", Some(env::TOKEN)).await?;
+    env.create_run(
+        &ns,
+        "flaky",
+        json!({"configId": "cg-e2e-failplatform", "retry": {"limit": 1}}),
+    )
+    .await?;
+    let run = env
+        .wait_for(&ns, "flaky", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Succeeded", format!("phase {}", phase(&run)))?;
+    let status = run.status.unwrap();
+    ensure(
+        status.attempts.len() == 1,
+        format!("attempts {:?}", status.attempts),
+    )?;
+    ensure(
+        status.attempts[0]
+            .error
+            .as_ref()
+            .and_then(|e| e.attribution.as_deref())
+            == Some("platform"),
+        "the first attempt failed for a platform reason",
+    )?;
+    ensure(
+        env.starts_for("cg-e2e-failplatform").await == 2,
+        "two starts: the run and its retry",
+    )?;
+    ensure(
+        events(env, &ns).contains_key("Retrying"),
+        "a Retrying event",
+    )
+}
+
+async fn the_api_server_rejects_bad_input_naming_the_field(env: &mut Env) -> Result {
+    let ns = env.namespace("schema", Some(env::TOKEN)).await?;
+    let cases = [
+        ("configId", r#"configId: "nope""#),
+        (
+            "runMode",
+            r#"configId: cg-1
+  runMode: weekly"#,
+        ),
+        (
+            "range.from",
+            r#"configId: cg-1
+  range: {from: "18/04/2025"}"#,
+        ),
+        (
+            "range.from",
+            r#"configId: cg-1
+  range: {to: "2025-04-19"}"#,
+        ),
+        (
+            "pollInterval",
+            r#"configId: cg-1
+  pollInterval: soon"#,
+        ),
+        (
+            "retry.limit",
+            r#"configId: cg-1
+  retry: {limit: 11}"#,
+        ),
+        ("configId", r#"runMode: full"#),
+    ];
+    for (field, spec) in cases {
+        let manifest = format!(
+            "apiVersion: amperity.dev/v1alpha1\nkind: AmperityWorkflowRun\nmetadata:\n  name: bad\n  namespace: {ns}\nspec:\n  tenant: socktown\n  tokenSecretRef: {{name: amperity-api}}\n  {spec}\n"
+        );
+        let path = std::env::temp_dir().join(format!("e2e-bad-{}.yaml", fastrand::u32(..)));
+        std::fs::write(&path, manifest).unwrap();
+        let (ok, out) = env.kubectl(&["apply", "--validate=false", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        ensure(!ok, format!("{field}: the API server accepted a bad spec"))?;
+        let leaf = field.rsplit('.').next().unwrap();
+        ensure(
+            out.contains(leaf),
+            format!("{field}: the error does not name the field: {out}"),
+        )?;
+    }
+    // Rules only CEL can say are ignored by a 1.20 API server: the operator catches them.
+    env.create_run(
+        &ns,
+        "too-fast",
+        json!({"configId": "cg-e2e-fast", "pollInterval": "1s"}),
+    )
+    .await?;
+    let run = env
+        .wait_for(&ns, "too-fast", FINISH, "finished", finished)
+        .await?;
+    let (_, reason, message) = condition(&run, "Succeeded").unwrap();
+    ensure(
+        reason == "InvalidSpec" && message.contains("pollInterval"),
+        format!("{reason}: {message}"),
+    )?;
+    ensure(
+        env.starts_for("cg-e2e-fast").await == 0,
+        "an invalid spec calls no API",
+    )
+}
+
+async fn a_missing_secret_stalls_until_it_exists(env: &mut Env) -> Result {
+    let ns = env.namespace("nosecret", None).await?;
+    env.create_run(&ns, "waiting", json!({"configId": "cg-e2e-nosecret"}))
+        .await?;
+    let run = env
+        .wait_for(&ns, "waiting", FINISH, "stalled", |r| {
+            condition(r, "Stalled").is_some_and(|c| c.0 == "True")
+        })
+        .await?;
+    let (_, reason, message) = condition(&run, "Stalled").unwrap();
+    ensure(reason == "SecretNotFound", reason.clone())?;
+    ensure(
+        message.contains("amperity-api") && message.contains(&ns),
+        format!("message names the Secret: {message}"),
+    )?;
+    ensure(phase(&run) == "Pending", phase(&run))?;
+    env.put_secret(&ns, env::TOKEN).await?;
+    let run = env
+        .wait_for(&ns, "waiting", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Succeeded", phase(&run))
+}
+
+async fn a_rotated_token_is_used_without_a_restart(env: &mut Env) -> Result {
+    let ns = env.namespace("rotate", Some("expired-token")).await?;
+    env.create_run(&ns, "rotating", json!({"configId": "cg-e2e-rotate"}))
+        .await?;
+    let run = env
+        .wait_for(&ns, "rotating", FINISH, "stalled", |r| {
+            condition(r, "Stalled").is_some_and(|c| c.0 == "True")
+        })
+        .await?;
+    let (_, reason, message) = condition(&run, "Stalled").unwrap();
+    ensure(reason == "AuthFailed", format!("{reason}: {message}"))?;
+    ensure(
+        !message.contains("expired-token"),
+        "the token never appears in status",
+    )?;
+    ensure(
+        events(env, &ns).contains_key("AuthFailed"),
+        "an AuthFailed event",
+    )?;
+    env.put_secret(&ns, env::ROTATED_TOKEN).await?;
+    let run = env
+        .wait_for(&ns, "rotating", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Succeeded", phase(&run))?;
+    let log = env.operator.as_ref().unwrap().log_text();
+    ensure(
+        !log.contains("expired-token") && !log.contains(env::ROTATED_TOKEN),
+        "tokens never appear in logs",
+    )
+}
+
+async fn running_hang(env: &Env, ns: &str, name: &str, extra: serde_json::Value) -> Result<String> {
+    let mut spec = json!({"configId": format!("cg-e2e-{name}-hang")});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    env.create_run(ns, name, spec).await?;
+    let run = env
+        .wait_for(ns, name, FINISH, "running", |r| {
+            phase(r) == "Running" && r.status.as_ref().is_some_and(|s| s.workflow_id.is_some())
+        })
+        .await?;
+    Ok(run.status.unwrap().workflow_id.unwrap())
+}
+
+async fn sim_state(env: &Env, id: &str) -> String {
+    let stats = env.sim_stats().await;
+    stats["runs"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["id"] == id))
+        .and_then(|r| r["state"].as_str())
+        .unwrap_or("missing")
+        .to_string()
+}
+
+async fn stop_cancels_the_run(env: &mut Env) -> Result {
+    let ns = env.namespace("stop", Some(env::TOKEN)).await?;
+    let id = running_hang(env, &ns, "stopme", json!({})).await?;
+    env.runs(&ns)
+        .patch(
+            "stopme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"stop": true}})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let run = env
+        .wait_for(&ns, "stopme", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Canceled", phase(&run))?;
+    ensure(
+        run.status.as_ref().unwrap().observed_generation == Some(2),
+        "observedGeneration follows the stop edit",
+    )?;
+    let state = sim_state(env, &id).await;
+    ensure(
+        state == "canceled",
+        format!("the simulator's run is {state}"),
+    )
+}
+
+async fn timeout_stops_the_run(env: &mut Env) -> Result {
+    let ns = env.namespace("timeout", Some(env::TOKEN)).await?;
+    env.create_run(
+        &ns,
+        "slowpoke",
+        json!({"configId": "cg-e2e-slowpoke-hang", "timeout": "4s"}),
+    )
+    .await?;
+    let run = env
+        .wait_for(&ns, "slowpoke", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "TimedOut", phase(&run))?;
+    let id = run
+        .status
+        .as_ref()
+        .and_then(|s| s.workflow_id.clone())
+        .unwrap_or_default();
+    let state = sim_state(env, &id).await;
+    ensure(
+        state == "canceled",
+        format!("the simulator's run is {state}"),
+    )?;
+    ensure(
+        events(env, &ns).contains_key("TimedOut"),
+        "a TimedOut event",
+    )
+}
+
+async fn deleting_an_unfinished_run_stops_it(env: &mut Env) -> Result {
+    let ns = env.namespace("delete", Some(env::TOKEN)).await?;
+    let id = running_hang(env, &ns, "deleteme", json!({})).await?;
+    env.runs(&ns)
+        .delete("deleteme", &DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env
+        .runs(&ns)
+        .get_opt("deleteme")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        ensure(
+            std::time::Instant::now() < deadline,
+            "the resource was not deleted within 30s",
+        )?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let state = sim_state(env, &id).await;
+    ensure(
+        state == "canceled" || state == "stopping",
+        format!("the simulator's run is {state}"),
+    )?;
+    // Orphan leaves the run alone.
+    let orphan_id = running_hang(env, &ns, "orphan", json!({"deletionPolicy": "Orphan"})).await?;
+    env.runs(&ns)
+        .delete("orphan", &DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let state = sim_state(env, &orphan_id).await;
+    ensure(
+        state != "canceled" && state != "stopping",
+        format!("an orphaned run was stopped: {state}"),
+    )
+}
+
+async fn ttl_removes_finished_runs(env: &mut Env) -> Result {
+    let ns = env.namespace("ttl", Some(env::TOKEN)).await?;
+    env.create_run(
+        &ns,
+        "shortlived",
+        json!({"configId": "cg-e2e-ttl", "ttlSecondsAfterFinished": 2}),
+    )
+    .await?;
+    env.wait_for(&ns, "shortlived", FINISH, "finished", finished)
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env
+        .runs(&ns)
+        .get_opt("shortlived")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        ensure(
+            std::time::Instant::now() < deadline,
+            "not deleted 30s after ttlSecondsAfterFinished",
+        )?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+async fn metrics_and_readiness_answer(env: &mut Env) -> Result {
+    let base = format!("http://127.0.0.1:{}", env.metrics_port);
+    wait_http(&format!("{base}/readyz"), Duration::from_secs(5)).await?;
+    wait_http(&format!("{base}/healthz"), Duration::from_secs(5)).await?;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .unwrap();
+    for metric in [
+        "amperity_operator_reconciles_total",
+        "amperity_operator_runs{phase=\"Succeeded\"}",
+        "amperity_operator_amperity_requests_total",
+        "amperity_operator_amperity_request_seconds_bucket",
+        "amperity_operator_workflow_duration_seconds_count",
+    ] {
+        ensure(text.contains(metric), format!("/metrics lacks {metric}"))?;
+    }
+    Ok(())
+}
+
+async fn killing_the_operator_during_starts_never_starts_twice(env: &mut Env) -> Result {
+    let ns = env.namespace("sigkill", Some(env::TOKEN)).await?;
+    let configs: Vec<String> = (0..6).map(|i| format!("cc-e2e-kill-{i}")).collect();
+    for (i, config) in configs.iter().enumerate() {
+        env.create_run(&ns, &format!("kill-{i}"), json!({"configId": config}))
+            .await?;
+        // Kill the operator a random moment after the create, then restart it.
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..400))).await;
+        let op = env.operator.as_mut().unwrap();
+        op.kill();
+        let port = env.metrics_port;
+        env.operator = Some(env.spawn_operator(&format!("operator-restart-{i}"), port, &[])?);
+    }
+    for (i, config) in configs.iter().enumerate() {
+        let name = format!("kill-{i}");
+        let run = env
+            .wait_for(&ns, &name, FINISH, "settled", |r| {
+                finished(r) || condition(r, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed")
+            })
+            .await?;
+        let starts = env.starts_for(config).await;
+        ensure(
+            starts <= 1,
+            format!("{name}: {starts} Amperity runs for one resource"),
+        )?;
+        if finished(&run) {
+            ensure(
+                phase(&run) == "Succeeded",
+                format!("{name}: {}", phase(&run)),
+            )?;
+            ensure(
+                starts == 1,
+                format!("{name}: succeeded with {starts} starts"),
+            )?;
+        } else {
+            // The start's answer was lost and the search was ambiguous: a person decides.
+            ensure(
+                starts == 1,
+                format!("{name}: unconfirmed start but {starts} runs"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> Result {
+    let follower_port = free_port();
+    let follower = env.spawn_operator("operator-follower", follower_port, &[])?;
+    wait_http(
+        &format!("http://127.0.0.1:{follower_port}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let ns = env.namespace("leader", Some(env::TOKEN)).await?;
+    env.create_run(&ns, "first", json!({"configId": "cg-e2e-leader-1"}))
+        .await?;
+    env.wait_for(&ns, "first", FINISH, "finished", finished)
+        .await?;
+    let reconciles = |port: u16| async move {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("amperity_operator_reconciles_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    ensure(
+        reconciles(follower_port).await == Some(0.0),
+        "the follower reconciled while not leading",
+    )?;
+    // Kill the leader: the follower takes over once the lease expires.
+    env.operator.as_mut().unwrap().kill();
+    env.operator = Some(follower);
+    env.metrics_port = follower_port;
+    env.create_run(&ns, "second", json!({"configId": "cg-e2e-leader-2"}))
+        .await?;
+    let run = env
+        .wait_for(&ns, "second", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Succeeded", phase(&run))?;
+    ensure(
+        reconciles(follower_port).await.unwrap_or(0.0) > 0.0,
+        "the new leader reconciled",
+    )
+}
