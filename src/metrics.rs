@@ -198,6 +198,17 @@ impl Metrics {
     }
 }
 
+/// The Amperity client reports every request and every budget wait here.
+impl crate::amperity::Observer for Metrics {
+    fn request(&self, endpoint: &'static str, status: Option<u16>, latency: Duration) {
+        self.record_request(endpoint, status, latency);
+    }
+
+    fn waited(&self, wait: Duration) {
+        self.rate_limit_wait_seconds.inc_by(wait.as_secs_f64());
+    }
+}
+
 fn phase_labels(p: Phase) -> PhaseLabels {
     PhaseLabels {
         phase: p.as_str().to_string(),

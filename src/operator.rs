@@ -14,7 +14,7 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::amperity::{AmperityClient, ClientConfig};
+use crate::amperity::{AmperityClient, ClientConfig, Observer};
 use crate::cli::{AmperityArgs, RunArgs};
 use crate::controller::{Context, error_policy, reconcile};
 use crate::crd::AmperityWorkflowRun;
@@ -71,8 +71,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map_err(RunError::CrdMissing)?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
-    let amperity = AmperityClient::new(client_config(&args.amperity))
-        .map_err(|e| RunError::Amperity(e.to_string()))?;
+    let observer: Arc<dyn Observer> = metrics.clone();
+    let amperity = AmperityClient::new(ClientConfig {
+        observer: Some(observer),
+        ..client_config(&args.amperity)
+    })
+    .map_err(|e| RunError::Amperity(e.to_string()))?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         amperity,

@@ -35,7 +35,6 @@ pub fn free_port() -> u16 {
 
 /// A child process killed when dropped, its output in a log file.
 pub struct Proc {
-    pub name: String,
     pub child: Child,
     pub log: PathBuf,
 }
@@ -55,11 +54,7 @@ impl Proc {
             cmd.env(k, v);
         }
         let child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
-        Ok(Proc {
-            name: name.into(),
-            child,
-            log,
-        })
+        Ok(Proc { child, log })
     }
 
     pub fn kill(&mut self) {
@@ -83,7 +78,8 @@ pub struct Env {
     pub kubeconfig: PathBuf,
     pub sim_url: String,
     pub sim_port: u16,
-    pub sim: Proc,
+    /// Kept so the simulator process lives as long as the environment.
+    pub _sim: Proc,
     pub operator: Option<Proc>,
     pub metrics_port: u16,
 }
@@ -138,7 +134,7 @@ impl Env {
             kubeconfig,
             sim_url,
             sim_port,
-            sim,
+            _sim: sim,
             operator: None,
             metrics_port: free_port(),
         };

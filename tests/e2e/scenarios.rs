@@ -476,20 +476,40 @@ async fn metrics_and_readiness_answer(env: &mut Env) -> Result {
     let base = format!("http://127.0.0.1:{}", env.metrics_port);
     wait_http(&format!("{base}/readyz"), Duration::from_secs(5)).await?;
     wait_http(&format!("{base}/healthz"), Duration::from_secs(5)).await?;
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .unwrap();
-    for metric in [
+    let scrape = || async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = scrape().await?;
+    // The figures move when runs do.
+    let ns = env.namespace("metrics", Some(env::TOKEN)).await?;
+    env.create_run(&ns, "measured", json!({"configId": "og-e2e-metrics"}))
+        .await?;
+    env.wait_for(&ns, "measured", FINISH, "finished", finished)
+        .await?;
+    let text = scrape().await?;
+    for name in [
         "amperity_operator_reconciles_total",
         "amperity_operator_runs{phase=\"Succeeded\"}",
-        "amperity_operator_amperity_requests_total",
-        "amperity_operator_amperity_request_seconds_bucket",
+        "amperity_operator_amperity_requests_total{endpoint=\"start\",code=\"201\"}",
+        "amperity_operator_amperity_request_seconds_count{endpoint=\"get\"}",
         "amperity_operator_workflow_duration_seconds_count",
     ] {
-        ensure(text.contains(metric), format!("/metrics lacks {metric}"))?;
+        ensure(
+            value(&text, name) > value(&before, name),
+            format!("{name} did not grow:\n{text}"),
+        )?;
     }
     Ok(())
 }
