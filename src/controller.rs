@@ -232,18 +232,17 @@ fn record_phase(metrics: &Metrics, uid: &str, before: Option<Phase>, run: &Amper
     let Some(status) = run.status.as_ref() else {
         return;
     };
-    if let (Some(phase), false) = (after, before.is_some_and(Phase::is_finished)) {
-        if phase.is_finished() {
-            if let (Some(start), Some(end)) = (&status.started_at, &status.completed_at) {
-                let took = Duration::try_from(end.0.duration_since(start.0)).unwrap_or_default();
-                let kind = status
-                    .workflow
-                    .as_ref()
-                    .and_then(|w| w.workflow_type.clone())
-                    .unwrap_or_else(|| workflow_type_for(&run.spec.config_id).to_string());
-                metrics.record_finished(&kind, phase, took);
-            }
-        }
+    if let (Some(phase), false) = (after, before.is_some_and(Phase::is_finished))
+        && phase.is_finished()
+        && let (Some(start), Some(end)) = (&status.started_at, &status.completed_at)
+    {
+        let took = Duration::try_from(end.0.duration_since(start.0)).unwrap_or_default();
+        let kind = status
+            .workflow
+            .as_ref()
+            .and_then(|w| w.workflow_type.clone())
+            .unwrap_or_else(|| workflow_type_for(&run.spec.config_id).to_string());
+        metrics.record_finished(&kind, phase, took);
     }
 }
 

@@ -52,6 +52,8 @@ pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero";
 
 /// Start one Amperity workflow run (a courier group, orchestration group or campaign)
 /// and follow it to the end. One-shot, like a Job: create a new resource to run again.
+// Each printer column repeats `type_ = "string"`, which clippy reads as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "amperity.dev",

@@ -305,12 +305,11 @@ impl LocalHost {
                 line.push_str(&format!("  {current}"));
             }
         }
-        if let Some(c) = conditions::get(status, conditions::SUCCEEDED) {
-            if status.phase.is_some_and(Phase::is_finished)
-                || conditions::stalled_reason(status).is_some()
-            {
-                line.push_str(&format!("  ({}: {})", c.reason, c.message));
-            }
+        if let Some(c) = conditions::get(status, conditions::SUCCEEDED)
+            && (status.phase.is_some_and(Phase::is_finished)
+                || conditions::stalled_reason(status).is_some())
+        {
+            line.push_str(&format!("  ({}: {})", c.reason, c.message));
         }
         line
     }

@@ -107,13 +107,13 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         }
     }
 
-    if let Some(ver) = v.optional_str(obj.get("amperityApiVersion"), "spec.amperityApiVersion") {
-        if !API_VERSION.is_match(ver) {
-            v.err(
-                "spec.amperityApiVersion",
-                &format!("{ver:?} is not an API version such as 2024-04-01"),
-            );
-        }
+    if let Some(ver) = v.optional_str(obj.get("amperityApiVersion"), "spec.amperityApiVersion")
+        && !API_VERSION.is_match(ver)
+    {
+        v.err(
+            "spec.amperityApiVersion",
+            &format!("{ver:?} is not an API version such as 2024-04-01"),
+        );
     }
 
     match obj.get("tokenSecretRef") {
@@ -122,9 +122,8 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
             "required: name the Secret holding the Amperity token",
         ),
         Some(Value::Object(r)) => {
-            match v.required_str(r.get("name"), "spec.tokenSecretRef.name") {
-                Some("") => v.err("spec.tokenSecretRef.name", "must not be empty"),
-                _ => {}
+            if let Some("") = v.required_str(r.get("name"), "spec.tokenSecretRef.name") {
+                v.err("spec.tokenSecretRef.name", "must not be empty")
             }
             if let Some("") = v.optional_str(r.get("key"), "spec.tokenSecretRef.key") {
                 v.err("spec.tokenSecretRef.key", "must not be empty");
@@ -143,13 +142,13 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         _ => {}
     }
 
-    if let Some(mode) = v.optional_str(obj.get("runMode"), "spec.runMode") {
-        if !matches!(mode, "full" | "refresh" | "source") {
-            v.err(
-                "spec.runMode",
-                &format!("{mode:?} is not a run mode: use full, refresh or source"),
-            );
-        }
+    if let Some(mode) = v.optional_str(obj.get("runMode"), "spec.runMode")
+        && !matches!(mode, "full" | "refresh" | "source")
+    {
+        v.err(
+            "spec.runMode",
+            &format!("{mode:?} is not a run mode: use full, refresh or source"),
+        );
     }
 
     match obj.get("range") {
@@ -158,15 +157,15 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         Some(_) => v.err("spec.range", "must be an object with from and to"),
     }
 
-    if let Some(d) = v.duration(obj.get("pollInterval"), "spec.pollInterval") {
-        if d < MIN_POLL_INTERVAL {
-            v.err("spec.pollInterval", "must be at least 5s");
-        }
+    if let Some(d) = v.duration(obj.get("pollInterval"), "spec.pollInterval")
+        && d < MIN_POLL_INTERVAL
+    {
+        v.err("spec.pollInterval", "must be at least 5s");
     }
-    if let Some(d) = v.duration(obj.get("timeout"), "spec.timeout") {
-        if d.is_zero() {
-            v.err("spec.timeout", "must be greater than zero");
-        }
+    if let Some(d) = v.duration(obj.get("timeout"), "spec.timeout")
+        && d.is_zero()
+    {
+        v.err("spec.timeout", "must be greater than zero");
     }
 
     match obj.get("retry") {
@@ -197,13 +196,13 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         Some(_) => v.err("spec.stop", "must be true or false"),
     }
 
-    if let Some(policy) = v.optional_str(obj.get("deletionPolicy"), "spec.deletionPolicy") {
-        if !matches!(policy, "Stop" | "Orphan") {
-            v.err(
-                "spec.deletionPolicy",
-                &format!("{policy:?} is not a deletion policy: use Stop or Orphan"),
-            );
-        }
+    if let Some(policy) = v.optional_str(obj.get("deletionPolicy"), "spec.deletionPolicy")
+        && !matches!(policy, "Stop" | "Orphan")
+    {
+        v.err(
+            "spec.deletionPolicy",
+            &format!("{policy:?} is not a deletion policy: use Stop or Orphan"),
+        );
     }
 
     if let Some("") = v.optional_str(obj.get("workflowId"), "spec.workflowId") {
@@ -294,13 +293,13 @@ impl Checker {
                 self.err("spec.range.from", "required");
             }
         }
-        if let (Some(from), Some(to)) = (from, to) {
-            if to <= from {
-                self.err(
-                    "spec.range.to",
-                    "must be after range.from (to is exclusive)",
-                );
-            }
+        if let (Some(from), Some(to)) = (from, to)
+            && to <= from
+        {
+            self.err(
+                "spec.range.to",
+                "must be after range.from (to is exclusive)",
+            );
         }
     }
 

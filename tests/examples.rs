@@ -31,8 +31,7 @@ fn run_local(example: &str, extra: &[&str]) -> Outcome {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or("null");
     Outcome {
         code: out.status.code().unwrap_or(-1),

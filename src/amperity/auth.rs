@@ -123,13 +123,12 @@ impl TokenCache {
             client_secret,
             token_url,
         } = credentials
+            && let Ok(url) = token_url_for(base_url, token_url.as_ref())
         {
-            if let Ok(url) = token_url_for(base_url, token_url.as_ref()) {
-                self.slots
-                    .lock()
-                    .unwrap()
-                    .remove(&key(&url, client_id, client_secret));
-            }
+            self.slots
+                .lock()
+                .unwrap()
+                .remove(&key(&url, client_id, client_secret));
         }
     }
 }

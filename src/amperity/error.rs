@@ -119,10 +119,10 @@ impl ClientError {
 /// The API's `{status, message}` message, or a short description of a body that
 /// is not that shape (empty, HTML, other text).
 pub fn describe_body(body: &[u8]) -> String {
-    if let Ok(parsed) = serde_json::from_slice::<ErrorResponse>(body) {
-        if let Some(m) = parsed.message.filter(|m| !m.trim().is_empty()) {
-            return m;
-        }
+    if let Ok(parsed) = serde_json::from_slice::<ErrorResponse>(body)
+        && let Some(m) = parsed.message.filter(|m| !m.trim().is_empty())
+    {
+        return m;
     }
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim();

@@ -501,14 +501,14 @@ impl Step<'_> {
                 if w.has_ended() {
                     return self.ended(&w);
                 }
-                if let WorkflowState::Unknown(raw) = &w.state {
-                    if previous_state.as_deref() != Some(raw.as_str()) {
-                        self.event(
+                if let WorkflowState::Unknown(raw) = &w.state
+                    && previous_state.as_deref() != Some(raw.as_str())
+                {
+                    self.event(
                             EventType::Warning,
                             "UnknownState",
                             format!("Amperity reports the undocumented state {raw:?} for {id}; treating the run as still running"),
                         );
-                    }
                 }
                 let phase = if self.status.stop_reason.is_some() {
                     Phase::Stopping

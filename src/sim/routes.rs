@@ -280,12 +280,12 @@ fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8
     let faults = Faults::for_config(&config_id);
     let range_from = text("range_from")?;
     let range_to = text("range_to")?;
-    if let Some(mode) = text("run_mode")? {
-        if !matches!(mode, "full" | "refresh" | "source") {
-            return Err(bad(format!(
-                "run_mode {mode:?} is not one of full, refresh, source"
-            )));
-        }
+    if let Some(mode) = text("run_mode")?
+        && !matches!(mode, "full" | "refresh" | "source")
+    {
+        return Err(bad(format!(
+            "run_mode {mode:?} is not one of full, refresh, source"
+        )));
     }
     if range_to.is_some() && range_from.is_none() {
         return Err(bad("range_to requires range_from".to_string()));
@@ -308,10 +308,10 @@ fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8
             })
         })
         .transpose()?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if t <= f {
-            return Err(bad("range_to must be after range_from".to_string()));
-        }
+    if let (Some(f), Some(t)) = (from, to)
+        && t <= f
+    {
+        return Err(bad("range_to must be after range_from".to_string()));
     }
     let lower = config_id.to_ascii_lowercase();
     let known_prefix = matches!(config_id.get(..3), Some("cg-" | "og-" | "cc-"));

@@ -198,19 +198,19 @@ impl Run {
                 };
             }
         }
-        if let Some(end) = natural_end {
-            if t >= end {
-                let (state, error) = match failing {
-                    Some((_, e)) => ("failed", Some(e)),
-                    None => ("succeeded", None),
-                };
-                return Snapshot {
-                    state,
-                    ended: Some(end),
-                    error,
-                    tasks,
-                };
-            }
+        if let Some(end) = natural_end
+            && t >= end
+        {
+            let (state, error) = match failing {
+                Some((_, e)) => ("failed", Some(e)),
+                None => ("succeeded", None),
+            };
+            return Snapshot {
+                state,
+                ended: Some(end),
+                error,
+                tasks,
+            };
         }
         let state = if t < SCHEDULED_SECONDS {
             "scheduled"

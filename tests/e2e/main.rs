@@ -64,14 +64,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        if failed > 0 {
-            if let Some(op) = &env.operator {
-                let log = op.log_text();
-                let tail: Vec<&str> = log.lines().rev().take(60).collect();
-                eprintln!("--- last operator log lines ---");
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
+        if failed > 0
+            && let Some(op) = &env.operator
+        {
+            let log = op.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last operator log lines ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
             }
         }
         println!("e2e: {passed} passed, {failed} failed");
