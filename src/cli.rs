@@ -70,6 +70,9 @@ pub struct RunArgs {
     /// Seconds between re-checks of a stalled resource (missing Secret, rejected token).
     #[arg(long, env = "STALLED_RECHECK_SECS", default_value_t = 30)]
     pub stalled_recheck_secs: u64,
+    /// Seconds after a lost start answer before finding no run means it never started.
+    #[arg(long, env = "START_SETTLE_SECS", default_value_t = 60)]
+    pub start_settle_secs: u64,
     /// Seconds deletion waits for a stop to be accepted before letting the resource go.
     #[arg(long, env = "DELETION_GRACE_SECS", default_value_t = 120)]
     pub deletion_grace_secs: u64,

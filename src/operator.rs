@@ -58,6 +58,7 @@ pub fn settings(args: &RunArgs) -> Settings {
         retry_backoff: Duration::from_secs(args.retry_backoff_secs),
         stalled_recheck: Duration::from_secs(args.stalled_recheck_secs),
         deletion_grace: Duration::from_secs(args.deletion_grace_secs),
+        start_settle: Duration::from_secs(args.start_settle_secs),
         principal: args.principal.clone(),
         ..Settings::default()
     }

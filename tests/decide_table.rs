@@ -71,6 +71,11 @@ fn failed(id: &str, attribution: &str) -> Workflow {
     w
 }
 
+/// An ambiguous search answer: two runs that could be the lost one.
+fn two_candidates() -> Vec<Workflow> {
+    vec![workflow("wf-a", "running"), workflow("wf-b", "running")]
+}
+
 fn failure(kind: FailureKind) -> ApiFailure {
     ApiFailure {
         kind,
@@ -283,11 +288,29 @@ fn a_lost_start_is_searched_for_never_repeated() {
     assert_eq!(d.status.phase, Some(Phase::Running));
     assert_eq!(d.events[0].reason, "Adopted");
 
-    // None or several: stalled, waiting for a person, with a message saying what to do.
-    for found in [
-        vec![],
-        vec![workflow("wf-a", "running"), workflow("wf-b", "running")],
-    ] {
+    // None: look again until the list must show a created run; then the start
+    // never happened, and starting is safe.
+    let d = step(&starting, Some(Answer::Searched(Ok(vec![]))), at(10));
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(50)));
+    assert_eq!(
+        d.status,
+        starting.status.clone().unwrap(),
+        "nothing changes while waiting"
+    );
+    let d = step(&starting, Some(Answer::Searched(Ok(vec![]))), at(61));
+    assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    assert_eq!(d.events[0].reason, "StartNotFound");
+    assert_eq!(
+        d.status.started_at,
+        Some(Time(at(61))),
+        "a new intent is recorded"
+    );
+
+    // Several: stalled, waiting for a person, with a message saying what to do.
+    for found in [vec![
+        workflow("wf-a", "running"),
+        workflow("wf-b", "running"),
+    ]] {
         let (stalled, d) = apply(&starting, Some(Answer::Searched(Ok(found))), at(10));
         assert_eq!(d.action, Action::AwaitChange);
         assert_eq!(cond(&d, "Stalled"), ("True", "StartUnconfirmed"));
@@ -324,7 +347,11 @@ fn the_resolve_start_annotation_is_acted_on_once() {
         Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
         at(1),
     );
-    let (stalled, _) = apply(&starting, Some(Answer::Searched(Ok(vec![]))), at(10));
+    let (stalled, _) = apply(
+        &starting,
+        Some(Answer::Searched(Ok(two_candidates()))),
+        at(10),
+    );
 
     let mut adopt = stalled.clone();
     adopt.metadata.annotations = Some(
@@ -352,7 +379,7 @@ fn the_resolve_start_annotation_is_acted_on_once() {
         Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
         at(31),
     );
-    let (lost, _) = apply(&lost, Some(Answer::Searched(Ok(vec![]))), at(40));
+    let (lost, _) = apply(&lost, Some(Answer::Searched(Ok(two_candidates()))), at(40));
     assert_eq!(step(&lost, None, at(50)).action, Action::AwaitChange);
 
     let mut nonsense = stalled.clone();

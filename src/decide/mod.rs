@@ -44,6 +44,9 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// How long deletion waits for a stop to be accepted before letting go.
     pub deletion_grace: Duration,
+    /// After a lost start, how long the list may take to show a created run. Past
+    /// it, finding no run at all means the start never happened: start again.
+    pub start_settle: Duration,
     /// The operator's own Amperity principal, when known: narrows the lost-start search.
     pub principal: Option<String>,
 }
@@ -57,6 +60,7 @@ impl Default for Settings {
             start_search_skew: Duration::from_secs(120),
             retry_backoff: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(120),
+            start_settle: Duration::from_secs(60),
             principal: None,
         }
     }
@@ -656,6 +660,27 @@ impl Step<'_> {
             let action = self.adopt(w.id.clone(), "Adopted", &message);
             self.observe(&w);
             return action;
+        }
+        if candidates.is_empty() {
+            let recorded = self
+                .status
+                .started_at
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(self.now);
+            let age = Duration::try_from(self.now.duration_since(recorded)).unwrap_or_default();
+            if age < self.settings.start_settle {
+                // The run may not be listed yet: look again before concluding.
+                return Action::Requeue(self.settings.start_settle - age);
+            }
+            self.event(
+                EventType::Normal,
+                "StartNotFound",
+                format!(
+                    "no {wanted_type} run was created since the lost start at {recorded}; starting one now"
+                ),
+            );
+            return self.begin_start();
         }
         let listed: Vec<&str> = candidates.iter().take(5).map(|w| w.id.as_str()).collect();
         let message = format!(

@@ -167,6 +167,7 @@ impl Env {
             ("RETRY_BACKOFF_SECS", "1".into()),
             ("STALLED_RECHECK_SECS", "2".into()),
             ("DELETION_GRACE_SECS", "10".into()),
+            ("START_SETTLE_SECS", "3".into()),
             ("POD_NAME", name.into()),
             ("POD_NAMESPACE", "default".into()),
             ("LEASE_NAME", "amperity-operator-e2e".into()),

@@ -504,7 +504,7 @@ async fn metrics_and_readiness_answer(env: &mut Env) -> Result {
         "amperity_operator_runs{phase=\"Succeeded\"}",
         "amperity_operator_amperity_requests_total{endpoint=\"start\",code=\"201\"}",
         "amperity_operator_amperity_request_seconds_count{endpoint=\"get\"}",
-        "amperity_operator_workflow_duration_seconds_count",
+        "amperity_operator_workflow_duration_seconds_count{workflow_type=\"amperity.orchestration.orchestration/run\",outcome=\"Succeeded\"}",
     ] {
         ensure(
             value(&text, name) > value(&before, name),
