@@ -307,11 +307,12 @@ fn a_lost_start_is_searched_for_never_repeated() {
     );
 
     // Several: stalled, waiting for a person, with a message saying what to do.
-    for found in [vec![
-        workflow("wf-a", "running"),
-        workflow("wf-b", "running"),
-    ]] {
-        let (stalled, d) = apply(&starting, Some(Answer::Searched(Ok(found))), at(10));
+    {
+        let (stalled, d) = apply(
+            &starting,
+            Some(Answer::Searched(Ok(two_candidates()))),
+            at(10),
+        );
         assert_eq!(d.action, Action::AwaitChange);
         assert_eq!(cond(&d, "Stalled"), ("True", "StartUnconfirmed"));
         let msg = &d
