@@ -287,6 +287,13 @@ fn a_lost_start_is_searched_for_never_repeated() {
     assert_eq!(d.status.workflow_id.as_deref(), Some("wf-mine"));
     assert_eq!(d.status.phase, Some(Phase::Running));
     assert_eq!(d.events[0].reason, "Adopted");
+    // A run found already finished is finished at once.
+    let d = step(
+        &starting,
+        Some(Answer::Searched(Ok(vec![workflow("wf-mine", "succeeded")]))),
+        at(10),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
 
     // None: look again until the list must show a created run; then the start
     // never happened, and starting is safe.

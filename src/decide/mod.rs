@@ -659,6 +659,9 @@ impl Step<'_> {
             );
             let action = self.adopt(w.id.clone(), "Adopted", &message);
             self.observe(&w);
+            if w.has_ended() {
+                return self.ended(&w);
+            }
             return action;
         }
         if candidates.is_empty() {

@@ -118,10 +118,11 @@ impl Run {
 
     /// The run at `t` simulated seconds after its creation.
     pub fn at(&self, t: f64) -> Snapshot {
-        let warm = if self.scenario.unknown_state {
-            WARMING_UP_SECONDS
-        } else {
-            0.0
+        let warm = match (self.scenario.unknown_state, self.scenario.slow) {
+            (false, _) => 0.0,
+            // Slow runs warm up for a minute, long enough for a poll to see it.
+            (true, true) => WARMING_UP_SECONDS * 20.0,
+            (true, false) => WARMING_UP_SECONDS,
         };
         let tasks_start = SCHEDULED_SECONDS + STARTED_SECONDS + warm;
         let per_task = self.task_seconds();

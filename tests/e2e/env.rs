@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_amperity-operator");
 pub const TOKEN: &str = "sim-token";
 pub const ROTATED_TOKEN: &str = "rotated-token";
+pub const CLIENT_ID: &str = "e2e-operator";
+pub const CLIENT_SECRET: &str = "e2e-client-s3cret";
 
 pub type Result<T = ()> = std::result::Result<T, String>;
 
@@ -121,6 +123,8 @@ impl Env {
                 ("SIM_TOKENS", format!("{TOKEN},{ROTATED_TOKEN}")),
                 ("SIM_SPEED", "10".into()),
                 ("SIM_SEED", "7".into()),
+                ("SIM_CLIENT_ID", CLIENT_ID.into()),
+                ("SIM_CLIENT_SECRET", CLIENT_SECRET.into()),
             ],
         )?;
         let sim_url = format!("http://127.0.0.1:{sim_port}/api");

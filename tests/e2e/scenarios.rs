@@ -29,6 +29,8 @@ scenarios!(
     deleting_an_unfinished_run_stops_it,
     ttl_removes_finished_runs,
     metrics_and_readiness_answer,
+    faults_end_in_documented_phases,
+    oauth_client_credentials_from_the_secret,
     killing_the_operator_during_starts_never_starts_twice,
     only_the_leader_reconciles_and_a_follower_takes_over,
 );
@@ -510,6 +512,139 @@ async fn metrics_and_readiness_answer(env: &mut Env) -> Result {
             value(&text, name) > value(&before, name),
             format!("{name} did not grow:\n{text}"),
         )?;
+    }
+    Ok(())
+}
+
+async fn faults_end_in_documented_phases(env: &mut Env) -> Result {
+    let ns = env.namespace("faults", Some(env::TOKEN)).await?;
+    // An undocumented state keeps the run going, with one Warning event.
+    env.create_run(&ns, "odd", json!({"configId": "cg-e2e-unknownstate-slow"}))
+        .await?;
+    // A run that disappears (404) fails with a reason that says so.
+    env.create_run(&ns, "gone", json!({"configId": "cg-e2e-vanish"}))
+        .await?;
+    // A start whose answer is lost (a 500 after the run was created) is found
+    // again, not repeated.
+    env.create_run(&ns, "garbled", json!({"configId": "cc-e2e-lostanswer"}))
+        .await?;
+    // Deprecation headers become a Warning event (and a metric).
+    env.create_run(&ns, "old", json!({"configId": "cg-e2e-deprecated"}))
+        .await?;
+    // A config the API refuses fails at once with the API's message.
+    env.create_run(&ns, "refused", json!({"configId": "cg-e2e-rejected"}))
+        .await?;
+
+    let odd = env
+        .wait_for(&ns, "odd", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&odd) == "Succeeded", format!("odd: {}", phase(&odd)))?;
+    let gone = env
+        .wait_for(&ns, "gone", FINISH, "finished", finished)
+        .await?;
+    let (_, reason, _) = condition(&gone, "Succeeded").unwrap();
+    ensure(
+        phase(&gone) == "Failed" && reason == "WorkflowNotFound",
+        format!("gone: {} {reason}", phase(&gone)),
+    )?;
+    let refused = env
+        .wait_for(&ns, "refused", FINISH, "finished", finished)
+        .await?;
+    let (_, reason, message) = condition(&refused, "Succeeded").unwrap();
+    ensure(
+        reason == "StartRejected" && message.contains("does not exist"),
+        format!("refused: {reason}: {message}"),
+    )?;
+    let old = env
+        .wait_for(&ns, "old", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&old) == "Succeeded", format!("old: {}", phase(&old)))?;
+    let seen = events(env, &ns);
+    ensure(
+        seen.get("UnknownState") == Some(&1),
+        format!("one UnknownState warning: {seen:?}"),
+    )?;
+    ensure(
+        seen.get("ApiDeprecated") == Some(&1),
+        format!("one ApiDeprecated warning: {seen:?}"),
+    )?;
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.metrics_port))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure(
+        text.contains(
+            "amperity_operator_amperity_deprecation_notices_total{api_version=\"2024-04-01\"}",
+        ),
+        "deprecation metric",
+    )?;
+    // The lost start: the run was found and followed.
+    let garbled = env
+        .wait_for(&ns, "garbled", FINISH, "settled", |r| {
+            finished(r) || condition(r, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed")
+        })
+        .await?;
+    ensure(
+        env.starts_for("cc-e2e-lostanswer").await == 1,
+        "the lost start was not repeated",
+    )?;
+    let status = garbled.status.unwrap();
+    ensure(
+        status.workflow_id.is_some() || condition_reason(&status) == Some("StartUnconfirmed"),
+        "the run was adopted or a person was asked",
+    )
+}
+
+fn condition_reason(status: &amperity_operator::crd::AmperityWorkflowRunStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled" && c.status == "True")
+        .map(|c| c.reason.as_str())
+}
+
+async fn oauth_client_credentials_from_the_secret(env: &mut Env) -> Result {
+    let ns = env.namespace("oauth", None).await?;
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), &ns);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "amperity-api"},
+        "stringData": {"client_id": env::CLIENT_ID, "client_secret": env::CLIENT_SECRET}});
+    api.patch(
+        "amperity-api",
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(secret),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    env.create_run(&ns, "oauth", json!({"configId": "og-e2e-oauth"}))
+        .await?;
+    let run = env
+        .wait_for(&ns, "oauth", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Succeeded", phase(&run))?;
+    let stats = env.sim_stats().await;
+    ensure(
+        stats["tokens_issued"].as_u64().unwrap_or(0) >= 1,
+        "an access token was minted",
+    )?;
+    // Neither the client secret nor any token appears in logs, status or events.
+    let log = env.operator.as_ref().unwrap().log_text();
+    let (_, events_json) = env.kubectl(&["-n", &ns, "get", "events.events.k8s.io", "-o", "json"]);
+    let status = serde_json::to_string(&run.status).unwrap();
+    for (what, text) in [("log", &log), ("events", &events_json), ("status", &status)] {
+        for secret in [
+            env::CLIENT_SECRET,
+            env::TOKEN,
+            env::ROTATED_TOKEN,
+            "simjwt.",
+        ] {
+            ensure(
+                !text.contains(secret),
+                format!("{secret} leaked into the {what}"),
+            )?;
+        }
     }
     Ok(())
 }
