@@ -21,3 +21,6 @@ trap 'tests/e2e/testenv.sh down >/dev/null 2>&1 || true' EXIT
 
 step "cargo test"
 cargo test --all-targets
+
+step "Helm chart tests"
+scripts/chart-tests.sh

@@ -66,7 +66,12 @@ pub fn settings(args: &RunArgs) -> Settings {
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Connect)?;
-    Api::<AmperityWorkflowRun>::all(client.clone())
+    // Checked where the operator may list: everywhere, or its first namespace.
+    let probe: Api<AmperityWorkflowRun> = match args.namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe
         .list(&ListParams::default().limit(1))
         .await
         .map_err(RunError::CrdMissing)?;

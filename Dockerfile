@@ -1,0 +1,17 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t amperity-operator .
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY crds ./crds
+RUN cargo build --release --locked --bin amperity-operator \
+ && strip target/release/amperity-operator
+
+# Distroless with glibc, no shell, running as the unprivileged user 65532.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/amperity-operator /amperity-operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/amperity-operator"]
+CMD ["run"]
