@@ -1,7 +1,8 @@
 """Renders the Helm chart offline with Helm's own engine (helm-python-sdk).
 
 Used by the chart tests and by the end-to-end suite, which applies the rendered
-RBAC to a real API server:  python3 tests/chart/render.py [values.json] [--kinds K,K]
+RBAC to a real API server:
+  python3 tests/chart/render.py [values.json] [--kinds=K,K] [--namespace=NS]
 """
 import json
 import pathlib
@@ -34,11 +35,13 @@ def render(values=None, namespace="amperity-system", name="amperity-operator"):
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     values = json.loads(pathlib.Path(args[0]).read_text()) if args else {}
-    kinds = None
+    kinds, namespace = None, "amperity-system"
     for a in sys.argv[1:]:
         if a.startswith("--kinds="):
             kinds = set(a.split("=", 1)[1].split(","))
-    docs = [d for d in render(values) if kinds is None or d["kind"] in kinds]
+        if a.startswith("--namespace="):
+            namespace = a.split("=", 1)[1]
+    docs = [d for d in render(values, namespace=namespace) if kinds is None or d["kind"] in kinds]
     for d in docs:
         d.pop("_template", None)
     print(yaml.safe_dump_all(docs, sort_keys=False))

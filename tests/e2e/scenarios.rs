@@ -32,6 +32,7 @@ scenarios!(
     faults_end_in_documented_phases,
     oauth_client_credentials_from_the_secret,
     killing_the_operator_during_starts_never_starts_twice,
+    the_charts_rbac_is_enough_and_every_rule_is_needed,
     only_the_leader_reconciles_and_a_follower_takes_over,
 );
 
@@ -737,4 +738,191 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> 
         reconciles(follower_port).await.unwrap_or(0.0) > 0.0,
         "the new leader reconciled",
     )
+}
+
+/// The chart's RBAC objects for a release in `namespace`.
+fn chart_rbac(namespace: &str) -> Result<Vec<serde_json::Value>> {
+    let out = std::process::Command::new("python3")
+        .arg(env::repo().join("tests/chart/render.py"))
+        .arg("--kinds=ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding")
+        .arg(format!("--namespace={namespace}"))
+        .output()
+        .map_err(|e| format!("rendering the chart: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "rendering the chart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: serde_json::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// Applies RBAC objects, replacing earlier versions wholesale. The ServiceAccount
+/// is created once and kept: recreating it would revoke its token.
+fn apply_rbac(env: &Env, docs: &[serde_json::Value]) -> Result {
+    let path = std::env::temp_dir().join(format!("e2e-rbac-{}.json", fastrand::u32(..)));
+    let docs: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] != "ServiceAccount")
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
+    std::fs::write(&path, list.to_string()).unwrap();
+    let (_, _) = env.kubectl(&["delete", "--ignore-not-found", "-f", path.to_str().unwrap()]);
+    let (ok, out) = env.kubectl(&["create", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    ensure(ok, format!("applying RBAC: {out}"))
+}
+
+/// A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest).
+fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::path::PathBuf> {
+    let (ok, token) = env.kubectl(&[
+        "-n",
+        namespace,
+        "create",
+        "token",
+        "amperity-operator",
+        "--duration=1h",
+    ]);
+    ensure(ok, format!("TokenRequest: {token}"))?;
+    let admin = std::fs::read_to_string(&env.kubeconfig).unwrap();
+    let admin_token = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .ok_or("no admin token line")?;
+    let path = std::env::temp_dir().join(format!("e2e-sa-{namespace}.kubeconfig"));
+    std::fs::write(&path, admin.replace(admin_token, token.trim())).unwrap();
+    Ok(path)
+}
+
+/// Runs one workflow under `kubeconfig`; true when everything a user expects
+/// happened: Succeeded, a Started event, deleted after its TTL.
+async fn works_under(
+    env: &Env,
+    kubeconfig: &std::path::Path,
+    lease_ns: &str,
+    label: &str,
+) -> Result<(bool, String)> {
+    let port = free_port();
+    let mut op = env.spawn_operator(
+        &format!("operator-rbac-{label}"),
+        port,
+        &[
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("POD_NAMESPACE", lease_ns.to_string()),
+            ("LEASE_NAME", format!("rbac-{label}")),
+        ],
+    )?;
+    let ns = env.namespace("rbac", Some(env::TOKEN)).await?;
+    env.create_run(
+        &ns,
+        "checked",
+        json!({"configId": format!("cg-e2e-rbac-{label}"), "ttlSecondsAfterFinished": 1}),
+    )
+    .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    let mut last = String::from("no status");
+    let mut succeeded = false;
+    while std::time::Instant::now() < deadline {
+        match env
+            .runs(&ns)
+            .get_opt("checked")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(run) => {
+                succeeded |= phase(&run) == "Succeeded";
+                last = format!(
+                    "phase {:?}, stalled {:?}",
+                    phase(&run),
+                    condition(&run, "Stalled")
+                );
+            }
+            None if succeeded => {
+                let started = events(env, &ns).contains_key("Started");
+                op.kill();
+                return Ok((
+                    started,
+                    if started {
+                        "ok".into()
+                    } else {
+                        "no Started event".into()
+                    },
+                ));
+            }
+            None => last = "deleted before it succeeded".into(),
+        }
+        if let Ok(Some(status)) = op.child.try_wait() {
+            last = format!("the operator exited ({status})");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    op.kill();
+    Ok((false, last))
+}
+
+async fn the_charts_rbac_is_enough_and_every_rule_is_needed(env: &mut Env) -> Result {
+    // The admin-credentialed operator would do the work itself: pause it.
+    if let Some(op) = env.operator.as_mut() {
+        op.kill();
+    }
+    let result = rbac_checks(env).await;
+    let port = env.metrics_port;
+    env.operator = Some(env.spawn_operator("operator-after-rbac", port, &[])?);
+    wait_http(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    result
+}
+
+async fn rbac_checks(env: &mut Env) -> Result {
+    let release_ns = env.namespace("operator", None).await?;
+    let full = chart_rbac(&release_ns)?;
+    let accounts: Vec<&serde_json::Value> = full
+        .iter()
+        .filter(|d| d["kind"] == "ServiceAccount")
+        .collect();
+    ensure(accounts.len() == 1, "the chart renders one ServiceAccount")?;
+    let sa = std::env::temp_dir().join(format!("e2e-sa-{release_ns}.json"));
+    std::fs::write(&sa, accounts[0].to_string()).unwrap();
+    let (ok, out) = env.kubectl(&["create", "-f", sa.to_str().unwrap()]);
+    ensure(ok, format!("creating the ServiceAccount: {out}"))?;
+    apply_rbac(env, &full)?;
+    let kubeconfig = service_account_kubeconfig(env, &release_ns)?;
+    let (ok, why) = works_under(env, &kubeconfig, &release_ns, "full").await?;
+    ensure(ok, format!("the chart's RBAC is not enough: {why}"))?;
+
+    // Remove each rule in turn: something must break.
+    let roles: Vec<usize> = full
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .map(|(i, _)| i)
+        .collect();
+    let mut checked = 0;
+    for role in roles {
+        let count = full[role]["rules"].as_array().map(Vec::len).unwrap_or(0);
+        for rule in 0..count {
+            let mut reduced = full.clone();
+            let removed = reduced[role]["rules"].as_array_mut().unwrap().remove(rule);
+            apply_rbac(env, &reduced)?;
+            let label = format!("without-{checked}");
+            let (ok, why) = works_under(env, &kubeconfig, &release_ns, &label).await?;
+            ensure(!ok, format!("removing {removed} broke nothing"))?;
+            eprintln!("    without {}: {why}", removed["resources"]);
+            checked += 1;
+        }
+    }
+    ensure(checked == 5, format!("{checked} rules checked, expected 5"))
 }
