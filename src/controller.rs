@@ -334,11 +334,8 @@ impl Host for KubeHost<'_> {
         let api: Api<AmperityWorkflowRun> =
             Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let name = run.name_any();
-        let patch = json!({
-            "apiVersion": AmperityWorkflowRun::api_version(&()),
-            "kind": AmperityWorkflowRun::kind(&()),
-            "status": status,
-        });
+        let patch = status_patch(status);
+        self.ctx.metrics.status_writes.inc();
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -397,6 +394,16 @@ impl Host for KubeHost<'_> {
     fn now(&self) -> Timestamp {
         Timestamp::now()
     }
+}
+
+/// The server-side apply body for a status: the whole status, so that fields this
+/// manager no longer sets are removed.
+pub fn status_patch(status: &AmperityWorkflowRunStatus) -> serde_json::Value {
+    json!({
+        "apiVersion": AmperityWorkflowRun::api_version(&()),
+        "kind": AmperityWorkflowRun::kind(&()),
+        "status": status,
+    })
 }
 
 /// Reads credentials from Secret data: `key` (default `token`) holds a bearer token;

@@ -60,6 +60,7 @@ pub struct Metrics {
     registry: Registry,
     pub runs: Family<PhaseLabels, Gauge>,
     pub reconciles: Counter,
+    pub status_writes: Counter,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<EndpointLabels, Histogram>,
@@ -78,6 +79,12 @@ impl Default for Metrics {
         registry.register("runs", "AmperityWorkflowRuns by phase", runs.clone());
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles performed", reconciles.clone());
+        let status_writes = Counter::default();
+        registry.register(
+            "status_writes",
+            "Status writes (each one a change; unchanged polls write nothing)",
+            status_writes.clone(),
+        );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
@@ -130,6 +137,7 @@ impl Default for Metrics {
             registry,
             runs,
             reconciles,
+            status_writes,
             reconcile_errors,
             requests,
             request_seconds,

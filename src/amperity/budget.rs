@@ -16,6 +16,9 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 pub struct Budget {
     limiter: DefaultDirectRateLimiter,
     paused_until: Mutex<Option<Instant>>,
+    /// Waiters take turns in arrival order (tokio's mutex is fair), so that with
+    /// thousands of runs waiting no run starves: every interval stretches evenly.
+    queue: tokio::sync::Mutex<()>,
 }
 
 impl Budget {
@@ -29,12 +32,14 @@ impl Budget {
         Budget {
             limiter: RateLimiter::direct(quota),
             paused_until: Mutex::new(None),
+            queue: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Waits for a permit (and out any pause); returns how long it waited.
     pub async fn acquire(&self) -> Duration {
         let started = Instant::now();
+        let _turn = self.queue.lock().await;
         loop {
             let pause = *self.paused_until.lock().unwrap();
             match pause {

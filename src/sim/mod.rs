@@ -42,6 +42,8 @@ pub struct SimConfig {
     pub throttle_storm: Duration,
     /// Add `Deprecation` and `Sunset` headers to every answer.
     pub deprecation: bool,
+    /// Keep a log of every request (for load runs; grows without bound).
+    pub record_requests: bool,
 }
 
 impl Default for SimConfig {
@@ -61,6 +63,7 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             throttle_storm: Duration::ZERO,
             deprecation: false,
+            record_requests: false,
         }
     }
 }
@@ -82,6 +85,7 @@ impl From<&SimulatorArgs> for SimConfig {
             latency: Duration::from_millis(a.latency_ms),
             throttle_storm: Duration::from_secs(a.throttle_storm_secs),
             deprecation: a.deprecation,
+            record_requests: false,
         }
     }
 }
@@ -126,6 +130,23 @@ pub(crate) struct SimState {
     /// Issued OAuth tokens and when they expire.
     pub issued: HashMap<String, Instant>,
     pub sequence: u64,
+    pub log: Vec<Logged>,
+}
+
+/// One request to /api, when `record_requests` is on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logged {
+    /// Seconds since the simulator started.
+    pub at: f64,
+    pub request: Request,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Start,
+    Get(String),
+    Stop(String),
+    List,
 }
 
 impl Sim {
@@ -172,6 +193,47 @@ impl SimHandle {
         self.sim.stats()
     }
 
+    /// Every request so far (with `record_requests`).
+    pub fn request_log(&self) -> Vec<Logged> {
+        self.sim.state.lock().unwrap().log.clone()
+    }
+
+    /// Seconds since the simulator started (the clock of the request log).
+    pub fn clock(&self) -> f64 {
+        self.sim.started.elapsed().as_secs_f64()
+    }
+
+    /// Creates runs directly, as if started elsewhere (no request is counted):
+    /// load runs adopt them with `spec.workflowId`. Returns their ids.
+    pub fn seed_runs(&self, config_id: &str, count: usize) -> Vec<String> {
+        let mut state = self.sim.state.lock().unwrap();
+        (0..count)
+            .map(|_| {
+                let run = new_run(
+                    &mut state,
+                    &self.sim.config,
+                    config_id,
+                    ("seeded".into(), "Seeded".into()),
+                );
+                let id = run.id.clone();
+                state.runs.push(run);
+                state.created.push(Instant::now());
+                id
+            })
+            .collect()
+    }
+
+    /// Simulated seconds at which run `id` ends (None while it cannot end).
+    pub fn ends_at(&self, id: &str) -> Option<f64> {
+        let state = self.sim.state.lock().unwrap();
+        let i = state.runs.iter().position(|r| r.id == id)?;
+        let end = state.runs[i].at(f64::MAX / 4.0).ended?;
+        let created = state.created[i]
+            .duration_since(self.sim.started)
+            .as_secs_f64();
+        Some(created + end / self.sim.config.speed)
+    }
+
     pub fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -187,6 +249,36 @@ impl Drop for SimHandle {
     }
 }
 
+/// A new run of `config_id`, its id drawn from the seeded generator.
+pub(crate) fn new_run(
+    state: &mut SimState,
+    config: &SimConfig,
+    config_id: &str,
+    principal: (String, String),
+) -> Run {
+    let first = !state.runs.iter().any(|r| r.config_id == config_id);
+    state.sequence += 1;
+    let now = jiff::Timestamp::now();
+    let suffix: String = (0..5).map(|_| state.rng.alphanumeric()).collect();
+    let version: String = (0..6).map(|_| state.rng.alphanumeric()).collect();
+    Run {
+        id: format!(
+            "wf-{}-{:05}-{suffix}",
+            now.strftime("%Y%m%d"),
+            10_000 + state.sequence
+        ),
+        name: format!("Run of {config_id}"),
+        config_id: config_id.to_string(),
+        tenant: config.tenant.clone(),
+        principal_id: principal.0,
+        principal_name: principal.1,
+        version: format!("etv-{}-{version}", now.strftime("%Y%m%d")),
+        created_at: now,
+        scenario: runs::Scenario::from_config(config_id, first),
+        stopped_at: None,
+    }
+}
+
 fn new_sim(config: SimConfig) -> Arc<Sim> {
     Arc::new(Sim {
         state: Mutex::new(SimState {
@@ -197,6 +289,7 @@ fn new_sim(config: SimConfig) -> Arc<Sim> {
             window: HashMap::new(),
             issued: HashMap::new(),
             sequence: 0,
+            log: Vec::new(),
         }),
         config,
         started: Instant::now(),

@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::runs::{Run, Scenario, workflow_type};
-use super::{Sim, SimState};
+use super::runs::workflow_type;
+use super::{Logged, Request, Sim, SimState, new_run};
 
 const API_VERSION: &str = "2024-04-01";
 const RUN_FIELDS: &[&str] = &["config_id", "run_mode", "range_from", "range_to"];
@@ -98,9 +98,14 @@ fn admit(
     sim: &Sim,
     headers: &HeaderMap,
     query_version: Option<&str>,
+    request: Request,
 ) -> Result<(String, String), Reply> {
     let mut state = sim.state.lock().unwrap();
     state.stats.requests += 1;
+    if sim.config.record_requests {
+        let at = sim.started.elapsed().as_secs_f64();
+        state.log.push(Logged { at, request });
+    }
     let tenant = header(headers, "amperity-tenant");
     let now = Instant::now();
     if now.duration_since(sim.started) < sim.config.throttle_storm {
@@ -254,7 +259,7 @@ async fn start(
 }
 
 fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Answer {
-    let principal = admit(sim, headers, version)?;
+    let principal = admit(sim, headers, version, Request::Start)?;
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| bad("the body must be one JSON object".to_string()))?;
@@ -335,28 +340,7 @@ fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8
     }
 
     let mut state = sim.state.lock().unwrap();
-    let first = !state.runs.iter().any(|r| r.config_id == config_id);
-    state.sequence += 1;
-    let now = Timestamp::now();
-    let suffix: String = (0..5).map(|_| state.rng.alphanumeric()).collect();
-    let id = format!(
-        "wf-{}-{:05}-{suffix}",
-        now.strftime("%Y%m%d"),
-        10_000 + state.sequence
-    );
-    let version_suffix: String = (0..6).map(|_| state.rng.alphanumeric()).collect();
-    let run = Run {
-        id,
-        name: format!("Run of {config_id}"),
-        config_id: config_id.clone(),
-        tenant: sim.config.tenant.clone(),
-        principal_id: principal.0,
-        principal_name: principal.1,
-        version: format!("etv-{}-{version_suffix}", now.strftime("%Y%m%d")),
-        created_at: now,
-        scenario: Scenario::from_config(&config_id, first),
-        stopped_at: None,
-    };
+    let run = new_run(&mut state, &sim.config, &config_id, principal);
     let body = run.to_json(0.0, sim.config.speed, true);
     state.runs.push(run);
     state.created.push(Instant::now());
@@ -405,7 +389,12 @@ async fn get_run(
     headers: HeaderMap,
 ) -> Reply {
     let answer = (|| {
-        admit(&sim, &headers, q.api_version.as_deref())?;
+        admit(
+            &sim,
+            &headers,
+            q.api_version.as_deref(),
+            Request::Get(id.clone()),
+        )?;
         let state = sim.state.lock().unwrap();
         let i = find(&state, &id)
             .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("workflow {id} not found")))?;
@@ -443,7 +432,12 @@ async fn stop(
     headers: HeaderMap,
 ) -> Reply {
     let answer = (|| {
-        admit(&sim, &headers, q.api_version.as_deref())?;
+        admit(
+            &sim,
+            &headers,
+            q.api_version.as_deref(),
+            Request::Stop(id.clone()),
+        )?;
         let mut state = sim.state.lock().unwrap();
         let i = find(&state, &id)
             .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("workflow {id} not found")))?;
@@ -472,7 +466,12 @@ async fn list(
 }
 
 fn list_inner(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Answer {
-    admit(sim, headers, q.get("api_version").map(String::as_str))?;
+    admit(
+        sim,
+        headers,
+        q.get("api_version").map(String::as_str),
+        Request::List,
+    )?;
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     let bound = |k: &str| -> Result<Option<Timestamp>, Reply> {
         q.get(k)

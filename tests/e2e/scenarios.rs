@@ -696,6 +696,12 @@ async fn killing_the_operator_during_starts_never_starts_twice(env: &mut Env) ->
 }
 
 async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> Result {
+    // With the current operator alone, a finished run proves it leads.
+    let ns = env.namespace("leader", Some(env::TOKEN)).await?;
+    env.create_run(&ns, "first", json!({"configId": "cg-e2e-leader-1"}))
+        .await?;
+    env.wait_for(&ns, "first", FINISH, "finished", finished)
+        .await?;
     let follower_port = free_port();
     let follower = env.spawn_operator("operator-follower", follower_port, &[])?;
     wait_http(
@@ -703,10 +709,9 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> 
         Duration::from_secs(30),
     )
     .await?;
-    let ns = env.namespace("leader", Some(env::TOKEN)).await?;
-    env.create_run(&ns, "first", json!({"configId": "cg-e2e-leader-1"}))
+    env.create_run(&ns, "between", json!({"configId": "cg-e2e-leader-between"}))
         .await?;
-    env.wait_for(&ns, "first", FINISH, "finished", finished)
+    env.wait_for(&ns, "between", FINISH, "finished", finished)
         .await?;
     let reconciles = |port: u16| async move {
         let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))

@@ -1,0 +1,459 @@
+//! Load harness: the real operator binary (release build) against the project's
+//! simulator over loopback and the end-to-end kube-apiserver, with N runs in
+//! flight, printing one line of figures per N; plus the hot code paths per op.
+//!
+//!     cargo bench --bench load -- 40 100 1000 10000
+//!
+//! Environment: LOAD_RATE (the operator's budget, default 5 requests/s),
+//! LOAD_POLL (pollInterval seconds, default 10). The Kubernetes side is the e2e
+//! environment (tests/e2e/testenv.sh up), which this starts if needed.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use amperity_operator::amperity::wire::Workflow;
+use amperity_operator::controller::status_patch;
+use amperity_operator::crd::AmperityWorkflowRun;
+use amperity_operator::decide::{Answer, Memory, Settings, decide};
+use amperity_operator::sim::{self, Request, SimConfig, SimHandle};
+use futures::StreamExt;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "load-token";
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if args.is_empty() {
+        vec![40, 100, 1000, 10_000]
+    } else {
+        args
+    };
+    let rate: u32 = env_or("LOAD_RATE", 5);
+    let poll: u64 = env_or("LOAD_POLL", 10);
+    hot_paths();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kube = kube_env().await;
+        println!(
+            "\nload: budget {rate}/s, pollInterval {poll}s, Kubernetes: the e2e kube-apiserver (real API client code)"
+        );
+        for n in sizes {
+            load(&kube, n, rate, poll).await;
+        }
+    });
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------- hot code paths ----------
+
+fn verbose_workflow(tasks: usize) -> String {
+    let tasks: Vec<Value> = (0..tasks)
+        .map(|i| {
+            json!({"id": format!("wft-{i}"), "state": if i < tasks / 2 { "succeeded" } else { "running" },
+                   "tenant": "socktown", "label": format!("Task number {i}"), "created_at": "2025-04-18T06:00:00.000Z",
+                   "ended_at": "2025-04-18T06:01:00.000Z", "execution_type": "spark-sql", "workflow_id": "wf-1"})
+        })
+        .collect();
+    json!({"id": "wf-1", "state": "running", "type": "courier.group/run", "name": "Daily", "tenant": "socktown",
+           "created_at": "2025-04-18T06:00:00.000Z", "principal_id": "p", "principal_name": "P",
+           "launched_version": "etv-1", "current_version": "etv-1", "task_instances": tasks})
+    .to_string()
+}
+
+fn time_per_op(iterations: u32, mut op: impl FnMut()) -> f64 {
+    for _ in 0..iterations / 10 {
+        op();
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        op();
+    }
+    started.elapsed().as_nanos() as f64 / iterations as f64
+}
+
+fn hot_paths() {
+    let body = verbose_workflow(50);
+    let decode = time_per_op(20_000, || {
+        std::hint::black_box(serde_json::from_str::<Workflow>(&body).unwrap());
+    });
+    let run: AmperityWorkflowRun = serde_json::from_value(json!({
+        "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRun",
+        "metadata": {"name": "r", "namespace": "n", "generation": 1},
+        "spec": {"tenant": "socktown", "tokenSecretRef": {"name": "s"}, "configId": "cg-1", "workflowId": "wf-1"}
+    }))
+    .unwrap();
+    let settings = Settings::default();
+    let now = jiff::Timestamp::now();
+    let adopted = decide(&run, None, now, Memory::default(), &settings);
+    let mut running = run.clone();
+    running.status = Some(adopted.status);
+    let workflow: Workflow = serde_json::from_str(&body).unwrap();
+    let next = time_per_op(20_000, || {
+        let answer = Answer::Polled(Ok(workflow.clone()));
+        std::hint::black_box(decide(
+            &running,
+            Some(answer),
+            now,
+            Memory::default(),
+            &settings,
+        ));
+    });
+    let status = decide(
+        &running,
+        Some(Answer::Polled(Ok(workflow.clone()))),
+        now,
+        Memory::default(),
+        &settings,
+    )
+    .status;
+    let patch = time_per_op(20_000, || {
+        std::hint::black_box(serde_json::to_vec(&status_patch(&status)).unwrap());
+    });
+    println!("hot paths (50 task instances, {} bytes):", body.len());
+    println!("  decode verbose workflow  {:>9.1} us/op", decode / 1000.0);
+    println!(
+        "  compute next status      {:>9.1} us/op (includes cloning the answer)",
+        next / 1000.0
+    );
+    println!("  build status patch       {:>9.1} us/op", patch / 1000.0);
+}
+
+// ---------- load ----------
+
+struct Kube {
+    client: Client,
+    kubeconfig: String,
+}
+
+async fn kube_env() -> Kube {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let up = Command::new(format!("{repo}/tests/e2e/testenv.sh"))
+        .arg("up")
+        .output()
+        .expect("testenv.sh runs");
+    assert!(
+        up.status.success(),
+        "testenv.sh up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let kubeconfig = String::from_utf8_lossy(&up.stdout).trim().to_string();
+    let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let crd = Command::new("kubectl")
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(crd_without_cel().as_bytes())?;
+            c.wait()
+        })
+        .expect("kubectl runs");
+    assert!(crd.success(), "installing the CRD failed");
+    Kube {
+        client: Client::try_from(config).unwrap(),
+        kubeconfig,
+    }
+}
+
+/// The CRD without its CEL rules, which a 1.20 API server refuses to apply.
+fn crd_without_cel() -> String {
+    let mut crd: Value = serde_yaml::from_str(&amperity_operator::crd_yaml()).unwrap();
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("x-kubernetes-validations");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut crd);
+    serde_yaml::to_string(&crd).unwrap()
+}
+
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(&self.metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
+    let sim = sim::spawn(SimConfig {
+        tokens: vec![TOKEN.into()],
+        record_requests: true,
+        rate_limit: 10,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let ns = format!("load-{n}-{}", fastrand::u32(..) % 100_000);
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(kube.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(kube.client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "amperity-api"}, "stringData": {"token": TOKEN}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let runs: Api<AmperityWorkflowRun> = Api::namespaced(kube.client.clone(), &ns);
+    let ids = sim.seed_runs("cg-load-hang", n);
+    create_runs(&runs, &sim, &ids, poll, 0).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let op = Operator {
+        child: Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
+            .arg("run")
+            .env("KUBECONFIG", &kube.kubeconfig)
+            .env("WATCH_NAMESPACES", &ns)
+            .env("LEADER_ELECTION", "false")
+            .env("AMPERITY_RATE_LIMIT", rate.to_string())
+            .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        metrics: format!("http://127.0.0.1:{port}/metrics"),
+    };
+    let started = Instant::now();
+    // Wait until every run was adopted (each writes its status once, no API call).
+    loop {
+        let list = runs.list(&Default::default()).await.unwrap();
+        let adopted = list
+            .items
+            .iter()
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.workflow_id.is_some()))
+            .count();
+        if adopted == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "only {adopted}/{n} adopted"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let adopted_after = started.elapsed().as_secs_f64();
+    let cycle = (poll as f64).max(n as f64 / rate as f64);
+    let warmup = cycle.min(120.0);
+    let window = (1.5 * cycle).clamp(20.0, 180.0);
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
+
+    // End-latency probe (only meaningful while the budget polls on time).
+    let probe = if (n as f64) / (rate as f64) < poll as f64 {
+        let finishers = sim.seed_runs("cg-load-finish", 5);
+        create_runs(&runs, &sim, &finishers, poll, n).await;
+        Some(finishers)
+    } else {
+        None
+    };
+
+    let (w0, cpu0, writes0, throttled0) = (
+        sim.clock(),
+        op.cpu_seconds(),
+        op.metric("amperity_operator_status_writes_total").await,
+        sim.stats().throttled,
+    );
+    let mut seen_end: HashMap<String, f64> = HashMap::new();
+    let window_end = Instant::now() + Duration::from_secs_f64(window);
+    while Instant::now() < window_end {
+        if let Some(finishers) = &probe {
+            let list = runs.list(&Default::default()).await.unwrap();
+            for r in list.items {
+                let id = r.spec.workflow_id.clone().unwrap_or_default();
+                if finishers.contains(&id) && r.phase().is_some_and(|p| p.is_finished()) {
+                    seen_end.entry(id).or_insert_with(|| sim.clock());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let (w1, cpu1, writes1, throttled1) = (
+        sim.clock(),
+        op.cpu_seconds(),
+        op.metric("amperity_operator_status_writes_total").await,
+        sim.stats().throttled,
+    );
+    let peak = op.peak_rss_mib();
+    drop(op);
+
+    let log = sim.request_log();
+    let in_window: Vec<&sim::Logged> = log.iter().filter(|l| l.at >= w0 && l.at < w1).collect();
+    let mean = in_window.len() as f64 / (w1 - w0);
+    let times: Vec<f64> = in_window.iter().map(|l| l.at).collect();
+    let mut max_window = 0;
+    let mut j = 0;
+    for i in 0..times.len() {
+        while times[i] - times[j] >= 1.0 {
+            j += 1;
+        }
+        max_window = max_window.max(i - j + 1);
+    }
+    let mut last: HashMap<&str, f64> = HashMap::new();
+    let mut intervals = Vec::new();
+    let hang: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    for l in &log {
+        if let Request::Get(id) = &l.request
+            && hang.contains(id.as_str())
+            && let Some(prev) = last.insert(id.as_str(), l.at)
+            && l.at >= w0
+            && l.at < w1
+        {
+            intervals.push(l.at - prev);
+        }
+    }
+    intervals.sort_by(f64::total_cmp);
+    let polled_in_window = last.values().filter(|t| **t >= w0).count();
+    let writes = writes1 - writes0;
+    let delays: Vec<f64> = probe
+        .iter()
+        .flatten()
+        .filter_map(|id| Some(seen_end.get(id)? - sim.ends_at(id)?))
+        .collect();
+    let max_delay = delays.iter().cloned().fold(f64::NAN, f64::max);
+    println!(
+        "N={n:>6}  requests/s mean {mean:.2} ({:.0}% of budget), max 1s window {max_window} ({:.0}%)  429s {}  \
+         poll interval median {:.1}s p99 {:.1}s max {:.1}s vs max(pollInterval, N/rate) {cycle:.1}s ({} intervals, {polled_in_window}/{n} runs polled)  \
+         status writes in window {writes:.0} for {} unchanged polls  end->status delay max {}  \
+         peak RSS {peak:.1} MiB  CPU {:.2} s over {:.0} s = {:.3} cores  (adopted in {adopted_after:.0}s)",
+        100.0 * mean / rate as f64,
+        100.0 * max_window as f64 / rate as f64,
+        throttled1 - throttled0,
+        percentile(&intervals, 0.5),
+        percentile(&intervals, 0.99),
+        intervals.last().copied().unwrap_or(f64::NAN),
+        intervals.len(),
+        in_window.len(),
+        if delays.is_empty() {
+            "n/a (budget cannot poll on time)".to_string()
+        } else {
+            format!("{max_delay:.1}s ({} runs)", delays.len())
+        },
+        cpu1 - cpu0,
+        w1 - w0,
+        (cpu1 - cpu0) / (w1 - w0),
+    );
+    let _ = namespaces.delete(&ns, &Default::default()).await;
+}
+
+async fn create_runs(
+    runs: &Api<AmperityWorkflowRun>,
+    sim: &SimHandle,
+    ids: &[String],
+    poll: u64,
+    offset: usize,
+) {
+    let base = sim.base_url();
+    futures::stream::iter(ids.iter().enumerate())
+        .for_each_concurrent(16, |(i, id)| {
+            let runs = runs.clone();
+            let base = base.clone();
+            async move {
+                let run: AmperityWorkflowRun = serde_json::from_value(json!({
+                    "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRun",
+                    "metadata": {"name": format!("load-{}", i + offset)},
+                    "spec": {"tenant": "socktown", "endpoint": base, "tokenSecretRef": {"name": "amperity-api"},
+                             "configId": "cg-load", "workflowId": id, "pollInterval": format!("{poll}s"),
+                             "deletionPolicy": "Orphan"}
+                }))
+                .unwrap();
+                runs.create(&PostParams::default(), &run).await.unwrap();
+            }
+        })
+        .await;
+}
