@@ -135,7 +135,7 @@ pub struct SimulatorArgs {
     pub client_id: Option<String>,
     /// OAuth client secret the token endpoint accepts.
     #[arg(long, env = "SIM_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<SecretArg>,
     /// Lifetime of issued OAuth access tokens, in seconds.
     #[arg(long, env = "SIM_TOKEN_TTL_SECS", default_value_t = 3600)]
     pub token_ttl_secs: u64,

@@ -153,3 +153,49 @@ fn text_output_prints_timestamped_lines_and_the_final_status() {
     let status: Value = serde_yaml::from_str(&stdout).expect("the final status is YAML");
     assert_eq!(status["phase"], "Succeeded");
 }
+
+#[test]
+fn ctrl_c_stops_the_amperity_run_before_exiting() {
+    let dir = std::env::temp_dir().join(format!("awr-ctrlc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hang.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: amperity.dev/v1alpha1\nkind: AmperityWorkflowRun\nmetadata: {name: forever}\nspec:\n  tenant: socktown\n  tokenSecretRef: {name: s}\n  configId: cg-forever-hang\n  pollInterval: 5s\n",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
+        .args([
+            "local",
+            "-f",
+            path.to_str().unwrap(),
+            "--simulator",
+            "--simulator-speed",
+            "20",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: stopping the Amperity run"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Stopping"), "the stop was sent: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: Value =
+        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    assert_eq!(last["phase"], "Canceled", "{last}");
+    assert_eq!(last["workflow"]["state"], "canceled");
+}

@@ -10,11 +10,18 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// The window the rate is counted over, with a margin for network jitter.
+const WINDOW: Duration = Duration::from_millis(1030);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// One tenant's budget.
 pub struct Budget {
     limiter: DefaultDirectRateLimiter,
+    /// When the last `rate` permits were granted: a permit waits until the oldest
+    /// is a second (plus a margin for network jitter) old, so that no 1-second
+    /// window, as the server counts it, ever holds more than `rate` requests.
+    recent: Mutex<std::collections::VecDeque<Instant>>,
+    per_second: usize,
     paused_until: Mutex<Option<Instant>>,
     /// Waiters take turns in arrival order (tokio's mutex is fair), so that with
     /// thousands of runs waiting no run starves: every interval stretches evenly.
@@ -31,6 +38,8 @@ impl Budget {
             .allow_burst(NonZeroU32::MIN);
         Budget {
             limiter: RateLimiter::direct(quota),
+            recent: Mutex::new(std::collections::VecDeque::new()),
+            per_second: per_second.get() as usize,
             paused_until: Mutex::new(None),
             queue: tokio::sync::Mutex::new(()),
         }
@@ -50,6 +59,28 @@ impl Budget {
             }
         }
         self.limiter.until_ready().await;
+        loop {
+            let oldest_due = {
+                let mut recent = self.recent.lock().unwrap();
+                let now = Instant::now();
+                while recent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                {
+                    recent.pop_front();
+                }
+                if recent.len() < self.per_second {
+                    recent.push_back(now);
+                    None
+                } else {
+                    recent.front().map(|t| *t + WINDOW)
+                }
+            };
+            match oldest_due {
+                None => break,
+                Some(due) => tokio::time::sleep_until(due.into()).await,
+            }
+        }
         started.elapsed()
     }
 

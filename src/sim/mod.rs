@@ -77,7 +77,7 @@ impl From<&SimulatorArgs> for SimConfig {
             speed: a.speed.max(0.001),
             seed: a.seed.unwrap_or_else(|| fastrand::u64(..)),
             client_id: a.client_id.clone(),
-            client_secret: a.client_secret.clone(),
+            client_secret: a.client_secret.as_ref().map(|s| s.expose().to_string()),
             token_ttl: Duration::from_secs(a.token_ttl_secs),
             rate_limit: a.rate_limit,
             fault_5xx_rate: a.fault_5xx_rate,

@@ -378,8 +378,17 @@ fn parse_time(v: &str) -> Option<Timestamp> {
     v.parse().ok()
 }
 
-fn find(state: &SimState, id: &str) -> Option<usize> {
-    state.runs.iter().position(|r| r.id == id)
+/// The index of run `id`, or the API's 404.
+fn find(state: &SimState, id: &str) -> Result<usize, Reply> {
+    state
+        .runs
+        .iter()
+        .position(|r| r.id == id)
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> Reply {
+    error(StatusCode::NOT_FOUND, format!("workflow {id} not found"))
 }
 
 async fn get_run(
@@ -396,16 +405,12 @@ async fn get_run(
             Request::Get(id.clone()),
         )?;
         let state = sim.state.lock().unwrap();
-        let i = find(&state, &id)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("workflow {id} not found")))?;
+        let i = find(&state, &id)?;
         let run = &state.runs[i];
         let t = sim.elapsed(state.created[i]);
         let faults = Faults::for_config(&run.config_id);
         if run.scenario.vanish && t >= 1.0 {
-            return Err(error(
-                StatusCode::NOT_FOUND,
-                format!("workflow {id} not found"),
-            ));
+            return Err(not_found(&id));
         }
         let verbose = match q.view.as_deref() {
             None | Some("overview") => false,
@@ -439,8 +444,7 @@ async fn stop(
             Request::Stop(id.clone()),
         )?;
         let mut state = sim.state.lock().unwrap();
-        let i = find(&state, &id)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("workflow {id} not found")))?;
+        let i = find(&state, &id)?;
         let t = sim.elapsed(state.created[i]);
         state.stats.stops += 1;
         let run = &mut state.runs[i];

@@ -34,6 +34,7 @@ scenarios!(
     killing_the_operator_during_starts_never_starts_twice,
     the_charts_rbac_is_enough_and_every_rule_is_needed,
     only_the_leader_reconciles_and_a_follower_takes_over,
+    a_leader_that_loses_its_lease_stops_reconciling,
 );
 
 fn ensure(ok: bool, what: impl Into<String>) -> Result {
@@ -930,4 +931,60 @@ async fn rbac_checks(env: &mut Env) -> Result {
         }
     }
     ensure(checked == 5, format!("{checked} rules checked, expected 5"))
+}
+
+async fn a_leader_that_loses_its_lease_stops_reconciling(env: &mut Env) -> Result {
+    let ns = env.namespace("lease", Some(env::TOKEN)).await?;
+    env.create_run(&ns, "before", json!({"configId": "cg-e2e-lease-before"}))
+        .await?;
+    env.wait_for(&ns, "before", FINISH, "finished", finished)
+        .await?;
+    // Someone else takes the lease (as a partitioned leader would find on return).
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client.clone(), "default");
+    let micro = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let now = jiff::Timestamp::now();
+    let intruder = json!({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600,
+        "acquireTime": micro(now), "renewTime": micro(now)}});
+    leases
+        .patch(
+            "amperity-operator-e2e",
+            &PatchParams::default(),
+            &Patch::Merge(intruder),
+        )
+        .await
+        .map_err(|e| format!("taking the lease: {e}"))?;
+    // Within a lease period the operator notices and stops reconciling.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    env.create_run(&ns, "during", json!({"configId": "cg-e2e-lease-during"}))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = env
+        .runs(&ns)
+        .get("during")
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure(
+        during.status.is_none(),
+        format!("reconciled without the lease: {:?}", during.status),
+    )?;
+    ensure(
+        env.starts_for("cg-e2e-lease-during").await == 0,
+        "started a run without the lease",
+    )?;
+    // The lease expires: the operator leads again and the run proceeds.
+    let expired = json!({"spec": {"leaseDurationSeconds": 1,
+        "renewTime": micro(now - jiff::SignedDuration::from_secs(60))}});
+    leases
+        .patch(
+            "amperity-operator-e2e",
+            &PatchParams::default(),
+            &Patch::Merge(expired),
+        )
+        .await
+        .map_err(|e| format!("expiring the lease: {e}"))?;
+    let run = env
+        .wait_for(&ns, "during", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Succeeded", phase(&run))
 }
