@@ -287,6 +287,9 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
     let runs: Api<AmperityWorkflowRun> = Api::namespaced(kube.client.clone(), &ns);
     let ids = sim.seed_runs("cg-load-hang", n);
     create_runs(&runs, &sim, &ids, poll, 0).await;
+    // Let the seeded runs finish their task progress: from the first poll on,
+    // nothing about them changes.
+    tokio::time::sleep(Duration::from_secs(10)).await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -309,22 +312,20 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
         metrics: format!("http://127.0.0.1:{port}/metrics"),
     };
     let started = Instant::now();
-    // Wait until every run was adopted (each writes its status once, no API call).
+    // Adoption writes each run's status once; each is then polled in turn. With
+    // more runs than the budget polls in two minutes, measure from then on.
+    let mut adopted;
     loop {
         let list = runs.list(&Default::default()).await.unwrap();
-        let adopted = list
+        adopted = list
             .items
             .iter()
             .filter(|r| r.status.as_ref().is_some_and(|s| s.workflow_id.is_some()))
             .count();
-        if adopted == n {
+        if adopted == n || started.elapsed() > Duration::from_secs(120) {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "only {adopted}/{n} adopted"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(1 + n as u64 / 2000)).await;
     }
     let adopted_after = started.elapsed().as_secs_f64();
     let cycle = (poll as f64).max(n as f64 / rate as f64);
@@ -403,14 +404,26 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
     }
     intervals.sort_by(f64::total_cmp);
     let polled = last.values().filter(|t| **t >= w0).count();
+    // A run's first poll records its details once; every later poll finds nothing new.
+    let mut first_seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut first_polls = 0;
+    for l in log.iter().filter(|l| l.at < w1) {
+        if let Request::Get(id) = &l.request
+            && first_seen.insert(id.as_str())
+            && l.at >= w0
+        {
+            first_polls += 1;
+        }
+    }
+    let unchanged = in_window.len() - first_polls;
     let max_interval = intervals.last().copied().unwrap_or(f64::NAN);
     let max_delay = delays.iter().cloned().fold(f64::NAN, f64::max);
     println!(
         "N={n:>6}  requests/s mean {mean:.2} = {:.0}% of budget, max in any 1s window {max_window} = {:.0}%  429s {}  \
          poll interval median {:.1}s p99 {:.1}s max {max_interval:.1}s = {:.2} x max(pollInterval, N/rate) {cycle:.0}s \
          ({} intervals; {polled}/{n} runs polled in the window)  \
-         status writes {} for {} unchanged polls  {}  \
-         peak RSS {peak:.1} MiB  CPU {:.2} s in {:.0} s = {:.3} cores  (adopted in {adopted_after:.0} s)",
+         status writes {} = {first_polls} first polls + {} for {unchanged} unchanged polls  {}  \
+         peak RSS {peak:.1} MiB  CPU {:.2} s in {:.0} s = {:.3} cores  ({adopted}/{n} adopted in {adopted_after:.0} s)",
         100.0 * mean / rate as f64,
         100.0 * max_window as f64 / rate as f64,
         throttled1 - throttled0,
@@ -419,7 +432,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
         max_interval / cycle,
         intervals.len(),
         writes1 - writes0,
-        in_window.len(),
+        writes1 - writes0 - first_polls as f64,
         if delays.is_empty() {
             "end->status delay not measured (the budget cannot poll on time)".to_string()
         } else {
@@ -432,6 +445,10 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
         w1 - w0,
         (cpu1 - cpu0) / (w1 - w0),
     );
+    // This API server has no namespace controller: delete the runs themselves.
+    let _ = runs
+        .delete_collection(&Default::default(), &Default::default())
+        .await;
     let _ = namespaces.delete(&ns, &Default::default()).await;
 }
 

@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Seconds the lease stays valid without renewal; a new leader takes over after it.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u64,
+    /// Reconciles in flight at once. The Amperity budget, not this, bounds the request
+    /// rate; a small number keeps memory flat with thousands of runs.
+    #[arg(long, env = "CONTROLLER_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
     /// Seconds before the first retry of a run that failed for a platform reason (doubles per attempt).
     #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = 30)]
     pub retry_backoff_secs: u64,

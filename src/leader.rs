@@ -6,7 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use kube::Client;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -48,7 +51,7 @@ where
         work().await;
         return Ok(());
     }
-    let manager = LeaseManagerBuilder::new(client, &config.lease_name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
         .with_namespace(&config.namespace)
         .with_identity(&config.identity)
         .with_duration(config.lease_seconds)
@@ -60,20 +63,38 @@ where
     readiness.leadership_known.store(true, Ordering::SeqCst);
     info!(lease = %config.lease_name, identity = %config.identity, "waiting for leadership");
     let (mut leading, task) = manager.watch().await;
+    let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let check = Duration::from_secs((config.lease_seconds / 3).max(1));
+    let lease = Duration::from_secs(config.lease_seconds);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
+        // The manager says we hold the lease, and the Lease itself agrees.
+        let confirmed = async {
+            loop {
+                if !until(&mut leading, true).await {
+                    return false;
+                }
+                if holder_is(&leases, &config.lease_name, &config.identity).await == Some(true) {
+                    return true;
+                }
+                tokio::time::sleep(check).await;
+            }
+        };
         tokio::select! {
-            became = until(&mut leading, true) => if !became { break },
+            became = confirmed => if !became { break },
             _ = &mut shutdown => break,
         }
         info!(identity = %config.identity, "became leader; reconciling");
         readiness.leader.store(true, Ordering::SeqCst);
         // Losing the lease drops the controllers at once; a shutdown signal ends them
-        // gracefully (they listen for it themselves), which ends `work`.
+        // gracefully (they listen for it themselves), which ends `work`. The Lease is
+        // also checked directly: the manager notices a taken lease only when it
+        // next renews.
         let lost = tokio::select! {
             _ = work() => false,
             lost = until(&mut leading, false) => lost,
+            _ = watchdog(&leases, &config.lease_name, &config.identity, check, lease) => true,
         };
         readiness.leader.store(false, Ordering::SeqCst);
         readiness.watching.store(false, Ordering::SeqCst);
@@ -90,6 +111,33 @@ where
         Err(join) => {
             warn!(error = %join, "lease task ended abnormally");
             Ok(())
+        }
+    }
+}
+
+/// Whether the Lease names `identity` as its holder; None when it cannot be read.
+async fn holder_is(leases: &Api<Lease>, name: &str, identity: &str) -> Option<bool> {
+    let lease = leases.get(name).await.ok()?;
+    Some(lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(identity))
+}
+
+/// Returns once this replica can no longer count itself leader: the Lease names
+/// another holder, or it could not be read for a whole lease period.
+async fn watchdog(
+    leases: &Api<Lease>,
+    name: &str,
+    identity: &str,
+    every: Duration,
+    lease: Duration,
+) {
+    let mut confirmed = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match holder_is(leases, name, identity).await {
+            Some(true) => confirmed = std::time::Instant::now(),
+            Some(false) => return,
+            None if confirmed.elapsed() >= lease => return,
+            None => {}
         }
     }
 }

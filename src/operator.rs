@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::ListParams;
 use kube::runtime::utils::PredicateConfig;
-use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
@@ -109,6 +109,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         controllers(
             client.clone(),
             &args.namespaces,
+            args.concurrency,
             ctx.clone(),
             readiness.clone(),
         )
@@ -123,6 +124,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 async fn controllers(
     client: Client,
     namespaces: &[String],
+    concurrency: u16,
     ctx: Arc<Context>,
     readiness: Arc<Readiness>,
 ) {
@@ -149,10 +151,14 @@ async fn controllers(
                     readiness.watching.store(true, Ordering::SeqCst);
                 }
             })
+            // managedFields are most of a status-heavy object and the controller
+            // never reads them: the cache keeps objects without them.
+            .modify(|run| run.managed_fields_mut().clear())
             .reflect(writer)
             .touched_objects()
             .predicate_filter(person_visible_change, PredicateConfig::default());
         Controller::for_stream(changes, reader)
+            .with_config(controller::Config::default().concurrency(concurrency))
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {

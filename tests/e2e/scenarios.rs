@@ -939,42 +939,54 @@ async fn a_leader_that_loses_its_lease_stops_reconciling(env: &mut Env) -> Resul
         .await?;
     env.wait_for(&ns, "before", FINISH, "finished", finished)
         .await?;
-    // Someone else takes the lease (as a partitioned leader would find on return).
+    // Someone else takes the lease (as a partitioned leader finds on its return)
+    // and keeps renewing it.
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(env.client.clone(), "default");
     let micro = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    let now = jiff::Timestamp::now();
-    let intruder = json!({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600,
-        "acquireTime": micro(now), "renewTime": micro(now)}});
-    leases
-        .patch(
-            "amperity-operator-e2e",
-            &PatchParams::default(),
-            &Patch::Merge(intruder),
-        )
-        .await
-        .map_err(|e| format!("taking the lease: {e}"))?;
-    // Within a lease period the operator notices and stops reconciling.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let intruder = {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = jiff::Timestamp::now();
+                let spec = json!({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 30,
+                    "acquireTime": micro(now), "renewTime": micro(now)}});
+                let _ = leases
+                    .patch(
+                        "amperity-operator-e2e",
+                        &PatchParams::default(),
+                        &Patch::Merge(spec),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    // Within one check period the operator notices and stops reconciling.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     env.create_run(&ns, "during", json!({"configId": "cg-e2e-lease-during"}))
         .await?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let during = env
         .runs(&ns)
         .get("during")
         .await
         .map_err(|e| e.to_string())?;
+    intruder.abort();
     ensure(
         during.status.is_none(),
-        format!("reconciled without the lease: {:?}", during.status),
+        format!(
+            "reconciled without the lease: {:?}",
+            during.status.map(|s| s.phase)
+        ),
     )?;
     ensure(
         env.starts_for("cg-e2e-lease-during").await == 0,
         "started a run without the lease",
     )?;
     // The lease expires: the operator leads again and the run proceeds.
-    let expired = json!({"spec": {"leaseDurationSeconds": 1,
-        "renewTime": micro(now - jiff::SignedDuration::from_secs(60))}});
+    let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let expired = json!({"spec": {"leaseDurationSeconds": 1, "renewTime": micro(past)}});
     leases
         .patch(
             "amperity-operator-e2e",
