@@ -47,8 +47,21 @@ fn main() {
         println!(
             "\nload: budget {rate}/s, pollInterval {poll}s, Kubernetes: the e2e kube-apiserver (real API client code)"
         );
+        let (mut passed, mut failed) = (0, 0);
         for n in sizes {
-            load(&kube, n, rate, poll).await;
+            let problems = load(&kube, n, rate, poll).await;
+            if problems.is_empty() {
+                passed += 1;
+            } else {
+                failed += 1;
+                for p in problems {
+                    println!("  FAILED N={n}: {p}");
+                }
+            }
+        }
+        println!("load: {passed} passed, {failed} failed");
+        if failed > 0 {
+            std::process::exit(1);
         }
     });
 }
@@ -254,7 +267,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
+/// Runs one size and returns what broke the targets of issue 7 (empty: all met).
+async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
     let sim = sim::spawn(SimConfig {
         tokens: vec![TOKEN.into()],
         record_requests: true,
@@ -445,11 +459,57 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) {
         w1 - w0,
         (cpu1 - cpu0) / (w1 - w0),
     );
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(what);
+        }
+    };
+    let rate_f = rate as f64;
+    check(
+        throttled1 == throttled0,
+        format!("{} answers were 429", throttled1 - throttled0),
+    );
+    check(
+        max_window <= rate as usize,
+        format!("{max_window} requests in one second, budget {rate}"),
+    );
+    if n as f64 / rate_f > poll as f64 {
+        check(
+            mean >= 0.95 * rate_f,
+            format!("only {:.0}% of the budget used", 100.0 * mean / rate_f),
+        );
+    }
+    if polled == n {
+        check(
+            max_interval <= 1.2 * cycle,
+            format!("a run waited {max_interval:.1}s, over 1.2 x {cycle:.0}s"),
+        );
+    }
+    check(
+        writes1 - writes0 - first_polls as f64 == 0.0,
+        format!(
+            "{} status writes for unchanged polls",
+            writes1 - writes0 - first_polls as f64
+        ),
+    );
+    if !delays.is_empty() {
+        check(
+            max_delay <= poll as f64 + 1.0,
+            format!("an ended run showed after {max_delay:.1}s"),
+        );
+    }
+    if n >= 10_000 {
+        check(peak <= 64.0, format!("peak RSS {peak:.1} MiB over 64 MiB"));
+        check((cpu1 - cpu0) / (w1 - w0) < 0.2, "over 0.2 CPU cores".into());
+    }
+
     // This API server has no namespace controller: delete the runs themselves.
     let _ = runs
         .delete_collection(&Default::default(), &Default::default())
         .await;
     let _ = namespaces.delete(&ns, &Default::default()).await;
+    problems
 }
 
 async fn create_runs(
