@@ -24,3 +24,6 @@ cargo test --all-targets
 
 step "Helm chart tests"
 scripts/chart-tests.sh
+
+step "load: 1000 runs in flight against the simulator, budget 10/s (asserts the budget targets)"
+LOAD_RATE=10 cargo bench --profile dev --bench load -- 1000
