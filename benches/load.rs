@@ -234,11 +234,19 @@ impl Operator {
     }
 
     fn peak_rss_mib(&self) -> f64 {
+        self.memory_mib("VmHWM:")
+    }
+
+    fn rss_mib(&self) -> f64 {
+        self.memory_mib("VmRSS:")
+    }
+
+    fn memory_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
@@ -389,7 +397,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
             .collect();
         probe_writes = (op.metric("amperity_operator_status_writes_total").await - before) / 5.0;
     }
-    let peak = op.peak_rss_mib();
+    let (peak, rss) = (op.peak_rss_mib(), op.rss_mib());
     drop(op);
 
     let log = sim.request_log();
@@ -437,7 +445,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
          poll interval median {:.1}s p99 {:.1}s max {max_interval:.1}s = {:.2} x max(pollInterval, N/rate) {cycle:.0}s \
          ({} intervals; {polled}/{n} runs polled in the window)  \
          status writes {} = {first_polls} first polls + {} for {unchanged} unchanged polls  {}  \
-         peak RSS {peak:.1} MiB  CPU {:.2} s in {:.0} s = {:.3} cores  ({adopted}/{n} adopted in {adopted_after:.0} s)",
+         peak RSS {peak:.1} MiB (now {rss:.1})  CPU {:.2} s in {:.0} s = {:.3} cores  ({adopted}/{n} adopted in {adopted_after:.0} s)",
         100.0 * mean / rate as f64,
         100.0 * max_window as f64 / rate as f64,
         throttled1 - throttled0,

@@ -31,6 +31,8 @@ pub const DEFAULT_TOKEN_KEY: &str = "token";
 pub const CLIENT_ID_KEY: &str = "client_id";
 pub const CLIENT_SECRET_KEY: &str = "client_secret";
 pub const TOKEN_URL_KEY: &str = "token_url";
+/// Kubernetes requests in flight at once from reconciles.
+pub const KUBE_CALLS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,6 +69,9 @@ pub struct Context {
     /// costs at most one early poll per resource.
     pub memory: Mutex<HashMap<String, RunMemory>>,
     pub metrics: Arc<Metrics>,
+    /// Bounds concurrent Kubernetes calls: thousands of runs reconciled at once
+    /// (after a restart) would otherwise hold thousands of requests in memory.
+    pub kube_calls: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -89,6 +94,7 @@ impl Context {
             settings,
             memory: Mutex::new(HashMap::new()),
             metrics,
+            kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
         }
     }
 
@@ -295,7 +301,11 @@ impl Host for KubeHost<'_> {
     ) -> Result<Credentials, CredentialsProblem> {
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let r = &run.spec.token_secret_ref;
-        let secret = match secrets.get_opt(&r.name).await {
+        let read = {
+            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
+            secrets.get_opt(&r.name).await
+        };
+        let secret = match read {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return Err(CredentialsProblem {
@@ -336,6 +346,7 @@ impl Host for KubeHost<'_> {
         let name = run.name_any();
         let patch = status_patch(status);
         self.ctx.metrics.status_writes.inc();
+        let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
