@@ -1,5 +1,5 @@
-"""The Helm chart, rendered and linted with Helm's own engine, offline."""
-import pathlib
+"""The Helm chart, rendered and linted with Helm's own engine (helm-python-sdk), offline."""
+import re
 
 import helm_python
 import pytest
@@ -8,7 +8,12 @@ import yaml
 from render import CHART, render
 
 REPO = CHART.parents[1]
+RELEASE_NS = "amperity-system"
 
+# Exactly what the operator calls, and nothing more (the e2e suite checks that each
+# rule is needed by removing it). The finalizer is added and removed with a
+# server-side-apply patch of the resource itself, so no amperityworkflowruns/finalizers
+# rule is needed; the Lease is renewed with patches (kube-lease-manager), never updates.
 RULES = [
     {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowruns"],
      "verbs": ["get", "list", "watch", "patch", "delete"]},
@@ -30,110 +35,283 @@ def container(docs):
 
 
 def env(c):
+    names = [e["name"] for e in c["env"]]
+    assert len(names) == len(set(names)), f"duplicate env vars: {names}"
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def lease_roles(docs):
+    return [r for r in kinds(docs, "Role") if r["rules"] == LEASE_RULES]
+
+
+def watch_roles(docs):
+    return [r for r in kinds(docs, "Role") if r["rules"] != LEASE_RULES]
 
 
 VARIANTS = {
     "defaults": {},
     "namespaces listed": {"watchNamespaces": ["marketing", "finance"]},
-    "leader election off": {"leaderElection": {"enabled": False}},
+    "one namespace listed": {"watchNamespaces": ["marketing"]},
+    "leader election off": {"leaderElection": {"enabled": False}, "replicas": 1},
+    "namespaces listed, leader election off": {"watchNamespaces": ["marketing"], "leaderElection": {"enabled": False},
+                                               "replicas": 1},
     "service monitor on": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
     "metrics service off": {"metrics": {"service": {"enabled": False}}},
-    "json logs, debug": {"logFormat": "text", "logLevel": "debug"},
+    "text logs, debug": {"logFormat": "text", "logLevel": "debug"},
+    "json logs": {"logFormat": "json"},
     "budget 10": {"amperity": {"rateLimit": 10}},
-    "one replica": {"replicas": 1},
+    "three replicas": {"replicas": 3},
     "existing service account": {"serviceAccount": {"create": False, "name": "custom"}},
+    "principal and tuning": {"amperity": {"principal": "svc-k8s"}, "controller": {"retryBackoffSeconds": 5}},
 }
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_variant_renders_valid_manifests(name):
-    docs = render(VARIANTS[name])
-    assert docs, "nothing rendered"
+    chart = helm_python.Chart.load(str(CHART))
+    try:
+        raw = chart.render(VARIANTS[name], name="amperity-operator", namespace=RELEASE_NS, is_install=True)
+    finally:
+        chart.close()
+    assert raw, "nothing rendered"
+    for path, text in raw.items():
+        if not text.strip():
+            continue  # a template switched off by the values
+        docs = list(yaml.safe_load_all(text))
+        for d in docs:
+            # No empty document, no stray text: each one a Kubernetes object.
+            assert isinstance(d, dict), f"{path} renders an empty or non-object document: {d!r}"
+            assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), (path, d)
+            assert yaml.safe_load(yaml.safe_dump(d)) == d
+    docs = render(VARIANTS[name], namespace=RELEASE_NS)
+    assert kinds(docs, "Deployment")
+    # Names are unique per kind and namespace (a collision would make one overwrite another).
+    keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(keys) == len(set(keys)), keys
+    # Every namespaced object of the release itself lives in the release namespace.
     for d in docs:
-        assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), d
-        # Round-trips as YAML: nothing broken or empty.
-        assert yaml.safe_load(yaml.safe_dump(d)) == d
+        if d["kind"] in ("Deployment", "ServiceAccount", "Service", "ServiceMonitor"):
+            assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
 
 
-def test_lint_passes():
-    report = helm_python.lint(str(CHART), strict=False)
-    errors = [m for m in report["messages"] if m["severity"] >= 3] + report["errors"]
-    assert not errors, report
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_lint_passes_strict(name):
+    report = helm_python.lint(str(CHART), VARIANTS[name], strict=True, namespace=RELEASE_NS)
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, report
 
 
 def test_values_schema_rejects_bad_values():
-    with pytest.raises(helm_python.HelmError):
-        render({"amperity": {"rateLimit": 11}})
-    with pytest.raises(helm_python.HelmError):
-        render({"logFormat": "xml"})
+    bad = [
+        {"amperity": {"rateLimit": 11}},
+        {"amperity": {"rateLimit": 0}},
+        {"logFormat": "xml"},
+        {"replicas": -1},
+        {"watchNamespaces": "marketing"},
+        {"leaderElection": {"enabled": "yes"}},
+        {"metrics": {"port": 0}},
+        {"unknownValue": 1},
+        {"controller": {"retryBackoffSeconds": 0}},
+    ]
+    for values in bad:
+        with pytest.raises(helm_python.HelmError):
+            render(values)
+
+
+def test_several_replicas_without_leader_election_are_refused():
+    with pytest.raises(helm_python.HelmError, match="replicas: 1"):
+        render({"leaderElection": {"enabled": False}})
 
 
 def test_pod_security_and_probes():
     deploy, c = container(render())
     pod = deploy["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    sc = c["securityContext"]
-    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}}
+    assert c["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert deploy["spec"]["replicas"] == 2
     assert c["args"] == ["run"]
+    assert c["image"] == "ghcr.io/amperity-operator/amperity-operator:0.1.0"
+    assert pod["serviceAccountName"] == "amperity-operator"
+    # The selector matches the pod template.
+    labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_default_environment():
+    _, c = container(render())
+    assert env(c) == {
+        "METRICS_ADDR": "0.0.0.0:8080",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "json",
+        "AMPERITY_RATE_LIMIT": "5",
+        "AMPERITY_DEFAULT_ENDPOINT": "https://{tenant}.amperity.com/api",
+        "AMPERITY_API_VERSION": "2024-04-01",
+        "AMPERITY_REQUEST_TIMEOUT": "30",
+        "AMPERITY_ALLOW_INSECURE_HTTP": "false",
+        "RETRY_BACKOFF_SECS": "30",
+        "STALLED_RECHECK_SECS": "30",
+        "START_SETTLE_SECS": "60",
+        "DELETION_GRACE_SECS": "120",
+        "CONTROLLER_CONCURRENCY": "0",
+        "LEADER_ELECTION": "true",
+        "LEASE_NAME": "amperity-operator",
+        "LEASE_SECONDS": "15",
+        # All namespaces: WATCH_NAMESPACES is unset (an empty value would name namespace "").
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    }
 
 
 def test_environment_follows_values():
-    _, c = container(render({"amperity": {"rateLimit": 7}, "logFormat": "text", "watchNamespaces": ["a", "b"]}))
+    _, c = container(render({
+        "amperity": {"rateLimit": 7, "defaultEndpoint": "https://app.amperity.com/api", "apiVersion": "2025-01-01",
+                     "principal": "svc-k8s"},
+        "logFormat": "text", "logLevel": "debug",
+        "watchNamespaces": ["a", "b"],
+        "leaderElection": {"leaseName": "awr-leader"},
+        "controller": {"retryBackoffSeconds": 5, "stalledRecheckSeconds": 6, "startSettleSeconds": 7,
+                       "deletionGraceSeconds": 8, "concurrency": 9},
+        "metrics": {"port": 9090},
+    }))
     e = env(c)
     assert e["AMPERITY_RATE_LIMIT"] == "7"
-    assert e["LOG_FORMAT"] == "text"
+    assert e["AMPERITY_DEFAULT_ENDPOINT"] == "https://app.amperity.com/api"
+    assert e["AMPERITY_API_VERSION"] == "2025-01-01"
+    assert e["AMPERITY_PRINCIPAL"] == "svc-k8s"
+    assert e["LOG_FORMAT"] == "text" and e["LOG_LEVEL"] == "debug"
     assert e["WATCH_NAMESPACES"] == "a,b"
-    assert e["METRICS_ADDR"] == "0.0.0.0:8080"
-    assert e["LEADER_ELECTION"] == "true"
-    assert e["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert e["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert e["LEASE_NAME"] == "awr-leader"
+    assert [e[k] for k in ("RETRY_BACKOFF_SECS", "STALLED_RECHECK_SECS", "START_SETTLE_SECS", "DELETION_GRACE_SECS",
+                           "CONTROLLER_CONCURRENCY")] == ["5", "6", "7", "8", "9"]
+    assert e["METRICS_ADDR"] == "0.0.0.0:9090"
+    assert c["ports"][0]["containerPort"] == 9090
+
+
+def cli_env_vars():
+    """The env twins of the flags `amperity-operator run` reads, from src/cli.rs."""
+    source = (REPO / "src" / "cli.rs").read_text()
+    found = set()
+    for struct in ("Cli", "RunArgs", "AmperityArgs"):
+        m = re.search(r"pub struct %s \{(.*?)\n\}" % struct, source, re.S)
+        assert m, f"struct {struct} not found in src/cli.rs"
+        found |= set(re.findall(r'env = "([A-Z0-9_]+)"', m.group(1)))
+    return found
+
+
+def test_the_chart_sets_only_variables_the_binary_reads_and_all_of_them():
+    _, c = container(render({"amperity": {"principal": "p"}, "watchNamespaces": ["a"]}))
+    templated = set(env(c))
+    accepted = cli_env_vars()
+    assert templated - accepted == set(), "the chart sets variables `run` does not read"
+    assert accepted - templated == set(), "flags of `run` with no value in the chart: add them to values.yaml"
 
 
 def test_cluster_rbac_grants_exactly_what_the_code_uses():
-    docs = render()
+    docs = render(namespace=RELEASE_NS)
     [role] = kinds(docs, "ClusterRole")
     assert role["rules"] == RULES
     [binding] = kinds(docs, "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "amperity-operator", "namespace": "amperity-system"}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "amperity-operator", "namespace": RELEASE_NS}]
     [lease] = kinds(docs, "Role")
-    assert lease["metadata"]["namespace"] == "amperity-system"
+    assert lease["metadata"]["namespace"] == RELEASE_NS
     assert lease["rules"] == LEASE_RULES
+    [lease_binding] = kinds(docs, "RoleBinding")
+    assert lease_binding["metadata"]["namespace"] == RELEASE_NS
+    assert lease_binding["roleRef"]["name"] == lease["metadata"]["name"]
+    assert lease_binding["subjects"] == binding["subjects"]
 
 
-def test_listed_namespaces_get_a_role_each_and_no_cluster_role():
-    docs = render({"watchNamespaces": ["marketing", "finance"]})
+@pytest.mark.parametrize("namespaces", [["marketing"], ["marketing", "finance", "sales"]])
+def test_listed_namespaces_get_a_role_each_and_nothing_cluster_wide(namespaces):
+    docs = render({"watchNamespaces": namespaces}, namespace=RELEASE_NS)
     assert not kinds(docs, "ClusterRole") and not kinds(docs, "ClusterRoleBinding")
-    roles = {r["metadata"]["namespace"]: r for r in kinds(docs, "Role") if "leader" not in r["metadata"]["name"]}
-    assert set(roles) == {"marketing", "finance"}
-    for r in roles.values():
+    roles = watch_roles(docs)
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    for r in roles:
         assert r["rules"] == RULES
-    bindings = [b for b in kinds(docs, "RoleBinding") if "leader" not in b["metadata"]["name"]]
-    assert {b["metadata"]["namespace"] for b in bindings} == {"marketing", "finance"}
+    bindings = {b["metadata"]["namespace"]: b for b in kinds(docs, "RoleBinding") if "leader" not in b["metadata"]["name"]}
+    assert set(bindings) == set(namespaces)
+    for r in roles:
+        b = bindings[r["metadata"]["namespace"]]
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": r["metadata"]["name"]}
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "amperity-operator", "namespace": RELEASE_NS}]
+    # The Lease Role stays in the release namespace.
+    [lease] = lease_roles(docs)
+    assert lease["metadata"]["namespace"] == RELEASE_NS
 
 
 def test_leader_election_off_has_no_lease_role():
-    docs = render({"leaderElection": {"enabled": False}})
-    assert not [r for r in kinds(docs, "Role") if r["rules"] == LEASE_RULES]
-    _, c = container(docs)
+    docs = render({"leaderElection": {"enabled": False}, "replicas": 1})
+    assert not lease_roles(docs)
+    assert not [b for b in kinds(docs, "RoleBinding") if "leader" in b["metadata"]["name"]]
+    deploy, c = container(docs)
     assert env(c)["LEADER_ELECTION"] == "false"
+    assert deploy["spec"]["replicas"] == 1
+
+
+def test_no_rbac_rule_grants_more_than_the_table():
+    for values in VARIANTS.values():
+        for d in render(values):
+            if d["kind"] in ("Role", "ClusterRole"):
+                for rule in d["rules"]:
+                    assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+                    assert rule in RULES or rule in LEASE_RULES, rule
+
+
+def test_existing_service_account_is_used_not_created():
+    docs = render({"serviceAccount": {"create": False, "name": "custom"}})
+    assert not kinds(docs, "ServiceAccount")
+    deploy, _ = container(docs)
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "custom"
+    for b in kinds(docs, "ClusterRoleBinding") + kinds(docs, "RoleBinding"):
+        assert b["subjects"][0]["name"] == "custom"
 
 
 def test_metrics_service_and_service_monitor():
     docs = render()
     [svc] = kinds(docs, "Service")
-    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+    deploy, _ = container(docs)
+    assert svc["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
     assert not kinds(docs, "ServiceMonitor")
-    docs = render({"metrics": {"serviceMonitor": {"enabled": True}}})
+    docs = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
     [sm] = kinds(docs, "ServiceMonitor")
-    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    [svc] = kinds(docs, "Service")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert not kinds(render({"metrics": {"service": {"enabled": False}}}), "Service")
+
+
+def test_every_value_is_documented():
+    """Each key in values.yaml has a comment on it or right above it, except inside the
+    free-form Kubernetes objects (resources, security contexts) the comment above covers."""
+    free_form = {"resources", "podSecurityContext", "securityContext"}
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    inside = None
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z][A-Za-z0-9]*):", line)
+        if not m:
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        if indent == 0:
+            inside = key if key in free_form else None
+        elif inside:
+            continue
+        previous = lines[i - 1].strip() if i else ""
+        assert "#" in line or previous.startswith("#"), f"values.yaml line {i + 1}: {key} is not documented"
 
 
 def test_chart_crd_is_the_generated_crd():
     chart_crd = (CHART / "crds" / "amperityworkflowruns.amperity.dev.yaml").read_bytes()
     generated = (REPO / "crds" / "amperityworkflowruns.amperity.dev.yaml").read_bytes()
-    assert chart_crd == generated, "copy crds/ into charts/amperity-operator/crds/"
+    assert chart_crd == generated, "copy crds/amperityworkflowruns.amperity.dev.yaml into charts/amperity-operator/crds/"
+    assert [p.name for p in (CHART / "crds").iterdir()] == ["amperityworkflowruns.amperity.dev.yaml"]
