@@ -5,10 +5,14 @@
 //!     cargo bench --bench load -- 40 100 1000 10000
 //!
 //! Environment: LOAD_RATE (the operator's budget, default 5 requests/s),
-//! LOAD_POLL (pollInterval seconds, default 10). The Kubernetes side is the e2e
+//! LOAD_POLL (pollInterval seconds, default 10), LOAD_MAX_WINDOW (longest
+//! measuring window, default 180 s: raise it to 1.5 x N/rate to see every run's
+//! interval at large N), LOAD_WRAPPER (a profiler to run the operator under,
+//! e.g. `heaptrack -o /tmp/operator`). The Kubernetes side is the e2e
 //! environment (tests/e2e/testenv.sh up), which this starts if needed.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -216,7 +220,18 @@ struct Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM to the process group: a profiler wrapping the operator
+        // (LOAD_WRAPPER) writes its report once the operator has shut down.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -318,9 +333,14 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
         .local_addr()
         .unwrap()
         .port();
+    // LOAD_WRAPPER runs the operator under a profiler, e.g. "heaptrack -o /tmp/op"
+    // (the memory and CPU figures are then the wrapper's, not the operator's).
+    let wrapper = std::env::var("LOAD_WRAPPER").unwrap_or_default();
+    let operator = env!("CARGO_BIN_EXE_amperity-operator");
     let op = Operator {
-        child: Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
-            .arg("run")
+        child: Command::new("sh")
+            .args(["-c", &format!("exec {wrapper} {operator} run")])
+            .process_group(0)
             .env("KUBECONFIG", &kube.kubeconfig)
             .env("WATCH_NAMESPACES", &ns)
             .env("LEADER_ELECTION", "false")
@@ -354,7 +374,8 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
     // Settle: the seeded runs finish their task progress (about 9 s), then every
     // run is polled once more; from then on nothing changes.
     let warmup = cycle.min(150.0) + 10.0;
-    let window = (1.5 * cycle).clamp(20.0, 180.0);
+    // Long enough to see every run polled twice only up to LOAD_MAX_WINDOW seconds.
+    let window = (1.5 * cycle).clamp(20.0, env_or("LOAD_MAX_WINDOW", 180.0));
     tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
 
     // Steady state: N unchanged runs polled within the budget.

@@ -64,11 +64,11 @@ pub struct RunArgs {
     /// Seconds the lease stays valid without renewal; a new leader takes over after it.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u64,
-    /// Reconciles in flight at once; 0 is unbounded. Unbounded is the default: the
-    /// Amperity budget bounds the request rate and hands out turns in arrival order,
-    /// while a cap lets the controller's queue pick runs in no fixed order, so some
-    /// wait far longer than others (measured with the load harness).
-    #[arg(long, env = "CONTROLLER_CONCURRENCY", default_value_t = 0)]
+    /// Reconciles in flight at once; 0 is unbounded. A poll waiting for its turn in
+    /// the Amperity budget does not hold a reconcile (it is requeued for its turn), so
+    /// reconciles are short and a cap only bounds memory when thousands of runs are
+    /// reconciled together (after a restart).
+    #[arg(long, env = "CONTROLLER_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
     /// Seconds before the first retry of a run that failed for a platform reason (doubles per attempt).
     #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = 30)]

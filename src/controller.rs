@@ -173,8 +173,14 @@ async fn reconcile_in(
     };
     let mut memory = ctx.remember(&uid);
     let before = memory.status.as_ref().and_then(|s| s.phase).or(obj.phase());
-    if let Some(written) = &memory.status {
-        run.status = Some(written.clone());
+    if let Some(written) = memory.status.take() {
+        // Until the cache shows the last write, that write is the truth; once it
+        // does, the copy is dropped (with thousands of runs, it is most of the
+        // memory a run costs).
+        if !shows(obj.status.as_ref(), &written) {
+            run.status = Some((*written).clone());
+            memory.status = Some(written);
+        }
     }
     let action = driver.drive(&mut run, &mut memory).await;
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
@@ -216,6 +222,12 @@ async fn reconcile_in(
         }
         other => unreachable!("the driver performs {other:?} itself"),
     })
+}
+
+/// Whether the cached status is the written one as the API server stores it
+/// (timestamps in whole seconds).
+fn shows(cached: Option<&AmperityWorkflowRunStatus>, written: &AmperityWorkflowRunStatus) -> bool {
+    cached.is_some_and(|c| serde_json::to_value(c).ok() == serde_json::to_value(written).ok())
 }
 
 /// Retries after a failed Kubernetes call; Amperity failures never get here (they

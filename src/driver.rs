@@ -7,11 +7,12 @@
 //! between the two callers; they provide them through [`Host`].
 
 use std::future::Future;
+use std::time::Duration;
 
 use jiff::Timestamp;
 
 use crate::amperity::{
-    AmperityClient, ClientError, Credentials, DeprecationNotice, ListQuery, Reply, Target,
+    AmperityClient, ClientError, Credentials, DeprecationNotice, ListQuery, Reply, Target, Turn,
 };
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
 use crate::decide::{
@@ -23,13 +24,13 @@ use crate::decide::{
 /// retries, and a second refusal is final. (A macro: async closures over
 /// borrowed credentials make futures the controller cannot prove `Send`.)
 macro_rules! retrying_auth {
-    ($driver:expr, $run:expr, $target:expr, $credentials:expr, $method:ident, $arg:expr) => {{
-        let first = $driver.amperity.$method($target, $credentials, $arg).await;
+    ($driver:expr, $run:expr, $target:expr, $credentials:expr, $method:ident, $($arg:expr),+) => {{
+        let first = $driver.amperity.$method($target, $credentials, $($arg),+).await;
         match &first {
             Err(e) if e.is_auth() => {
                 $driver.amperity.forget_token($target, $credentials);
                 match $driver.host.credentials($run).await {
-                    Ok(fresh) => $driver.amperity.$method($target, &fresh, $arg).await,
+                    Ok(fresh) => $driver.amperity.$method($target, &fresh, $($arg),+).await,
                     Err(_) => first,
                 }
             }
@@ -41,6 +42,10 @@ macro_rules! retrying_auth {
 /// At most this many decide/act rounds per call: a start takes three (intent, POST,
 /// id); anything longer is a bug, and stopping beats spinning on the API.
 const MAX_ROUNDS: usize = 6;
+
+/// A poll whose turn is at most this far off waits for it in place; a later one
+/// lets go and comes back (a requeue costs a reconcile, a held wait costs memory).
+pub const HOLD_TURN: Duration = Duration::from_secs(2);
 
 /// Why credentials could not be had: a CamelCase reason and a message naming the
 /// Secret and key, never their contents.
@@ -108,7 +113,10 @@ pub struct RunMemory {
     /// behind its own writes; this operator is the only writer of status, so
     /// what it wrote last is the truth (a start recorded but not yet seen in the
     /// cache must never look unrecorded).
-    pub status: Option<AmperityWorkflowRunStatus>,
+    /// (Boxed: thousands of runs keep a `RunMemory`, few of them a status.)
+    pub status: Option<Box<AmperityWorkflowRunStatus>>,
+    /// The turn reserved for this run's next poll, when it was too far off to wait for.
+    pub turn: Option<Turn>,
 }
 
 pub struct Driver<'a, H: Host> {
@@ -135,6 +143,13 @@ impl<H: Host> Driver<'_, H> {
                 memory.decide,
                 self.settings,
             );
+            if let Action::Poll(_) = &decision.action
+                && let Some(wait) = self.poll_later(run, memory)
+            {
+                self.record(run, memory, decision.status, &decision.events)
+                    .await?;
+                return Ok(Action::Requeue(wait));
+            }
             let calls_amperity = matches!(
                 decision.action,
                 Action::Start(_) | Action::Poll(_) | Action::Stop(_) | Action::Search(_)
@@ -155,15 +170,9 @@ impl<H: Host> Driver<'_, H> {
             } else {
                 None
             };
-            if run.status.as_ref() != Some(&decision.status) {
-                // Persist before acting: for a start, this is the recorded intent.
-                self.host.save_status(run, &decision.status).await?;
-                memory.status = Some(decision.status.clone());
-                run.status = Some(decision.status);
-            }
-            for event in &decision.events {
-                self.host.publish(run, event).await;
-            }
+            // Persist before acting: for a start, this is the recorded intent.
+            self.record(run, memory, decision.status, &decision.events)
+                .await?;
             match credentials {
                 Some(c) => answer = Some(self.perform(run, decision.action, c, memory).await),
                 None => return Ok(decision.action),
@@ -173,15 +182,42 @@ impl<H: Host> Driver<'_, H> {
         Ok(Action::Requeue(self.settings.quick_poll))
     }
 
-    async fn perform(
+    /// Saves the status if it changed, then publishes the events.
+    async fn record(
         &self,
-        run: &AmperityWorkflowRun,
-        action: Action,
-        credentials: Credentials,
+        run: &mut AmperityWorkflowRun,
         memory: &mut RunMemory,
-    ) -> Answer {
+        status: AmperityWorkflowRunStatus,
+        events: &[Event],
+    ) -> Result<(), H::Error> {
+        if run.status.as_ref() != Some(&status) {
+            self.host.save_status(run, &status).await?;
+            memory.status = Some(Box::new(status.clone()));
+            run.status = Some(status);
+        }
+        for event in events {
+            self.host.publish(run, event).await;
+        }
+        Ok(())
+    }
+
+    /// Reserves this run's turn for a poll (or keeps the one it has); says how
+    /// long to go away when the turn is further off than [`HOLD_TURN`].
+    fn poll_later(&self, run: &AmperityWorkflowRun, memory: &mut RunMemory) -> Option<Duration> {
+        // A bad endpoint fails in `perform`, which says so in the status.
+        let target = self.target(run).ok()?;
+        let turn = memory
+            .turn
+            .take()
+            .unwrap_or_else(|| self.amperity.reserve_turn(&target));
+        memory.turn = Some(turn);
+        let wait = turn.wait();
+        (wait > HOLD_TURN).then_some(wait)
+    }
+
+    fn target(&self, run: &AmperityWorkflowRun) -> Result<Target, ClientError> {
         let spec = &run.spec;
-        let target = Target::new(
+        Target::new(
             spec.endpoint.as_deref(),
             &self.defaults.endpoint,
             &spec.tenant,
@@ -189,8 +225,17 @@ impl<H: Host> Driver<'_, H> {
                 .as_deref()
                 .unwrap_or(&self.defaults.api_version),
             self.defaults.allow_insecure_http,
-        );
-        let target = match target {
+        )
+    }
+
+    async fn perform(
+        &self,
+        run: &AmperityWorkflowRun,
+        action: Action,
+        credentials: Credentials,
+        memory: &mut RunMemory,
+    ) -> Answer {
+        let target = match self.target(run) {
             Ok(t) => t,
             Err(e) => {
                 let failure = ApiFailure {
@@ -213,7 +258,8 @@ impl<H: Host> Driver<'_, H> {
             }
             Action::Poll(id) => {
                 memory.decide.last_polled = Some(self.host.now());
-                let r = retrying_auth!(self, run, &target, &credentials, get, &id);
+                let turn = memory.turn.take();
+                let r = retrying_auth!(self, run, &target, &credentials, get_in_turn, &id, turn);
                 Answer::Polled(self.settle(run, r, memory).await)
             }
             Action::Stop(id) => {

@@ -276,14 +276,14 @@ enum Output {
     Json,
 }
 
+/// Until the run reports its tasks there is nothing to measure: a spinner only
+/// (a bar of 0 of 0 would be drawn full).
+const SPINNER: &str = "{spinner} [{elapsed_precise}] {msg}";
+const BAR: &str = "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}";
+
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}",
-        )
-        .expect("a valid template"),
-    );
+    bar.set_style(ProgressStyle::with_template(SPINNER).expect("a valid template"));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
@@ -354,7 +354,10 @@ impl Host for LocalHost {
                 }
             }
             Output::Bar(bar) => {
-                if let Some(t) = &status.tasks {
+                if let Some(t) = status.tasks.as_ref().filter(|t| t.total > 0) {
+                    if bar.length() == Some(0) {
+                        bar.set_style(ProgressStyle::with_template(BAR).expect("a valid template"));
+                    }
                     bar.set_length(t.total as u64);
                     bar.set_position((t.succeeded + t.failed + t.skipped + t.canceled) as u64);
                 }

@@ -151,9 +151,12 @@ async fn controllers(
                     readiness.watching.store(true, Ordering::SeqCst);
                 }
             })
-            // managedFields are most of a status-heavy object and the controller
-            // never reads them: the cache keeps objects without them.
-            .modify(|run| run.managed_fields_mut().clear())
+            // managedFields (most of a status-heavy object) and kubectl's copy of
+            // the last applied spec are never read: the cache keeps objects without them.
+            .modify(|run| {
+                run.managed_fields_mut().clear();
+                run.annotations_mut().remove(LAST_APPLIED);
+            })
             .reflect(writer)
             .touched_objects()
             .predicate_filter(person_visible_change, PredicateConfig::default());
@@ -169,6 +172,8 @@ async fn controllers(
     });
     futures::future::join_all(running).await;
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/etc/hostname")

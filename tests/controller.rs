@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amperity_operator::amperity::{AmperityClient, ClientConfig};
+use amperity_operator::amperity::{AmperityClient, ClientConfig, Target};
 use amperity_operator::controller::{Context, FIELD_MANAGER, FINALIZER, reconcile};
 use amperity_operator::crd::AmperityWorkflowRun;
 use amperity_operator::decide::Settings;
@@ -132,10 +132,17 @@ fn secret(token: &str) -> Value {
 }
 
 async fn setup(sim_config: SimConfig) -> (Arc<Context>, ApiServer, SimHandle) {
+    setup_with(sim_config, ClientConfig::default()).await
+}
+
+async fn setup_with(
+    sim_config: SimConfig,
+    client_config: ClientConfig,
+) -> (Arc<Context>, ApiServer, SimHandle) {
     let sim = sim::spawn(sim_config).await.unwrap();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let amperity = AmperityClient::new(ClientConfig::default()).unwrap();
+    let amperity = AmperityClient::new(client_config).unwrap();
     let ctx = Arc::new(Context::new(
         client,
         amperity,
@@ -353,6 +360,66 @@ async fn spec_workflow_id_is_followed_without_a_post() {
     }
     task.await.unwrap().unwrap();
     assert_eq!(sim.stats().starts, 0, "no POST when spec.workflowId is set");
+}
+
+#[tokio::test]
+async fn a_poll_whose_turn_is_far_off_lets_go_of_the_reconcile_and_keeps_its_turn() {
+    let (ctx, mut api, sim) = setup_with(
+        SimConfig {
+            speed: 0.001,
+            record_requests: true,
+            ..SimConfig::default()
+        },
+        ClientConfig {
+            rate_limit_per_sec: 2,
+            ..ClientConfig::default()
+        },
+    )
+    .await;
+    // Eight other polls hold the tenant's next turns: at 2/s this run's is 4 s out.
+    let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", false).unwrap();
+    for _ in 0..8 {
+        ctx.amperity.reserve_turn(&target);
+    }
+    let id = sim.seed_runs("cg-nightly", 1).remove(0);
+    let run = resource(&sim, json!({"workflowId": id}), None);
+
+    // Adopting records the status at once; the poll waits for its turn without a
+    // reconcile in flight (no Secret read, no Amperity request yet).
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let adopted = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&adopted).clone();
+    assert_eq!(status["phase"], "Running");
+    adopted.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect(Method::POST, EVENTS)
+        .await
+        .reply(StatusCode::CREATED, json!({}));
+    let requeue = tokio::time::timeout(Duration::from_millis(500), task)
+        .await
+        .expect("the reconcile returns instead of waiting for its turn")
+        .unwrap()
+        .unwrap();
+    let after = format!("{requeue:?}");
+    assert!(after.contains("requeue_after: Some(3."), "{after}");
+    api.expect_quiet().await;
+    assert_eq!(sim.stats().requests, 0);
+
+    // Back at its turn, the same reservation is used and the poll goes at once (a
+    // new reservation would come after the nine handed out: half a second later).
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(started.elapsed())).await;
+    let settled = resource(&sim, json!({"workflowId": id}), Some(status));
+    let back = sim.clock();
+    poll_once(ctx.clone(), &mut api, &settled).await;
+    let log = sim.request_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(
+        log[0].at - back < 0.3,
+        "polled {:.2}s after coming back",
+        log[0].at - back
+    );
 }
 
 #[tokio::test]

@@ -107,7 +107,7 @@ async fn drive_through_crashes(
         };
         let result = driver.drive(&mut run, &mut memory).await;
         if let Some(s) = &memory.status {
-            persisted.status = Some(s.clone());
+            persisted.status = Some((**s).clone());
         }
         let status = persisted.status.clone().unwrap_or_default();
         if result.is_ok() && status.phase == Some(Phase::Running) && status.workflow_id.is_some() {

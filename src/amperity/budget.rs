@@ -1,6 +1,14 @@
 //! The per-tenant request budget: one evenly spaced rate limiter per tenant shared
-//! by every request of every resource, a tenant-wide pause after a 429, and
-//! exponential backoff with full jitter.
+//! by every request of every resource, a schedule of turns that routine polls
+//! reserve ahead, a tenant-wide pause after a 429, and exponential backoff with
+//! full jitter.
+//!
+//! Every request passes the gate ([`Budget::acquire`]): fair turns, the limiter and
+//! a sliding-window guard. With more runs than the budget polls in a poll interval,
+//! most runs are waiting for their turn at any moment; holding a future for each
+//! would cost memory per waiting run. So a poll first reserves a turn in the
+//! schedule ([`Budget::reserve`]), and the caller comes back when it is due, holding
+//! nothing but the reservation meanwhile.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -23,9 +31,23 @@ pub struct Budget {
     recent: Mutex<std::collections::VecDeque<Instant>>,
     per_second: usize,
     paused_until: Mutex<Option<Instant>>,
-    /// Waiters take turns in arrival order (tokio's mutex is fair), so that with
-    /// thousands of runs waiting no run starves: every interval stretches evenly.
+    /// Waiters at the gate take turns in arrival order (tokio's mutex is fair).
     queue: tokio::sync::Mutex<()>,
+    period: Duration,
+    /// The first turn not yet handed out. Turns are `period` apart, in the order
+    /// they were reserved, so that every run's interval stretches evenly.
+    next_turn: Mutex<Instant>,
+}
+
+/// A reserved moment at which one request may pass the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Turn(Instant);
+
+impl Turn {
+    /// How long until the turn is due (zero once it is).
+    pub fn wait(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
 }
 
 impl Budget {
@@ -42,12 +64,36 @@ impl Budget {
             per_second: per_second.get() as usize,
             paused_until: Mutex::new(None),
             queue: tokio::sync::Mutex::new(()),
+            period,
+            next_turn: Mutex::new(Instant::now()),
         }
     }
 
+    /// Reserves the next free turn in the schedule (after any pause).
+    pub fn reserve(&self) -> Turn {
+        let now = Instant::now();
+        let paused = self.paused_until.lock().unwrap().unwrap_or(now);
+        let mut next = self.next_turn.lock().unwrap();
+        let turn = (*next).max(now).max(paused);
+        *next = turn + self.period;
+        Turn(turn)
+    }
+
     /// Waits for a permit (and out any pause); returns how long it waited.
-    pub async fn acquire(&self) -> Duration {
+    ///
+    /// With a reserved `turn`, first waits until it is due. Without one (starts,
+    /// stops, searches, retries: what a person or a failure is waiting on) the
+    /// request goes straight to the gate, ahead of routine polls, and takes the
+    /// schedule's next turn so that later reservations leave room for it.
+    pub async fn acquire(&self, turn: Option<Turn>) -> Duration {
         let started = Instant::now();
+        match turn {
+            Some(Turn(at)) => tokio::time::sleep_until(at.into()).await,
+            None => {
+                let mut next = self.next_turn.lock().unwrap();
+                *next = (*next).max(started) + self.period;
+            }
+        }
         let _turn = self.queue.lock().await;
         loop {
             let pause = *self.paused_until.lock().unwrap();
@@ -91,6 +137,9 @@ impl Budget {
         if paused.is_none_or(|p| p < until) {
             *paused = Some(until);
         }
+        drop(paused);
+        let mut next = self.next_turn.lock().unwrap();
+        *next = (*next).max(until);
     }
 }
 
@@ -172,7 +221,7 @@ mod tests {
         let budget = Budgets::new(10).for_tenant("t");
         let started = Instant::now();
         for _ in 0..6 {
-            budget.acquire().await;
+            budget.acquire(None).await;
         }
         // Six permits at 10/s with no burst: the sixth comes 500 ms after the first.
         assert!(
@@ -180,5 +229,40 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn turns_are_handed_out_a_period_apart_in_order() {
+        let budget = Budgets::new(5).for_tenant("t");
+        let turns: Vec<Turn> = (0..50).map(|_| budget.reserve()).collect();
+        for pair in turns.windows(2) {
+            assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(200));
+        }
+        // The fiftieth request of a 5/s budget goes ten seconds out (49 periods).
+        let last = turns.last().unwrap().wait();
+        assert!(
+            last > Duration::from_millis(9_700) && last <= Duration::from_millis(9_800),
+            "{last:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unscheduled_requests_go_first_and_push_the_schedule_back() {
+        let budget = Budgets::new(10).for_tenant("t");
+        let first = budget.reserve();
+        let started = Instant::now();
+        budget.acquire(None).await;
+        assert!(started.elapsed() < Duration::from_millis(50));
+        // The start took the slot after `first`: the next reservation comes after both.
+        let next = budget.reserve();
+        assert_eq!(next.0 - first.0, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_pause_moves_every_later_turn_past_it() {
+        let budget = Budgets::new(10).for_tenant("t");
+        budget.pause(Duration::from_secs(3));
+        let turn = budget.reserve();
+        assert!(turn.wait() > Duration::from_millis(2_900), "{turn:?}");
     }
 }

@@ -19,6 +19,7 @@ use url::Url;
 pub use auth::{Credentials, SecretString};
 use auth::{TokenCache, transport_summary};
 use budget::Budgets;
+pub use budget::Turn;
 pub use error::ClientError;
 use error::excerpt;
 use wire::{RunRequest, Workflow, WorkflowList};
@@ -261,16 +262,40 @@ impl AmperityClient {
             target.url(&["workflow", "runs"]),
             Some(body),
             Repeat::OnlyIfUnprocessed,
+            None,
         )
         .await
     }
 
-    /// `GET /workflow/runs/{id}?view=verbose`.
+    /// Reserves the tenant's next free turn for a later request (see [`Budget`]):
+    /// a caller with nothing else to do can go away until [`Turn::wait`] is over.
+    ///
+    /// [`Budget`]: budget::Budget
+    pub fn reserve_turn(&self, target: &Target) -> Turn {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .reserve()
+    }
+
+    /// `GET /workflow/runs/{id}?view=verbose`, at once (after the budget's gate).
     pub async fn get(
         &self,
         target: &Target,
         credentials: &Credentials,
         id: &str,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        self.get_in_turn(target, credentials, id, None).await
+    }
+
+    /// `GET /workflow/runs/{id}?view=verbose`, sent in a reserved turn (first
+    /// waiting until it is due).
+    pub async fn get_in_turn(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+        turn: Option<Turn>,
     ) -> Result<Reply<Workflow>, ClientError> {
         let mut url = target.url(&["workflow", "runs", id]);
         url.query_pairs_mut().append_pair("view", "verbose");
@@ -282,6 +307,7 @@ impl AmperityClient {
             url,
             None,
             Repeat::Safe,
+            turn,
         )
         .await
     }
@@ -302,6 +328,7 @@ impl AmperityClient {
             url,
             None,
             Repeat::Safe,
+            None,
         )
         .await
     }
@@ -337,6 +364,7 @@ impl AmperityClient {
                     url,
                     None,
                     Repeat::Safe,
+                    None,
                 )
                 .await?;
             deprecation = deprecation.or(page.deprecation);
@@ -374,12 +402,15 @@ impl AmperityClient {
         url: Url,
         body: Option<serde_json::Value>,
         repeat: Repeat,
+        turn: Option<Turn>,
     ) -> Result<Reply<T>, ClientError> {
         let inner = &self.inner;
         let budget = inner.budgets.for_tenant(&target.budget_key());
         let mut attempt = 0;
+        let mut turn = turn;
         loop {
-            let waited = budget.acquire().await;
+            // A retry is what a failure is waiting on: it goes without a reservation.
+            let waited = budget.acquire(turn.take()).await;
             if let Some(o) = &inner.config.observer {
                 o.waited(waited);
             }
