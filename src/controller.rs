@@ -17,7 +17,7 @@ use tracing::{Instrument, field, info_span, warn};
 use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, DeletionPolicy, Phase};
 use crate::decide::{Action, Event, EventType, Settings, workflow_type_for};
-use crate::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
+use crate::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory, fingerprint};
 use crate::metrics::{Metrics, ReasonLabels, VersionLabels};
 
 /// The field manager of every write this operator makes.
@@ -64,7 +64,11 @@ pub struct Context {
     pub amperity: AmperityClient,
     pub defaults: Defaults,
     pub settings: Settings,
-    pub recorder: Recorder,
+    /// Who publishes the Events. (No shared `Recorder`: it keeps every Event it
+    /// published for six minutes, about 4 KB each, to count repeats as a series;
+    /// ours are published once per transition, and with thousands of runs started
+    /// together that cache would be most of the operator's memory.)
+    pub reporter: Reporter,
     /// Per-resource memory (last poll time), keyed by uid. Lost on restart, which
     /// costs at most one early poll per resource.
     pub memory: Mutex<HashMap<String, RunMemory>>,
@@ -82,12 +86,11 @@ impl Context {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "amperity-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter: Reporter {
+                controller: "amperity-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
             client,
             amperity,
             defaults,
@@ -153,7 +156,22 @@ async fn reconcile_in(
         }
     };
     let uid = obj.uid().unwrap_or_default();
+    let mut memory = ctx.remember(&uid);
     let mut run = (*obj).clone();
+    if let Some(written) = memory.written
+        && obj.status.as_ref().map(fingerprint) != Some(written)
+    {
+        // The cache has not caught up with our last status write: read the resource itself.
+        ctx.metrics.stale_cache_reads.inc();
+        let fresh = {
+            let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+            api.get_status(&name).await
+        };
+        run = fresh.map_err(kube_err(
+            "reading the resource the cache has not caught up with",
+        ))?;
+        memory.written = run.status.as_ref().map(fingerprint);
+    }
 
     if needs_finalizer(&run) {
         set_finalizer(&api, &name, true)
@@ -171,17 +189,7 @@ async fn reconcile_in(
         defaults: &ctx.defaults,
         settings: &ctx.settings,
     };
-    let mut memory = ctx.remember(&uid);
-    let before = memory.status.as_ref().and_then(|s| s.phase).or(obj.phase());
-    if let Some(written) = memory.status.take() {
-        // Until the cache shows the last write, that write is the truth; once it
-        // does, the copy is dropped (with thousands of runs, it is most of the
-        // memory a run costs).
-        if !shows(obj.status.as_ref(), &written) {
-            run.status = Some((*written).clone());
-            memory.status = Some(written);
-        }
-    }
+    let before = run.phase();
     let action = driver.drive(&mut run, &mut memory).await;
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
         tracing::Span::current().record("workflow_id", id);
@@ -222,12 +230,6 @@ async fn reconcile_in(
         }
         other => unreachable!("the driver performs {other:?} itself"),
     })
-}
-
-/// Whether the cached status is the written one as the API server stores it
-/// (timestamps in whole seconds).
-fn shows(cached: Option<&AmperityWorkflowRunStatus>, written: &AmperityWorkflowRunStatus) -> bool {
-    cached.is_some_and(|c| serde_json::to_value(c).ok() == serde_json::to_value(written).ok())
 }
 
 /// Retries after a failed Kubernetes call; Amperity failures never get here (they
@@ -385,12 +387,8 @@ impl Host for KubeHost<'_> {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self
-            .ctx
-            .recorder
-            .publish(&kube_event, &run.object_ref(&()))
-            .await
-        {
+        let recorder = Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone());
+        if let Err(e) = recorder.publish(&kube_event, &run.object_ref(&())).await {
             // Events are best effort: the status already says the same.
             warn!(reason = event.reason, error = %kube_error_summary(&e), "could not publish event");
         }

@@ -109,12 +109,12 @@ pub struct RunMemory {
     pub decide: Memory,
     /// A deprecation warning was already published for this resource.
     pub deprecation_warned: bool,
-    /// The status last persisted. The controller's cache of the resource can lag
-    /// behind its own writes; this operator is the only writer of status, so
-    /// what it wrote last is the truth (a start recorded but not yet seen in the
-    /// cache must never look unrecorded).
-    /// (Boxed: thousands of runs keep a `RunMemory`, few of them a status.)
-    pub status: Option<Box<AmperityWorkflowRunStatus>>,
+    /// A fingerprint of the status last persisted. The controller's cache of the
+    /// resource can lag behind its own writes, and this operator is the only writer
+    /// of status: a cached status with another fingerprint is older than the truth
+    /// (a start recorded but not yet seen in the cache must never look unrecorded).
+    /// A fingerprint rather than a copy: thousands of runs keep a `RunMemory`.
+    pub written: Option<u64>,
     /// The turn reserved for this run's next poll, when it was too far off to wait for.
     pub turn: Option<Turn>,
 }
@@ -192,7 +192,7 @@ impl<H: Host> Driver<'_, H> {
     ) -> Result<(), H::Error> {
         if run.status.as_ref() != Some(&status) {
             self.host.save_status(run, &status).await?;
-            memory.status = Some(Box::new(status.clone()));
+            memory.written = Some(fingerprint(&status));
             run.status = Some(status);
         }
         for event in events {
@@ -313,6 +313,17 @@ impl<H: Host> Driver<'_, H> {
             Err(e) => Err(failure(&e)),
         }
     }
+}
+
+/// Identifies a status as the API server stores it (timestamps in whole seconds),
+/// so that a status read back from it has the fingerprint of the one written.
+pub fn fingerprint(status: &AmperityWorkflowRunStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(status)
+        .expect("a status serializes")
+        .hash(&mut h);
+    h.finish()
 }
 
 fn list_query(q: &SearchQuery) -> ListQuery {

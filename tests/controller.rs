@@ -218,7 +218,7 @@ async fn a_start_records_intent_before_the_post_and_the_id_right_after() {
         assert_eq!(c["observedGeneration"], 1, "{kind}");
     }
     stored["status"] = status;
-    recorded.reply(StatusCode::OK, stored);
+    recorded.reply(StatusCode::OK, stored.clone());
 
     let event = api.expect(Method::POST, EVENTS).await;
     assert_eq!(event.body["reason"], "Started");
@@ -234,6 +234,35 @@ async fn a_start_records_intent_before_the_post_and_the_id_right_after() {
     );
     api.expect_quiet().await;
     assert_eq!(sim.stats().starts, 1);
+
+    // Reconciled again before the watch cache shows those writes (the cached
+    // object has no status): the resource is read from the API server, and the
+    // recorded start is not taken for one never made.
+    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    api.expect(Method::GET, &format!("{RUNS}/nightly/status"))
+        .await
+        .reply(StatusCode::OK, stored.clone());
+    // It polls the run it started (nothing was polled yet), never starts another.
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, secret(TOKEN));
+    while !task.is_finished() {
+        let Ok(Some((request, send))) =
+            tokio::time::timeout(Duration::from_millis(300), api.handle.next_request()).await
+        else {
+            continue;
+        };
+        let (parts, body) = request.into_parts();
+        if parts.uri.path().ends_with("/status") {
+            let body: Value = serde_json::from_slice(&body.collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body["status"]["workflowId"], id.as_str());
+        }
+        let reply = serde_json::to_vec(&stored).unwrap();
+        send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+    }
+    task.await.unwrap().unwrap();
+    assert_eq!(sim.stats().starts, 1, "no second start");
+    assert_eq!(ctx.metrics.stale_cache_reads.get(), 1);
 }
 
 /// A context sharing the mocked API server but with no per-resource memory, as

@@ -23,6 +23,7 @@ struct Died;
 struct Store {
     die_at: Option<usize>,
     writes: Mutex<usize>,
+    saved: Mutex<Option<AmperityWorkflowRunStatus>>,
 }
 
 impl Host for Store {
@@ -38,13 +39,14 @@ impl Host for Store {
     async fn save_status(
         &self,
         _: &AmperityWorkflowRun,
-        _: &AmperityWorkflowRunStatus,
+        status: &AmperityWorkflowRunStatus,
     ) -> Result<(), Died> {
         let mut writes = self.writes.lock().unwrap();
         *writes += 1;
         if Some(*writes) == self.die_at {
             Err(Died)
         } else {
+            *self.saved.lock().unwrap() = Some(status.clone());
             Ok(())
         }
     }
@@ -93,6 +95,7 @@ async fn drive_through_crashes(
     let store = Store {
         die_at,
         writes: Mutex::new(0),
+        saved: Mutex::new(None),
     };
     let mut persisted = resource(&sim.base_url(), config);
     for _ in 0..10 {
@@ -106,8 +109,8 @@ async fn drive_through_crashes(
             settings: &settings,
         };
         let result = driver.drive(&mut run, &mut memory).await;
-        if let Some(s) = &memory.status {
-            persisted.status = Some((**s).clone());
+        if let Some(s) = store.saved.lock().unwrap().clone() {
+            persisted.status = Some(s);
         }
         let status = persisted.status.clone().unwrap_or_default();
         if result.is_ok() && status.phase == Some(Phase::Running) && status.workflow_id.is_some() {
