@@ -157,7 +157,7 @@ def test_default_environment():
         "STALLED_RECHECK_SECS": "30",
         "START_SETTLE_SECS": "60",
         "DELETION_GRACE_SECS": "120",
-        "CONTROLLER_CONCURRENCY": "0",
+        "CONTROLLER_CONCURRENCY": "64",
         "LEADER_ELECTION": "true",
         "LEASE_NAME": "amperity-operator",
         "LEASE_SECONDS": "15",
