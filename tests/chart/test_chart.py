@@ -203,6 +203,31 @@ def cli_env_vars():
     return found
 
 
+def cli_defaults():
+    """Each env twin of a `run` flag with its default, as src/cli.rs declares it."""
+    source = (REPO / "src" / "cli.rs").read_text()
+    found = {}
+    for attr in re.findall(r"#\[arg\((.*?)\)\]\n", source, re.S):
+        name = re.search(r'env = "([A-Z0-9_]+)"', attr)
+        default = re.search(r'default_value(?:_t)? = ("[^"]*"|[^,]+)', attr)
+        if name and default:
+            found[name.group(1)] = default.group(1).strip().strip('"')
+    return found
+
+
+# Where the chart deliberately differs from the binary: log collectors in a cluster read JSON.
+CHART_OVERRIDES = {"LOG_FORMAT": ("json", "LogFormat::Text")}
+
+
+def test_chart_defaults_are_the_binarys_defaults():
+    _, c = container(render())
+    rendered = {k: v for k, v in env(c).items() if isinstance(v, str)}
+    defaults = cli_defaults()
+    assert "CONTROLLER_CONCURRENCY" in defaults and "AMPERITY_RATE_LIMIT" in defaults, defaults
+    differing = {k: (rendered[k], defaults[k]) for k in rendered if k in defaults and rendered[k] != defaults[k]}
+    assert differing == CHART_OVERRIDES, "values.yaml and src/cli.rs disagree on a default: (chart, binary)"
+
+
 def test_the_chart_sets_only_variables_the_binary_reads_and_all_of_them():
     _, c = container(render({"amperity": {"principal": "p"}, "watchNamespaces": ["a"]}))
     templated = set(env(c))
