@@ -151,11 +151,14 @@ async fn controllers(
                     readiness.watching.store(true, Ordering::SeqCst);
                 }
             })
-            // managedFields (most of a status-heavy object) and kubectl's copy of
-            // the last applied spec are never read: the cache keeps objects without them.
+            // The cache holds every run for as long as it exists: it keeps only what
+            // reconciles read. managedFields (most of a status-heavy object), labels
+            // and annotations (kubectl's last applied copy, GitOps tracking) are not.
             .modify(|run| {
                 run.managed_fields_mut().clear();
-                run.annotations_mut().remove(LAST_APPLIED);
+                run.labels_mut().clear();
+                run.annotations_mut()
+                    .retain(|key, _| key == RESOLVE_START_ANNOTATION);
             })
             .reflect(writer)
             .touched_objects()
@@ -172,8 +175,6 @@ async fn controllers(
     });
     futures::future::join_all(running).await;
 }
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
