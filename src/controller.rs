@@ -8,6 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -17,7 +18,7 @@ use tracing::{Instrument, field, info_span, warn};
 use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, DeletionPolicy, Phase};
 use crate::decide::{Action, Event, EventType, Settings, workflow_type_for};
-use crate::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory, fingerprint};
+use crate::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
 use crate::metrics::{Metrics, ReasonLabels, VersionLabels};
 
 /// The field manager of every write this operator makes.
@@ -119,7 +120,13 @@ impl Context {
     }
 }
 
-pub async fn reconcile(obj: Arc<AmperityWorkflowRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+/// What the controller's cache holds of a run: its metadata. Thousands of runs in
+/// flight would otherwise keep thousands of statuses in memory; a reconcile reads
+/// the one it works on from the API server instead (always current, so a status
+/// this operator wrote can never look unwritten).
+pub type CachedRun = PartialObjectMeta<AmperityWorkflowRun>;
+
+pub async fn reconcile(obj: Arc<CachedRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();
     let namespace = obj
         .namespace()
@@ -131,16 +138,13 @@ pub async fn reconcile(obj: Arc<AmperityWorkflowRun>, ctx: Arc<Context>) -> Resu
         name = %name,
         workflow_id = field::Empty,
     );
-    if let Some(id) = obj.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
-        span.record("workflow_id", id);
-    }
     reconcile_in(obj, ctx, namespace, name)
         .instrument(span)
         .await
 }
 
 async fn reconcile_in(
-    obj: Arc<AmperityWorkflowRun>,
+    obj: Arc<CachedRun>,
     ctx: Arc<Context>,
     namespace: String,
     name: String,
@@ -156,22 +160,21 @@ async fn reconcile_in(
         }
     };
     let uid = obj.uid().unwrap_or_default();
-    let mut memory = ctx.remember(&uid);
-    let mut run = (*obj).clone();
-    if let Some(written) = memory.written
-        && obj.status.as_ref().map(fingerprint) != Some(written)
-    {
-        // The cache has not caught up with our last status write: read the resource itself.
-        ctx.metrics.stale_cache_reads.inc();
-        let fresh = {
-            let _slot = ctx.kube_calls.acquire().await.expect("never closed");
-            api.get_status(&name).await
-        };
-        run = fresh.map_err(kube_err(
-            "reading the resource the cache has not caught up with",
-        ))?;
-        memory.written = run.status.as_ref().map(fingerprint);
+    let read = {
+        let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+        api.get_opt(&name).await
+    };
+    let Some(mut run) = read.map_err(kube_err("reading the resource"))? else {
+        // Deleted since the cache saw it: nothing left to do for it.
+        ctx.store(&uid, None);
+        ctx.metrics.set_phase(&uid, None);
+        return Ok(Requeue::await_change());
+    };
+    if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
+        tracing::Span::current().record("workflow_id", id);
     }
+    let uid = run.uid().unwrap_or(uid);
+    let mut memory = ctx.remember(&uid);
 
     if needs_finalizer(&run) {
         set_finalizer(&api, &name, true)
@@ -234,7 +237,7 @@ async fn reconcile_in(
 
 /// Retries after a failed Kubernetes call; Amperity failures never get here (they
 /// are answers that `decide` turns into status).
-pub fn error_policy(_obj: Arc<AmperityWorkflowRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(_obj: Arc<CachedRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
     warn!(error = %error, "reconcile failed; retrying");
     ctx.metrics
         .reconcile_errors

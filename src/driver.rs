@@ -109,12 +109,6 @@ pub struct RunMemory {
     pub decide: Memory,
     /// A deprecation warning was already published for this resource.
     pub deprecation_warned: bool,
-    /// A fingerprint of the status last persisted. The controller's cache of the
-    /// resource can lag behind its own writes, and this operator is the only writer
-    /// of status: a cached status with another fingerprint is older than the truth
-    /// (a start recorded but not yet seen in the cache must never look unrecorded).
-    /// A fingerprint rather than a copy: thousands of runs keep a `RunMemory`.
-    pub written: Option<u64>,
     /// The turn reserved for this run's next poll, when it was too far off to wait for.
     pub turn: Option<Turn>,
 }
@@ -146,8 +140,7 @@ impl<H: Host> Driver<'_, H> {
             if let Action::Poll(_) = &decision.action
                 && let Some(wait) = self.poll_later(run, memory)
             {
-                self.record(run, memory, decision.status, &decision.events)
-                    .await?;
+                self.record(run, decision.status, &decision.events).await?;
                 return Ok(Action::Requeue(wait));
             }
             let calls_amperity = matches!(
@@ -171,8 +164,7 @@ impl<H: Host> Driver<'_, H> {
                 None
             };
             // Persist before acting: for a start, this is the recorded intent.
-            self.record(run, memory, decision.status, &decision.events)
-                .await?;
+            self.record(run, decision.status, &decision.events).await?;
             match credentials {
                 Some(c) => answer = Some(self.perform(run, decision.action, c, memory).await),
                 None => return Ok(decision.action),
@@ -186,13 +178,11 @@ impl<H: Host> Driver<'_, H> {
     async fn record(
         &self,
         run: &mut AmperityWorkflowRun,
-        memory: &mut RunMemory,
         status: AmperityWorkflowRunStatus,
         events: &[Event],
     ) -> Result<(), H::Error> {
         if run.status.as_ref() != Some(&status) {
             self.host.save_status(run, &status).await?;
-            memory.written = Some(fingerprint(&status));
             run.status = Some(status);
         }
         for event in events {
@@ -313,17 +303,6 @@ impl<H: Host> Driver<'_, H> {
             Err(e) => Err(failure(&e)),
         }
     }
-}
-
-/// Identifies a status as the API server stores it (timestamps in whole seconds),
-/// so that a status read back from it has the fingerprint of the one written.
-pub fn fingerprint(status: &AmperityWorkflowRunStatus) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(status)
-        .expect("a status serializes")
-        .hash(&mut h);
-    h.finish()
 }
 
 fn list_query(q: &SearchQuery) -> ListQuery {

@@ -61,7 +61,6 @@ pub struct Metrics {
     pub runs: Family<PhaseLabels, Gauge>,
     pub reconciles: Counter,
     pub status_writes: Counter,
-    pub stale_cache_reads: Counter,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<EndpointLabels, Histogram>,
@@ -85,12 +84,6 @@ impl Default for Metrics {
             "status_writes",
             "Status writes (each one a change; unchanged polls write nothing)",
             status_writes.clone(),
-        );
-        let stale_cache_reads = Counter::default();
-        registry.register(
-            "stale_cache_reads",
-            "Resources read from the API server because the watch cache had not yet shown the operator's last status write",
-            stale_cache_reads.clone(),
         );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -145,7 +138,6 @@ impl Default for Metrics {
             runs,
             reconciles,
             status_writes,
-            stale_cache_reads,
             reconcile_errors,
             requests,
             request_seconds,

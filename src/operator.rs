@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::amperity::{AmperityClient, ClientConfig, Observer};
 use crate::cli::{AmperityArgs, RunArgs};
-use crate::controller::{Context, error_policy, reconcile};
+use crate::controller::{CachedRun, Context, error_policy, reconcile};
 use crate::crd::AmperityWorkflowRun;
 use crate::decide::{RESOLVE_START_ANNOTATION, Settings};
 use crate::driver::Defaults;
@@ -128,7 +128,7 @@ async fn controllers(
     ctx: Arc<Context>,
     readiness: Arc<Readiness>,
 ) {
-    let apis: Vec<Api<AmperityWorkflowRun>> = if namespaces.is_empty() {
+    let apis: Vec<Api<CachedRun>> = if namespaces.is_empty() {
         vec![Api::all(client)]
     } else {
         namespaces
@@ -142,6 +142,7 @@ async fn controllers(
         let (readiness, waiting) = (readiness.clone(), waiting.clone());
         // Our own status writes must not trigger reconciles (each would cost an
         // Amperity GET); only what a person changes does. Polls are scheduled by requeue.
+        // Metadata only: the reconcile reads the run itself (see `CachedRun`).
         let changes = watcher(api, watcher::Config::default())
             .default_backoff()
             .inspect_ok(move |event| {
@@ -152,10 +153,10 @@ async fn controllers(
                 }
             })
             // The cache holds every run for as long as it exists: it keeps only what
-            // reconciles read. managedFields (most of a status-heavy object), labels
-            // and annotations (kubectl's last applied copy, GitOps tracking) are not.
+            // the watch filter reads. managedFields, labels and annotations (kubectl's
+            // last applied copy, GitOps tracking) are not.
             .modify(|run| {
-                run.managed_fields_mut().clear();
+                run.metadata.managed_fields = None;
                 run.labels_mut().clear();
                 run.annotations_mut()
                     .retain(|key, _| key == RESOLVE_START_ANNOTATION);
@@ -185,7 +186,7 @@ fn default_identity() -> String {
 
 /// Changes worth a reconcile: the spec (generation), deletion, and the
 /// resolve-start annotation.
-fn person_visible_change(run: &AmperityWorkflowRun) -> Option<u64> {
+fn person_visible_change(run: &CachedRun) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     run.metadata.generation.hash(&mut h);
     run.metadata.deletion_timestamp.is_some().hash(&mut h);

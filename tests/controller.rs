@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amperity_operator::amperity::{AmperityClient, ClientConfig, Target};
-use amperity_operator::controller::{Context, FIELD_MANAGER, FINALIZER, reconcile};
+use amperity_operator::controller::{
+    CachedRun, Context, Error, FIELD_MANAGER, FINALIZER, reconcile,
+};
 use amperity_operator::crd::AmperityWorkflowRun;
 use amperity_operator::decide::Settings;
 use amperity_operator::driver::Defaults;
@@ -18,7 +20,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::client::Body;
+use kube::core::PartialObjectMetaExt;
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
 
 const TOKEN: &str = "sim-token";
@@ -171,11 +176,29 @@ fn applied_status(call: &Call) -> &Value {
     &call.body["status"]
 }
 
+/// What the controller's watch cache holds of a run: its metadata.
+fn cached(run: &AmperityWorkflowRun) -> Arc<CachedRun> {
+    Arc::new(run.metadata.clone().into_response_partial())
+}
+
+/// Starts a reconcile of `run` and answers its first call: reading the run itself.
+async fn reconcile_run(
+    ctx: &Arc<Context>,
+    api: &mut ApiServer,
+    run: &AmperityWorkflowRun,
+) -> JoinHandle<Result<Action, Error>> {
+    let task = tokio::spawn(reconcile(cached(run), ctx.clone()));
+    api.expect(Method::GET, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(run).unwrap());
+    task
+}
+
 #[tokio::test]
 async fn a_start_records_intent_before_the_post_and_the_id_right_after() {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
     let run = resource(&sim, json!({}), None);
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
 
     api.expect(Method::GET, SECRET)
         .await
@@ -235,11 +258,12 @@ async fn a_start_records_intent_before_the_post_and_the_id_right_after() {
     api.expect_quiet().await;
     assert_eq!(sim.stats().starts, 1);
 
-    // Reconciled again before the watch cache shows those writes (the cached
-    // object has no status): the resource is read from the API server, and the
-    // recorded start is not taken for one never made.
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
-    api.expect(Method::GET, &format!("{RUNS}/nightly/status"))
+    // Reconciled again from a watch event older than those writes: the reconcile
+    // reads the resource itself, so the recorded start is not taken for one never
+    // made, even by an operator that forgot everything (a restart).
+    let ctx = fresh(&ctx);
+    let task = tokio::spawn(reconcile(cached(&run), ctx.clone()));
+    api.expect(Method::GET, &format!("{RUNS}/nightly"))
         .await
         .reply(StatusCode::OK, stored.clone());
     // It polls the run it started (nothing was polled yet), never starts another.
@@ -262,7 +286,25 @@ async fn a_start_records_intent_before_the_post_and_the_id_right_after() {
     }
     task.await.unwrap().unwrap();
     assert_eq!(sim.stats().starts, 1, "no second start");
-    assert_eq!(ctx.metrics.stale_cache_reads.get(), 1);
+}
+
+#[tokio::test]
+async fn a_run_deleted_since_the_cache_saw_it_is_left_alone() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(&sim, json!({}), None);
+    let task = tokio::spawn(reconcile(cached(&run), ctx.clone()));
+    api.expect(Method::GET, &format!("{RUNS}/nightly")).await.reply(
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+               "message": "amperityworkflowruns.amperity.dev \"nightly\" not found"}),
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    api.expect_quiet().await;
+    assert_eq!(
+        sim.stats().requests,
+        0,
+        "no Amperity call for a deleted run"
+    );
 }
 
 /// A context sharing the mocked API server but with no per-resource memory, as
@@ -283,7 +325,7 @@ async fn poll_once(
     api: &mut ApiServer,
     run: &AmperityWorkflowRun,
 ) -> Option<Value> {
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx));
+    let task = reconcile_run(&ctx, api, run).await;
     api.expect(Method::GET, SECRET)
         .await
         .reply(StatusCode::OK, secret(TOKEN));
@@ -317,7 +359,7 @@ async fn a_poll_that_changes_nothing_writes_nothing() {
     })
     .await;
     let run = resource(&sim, json!({}), None);
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
     api.expect(Method::GET, SECRET)
         .await
         .reply(StatusCode::OK, secret(TOKEN));
@@ -353,7 +395,7 @@ async fn a_poll_that_changes_nothing_writes_nothing() {
 async fn spec_workflow_id_is_followed_without_a_post() {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
     let run = resource(&sim, json!({"workflowId": "wf-20250418-12345-AbCdE"}), None);
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
     api.expect(Method::GET, SECRET)
         .await
         .reply(StatusCode::OK, secret(TOKEN));
@@ -416,7 +458,7 @@ async fn a_poll_whose_turn_is_far_off_lets_go_of_the_reconcile_and_keeps_its_tur
     // Adopting records the status at once; the poll waits for its turn without a
     // reconcile in flight (no Secret read, no Amperity request yet).
     let started = std::time::Instant::now();
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
     let adopted = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
         .await;
@@ -455,7 +497,7 @@ async fn a_poll_whose_turn_is_far_off_lets_go_of_the_reconcile_and_keeps_its_tur
 async fn a_missing_secret_stalls_with_a_message_naming_it() {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
     let run = resource(&sim, json!({}), None);
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
     api.expect(Method::GET, SECRET).await.reply(
         StatusCode::NOT_FOUND,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
@@ -496,7 +538,7 @@ async fn a_new_resource_gets_the_finalizer_first() {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
     let mut run = resource(&sim, json!({}), None);
     run.metadata.finalizers = None;
-    let task = tokio::spawn(reconcile(Arc::new(run.clone()), ctx.clone()));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
     let fin = api.expect(Method::PATCH, &format!("{RUNS}/nightly")).await;
     assert!(
         fin.query
