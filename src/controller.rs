@@ -159,13 +159,13 @@ async fn reconcile_in(
             source,
         }
     };
-    let uid = obj.uid().unwrap_or_default();
     let read = {
         let _slot = ctx.kube_calls.acquire().await.expect("never closed");
         api.get_opt(&name).await
     };
     let Some(mut run) = read.map_err(kube_err("reading the resource"))? else {
         // Deleted since the cache saw it: nothing left to do for it.
+        let uid = obj.uid().unwrap_or_default();
         ctx.store(&uid, None);
         ctx.metrics.set_phase(&uid, None);
         return Ok(Requeue::await_change());
@@ -173,7 +173,7 @@ async fn reconcile_in(
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
         tracing::Span::current().record("workflow_id", id);
     }
-    let uid = run.uid().unwrap_or(uid);
+    let uid = run.uid().unwrap_or_default();
     let mut memory = ctx.remember(&uid);
 
     if needs_finalizer(&run) {

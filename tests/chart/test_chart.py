@@ -192,22 +192,26 @@ def test_environment_follows_values():
     assert c["ports"][0]["containerPort"] == 9090
 
 
-def cli_env_vars():
-    """The env twins of the flags `amperity-operator run` reads, from src/cli.rs."""
+def run_flag_attrs():
+    """The `#[arg(...)]` attributes of the flags `amperity-operator run` reads, from src/cli.rs."""
     source = (REPO / "src" / "cli.rs").read_text()
-    found = set()
+    attrs = []
     for struct in ("Cli", "RunArgs", "AmperityArgs"):
         m = re.search(r"pub struct %s \{(.*?)\n\}" % struct, source, re.S)
         assert m, f"struct {struct} not found in src/cli.rs"
-        found |= set(re.findall(r'env = "([A-Z0-9_]+)"', m.group(1)))
-    return found
+        attrs += re.findall(r"#\[arg\((.*?)\)\]\n", m.group(1), re.S)
+    return attrs
+
+
+def cli_env_vars():
+    """The env twins of the flags `amperity-operator run` reads."""
+    return {m.group(1) for a in run_flag_attrs() if (m := re.search(r'env = "([A-Z0-9_]+)"', a))}
 
 
 def cli_defaults():
     """Each env twin of a `run` flag with its default, as src/cli.rs declares it."""
-    source = (REPO / "src" / "cli.rs").read_text()
     found = {}
-    for attr in re.findall(r"#\[arg\((.*?)\)\]\n", source, re.S):
+    for attr in run_flag_attrs():
         name = re.search(r'env = "([A-Z0-9_]+)"', attr)
         default = re.search(r'default_value(?:_t)? = ("[^"]*"|[^,]+)', attr)
         if name and default:
