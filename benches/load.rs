@@ -268,6 +268,7 @@ impl Operator {
             / 1024.0
     }
 
+    /// A counter's value, summed over its labels.
     async fn metric(&self, name: &str) -> f64 {
         let text = reqwest::get(&self.metrics)
             .await
@@ -276,10 +277,12 @@ impl Operator {
             .await
             .unwrap();
         text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
     }
 }
 
@@ -354,6 +357,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
         metrics: format!("http://127.0.0.1:{port}/metrics"),
     };
     let started = Instant::now();
+    let op_started = sim.clock();
     // Adoption writes each run's status once; each is then polled in turn. With
     // more runs than the budget polls in two minutes, measure from then on.
     let mut adopted;
@@ -392,6 +396,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
         op.metric("amperity_operator_status_writes_total").await,
         sim.stats().throttled,
     );
+    let errors = op.metric("amperity_operator_reconcile_errors_total").await;
 
     // End latency, while the budget still polls on time: runs that end at a known
     // simulated moment, watched until their status shows it.
@@ -447,6 +452,12 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
     }
     intervals.sort_by(f64::total_cmp);
     let polled = last.values().filter(|t| **t >= w0).count();
+    // A run not polled again by the end of the window has waited at least this
+    // long (a run never polled: since the operator started).
+    let still_waiting = ids
+        .iter()
+        .map(|id| w1 - last.get(id.as_str()).copied().unwrap_or(op_started))
+        .fold(0.0, f64::max);
     // A run's first poll records its details once; every later poll finds nothing new.
     let mut first_seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut first_polls = 0;
@@ -460,13 +471,15 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
     }
     let unchanged = in_window.len() - first_polls;
     let max_interval = intervals.last().copied().unwrap_or(f64::NAN);
+    let longest_wait = still_waiting.max(max_interval);
     let max_delay = delays.iter().cloned().fold(f64::NAN, f64::max);
     println!(
         "N={n:>6}  requests/s mean {mean:.2} = {:.0}% of budget, max in any 1s window {max_window} = {:.0}%  429s {}  \
          poll interval median {:.1}s p99 {:.1}s max {max_interval:.1}s = {:.2} x max(pollInterval, N/rate) {cycle:.0}s \
-         ({} intervals; {polled}/{n} runs polled in the window)  \
+         ({} intervals; {polled}/{n} runs polled in the window; longest wait including runs still waiting \
+         {longest_wait:.1}s = {:.2} x)  \
          status writes {} = {first_polls} first polls + {} for {unchanged} unchanged polls  {}  \
-         peak RSS {peak:.1} MiB (now {rss:.1})  CPU {:.2} s in {:.0} s = {:.3} cores  ({adopted}/{n} adopted in {adopted_after:.0} s)",
+         reconcile errors {errors}  peak RSS {peak:.1} MiB (now {rss:.1})  CPU {:.2} s in {:.0} s = {:.3} cores  ({adopted}/{n} adopted in {adopted_after:.0} s)",
         100.0 * mean / rate as f64,
         100.0 * max_window as f64 / rate as f64,
         throttled1 - throttled0,
@@ -474,6 +487,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
         percentile(&intervals, 0.99),
         max_interval / cycle,
         intervals.len(),
+        longest_wait / cycle,
         writes1 - writes0,
         writes1 - writes0 - first_polls as f64,
         if delays.is_empty() {
@@ -509,12 +523,10 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
             format!("only {:.0}% of the budget used", 100.0 * mean / rate_f),
         );
     }
-    if polled == n {
-        check(
-            max_interval <= 1.2 * cycle,
-            format!("a run waited {max_interval:.1}s, over 1.2 x {cycle:.0}s"),
-        );
-    }
+    check(
+        longest_wait <= 1.2 * cycle,
+        format!("a run waited {longest_wait:.1}s, over 1.2 x {cycle:.0}s"),
+    );
     check(
         writes1 - writes0 - first_polls as f64 == 0.0,
         format!(

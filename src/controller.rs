@@ -197,10 +197,12 @@ async fn reconcile_in(
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
         tracing::Span::current().record("workflow_id", id);
     }
-    let action = action?;
     let finished = run.phase().is_some_and(|p| p.is_finished());
-    record_phase(&ctx.metrics, &uid, before, &run);
+    // Kept on failure too: a turn reserved before a failed status write is still
+    // this run's place in the queue; losing it would put the run at the back.
     ctx.store(&uid, (!finished).then_some(memory));
+    let action = action?;
+    record_phase(&ctx.metrics, &uid, before, &run);
 
     Ok(match action {
         Action::Requeue(after) => Requeue::requeue(after.max(Duration::from_millis(200))),

@@ -433,9 +433,10 @@ async fn spec_workflow_id_is_followed_without_a_post() {
     assert_eq!(sim.stats().starts, 0, "no POST when spec.workflowId is set");
 }
 
-#[tokio::test]
-async fn a_poll_whose_turn_is_far_off_lets_go_of_the_reconcile_and_keeps_its_turn() {
-    let (ctx, mut api, sim) = setup_with(
+/// A budget of 2/s whose next eight turns other polls hold: a poll reserved now
+/// goes 4 s out. Returns a run adopting a seeded (long) simulator run.
+async fn crowded_tenant() -> (Arc<Context>, ApiServer, SimHandle, AmperityWorkflowRun) {
+    let (ctx, api, sim) = setup_with(
         SimConfig {
             speed: 0.001,
             record_requests: true,
@@ -447,13 +448,19 @@ async fn a_poll_whose_turn_is_far_off_lets_go_of_the_reconcile_and_keeps_its_tur
         },
     )
     .await;
-    // Eight other polls hold the tenant's next turns: at 2/s this run's is 4 s out.
     let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", false).unwrap();
     for _ in 0..8 {
         ctx.amperity.reserve_turn(&target);
     }
     let id = sim.seed_runs("cg-nightly", 1).remove(0);
     let run = resource(&sim, json!({"workflowId": id}), None);
+    (ctx, api, sim, run)
+}
+
+#[tokio::test]
+async fn a_poll_whose_turn_is_far_off_lets_go_of_the_reconcile_and_keeps_its_turn() {
+    let (ctx, mut api, sim, run) = crowded_tenant().await;
+    let id = run.spec.workflow_id.clone().unwrap();
 
     // Adopting records the status at once; the poll waits for its turn without a
     // reconcile in flight (no Secret read, no Amperity request yet).
@@ -563,4 +570,30 @@ async fn a_new_resource_gets_the_finalizer_first() {
         .await
         .reply(StatusCode::CREATED, json!({}));
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_status_write_keeps_the_runs_place_in_the_queue() {
+    let (ctx, mut api, _sim, run) = crowded_tenant().await;
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await
+        .reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd timeout"}),
+        );
+    let failed = task.await.unwrap();
+    assert!(matches!(failed, Err(Error::Kube { .. })), "{failed:?}");
+
+    // The retry finds the turn reserved before the failure (about 3.5 s out); a
+    // new one would come after it, at the back of the queue (4 s and more).
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect(Method::POST, EVENTS)
+        .await
+        .reply(StatusCode::CREATED, json!({}));
+    let requeue = format!("{:?}", task.await.unwrap().unwrap());
+    assert!(requeue.contains("requeue_after: Some(3."), "{requeue}");
 }
