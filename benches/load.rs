@@ -339,6 +339,21 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
     // LOAD_WRAPPER runs the operator under a profiler, e.g. "heaptrack -o /tmp/op"
     // (the memory and CPU figures are then the wrapper's, not the operator's).
     let wrapper = std::env::var("LOAD_WRAPPER").unwrap_or_default();
+    // LOAD_LOG="<filter>" keeps the operator's log (e.g. "warn,kube_runtime=debug"
+    // says why each reconcile ran) in target/operator-<N>.log.
+    let (log_level, log_file) = match std::env::var("LOAD_LOG") {
+        Ok(filter) => (
+            filter,
+            Stdio::from(
+                std::fs::File::create(format!(
+                    "{}/target/operator-{n}.log",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            ),
+        ),
+        Err(_) => ("warn".to_string(), Stdio::null()),
+    };
     let operator = env!("CARGO_BIN_EXE_amperity-operator");
     let op = Operator {
         child: Command::new("sh")
@@ -349,9 +364,9 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
             .env("LEADER_ELECTION", "false")
             .env("AMPERITY_RATE_LIMIT", rate.to_string())
             .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
-            .env("LOG_LEVEL", "warn")
+            .env("LOG_LEVEL", log_level)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .unwrap(),
         metrics: format!("http://127.0.0.1:{port}/metrics"),
@@ -396,7 +411,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
         op.metric("amperity_operator_status_writes_total").await,
         sim.stats().throttled,
     );
-    let errors = op.metric("amperity_operator_reconcile_errors_total").await;
+    let errors = op.metric("amperity_operator_reconcile_errors_total").await + 0.0;
 
     // End latency, while the budget still polls on time: runs that end at a known
     // simulated moment, watched until their status shows it.
@@ -441,6 +456,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
     let hang: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut last: HashMap<&str, f64> = HashMap::new();
     let mut intervals = Vec::new();
+    let mut late = Vec::new();
     for l in log.iter().filter(|l| l.at < w1) {
         if let Request::Get(id) = &l.request
             && hang.contains(id.as_str())
@@ -448,6 +464,9 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
             && l.at >= w0
         {
             intervals.push(l.at - prev);
+            if l.at - prev > 1.2 * cycle {
+                late.push((id.as_str(), prev, l.at));
+            }
         }
     }
     intervals.sort_by(f64::total_cmp);
@@ -502,6 +521,17 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
         w1 - w0,
         (cpu1 - cpu0) / (w1 - w0),
     );
+    let run_name = |id: &str| {
+        ids.iter()
+            .position(|i| i == id)
+            .map(|i| format!("load-{i}"))
+    };
+    for (id, from, to) in late.iter().take(10) {
+        println!(
+            "  late: {} ({id}) polled at {from:.1}s and then {to:.1}s (simulator clock)",
+            run_name(id).unwrap_or_default()
+        );
+    }
     let mut problems = Vec::new();
     let mut check = |ok: bool, what: String| {
         if !ok {

@@ -202,6 +202,7 @@ async fn reconcile_in(
     // this run's place in the queue; losing it would put the run at the back.
     ctx.store(&uid, (!finished).then_some(memory));
     let action = action?;
+    tracing::debug!(?action, "reconciled");
     record_phase(&ctx.metrics, &uid, before, &run);
 
     Ok(match action {

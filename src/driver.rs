@@ -196,12 +196,12 @@ impl<H: Host> Driver<'_, H> {
     fn poll_later(&self, run: &AmperityWorkflowRun, memory: &mut RunMemory) -> Option<Duration> {
         // A bad endpoint fails in `perform`, which says so in the status.
         let target = self.target(run).ok()?;
-        let turn = memory
-            .turn
-            .take()
-            .unwrap_or_else(|| self.amperity.reserve_turn(&target));
+        let kept = memory.turn.take();
+        let reserved = kept.is_none();
+        let turn = kept.unwrap_or_else(|| self.amperity.reserve_turn(&target));
         memory.turn = Some(turn);
         let wait = turn.wait();
+        tracing::debug!(reserved, wait_ms = wait.as_millis() as u64, "poll turn");
         (wait > HOLD_TURN).then_some(wait)
     }
 

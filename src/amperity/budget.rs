@@ -33,6 +33,11 @@ pub struct Budget {
     paused_until: Mutex<Option<Instant>>,
     /// Waiters at the gate take turns in arrival order (tokio's mutex is fair).
     queue: tokio::sync::Mutex<()>,
+    /// Turns are this far apart: what the sliding-window guard lets through
+    /// (`WINDOW` / rate), not one second / rate. Handed out faster than the gate
+    /// passes them, turns would pile up at the gate, every poll would wait there
+    /// longer than the last, and the pile would hold the controller's reconcile
+    /// slots until requeued runs could not even start on time.
     period: Duration,
     /// The first turn not yet handed out. Turns are `period` apart, in the order
     /// they were reserved, so that every run's interval stretches evenly.
@@ -64,7 +69,7 @@ impl Budget {
             per_second: per_second.get() as usize,
             paused_until: Mutex::new(None),
             queue: tokio::sync::Mutex::new(()),
-            period,
+            period: WINDOW / per_second.get(),
             next_turn: Mutex::new(Instant::now()),
         }
     }
@@ -235,15 +240,36 @@ mod tests {
     fn turns_are_handed_out_a_period_apart_in_order() {
         let budget = Budgets::new(5).for_tenant("t");
         let turns: Vec<Turn> = (0..50).map(|_| budget.reserve()).collect();
+        // 5 per 1.03 s, the window the gate counts over.
         for pair in turns.windows(2) {
-            assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(200));
+            assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(206));
         }
-        // The fiftieth request of a 5/s budget goes ten seconds out (49 periods).
+        // The fiftieth request of a 5/s budget goes about ten seconds out (49 turns).
         let last = turns.last().unwrap().wait();
         assert!(
-            last > Duration::from_millis(9_700) && last <= Duration::from_millis(9_800),
+            last > Duration::from_millis(9_994) && last <= Duration::from_millis(10_094),
             "{last:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn polls_in_their_turn_do_not_queue_at_the_gate() {
+        // Sixty turns reserved at once, each used when due: were turns handed out
+        // faster than the gate passes them, each would wait a little longer than
+        // the one before (the sixtieth about 180 ms at 10/s) and the backlog would
+        // grow for as long as the schedule stays full.
+        let budget = Budgets::new(10).for_tenant("t");
+        let turns: Vec<Turn> = (0..60).map(|_| budget.reserve()).collect();
+        let waits = futures::future::join_all(turns.into_iter().map(|turn| {
+            let budget = budget.clone();
+            async move {
+                budget.acquire(Some(turn)).await;
+                Instant::now().saturating_duration_since(turn.0)
+            }
+        }))
+        .await;
+        let worst = waits.iter().max().unwrap();
+        assert!(*worst < Duration::from_millis(60), "{waits:?}");
     }
 
     #[tokio::test]
@@ -255,7 +281,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(50));
         // The start took the slot after `first`: the next reservation comes after both.
         let next = budget.reserve();
-        assert_eq!(next.0 - first.0, Duration::from_millis(200));
+        assert_eq!(next.0 - first.0, Duration::from_millis(206));
     }
 
     #[test]
