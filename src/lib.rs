@@ -9,6 +9,7 @@ pub mod decide;
 pub mod driver;
 pub mod leader;
 pub mod local;
+pub mod memory;
 pub mod metrics;
 pub mod operator;
 pub mod sim;

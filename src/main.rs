@@ -1,13 +1,25 @@
 use std::process::ExitCode;
 
 use amperity_operator::cli::{Cli, Command};
-use amperity_operator::{crd_yaml, local, operator, sim, telemetry};
+use amperity_operator::{crd_yaml, local, memory, operator, sim, telemetry};
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    memory::limit_arenas();
     let cli = Cli::parse();
     telemetry::init(cli.log_format, &cli.log_level);
+    // Two workers whatever the node's core count: the work is waiting on the
+    // network (well under a core at 10,000 runs), and every worker thread costs
+    // stack and allocator memory.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd => {
             print!("{}", crd_yaml());

@@ -95,6 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics,
         readiness.clone(),
     ));
+    let trimmer = tokio::spawn(crate::memory::trim_periodically());
 
     let leader = LeaderConfig {
         enabled: args.leader_election,
@@ -116,6 +117,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let result = leader::run_while_leading(client.clone(), leader, readiness.clone(), work).await;
     server.abort();
+    trimmer.abort();
     info!("operator stopped");
     result.map_err(RunError::Lease)
 }
