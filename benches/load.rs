@@ -8,8 +8,10 @@
 //! LOAD_POLL (pollInterval seconds, default 10), LOAD_MAX_WINDOW (longest
 //! measuring window, default 180 s: raise it to 1.5 x N/rate to see every run's
 //! interval at large N), LOAD_WRAPPER (a profiler to run the operator under,
-//! e.g. `heaptrack -o /tmp/operator`). The Kubernetes side is the e2e
-//! environment (tests/e2e/testenv.sh up), which this starts if needed.
+//! e.g. `heaptrack -o /tmp/operator`), LOAD_LOG (the operator's log filter, e.g.
+//! `warn,amperity_operator=debug,kube_runtime=debug`; the log goes to
+//! target/operator-<N>.log). The Kubernetes side is the e2e environment
+//! (tests/e2e/testenv.sh up), which this starts if needed.
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
