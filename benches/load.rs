@@ -284,7 +284,8 @@ impl Operator {
                     .is_some_and(|rest| rest.starts_with(['{', ' ']))
             })
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum()
+            // From +0: an f64 sum of no series is -0, which prints as "-0".
+            .fold(0.0, |total, v| total + v)
     }
 }
 
@@ -413,7 +414,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
         op.metric("amperity_operator_status_writes_total").await,
         sim.stats().throttled,
     );
-    let errors = op.metric("amperity_operator_reconcile_errors_total").await + 0.0;
+    let errors = op.metric("amperity_operator_reconcile_errors_total").await;
 
     // End latency, while the budget still polls on time: runs that end at a known
     // simulated moment, watched until their status shows it.
