@@ -176,7 +176,13 @@ async fn kube_env() -> Kube {
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .unwrap();
-    let crd = Command::new("kubectl")
+    let kubectl = Command::new(format!("{repo}/tests/e2e/testenv.sh"))
+        .arg("kubectl")
+        .output()
+        .expect("testenv.sh runs");
+    assert!(kubectl.status.success(), "testenv.sh kubectl failed");
+    let kubectl = String::from_utf8_lossy(&kubectl.stdout).trim().to_string();
+    let crd = Command::new(kubectl)
         .env("KUBECONFIG", &kubeconfig)
         .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
         .stdin(Stdio::piped())

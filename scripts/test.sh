@@ -2,22 +2,63 @@
 # The whole test suite, as CI runs it: formatting, lints, then every test target:
 # unit and table tests, the controller on a mocked Kubernetes API, the simulator
 # and client over HTTP, the examples through `local`, and the end-to-end suite on a
-# real kube-apiserver + etcd on loopback (built once per machine; see
-# tests/e2e/README.md). Any failure fails the run; nothing is skipped.
+# real kube-apiserver (built once per machine; see tests/e2e/README.md), the Helm
+# chart tests and a load run. Any failure fails the run; nothing is skipped.
+#
+# Everything it needs it installs itself, before the first step that uses it: the
+# Rust components, the apt packages of the end-to-end environment (as root), the
+# kube-apiserver and kubectl it builds, and the Python tools in target/venv.
+#
+#   scripts/test.sh           reuse what earlier runs installed
+#   scripts/test.sh --fresh   start from nothing it did not install itself: a new
+#                             venv and a new end-to-end environment (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fresh=
+case "${1:-}" in
+  --fresh) fresh=--fresh ;;
+  "") ;;
+  *) echo "usage: $0 [--fresh]" >&2; exit 2 ;;
+esac
 
-step() { printf '\n==> %s\n' "$*"; }
+timings=()
+step_name=
+step_started=$SECONDS
+step() {
+  end_step
+  step_name=$*
+  step_started=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+end_step() {
+  [ -n "$step_name" ] && timings+=("$(printf '%5ds  %s' $((SECONDS - step_started)) "$step_name")")
+  step_name=
+}
+summary() {
+  local rc=$?
+  end_step
+  printf '\n==> step times\n'
+  printf '%s\n' "${timings[@]}"
+  printf '%5ds  total (%s)\n' "$SECONDS" "$([ $rc = 0 ] && echo passed || echo FAILED)"
+  tests/e2e/testenv.sh down >/dev/null 2>&1 || true
+}
+trap summary EXIT
+
+step "Rust components (rustfmt, clippy)"
+rustup component add rustfmt clippy
+
+step "Python tools in target/venv (tests/requirements.txt)"
+scripts/python-venv.sh $fresh
+
+step "end-to-end environment: apt packages, kube-apiserver and kubectl (built once per machine), etcd + kube-apiserver on loopback"
+[ -n "$fresh" ] && tests/e2e/testenv.sh down
+tests/e2e/testenv.sh up
 
 step "cargo fmt --check"
 cargo fmt --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
-
-step "end-to-end environment (kube-apiserver + etcd on loopback)"
-tests/e2e/testenv.sh up
-trap 'tests/e2e/testenv.sh down >/dev/null 2>&1 || true' EXIT
 
 step "cargo test"
 # Every test target; the load harness is a bench (run below at one size).
@@ -28,3 +69,4 @@ scripts/chart-tests.sh
 
 step "load: 1000 runs in flight against the simulator, budget 10/s (asserts the budget targets)"
 LOAD_RATE=10 cargo bench --profile dev --bench load -- 1000
+end_step

@@ -78,12 +78,29 @@ impl Drop for Proc {
 pub struct Env {
     pub client: Client,
     pub kubeconfig: PathBuf,
+    /// The suite's own kubectl, built from the API server's source (testenv.sh).
+    pub kubectl: PathBuf,
     pub sim_url: String,
     pub sim_port: u16,
     /// Kept so the simulator process lives as long as the environment.
     pub _sim: Proc,
     pub operator: Option<Proc>,
     pub metrics_port: u16,
+}
+
+/// The suite's Python (scripts/python-venv.sh creates its venv when missing).
+pub fn python() -> Result<PathBuf> {
+    let out = Command::new(repo().join("scripts/python-venv.sh"))
+        .output()
+        .map_err(|e| format!("cannot run scripts/python-venv.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "scripts/python-venv.sh failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 fn testenv(arg: &str) -> Result<String> {
@@ -111,6 +128,11 @@ impl Env {
             .find_map(|l| l.strip_prefix("export KUBECONFIG="))
             .map(|v| PathBuf::from(v.trim_matches(|c| c == '"' || c == '\'')))
             .ok_or("testenv.sh env printed no KUBECONFIG")?;
+        let kubectl = vars
+            .lines()
+            .find_map(|l| l.strip_prefix("export E2E_KUBECTL="))
+            .map(|v| PathBuf::from(v.trim_matches(|c| c == '"' || c == '\'')))
+            .ok_or("testenv.sh env printed no E2E_KUBECTL")?;
         let client = client_for(&kubeconfig).await?;
         install_crd(&client).await?;
 
@@ -136,6 +158,7 @@ impl Env {
         let mut env = Env {
             client,
             kubeconfig,
+            kubectl,
             sim_url,
             sim_port,
             _sim: sim,
@@ -287,11 +310,11 @@ impl Env {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("kubectl")
+        let out = Command::new(&self.kubectl)
             .env("KUBECONFIG", &self.kubeconfig)
             .args(args)
             .output()
-            .expect("kubectl runs");
+            .expect("the suite's kubectl runs");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -748,7 +748,7 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> 
 
 /// The chart's RBAC objects for a release in `namespace`.
 fn chart_rbac(namespace: &str) -> Result<Vec<serde_json::Value>> {
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(env::python()?)
         .arg(env::repo().join("tests/chart/render.py"))
         .arg("--kinds=ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding")
         .arg(format!("--namespace={namespace}"))

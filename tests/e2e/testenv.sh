@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # The end-to-end test environment: a real kube-apiserver (Kubernetes 1.20, built
 # from Debian bookworm's `kubernetes` source package) and Debian's etcd, both on
-# loopback, in the manner of controller-runtime's envtest.
+# loopback, in the manner of controller-runtime's envtest. The suite's kubectl is
+# built from the same source (the machine's own kubectl, if any, is never used).
 #
 #   testenv.sh install   apt packages (idempotent)
-#   testenv.sh build     build kube-apiserver into the cache (once per machine)
+#   testenv.sh build     build kube-apiserver and kubectl into the cache (once per machine)
 #   testenv.sh up        start etcd + kube-apiserver, print the kubeconfig path
 #   testenv.sh env       print export lines (KUBECONFIG, E2E_*) for eval
+#   testenv.sh kubectl   print the path of the suite's kubectl (building it if needed)
 #   testenv.sh down      stop both (by recorded PID) and remove the state
 #
 # Cache: $AMPERITY_E2E_CACHE (default /var/cache/amperity-operator-e2e).
 # State: $AMPERITY_E2E_DIR (default /tmp/amperity-e2e).
+# Ports: $AMPERITY_E2E_PORT (kube-apiserver, default 6443) and $AMPERITY_E2E_ETCD_PORT
+# (etcd clients, default 2379; peers use the next port), so that two environments
+# (two checkouts) can run side by side with different state directories.
 set -euo pipefail
 
 CACHE=${AMPERITY_E2E_CACHE:-/var/cache/amperity-operator-e2e}
 STATE=${AMPERITY_E2E_DIR:-/tmp/amperity-e2e}
 APISERVER=$CACHE/bin/kube-apiserver
+KUBECTL=$CACHE/bin/kubectl
 K8S_VERSION_PKG="1.20.5+really1.20.2-1.1+deb12u1"
-PORT=6443
+PORT=${AMPERITY_E2E_PORT:-6443}
+ETCD_PORT=${AMPERITY_E2E_ETCD_PORT:-2379}
+ETCD_PEER_PORT=$((ETCD_PORT + 1))
 
 die() { echo "testenv: $*" >&2; exit 1; }
 log() { echo "testenv: $*" >&2; }
@@ -28,7 +36,7 @@ install() {
   command -v openssl >/dev/null || need+=(openssl)
   command -v lua5.4 >/dev/null || need+=(lua5.4)
   command -v curl >/dev/null || need+=(curl)
-  if [ ! -x "$APISERVER" ]; then
+  if [ ! -x "$APISERVER" ] || [ ! -x "$KUBECTL" ]; then
     [ -x /usr/lib/go-1.19/bin/go ] || need+=(golang-1.19-go)
     command -v dpkg-source >/dev/null || need+=(dpkg-dev)
     [ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ] || need+=(golang-github-modern-go-reflect2-dev)
@@ -62,7 +70,10 @@ add_deb_src() {
 }
 
 build() {
-  [ -x "$APISERVER" ] && { log "kube-apiserver cached at $APISERVER"; return 0; }
+  local missing=()
+  [ -x "$APISERVER" ] || missing+=(kube-apiserver)
+  [ -x "$KUBECTL" ] || missing+=(kubectl)
+  [ ${#missing[@]} -eq 0 ] && { log "kube-apiserver and kubectl cached in $CACHE/bin"; return 0; }
   install
   add_deb_src
   mkdir -p "$CACHE/bin"
@@ -84,28 +95,36 @@ build() {
   rm -f "$tree/vendor/github.com/modern-go/reflect2/go.mod"
   export GOPATH=$gopath GO111MODULE=off CGO_ENABLED=0 GOFLAGS= GOCACHE=$CACHE/gocache
   local go=/usr/lib/go-1.19/bin/go
-  log "generating the OpenAPI definitions"
-  (
-    cd "$tree"
-    "$go" build -o "$work/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
-    # Every package tagged +k8s:openapi-gen=, staging ones by their vendor/ path.
-    pkgs=$(grep -rl --include='*.go' --exclude='*_test.go' -e '+k8s:openapi-gen=' pkg staging/src vendor/k8s.io 2>/dev/null \
-      | xargs -n1 dirname | sort -u \
-      | sed -e 's#^staging/src/#k8s.io/kubernetes/vendor/#' -e 's#^vendor/#k8s.io/kubernetes/vendor/#' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' \
-      | sort -u | paste -sd, -)
-    "$work/openapi-gen" --input-dirs "$pkgs" \
-      --output-package k8s.io/kubernetes/pkg/generated/openapi \
-      --output-base "$gopath/src" \
-      --go-header-file hack/boilerplate/boilerplate.generatego.txt \
-      -O zz_generated.openapi \
-      --report-filename /dev/null
-  ) >>"$logf" 2>&1 || { tail -30 "$logf" >&2; die "openapi-gen failed"; }
-  log "building kube-apiserver (a few minutes on 2 cores)"
-  ( cd "$tree" && nice "$go" build -o "$APISERVER.tmp" k8s.io/kubernetes/cmd/kube-apiserver ) >>"$logf" 2>&1 \
-    || { tail -30 "$logf" >&2; die "building kube-apiserver failed"; }
-  mv "$APISERVER.tmp" "$APISERVER"
+  if [ ! -x "$APISERVER" ]; then
+    log "generating the OpenAPI definitions"
+    (
+      cd "$tree"
+      "$go" build -o "$work/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
+      # Every package tagged +k8s:openapi-gen=, staging ones by their vendor/ path.
+      pkgs=$(grep -rl --include='*.go' --exclude='*_test.go' -e '+k8s:openapi-gen=' pkg staging/src vendor/k8s.io 2>/dev/null \
+        | xargs -n1 dirname | sort -u \
+        | sed -e 's#^staging/src/#k8s.io/kubernetes/vendor/#' -e 's#^vendor/#k8s.io/kubernetes/vendor/#' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' \
+        | sort -u | paste -sd, -)
+      "$work/openapi-gen" --input-dirs "$pkgs" \
+        --output-package k8s.io/kubernetes/pkg/generated/openapi \
+        --output-base "$gopath/src" \
+        --go-header-file hack/boilerplate/boilerplate.generatego.txt \
+        -O zz_generated.openapi \
+        --report-filename /dev/null
+    ) >>"$logf" 2>&1 || { tail -30 "$logf" >&2; die "openapi-gen failed"; }
+    log "building kube-apiserver (a few minutes on 2 cores)"
+    ( cd "$tree" && nice "$go" build -o "$APISERVER.tmp" k8s.io/kubernetes/cmd/kube-apiserver ) >>"$logf" 2>&1 \
+      || { tail -30 "$logf" >&2; die "building kube-apiserver failed"; }
+    mv "$APISERVER.tmp" "$APISERVER"
+  fi
+  if [ ! -x "$KUBECTL" ]; then
+    log "building kubectl"
+    ( cd "$tree" && nice "$go" build -o "$KUBECTL.tmp" k8s.io/kubernetes/cmd/kubectl ) >>"$logf" 2>&1 \
+      || { tail -30 "$logf" >&2; die "building kubectl failed"; }
+    mv "$KUBECTL.tmp" "$KUBECTL"
+  fi
   rm -rf "$work"
-  log "built $APISERVER"
+  log "built ${missing[*]} into $CACHE/bin"
 }
 
 healthy() {
@@ -135,13 +154,13 @@ up() {
   echo "$token,admin,admin,system:masters" > "$STATE/tokens.csv"
 
   etcd --name e2e --data-dir "$STATE/etcd" \
-    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster e2e=http://127.0.0.1:2380 >"$STATE/etcd.log" 2>&1 &
+    --listen-client-urls http://127.0.0.1:$ETCD_PORT --advertise-client-urls http://127.0.0.1:$ETCD_PORT \
+    --listen-peer-urls http://127.0.0.1:$ETCD_PEER_PORT --initial-advertise-peer-urls http://127.0.0.1:$ETCD_PEER_PORT \
+    --initial-cluster e2e=http://127.0.0.1:$ETCD_PEER_PORT >"$STATE/etcd.log" 2>&1 &
   echo $! > "$STATE/etcd.pid"
 
   "$APISERVER" --bind-address=127.0.0.1 --secure-port=$PORT --insecure-port=0 \
-    --etcd-servers=http://127.0.0.1:2379 \
+    --etcd-servers=http://127.0.0.1:$ETCD_PORT \
     --tls-cert-file="$pki/server.crt" --tls-private-key-file="$pki/server.key" \
     --client-ca-file="$pki/ca.crt" --token-auth-file="$STATE/tokens.csv" \
     --authorization-mode=RBAC \
@@ -200,6 +219,7 @@ env_lines() {
   echo "export E2E_ADMIN_TOKEN=$(cat "$STATE/admin-token")"
   echo "export E2E_CA_FILE=$STATE/pki/ca.crt"
   echo "export E2E_APISERVER_URL=https://127.0.0.1:$PORT"
+  echo "export E2E_KUBECTL=$KUBECTL"
 }
 
 case "${1:-}" in
@@ -208,5 +228,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   env) env_lines ;;
-  *) echo "usage: $0 install|build|up|down|env" >&2; exit 2 ;;
+  kubectl) build >&2; echo "$KUBECTL" ;;
+  *) echo "usage: $0 install|build|up|down|env|kubectl" >&2; exit 2 ;;
 esac
