@@ -76,16 +76,20 @@ pub struct RunArgs {
     /// Seconds between re-checks of a stalled resource (missing Secret, rejected token).
     #[arg(long, env = "STALLED_RECHECK_SECS", default_value_t = 30)]
     pub stalled_recheck_secs: u64,
-    /// Seconds after a lost start answer before finding no run means it never started.
+    /// Seconds, from the first search, that the search for a run whose start answer was
+    /// lost keeps looking before it asks a person (a run can take a while to be listed).
     #[arg(long, env = "START_SETTLE_SECS", default_value_t = 60)]
     pub start_settle_secs: u64,
     /// Seconds deletion waits for a stop to be accepted before letting the resource go.
     #[arg(long, env = "DELETION_GRACE_SECS", default_value_t = 120)]
     pub deletion_grace_secs: u64,
-    /// The operator's Amperity principal (principal_id or principal_name); narrows the
-    /// search for a run whose start answer was lost.
-    #[arg(long, env = "AMPERITY_PRINCIPAL")]
-    pub principal: Option<String>,
+    /// Seconds a run may stay Stopping before it ends with reason StopUnconfirmed.
+    #[arg(long, env = "STOP_GRACE_SECS", default_value_t = 600)]
+    pub stop_grace_secs: u64,
+    /// Learn which runs ended from one list request per tenant and credential per
+    /// cycle (the change feed), besides each run's own polls.
+    #[arg(long, env = "AMPERITY_CHANGE_FEED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub change_feed: bool,
     #[command(flatten)]
     pub amperity: AmperityArgs,
 }
@@ -106,12 +110,37 @@ pub struct AmperityArgs {
     /// api-version header used when a resource names none.
     #[arg(long, env = "AMPERITY_API_VERSION", default_value = "2024-04-01")]
     pub api_version: String,
-    /// Allow plain-http endpoints that are not on loopback (for in-cluster test doubles).
-    #[arg(long, env = "AMPERITY_ALLOW_INSECURE_HTTP", default_value_t = false)]
-    pub allow_insecure_http: bool,
+    /// Base URLs the operator may call, comma-separated: `scheme://host[:port][/path]`;
+    /// a leading `*.` in the host matches any subdomain, no port means the scheme's
+    /// default port, `:*` any port. Applies to API endpoints and OAuth token URLs alike.
+    #[arg(
+        long,
+        env = "AMPERITY_ALLOWED_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "https://*.amperity.com"
+    )]
+    pub allowed_endpoints: Vec<String>,
+    /// PEM file of extra CA certificates to trust (e.g. a TLS-inspecting proxy's).
+    #[arg(long, env = "AMPERITY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Root certificates to trust: the bundled Mozilla roots, or the system's store.
+    #[arg(long, env = "AMPERITY_TLS_ROOTS", value_enum, default_value_t = TlsRoots::Bundled)]
+    pub tls_roots: TlsRoots,
+    /// Largest response body accepted from Amperity, in bytes.
+    #[arg(long, env = "AMPERITY_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: u64,
     /// Per-request timeout in seconds.
     #[arg(long, env = "AMPERITY_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout_secs: u64,
+}
+
+/// Which root certificates TLS connections to Amperity trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsRoots {
+    /// The Mozilla roots compiled into the binary (webpki-roots).
+    Bundled,
+    /// The operating system's certificate store.
+    System,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -41,7 +41,7 @@ pub fn defaults(args: &AmperityArgs) -> Defaults {
     Defaults {
         endpoint: args.default_endpoint.clone(),
         api_version: args.api_version.clone(),
-        allow_insecure_http: args.allow_insecure_http,
+        allow_insecure_http: false,
     }
 }
 
@@ -59,7 +59,6 @@ pub fn settings(args: &RunArgs) -> Settings {
         stalled_recheck: Duration::from_secs(args.stalled_recheck_secs),
         deletion_grace: Duration::from_secs(args.deletion_grace_secs),
         start_settle: Duration::from_secs(args.start_settle_secs),
-        principal: args.principal.clone(),
         ..Settings::default()
     }
 }
