@@ -290,9 +290,17 @@ pub struct AmperityWorkflowRunStatus {
     pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// When the search for a run whose start answer was lost got its first answer:
+    /// the search looks for `START_SETTLE_SECS` from then before asking a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_started_at: Option<Time>,
     /// Set when a stop was sent, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
+    /// When Amperity accepted the stop: a run still not stopped `STOP_GRACE_SECS`
+    /// later ends with reason StopUnconfirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_requested_at: Option<Time>,
     /// The last `amperity.dev/resolve-start` answer acted on, and what was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_resolution: Option<String>,

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use amperity_operator::amperity::wire::{RunRequest, WorkflowState};
 use amperity_operator::amperity::{
-    AmperityClient, ClientConfig, ClientError, Credentials, ListQuery, SecretString, Target,
+    AllowList, AmperityClient, ClientConfig, ClientError, Credentials, ListQuery, SecretString,
+    Target,
 };
 use amperity_operator::sim::{self, SimConfig, SimHandle};
 
@@ -18,8 +19,13 @@ async fn setup(config: SimConfig, client: ClientConfig) -> (SimHandle, AmperityC
     })
     .await
     .unwrap();
-    let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", false).unwrap();
+    let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", &allow(&sim)).unwrap();
     (sim, AmperityClient::new(client).unwrap(), target)
+}
+
+/// An allow-list that admits the simulator.
+fn allow(sim: &SimHandle) -> AllowList {
+    AllowList::parse(&[sim.base_url()]).unwrap()
 }
 
 fn fast() -> SimConfig {
@@ -34,6 +40,7 @@ fn quick_client() -> ClientConfig {
     ClientConfig {
         rate_limit_per_sec: 10,
         max_retries: 0,
+        allow: AllowList::parse(&["http://127.0.0.1:*"]).unwrap(),
         ..ClientConfig::default()
     }
 }
@@ -58,7 +65,7 @@ async fn every_endpoint_round_trips() {
         range_from: Some("2025-04-18".into()),
         range_to: Some("2025-04-19".into()),
     };
-    let started = client.start(&target, &token(), &req).await.unwrap().body;
+    let started = client.start(&target, &token(), &req, None).await.unwrap().body;
     assert_eq!(started.state, WorkflowState::Scheduled);
     assert_eq!(started.workflow_type, "courier.group/run");
     assert_eq!(started.task_instances.as_deref(), Some(&[][..]));
@@ -75,7 +82,7 @@ async fn every_endpoint_round_trips() {
     );
 
     let stopped = client
-        .stop(&target, &token(), &started.id)
+        .stop(&target, &token(), &started.id, None)
         .await
         .unwrap()
         .body;
@@ -90,7 +97,7 @@ async fn every_endpoint_round_trips() {
 
     for i in 0..6 {
         client
-            .start(&target, &token(), &start(&format!("og-page-{i}")))
+            .start(&target, &token(), &start(&format!("og-page-{i}")), None)
             .await
             .unwrap();
     }
@@ -99,10 +106,10 @@ async fn every_endpoint_round_trips() {
         limit: Some(2),
         ..ListQuery::default()
     };
-    let listed = client.list(&target, &token(), &q).await.unwrap().body;
+    let listed = client.list(&target, &token(), &q, None).await.unwrap().body;
     assert_eq!(listed.len(), 6, "every page followed to the end");
     let before = sim.stats().requests;
-    client.list(&target, &token(), &q).await.unwrap();
+    client.list(&target, &token(), &q, None).await.unwrap();
     assert_eq!(
         sim.stats().requests - before,
         3,
@@ -119,7 +126,7 @@ async fn every_error_class_is_typed() {
     assert!(e.to_string().contains("check the token"), "{e}");
 
     let other_tenant =
-        Target::new(Some(&sim.base_url()), "", "othertown", "2024-04-01", false).unwrap();
+        Target::new(Some(&sim.base_url()), "", "othertown", "2024-04-01", &allow(&sim)).unwrap();
     let e = client
         .get(&other_tenant, &token(), "wf-1")
         .await
@@ -133,7 +140,7 @@ async fn every_error_class_is_typed() {
     assert!(matches!(e, ClientError::NotFound { .. }), "{e}");
 
     let e = client
-        .start(&target, &token(), &start("cg-x-rejected"))
+        .start(&target, &token(), &start("cg-x-rejected"), None)
         .await
         .unwrap_err();
     assert!(
@@ -146,7 +153,7 @@ async fn every_error_class_is_typed() {
     );
 
     let e = client
-        .start(&target, &token(), &start("cg-err500"))
+        .start(&target, &token(), &start("cg-err500"), None)
         .await
         .unwrap_err();
     assert!(
@@ -154,7 +161,7 @@ async fn every_error_class_is_typed() {
         "{e}"
     );
     let e = client
-        .start(&target, &token(), &start("cg-errempty"))
+        .start(&target, &token(), &start("cg-errempty"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -162,7 +169,7 @@ async fn every_error_class_is_typed() {
         "the Amperity API failed (HTTP 502: an empty body)"
     );
     let e = client
-        .start(&target, &token(), &start("cg-errhtml"))
+        .start(&target, &token(), &start("cg-errhtml"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -170,7 +177,7 @@ async fn every_error_class_is_typed() {
         "the Amperity API failed (HTTP 503: an HTML body)"
     );
     let e = client
-        .start(&target, &token(), &start("cg-malformed"))
+        .start(&target, &token(), &start("cg-malformed"), None)
         .await
         .unwrap_err();
     assert!(
@@ -178,7 +185,7 @@ async fn every_error_class_is_typed() {
         "{e}"
     );
 
-    let version = Target::new(Some(&sim.base_url()), "", "socktown", "2020-01-01", false).unwrap();
+    let version = Target::new(Some(&sim.base_url()), "", "socktown", "2020-01-01", &allow(&sim)).unwrap();
     let e = client.get(&version, &token(), "wf-1").await.unwrap_err();
     assert!(
         matches!(e, ClientError::Rejected { status: 400, .. }),
@@ -229,7 +236,7 @@ async fn rate_limits_timeouts_and_refused_connections() {
         "",
         "socktown",
         "2024-04-01",
-        false,
+        &AllowList::parse(&["http://127.0.0.1:9"]).unwrap(),
     )
     .unwrap();
     let e = client.get(&closed, &token(), "wf-1").await.unwrap_err();
@@ -254,7 +261,7 @@ async fn reads_retry_but_a_start_with_unknown_outcome_is_never_repeated() {
     )
     .await;
     let e = client
-        .list(&target, &token(), &ListQuery::default())
+        .list(&target, &token(), &ListQuery::default(), None)
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(500));
@@ -262,7 +269,7 @@ async fn reads_retry_but_a_start_with_unknown_outcome_is_never_repeated() {
 
     let (sim, client, target) = setup(fast(), retrying).await;
     client
-        .start(&target, &token(), &start("cg-err500"))
+        .start(&target, &token(), &start("cg-err500"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -277,14 +284,14 @@ async fn reads_retry_but_a_start_with_unknown_outcome_is_never_repeated() {
 async fn deprecation_headers_reach_the_caller() {
     let (_sim, client, target) = setup(fast(), quick_client()).await;
     let reply = client
-        .start(&target, &token(), &start("cg-deprecated"))
+        .start(&target, &token(), &start("cg-deprecated"), None)
         .await
         .unwrap();
     let notice = reply.deprecation.expect("a deprecation notice");
     assert_eq!(notice.deprecation.as_deref(), Some("true"));
     assert!(notice.sunset.unwrap().contains("2026"));
     let plain = client
-        .start(&target, &token(), &start("cg-plain"))
+        .start(&target, &token(), &start("cg-plain"), None)
         .await
         .unwrap();
     assert!(plain.deprecation.is_none());
@@ -308,7 +315,7 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
         token_url: None,
     };
     let query = ListQuery::default();
-    let calls = (0..5).map(|_| client.list(&target, &creds, &query));
+    let calls = (0..5).map(|_| client.list(&target, &creds, &query, None));
     for r in futures::future::join_all(calls).await {
         r.unwrap();
     }
@@ -319,7 +326,7 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     client
-        .list(&target, &creds, &ListQuery::default())
+        .list(&target, &creds, &ListQuery::default(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -329,7 +336,7 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
     );
     client.forget_token(&target, &creds);
     client
-        .list(&target, &creds, &ListQuery::default())
+        .list(&target, &creds, &ListQuery::default(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -344,10 +351,13 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
         token_url: None,
     };
     let e = client
-        .list(&target, &bad, &ListQuery::default())
+        .list(&target, &bad, &ListQuery::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(e, ClientError::TokenExchange(_)), "{e}");
+    assert!(
+        matches!(e, ClientError::TokenExchange { refused: true, .. }) && e.is_auth(),
+        "a wrong client secret is refused credentials: {e}"
+    );
     for text in [e.to_string(), format!("{e:?}"), format!("{bad:?}")] {
         assert!(
             !text.contains("wrong-s3cret"),
@@ -372,7 +382,7 @@ async fn the_budget_spaces_requests_and_sees_no_429() {
     .await;
     let started = Instant::now();
     let (creds, query) = (token(), ListQuery::default());
-    let calls = (0..20).map(|_| client.list(&target, &creds, &query));
+    let calls = (0..20).map(|_| client.list(&target, &creds, &query, None));
     for r in futures::future::join_all(calls).await {
         r.unwrap();
     }
@@ -392,7 +402,7 @@ async fn tokens_never_appear_in_errors() {
     let mut texts = vec![format!("{creds:?}")];
     for config in ["cg-err500", "cg-errhtml", "cg-malformed", "cg-x-rejected"] {
         let e = client
-            .start(&target, &creds, &start(config))
+            .start(&target, &creds, &start(config), None)
             .await
             .unwrap_err();
         texts.push(e.to_string());
