@@ -177,18 +177,29 @@ pub async fn reconcile(obj: Arc<CachedRun>, ctx: Arc<Context>) -> Result<Requeue
         workflow_id = field::Empty,
     );
     let uid = obj.uid().unwrap_or_default();
-    // A panic is a bug in the handling of this one resource: it must not take the
-    // process, and with it every other resource, down (kube-runtime would re-raise it).
-    let outcome = AssertUnwindSafe(reconcile_in(
-        obj,
-        ctx.clone(),
+    let result = guarded(
+        &ctx,
         namespace.clone(),
         name.clone(),
-    ))
-    .catch_unwind()
-    .instrument(span)
+        reconcile_in(obj, ctx.clone(), namespace, name).instrument(span),
+    )
     .await;
-    let result = match outcome {
+    if result.is_ok() {
+        ctx.failures.lock().unwrap().remove(&uid);
+    }
+    result
+}
+
+/// Runs one resource's reconcile, turning a panic into an error for that resource
+/// alone: a panic is a bug in the handling of one resource, and must not take the
+/// process (kube-runtime would re-raise it), and every other resource, down.
+pub async fn guarded(
+    ctx: &Context,
+    namespace: String,
+    name: String,
+    work: impl std::future::Future<Output = Result<Requeue, Error>>,
+) -> Result<Requeue, Error> {
+    match AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
             let message = cut(&panic_message(panic.as_ref()), 300);
@@ -200,11 +211,7 @@ pub async fn reconcile(obj: Arc<CachedRun>, ctx: Arc<Context>) -> Result<Requeue
                 message,
             })
         }
-    };
-    if result.is_ok() {
-        ctx.failures.lock().unwrap().remove(&uid);
     }
-    result
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -496,11 +503,9 @@ impl Host for KubeHost<'_> {
             name,
             source,
         })?;
-        self.ctx.tracking.observe(
-            &run.uid().unwrap_or_default(),
-            &run.spec,
-            Some(status),
-        );
+        self.ctx
+            .tracking
+            .observe(&run.uid().unwrap_or_default(), &run.spec, Some(status));
         Ok(written.resource_version())
     }
 
@@ -589,8 +594,11 @@ async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
                 api.list(&params).await?
             };
             for run in &page.items {
-                ctx.tracking
-                    .observe(&run.uid().unwrap_or_default(), &run.spec, run.status.as_ref());
+                ctx.tracking.observe(
+                    &run.uid().unwrap_or_default(),
+                    &run.spec,
+                    run.status.as_ref(),
+                );
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),

@@ -17,13 +17,13 @@ use jiff::Timestamp;
 
 use crate::amperity::wire::{RunRequest, Workflow};
 use crate::amperity::{
-    AllowList, AmperityClient, ClientError, Credentials, DeprecationNotice, ListQuery,
-    Principal, Reply, Target, Turn,
+    AllowList, AmperityClient, ClientError, Credentials, DeprecationNotice, ListQuery, Principal,
+    Reply, Target, Turn,
 };
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
 use crate::decide::{
-    Action, Answer, ApiFailure, Claims, Event, EventType, FailureKind, Memory, Search,
-    SearchQuery, Settings, decide,
+    Action, Answer, ApiFailure, Claims, Event, EventType, FailureKind, Memory, Search, SearchQuery,
+    Settings, decide,
 };
 
 /// Performs one Amperity call; a 401/403 re-reads the credentials once and
@@ -305,16 +305,22 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 .take()
                 .unwrap_or_else(|| self.amperity.reserve_turn(&target, urgent));
             let wait = turn.wait();
+            let is_start = matches!(decision.action, Action::Start(_));
             if wait > HOLD_TURN {
                 tracing::debug!(wait_ms = wait.as_millis() as u64, "turn kept for later");
                 memory.turn = Some(turn);
+                // What was decided (an adoption, say) stands; an intent to start is
+                // recorded only right before its POST.
+                if !is_start {
+                    self.record(run, decision.status, &decision.events, false)
+                        .await?;
+                }
                 answer = Some(Answer::Later(wait));
                 continue;
             }
             // For a start, the credentials come first: without them nothing is sent,
             // so no intent is recorded. Any other decision (an adoption, say) is
             // recorded whatever the credentials do.
-            let is_start = matches!(decision.action, Action::Start(_));
             let mut access = None;
             if is_start {
                 match self.host.credentials(run).await {

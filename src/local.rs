@@ -12,8 +12,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
-use crate::controller::MAX_REQUEUE;
 use crate::cli::{LocalArgs, LocalOutput};
+use crate::controller::MAX_REQUEUE;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
 use crate::decide::{Action, Claims, Event, EventType, Settings, conditions};
 use crate::driver::{Access, CredentialsProblem, Driver, Host, RunMemory};
@@ -159,7 +159,10 @@ async fn run_inner(args: LocalArgs) -> Result<u8, LocalError> {
         let handle = sim::spawn(config).await.map_err(LocalError::Simulator)?;
         run.spec.endpoint = Some(handle.base_url());
         // The embedded simulator is allowed by itself, and nothing else is added.
-        client.allow = client.allow.with(&handle.base_url()).map_err(LocalError::Client)?;
+        client.allow = client
+            .allow
+            .with(&handle.base_url())
+            .map_err(LocalError::Client)?;
         _simulator = Some(handle);
         Credentials::Token(SecretString::new(SIMULATOR_TOKEN.to_string()))
     } else {

@@ -184,7 +184,9 @@ async fn controllers(
             // Runs deleted without a reconcile (no finalizer) leave the tracking of
             // their Amperity runs; after a relist, so do runs that vanished meanwhile.
             .inspect_ok(move |event| match event {
-                watcher::Event::Delete(run) => tracked.tracking.forget(&run.uid().unwrap_or_default()),
+                watcher::Event::Delete(run) => {
+                    tracked.tracking.forget(&run.uid().unwrap_or_default())
+                }
                 watcher::Event::InitDone if tracked.namespaces.len() <= 1 => {
                     let present = store
                         .state()

@@ -89,7 +89,12 @@ impl Tracking {
 
     /// What other resources claim of `candidates`, for resource `uid` searching for
     /// a start of `spec`.
-    pub fn claims(&self, uid: &str, spec: &AmperityWorkflowRunSpec, candidates: &[String]) -> Claims {
+    pub fn claims(
+        &self,
+        uid: &str,
+        spec: &AmperityWorkflowRunSpec,
+        candidates: &[String],
+    ) -> Claims {
         let state = self.state.lock().unwrap();
         let tracked: BTreeSet<String> = candidates
             .iter()
@@ -164,14 +169,32 @@ mod tests {
     #[test]
     fn runs_followed_by_others_and_their_unresolved_starts_are_claims() {
         let t = Tracking::default();
-        t.observe("b", &spec("cg-b"), Some(&status(Phase::Running, Some("wf-b2"), &["wf-b1"])));
-        t.observe("c", &spec("cc-c"), Some(&status(Phase::Starting, None, &[])));
+        t.observe(
+            "b",
+            &spec("cg-b"),
+            Some(&status(Phase::Running, Some("wf-b2"), &["wf-b1"])),
+        );
+        t.observe(
+            "c",
+            &spec("cc-c"),
+            Some(&status(Phase::Starting, None, &[])),
+        );
         let mine = spec("cg-a");
         let claims = t.claims("a", &mine, &["wf-b1".into(), "wf-b2".into(), "wf-x".into()]);
-        assert_eq!(claims.tracked, ["wf-b1".to_string(), "wf-b2".to_string()].into());
-        assert!(!claims.starts_in_flight, "c starts a campaign, a courier group");
+        assert_eq!(
+            claims.tracked,
+            ["wf-b1".to_string(), "wf-b2".to_string()].into()
+        );
+        assert!(
+            !claims.starts_in_flight,
+            "c starts a campaign, a courier group"
+        );
         assert!(!claims.complete, "not warm yet");
-        t.observe("d", &spec("cg-d"), Some(&status(Phase::Starting, None, &[])));
+        t.observe(
+            "d",
+            &spec("cg-d"),
+            Some(&status(Phase::Starting, None, &[])),
+        );
         t.set_warm();
         let claims = t.claims("a", &mine, &[]);
         assert!(claims.starts_in_flight && claims.complete);
@@ -179,7 +202,11 @@ mod tests {
         let claims = t.claims("b", &spec("cg-b"), &["wf-b2".into()]);
         assert!(claims.tracked.is_empty());
         // Once d has its run, its start is resolved; once b is gone, its runs are free.
-        t.observe("d", &spec("cg-d"), Some(&status(Phase::Running, Some("wf-d"), &[])));
+        t.observe(
+            "d",
+            &spec("cg-d"),
+            Some(&status(Phase::Running, Some("wf-d"), &[])),
+        );
         t.forget("b");
         let claims = t.claims("a", &mine, &["wf-b2".into(), "wf-d".into()]);
         assert_eq!(claims.tracked, ["wf-d".to_string()].into());
@@ -194,6 +221,9 @@ mod tests {
         let mut s = spec("cg-e");
         s.workflow_id = Some("wf-e".into());
         t.observe("e", &s, None);
-        assert_eq!(t.claims("a", &spec("cg-a"), &["wf-e".into()]).tracked.len(), 1);
+        assert_eq!(
+            t.claims("a", &spec("cg-a"), &["wf-e".into()]).tracked.len(),
+            1
+        );
     }
 }

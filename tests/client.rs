@@ -19,7 +19,14 @@ async fn setup(config: SimConfig, client: ClientConfig) -> (SimHandle, AmperityC
     })
     .await
     .unwrap();
-    let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", &allow(&sim)).unwrap();
+    let target = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2024-04-01",
+        &allow(&sim),
+    )
+    .unwrap();
     (sim, AmperityClient::new(client).unwrap(), target)
 }
 
@@ -65,7 +72,11 @@ async fn every_endpoint_round_trips() {
         range_from: Some("2025-04-18".into()),
         range_to: Some("2025-04-19".into()),
     };
-    let started = client.start(&target, &token(), &req, None).await.unwrap().body;
+    let started = client
+        .start(&target, &token(), &req, None)
+        .await
+        .unwrap()
+        .body;
     assert_eq!(started.state, WorkflowState::Scheduled);
     assert_eq!(started.workflow_type, "courier.group/run");
     assert_eq!(started.task_instances.as_deref(), Some(&[][..]));
@@ -125,8 +136,14 @@ async fn every_error_class_is_typed() {
     assert!(e.is_auth() && e.status() == Some(401), "{e}");
     assert!(e.to_string().contains("check the token"), "{e}");
 
-    let other_tenant =
-        Target::new(Some(&sim.base_url()), "", "othertown", "2024-04-01", &allow(&sim)).unwrap();
+    let other_tenant = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "othertown",
+        "2024-04-01",
+        &allow(&sim),
+    )
+    .unwrap();
     let e = client
         .get(&other_tenant, &token(), "wf-1")
         .await
@@ -185,7 +202,14 @@ async fn every_error_class_is_typed() {
         "{e}"
     );
 
-    let version = Target::new(Some(&sim.base_url()), "", "socktown", "2020-01-01", &allow(&sim)).unwrap();
+    let version = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2020-01-01",
+        &allow(&sim),
+    )
+    .unwrap();
     let e = client.get(&version, &token(), "wf-1").await.unwrap_err();
     assert!(
         matches!(e, ClientError::Rejected { status: 400, .. }),
@@ -413,4 +437,184 @@ async fn tokens_never_appear_in_errors() {
     for t in texts {
         assert!(!t.contains(TOKEN), "token leaked: {t}");
     }
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed_and_never_shown() {
+    let (sim, client, target) = setup(fast(), quick_client()).await;
+    let e = client
+        .start(&target, &token(), &start("cg-redirect"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Redirect { status: 302 }), "{e}");
+    // A POST redirected may have been processed: never repeated blindly.
+    assert!(e.outcome_unknown() && !e.is_retryable());
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains("169.254"), "the Location leaked: {text}");
+    assert!(
+        !text.contains(sim::REDIRECT_BODY),
+        "the body leaked: {text}"
+    );
+    assert!(text.contains("302"), "{text}");
+    // The metadata address was never asked: only the one request reached the simulator.
+    assert_eq!(sim.stats().requests, 1);
+}
+
+/// A server that answers 200 with an endless chunked body, counting what it sent.
+async fn endless_body() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {
+                    counter.fetch_add(64 * 1024, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/api"), sent)
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_while_they_stream_in() {
+    // From the simulator: a 9 MiB answer against the default 8 MiB limit.
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    let e = client
+        .start(&target, &token(), &start("cg-hugebody"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::BodyTooLarge { limit } if limit == 8 * 1024 * 1024),
+        "{e}"
+    );
+    assert!(e.outcome_unknown(), "the start may have been processed");
+
+    // An answer that never ends is cut off at the limit, not buffered for ever.
+    let (url, sent) = endless_body().await;
+    let client = AmperityClient::new(ClientConfig {
+        max_body_bytes: 256 * 1024,
+        ..quick_client()
+    })
+    .unwrap();
+    let target = Target::new(
+        Some(&url),
+        "",
+        "socktown",
+        "2024-04-01",
+        &AllowList::parse(&[url.as_str()]).unwrap(),
+    )
+    .unwrap();
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get(&target, &token(), "wf-1"),
+    )
+    .await
+    .expect("refused without reading it all")
+    .unwrap_err();
+    assert!(
+        matches!(e, ClientError::BodyTooLarge { limit: 262_144 }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("AMPERITY_MAX_BODY_BYTES"), "{e}");
+    // The server got to send little more than the limit plus what sockets buffer.
+    let so_far = sent.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        later - so_far < 16 * 1024 * 1024,
+        "the client stopped reading: {so_far} then {later}"
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_not_obeyed() {
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    let e = client
+        .start(&target, &token(), &start("cg-retryafterhuge"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::RateLimited { .. }), "{e}");
+    assert_eq!(
+        e.retry_after(),
+        Some(Duration::from_secs(300)),
+        "capped at 5 minutes"
+    );
+    // The tenant's budget paused for the cap (no overflow, no panic): a routine
+    // turn now waits out the pause, an urgent one does too.
+    let turn = client.reserve_turn(&target);
+    assert!(turn.wait() > Duration::from_secs(290) && turn.wait() <= Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn token_exchange_failures_are_told_apart_and_token_urls_must_be_allowed() {
+    let creds = |url: Option<&str>| Credentials::ClientCredentials {
+        client_id: "operator".into(),
+        client_secret: SecretString::new("client-s3cret"),
+        token_url: url.map(|u| url::Url::parse(u).unwrap()),
+    };
+    // The token endpoint is down: transient, nothing was sent to the API.
+    let (sim, client, target) = setup(
+        SimConfig {
+            client_id: Some("operator".into()),
+            client_secret: Some("client-s3cret".into()),
+            token_unavailable: true,
+            ..fast()
+        },
+        quick_client(),
+    )
+    .await;
+    let e = client
+        .start(&target, &creds(None), &start("cg-oauth"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::TokenExchange { refused: false, .. })
+            && e.is_retryable()
+            && !e.is_auth(),
+        "{e}"
+    );
+    assert!(!e.outcome_unknown(), "nothing reached the API");
+    assert_eq!(sim.stats().starts, 0);
+
+    // A token URL (from the Secret) off the allow-list: the secret goes nowhere.
+    let (elsewhere, _sent) = endless_body().await;
+    let client = AmperityClient::new(ClientConfig {
+        allow: AllowList::parse(&[sim.base_url()]).unwrap(),
+        ..quick_client()
+    })
+    .unwrap();
+    let e = client
+        .start(
+            &target,
+            &creds(Some(&format!("{elsewhere}/token"))),
+            &start("cg-oauth"),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::EndpointNotAllowed(_)), "{e}");
+    assert!(e.to_string().contains("token URL"), "{e}");
+    let plain_http = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2024-04-01",
+        &AllowList::parse(&["https://*.amperity.com"]).unwrap(),
+    );
+    assert!(matches!(
+        plain_http,
+        Err(ClientError::EndpointNotAllowed(_))
+    ));
 }

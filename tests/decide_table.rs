@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use amperity_operator::amperity::Principal;
 use amperity_operator::amperity::wire::{Workflow, WorkflowState};
 use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
-use amperity_operator::amperity::Principal;
 use amperity_operator::decide::{
     Action, Answer, ApiFailure, Claims, Decision, EventType, FailureKind, Memory,
     RESOLVE_START_ANNOTATION, Search, Settings, decide,
@@ -381,7 +381,11 @@ fn nothing_found_is_not_proof_a_person_is_asked() {
     assert_eq!(again.action, Action::AwaitChange);
     assert_eq!(again.status, stalled.status.clone().unwrap());
     // A run listed late is still adopted while the window is open.
-    let d = step(&looking, Some(searched(vec![workflow("wf-late", "running")])), at(40));
+    let d = step(
+        &looking,
+        Some(searched(vec![workflow("wf-late", "running")])),
+        at(40),
+    );
     assert_eq!(d.action, Action::Poll("wf-late".into()));
 }
 
@@ -445,7 +449,11 @@ fn a_match_is_certain_only_when_nothing_else_could_be_it() {
             assert_eq!(d.action, Action::Poll("wf-1".into()), "{case}");
             continue;
         }
-        assert!(matches!(d.action, Action::Requeue(_)), "{case}: {:?}", d.action);
+        assert!(
+            matches!(d.action, Action::Requeue(_)),
+            "{case}: {:?}",
+            d.action
+        );
         assert_eq!(d.status.workflow_id, None, "{case}");
         // At the end of the window a person is asked, and told what was found.
         let (looking, _) = apply(&starting, Some(answer.clone()), in_window);
@@ -463,7 +471,11 @@ fn a_secret_hiccup_during_a_start_keeps_the_intent() {
         message: "Secret marketing/amperity-api could not be read (HTTP 429)".into(),
     };
     let (stalled, d) = apply(&starting, Some(hiccup), at(5));
-    assert_eq!(d.status.phase, Some(Phase::Starting), "a POST may have been sent");
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Starting),
+        "a POST may have been sent"
+    );
     assert_eq!(d.status.started_at, Some(Time(t0())), "the intent stays");
     assert_eq!(cond(&d, "Stalled"), ("True", "SecretUnreadable"));
     assert_eq!(d.action, Action::Requeue(Duration::from_secs(30)));
@@ -477,10 +489,7 @@ fn the_resolve_start_annotation_is_acted_on_once() {
     let starting = lost_start(json!({}));
     let (looking, _) = apply(&starting, Some(searched(two_candidates())), at(10));
     let (stalled, _) = apply(&looking, Some(searched(two_candidates())), at(80));
-    assert_eq!(
-        conditions_reason(&stalled, "Stalled"),
-        "StartUnconfirmed"
-    );
+    assert_eq!(conditions_reason(&stalled, "Stalled"), "StartUnconfirmed");
 
     let mut adopt = stalled.clone();
     adopt.metadata.annotations = Some(
@@ -514,12 +523,14 @@ fn the_resolve_start_annotation_is_acted_on_once() {
 
     for nonsense in ["please", "adopt ../../admin", "adopt a b"] {
         let mut r = stalled.clone();
-        r.metadata.annotations = Some(
-            [(RESOLVE_START_ANNOTATION.to_string(), nonsense.to_string())].into(),
-        );
+        r.metadata.annotations =
+            Some([(RESOLVE_START_ANNOTATION.to_string(), nonsense.to_string())].into());
         let d = step(&r, None, at(90));
         assert_eq!(d.action, Action::AwaitChange, "{nonsense}");
-        assert!(message(&d, "Stalled").contains("not understood"), "{nonsense}");
+        assert!(
+            message(&d, "Stalled").contains("not understood"),
+            "{nonsense}"
+        );
     }
 }
 
@@ -528,7 +539,11 @@ fn stop_or_timeout_while_a_start_is_unconfirmed_ends_the_resource() {
     // spec.stop while searching: a certain match is adopted, then stopped.
     let mut r = lost_start(json!({}));
     r.spec.stop = true;
-    let (adopted, d) = apply(&r, Some(searched(vec![workflow("wf-1", "running")])), at(10));
+    let (adopted, d) = apply(
+        &r,
+        Some(searched(vec![workflow("wf-1", "running")])),
+        at(10),
+    );
     assert_eq!(d.action, Action::Poll("wf-1".into()));
     let d = step(
         &adopted,
@@ -873,7 +888,11 @@ fn stop_and_timeout() {
         decide(&r, None, at(10), just_polled(8), &settings).action,
         Action::Stop("wf-1".into())
     );
-    let d = step(&r, Some(Answer::Polled(Ok(workflow("wf-1", "running")))), at(10));
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(10),
+    );
     assert_eq!(d.action, Action::Stop("wf-1".into()));
     let (stopping, d) = apply(
         &r,
@@ -965,7 +984,11 @@ fn a_refused_stop_looks_at_the_run_and_backs_off() {
         d.memory,
         &Settings::default(),
     );
-    assert_eq!(d.status.phase, Some(Phase::Succeeded), "its own outcome, not TimedOut");
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Succeeded),
+        "its own outcome, not TimedOut"
+    );
 
     // Still running: the stop is tried again, later each time, and the condition says so.
     let mut memory = Memory::default();
@@ -992,7 +1015,11 @@ fn a_refused_stop_looks_at_the_run_and_backs_off() {
             memory,
             &Settings::default(),
         );
-        assert!(matches!(d.action, Action::Requeue(_)), "backing off: {:?}", d.action);
+        assert!(
+            matches!(d.action, Action::Requeue(_)),
+            "backing off: {:?}",
+            d.action
+        );
         assert!(message(&d, "Reconciling").contains("failed"), "still said");
         state = with_status(state, d.status.clone());
     }
@@ -1061,9 +1088,17 @@ fn poll_failures_are_reported_once_they_persist() {
             &Settings::default(),
         );
         memory = d.memory;
-        reported += d.events.iter().filter(|e| e.reason == "PollsFailing").count();
+        reported += d
+            .events
+            .iter()
+            .filter(|e| e.reason == "PollsFailing")
+            .count();
         if i < 3 {
-            assert_eq!(d.status, state.status.clone().unwrap(), "one failure writes nothing");
+            assert_eq!(
+                d.status,
+                state.status.clone().unwrap(),
+                "one failure writes nothing"
+            );
         }
         state = with_status(state, d.status.clone());
     }
@@ -1098,7 +1133,11 @@ fn throttling_is_told_once_per_episode() {
             &Settings::default(),
         );
         assert_eq!(d.action, Action::Requeue(Duration::from_secs(2)));
-        events += d.events.iter().filter(|e| e.reason == "RateLimited").count();
+        events += d
+            .events
+            .iter()
+            .filter(|e| e.reason == "RateLimited")
+            .count();
         memory = d.memory;
     }
     assert_eq!(events, 1);
@@ -1139,9 +1178,17 @@ fn an_endpoint_off_the_allow_list_fails_before_anything_is_sent() {
 
 #[test]
 fn a_call_whose_turn_is_far_off_comes_back_without_recording_anything() {
-    let d = step(&run(json!({})), Some(Answer::Later(Duration::from_secs(40))), t0());
+    let d = step(
+        &run(json!({})),
+        Some(Answer::Later(Duration::from_secs(40))),
+        t0(),
+    );
     assert_eq!(d.action, Action::Requeue(Duration::from_secs(40)));
-    assert_eq!(d.status.phase, Some(Phase::Pending), "no intent: nothing was sent");
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Pending),
+        "no intent: nothing was sent"
+    );
     assert_eq!(d.status.started_at, None);
     let r = running(json!({}));
     let d = step(&r, Some(Answer::Later(Duration::from_secs(40))), at(10));
@@ -1181,9 +1228,17 @@ fn deletion_stops_the_run_first_and_never_blocks_for_ever() {
     assert_eq!(d.action, Action::Requeue(Duration::from_secs(110)));
     assert_eq!(step(&r, None, at(220)).action, Action::ReleaseFinalizer);
     // A refused stop: the run may have ended; look, and let go when it has.
-    let d = step(&r, Some(Answer::StopSent(Err(failure(FailureKind::Rejected)))), at(101));
+    let d = step(
+        &r,
+        Some(Answer::StopSent(Err(failure(FailureKind::Rejected)))),
+        at(101),
+    );
     assert_eq!(d.action, Action::Poll("wf-1".into()));
-    let d = step(&r, Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))), at(101));
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(101),
+    );
     assert_eq!(d.action, Action::ReleaseFinalizer);
     let gone = Answer::CredentialsUnavailable {
         reason: "SecretNotFound".into(),
@@ -1228,9 +1283,17 @@ fn deleting_an_unconfirmed_start_searches_and_stops_what_it_finds() {
     let r = deleting(&lost_start(json!({})));
     assert!(matches!(step(&r, None, at(100)).action, Action::Search(_)));
     // A certain match: stopped, then released.
-    let (found, d) = apply(&r, Some(searched(vec![workflow("wf-1", "running")])), at(100));
+    let (found, d) = apply(
+        &r,
+        Some(searched(vec![workflow("wf-1", "running")])),
+        at(100),
+    );
     assert_eq!(d.action, Action::Stop("wf-1".into()));
-    let d = step(&found, Some(Answer::StopSent(Ok(workflow("wf-1", "stopping")))), at(101));
+    let d = step(
+        &found,
+        Some(Answer::StopSent(Ok(workflow("wf-1", "stopping")))),
+        at(101),
+    );
     assert_eq!(d.action, Action::ReleaseFinalizer);
     assert_eq!(d.events[0].reason, "Stopping");
     // Nothing certain: released, with an Event naming what may be left running.
@@ -1240,7 +1303,10 @@ fn deleting_an_unconfirmed_start_searches_and_stops_what_it_finds() {
     assert!(d.events[0].note.contains("wf-a") && d.events[0].note.contains("wf-b"));
     // Orphan: nothing to look for.
     let orphan = deleting(&lost_start(json!({"deletionPolicy": "Orphan"})));
-    assert_eq!(step(&orphan, None, at(100)).action, Action::ReleaseFinalizer);
+    assert_eq!(
+        step(&orphan, None, at(100)).action,
+        Action::ReleaseFinalizer
+    );
 }
 
 #[test]

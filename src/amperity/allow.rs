@@ -162,8 +162,7 @@ impl Entry {
     }
 
     fn matches(&self, url: &Url) -> bool {
-        if url.scheme() != self.scheme || !url.username().is_empty() || url.password().is_some()
-        {
+        if url.scheme() != self.scheme || !url.username().is_empty() || url.password().is_some() {
             return false;
         }
         let host = match url.host() {
@@ -257,13 +256,19 @@ mod tests {
         assert!(allowed(&l, "http://127.0.0.1:8470/api"));
         assert!(allowed(&l, "http://127.0.0.1:8470/api/workflow/runs/wf-1"));
         assert!(!allowed(&l, "http://127.0.0.1:8471/api"), "another port");
-        assert!(!allowed(&l, "http://127.0.0.1:8470/apix"), "a longer segment");
+        assert!(
+            !allowed(&l, "http://127.0.0.1:8470/apix"),
+            "a longer segment"
+        );
         assert!(!allowed(&l, "http://127.0.0.1:8470/"), "above the path");
         assert!(!allowed(&l, "https://127.0.0.1:8470/api"), "another scheme");
         assert!(allowed(&l, "https://sim.internal:1234/anything"));
         assert!(allowed(&l, "https://sim.internal/anything"));
         assert!(!allowed(&l, "http://sim.internal:1234/"));
-        assert!(allowed(&l, "https://gw.example.com:443/amperity/api/workflow/runs"));
+        assert!(allowed(
+            &l,
+            "https://gw.example.com:443/amperity/api/workflow/runs"
+        ));
         assert!(
             !allowed(&l, "https://gw.example.com/amperity/api/../../admin"),
             "dot segments are resolved before matching"
@@ -275,7 +280,10 @@ mod tests {
         let l = list(&["https://app.amperity.com"]);
         assert!(allowed(&l, "https://app.amperity.com/api"));
         assert!(!allowed(&l, "https://app.amperity.com:444/api"));
-        assert!(!allowed(&l, "https://x.app.amperity.com/api"), "no wildcard, no subdomain");
+        assert!(
+            !allowed(&l, "https://x.app.amperity.com/api"),
+            "no wildcard, no subdomain"
+        );
     }
 
     #[test]

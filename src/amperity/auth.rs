@@ -135,9 +135,9 @@ impl TokenCache {
                 token_url_for(base_url, token_url.as_ref())?,
             ),
         };
-        allow
-            .check(&token_url)
-            .map_err(|why| ClientError::EndpointNotAllowed(format!("the OAuth token URL: {why}")))?;
+        allow.check(&token_url).map_err(|why| {
+            ClientError::EndpointNotAllowed(format!("the OAuth token URL: {why}"))
+        })?;
         let key = key(&token_url, client_id, client_secret);
         let slot = self.slot(&key);
         let mut cached = slot.lock().await;
@@ -243,11 +243,17 @@ async fn exchange(
         };
         return Err(ClientError::TokenExchange {
             refused,
-            message: format!("{shown} answered HTTP {status}: {}; {hint}", describe_body(&body)),
+            message: format!(
+                "{shown} answered HTTP {status}: {}; {hint}",
+                describe_body(&body)
+            ),
         });
     }
-    let parsed: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|_| failed(format!("{shown} answered HTTP {status} without an access_token")))?;
+    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+        failed(format!(
+            "{shown} answered HTTP {status} without an access_token"
+        ))
+    })?;
     let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600)).min(MAX_TOKEN_LIFETIME);
     let margin = REFRESH_MARGIN.min(lifetime / 10);
     Ok(Cached {

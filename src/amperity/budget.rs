@@ -203,7 +203,9 @@ pub fn backoff_ceiling(attempt: u32) -> Duration {
 
 /// Full jitter: a random wait between zero and [`backoff_ceiling`].
 pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(fastrand::u64(0..=backoff_ceiling(attempt).as_millis() as u64))
+    Duration::from_millis(fastrand::u64(
+        0..=backoff_ceiling(attempt).as_millis() as u64,
+    ))
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date, at most [`MAX_PAUSE`].
@@ -275,7 +277,10 @@ mod tests {
         // The urgent request took a turn's room: the next routine turn comes one
         // period later than it would have.
         let next = budget.reserve();
-        assert_eq!(next.0 - routine.last().unwrap().0, Duration::from_millis(206));
+        assert_eq!(
+            next.0 - routine.last().unwrap().0,
+            Duration::from_millis(206)
+        );
     }
 
     #[tokio::test]

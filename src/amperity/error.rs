@@ -17,7 +17,9 @@ pub enum ClientError {
         "the Amperity endpoint answered HTTP {status}, a redirect, which the operator never follows: check the endpoint"
     )]
     Redirect { status: u16 },
-    #[error("the Amperity API's answer was larger than {limit} bytes and was refused (AMPERITY_MAX_BODY_BYTES)")]
+    #[error(
+        "the Amperity API's answer was larger than {limit} bytes and was refused (AMPERITY_MAX_BODY_BYTES)"
+    )]
     BodyTooLarge { limit: u64 },
     #[error(
         "the Amperity API rejected the credentials (HTTP {status}: {message}): check the token in the Secret, or mint a new one"

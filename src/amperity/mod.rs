@@ -174,9 +174,7 @@ impl Principal {
 
     /// Whether `w` names this principal. A run that names none does not.
     pub fn started(&self, w: &Workflow) -> bool {
-        let eq = |mine: &Option<String>, theirs: &Option<String>| {
-            matches!((mine, theirs), (Some(a), Some(b)) if a == b)
-        };
+        let eq = |mine: &Option<String>, theirs: &Option<String>| matches!((mine, theirs), (Some(a), Some(b)) if a == b);
         eq(&self.id, &w.principal_id)
             || eq(&self.name, &w.principal_name)
             || eq(&self.id, &w.principal_name)
@@ -300,7 +298,10 @@ impl AmperityClient {
             let pem = std::fs::read(path)
                 .map_err(|e| invalid(format!("reading the CA file {}: {e}", path.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                invalid(format!("the CA file {} is not PEM certificates: {e}", path.display()))
+                invalid(format!(
+                    "the CA file {} is not PEM certificates: {e}",
+                    path.display()
+                ))
             })?;
             if certs.is_empty() {
                 return Err(invalid(format!(
@@ -514,7 +515,11 @@ impl AmperityClient {
     }
 
     /// What `credentials` were seen to start runs as at `target`, if known.
-    pub fn learned_principal(&self, target: &Target, credentials: &Credentials) -> Option<Principal> {
+    pub fn learned_principal(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+    ) -> Option<Principal> {
         self.inner
             .principals
             .lock()
@@ -736,8 +741,14 @@ mod tests {
             "https://evil.test/api",
         ] {
             let err = target(Some(refused), &default).unwrap_err();
-            assert!(matches!(err, ClientError::EndpointNotAllowed(_)), "{refused}: {err}");
-            assert!(err.to_string().contains("AMPERITY_ALLOWED_ENDPOINTS"), "{err}");
+            assert!(
+                matches!(err, ClientError::EndpointNotAllowed(_)),
+                "{refused}: {err}"
+            );
+            assert!(
+                err.to_string().contains("AMPERITY_ALLOWED_ENDPOINTS"),
+                "{err}"
+            );
         }
         let sim = ["http://127.0.0.1:8470"];
         assert!(target(Some("http://127.0.0.1:8470/api"), &sim).is_ok());
@@ -763,13 +774,20 @@ mod tests {
         assert!(p.started(&run(Some("api-key|sim-1"), None)));
         assert!(p.started(&run(None, Some("api-key|sim-1"))));
         assert!(!p.started(&run(Some("api-key|sim-2"), Some("API key 2"))));
-        assert!(!p.started(&run(None, None)), "a run naming no principal is no match");
+        assert!(
+            !p.started(&run(None, None)),
+            "a run naming no principal is no match"
+        );
         assert!(Principal::of(&run(None, Some(""))).is_none());
     }
 
     #[test]
     fn ids_are_encoded_as_one_path_segment() {
-        let t = target(Some("https://app.amperity.com/api"), &["https://*.amperity.com"]).unwrap();
+        let t = target(
+            Some("https://app.amperity.com/api"),
+            &["https://*.amperity.com"],
+        )
+        .unwrap();
         assert_eq!(
             t.url(&["workflow", "runs", "wf-1/../x y"]).as_str(),
             "https://app.amperity.com/api/workflow/runs/wf-1%2F..%2Fx%20y"

@@ -64,14 +64,21 @@ pub fn task_summary(tasks: &[TaskInstance]) -> TaskSummary {
 
 pub fn run_error(e: &WorkflowError) -> RunError {
     RunError {
-        attribution: e.attribution.as_ref().map(|a| cut(a.as_str(), MAX_FIELD_BYTES)),
+        attribution: e
+            .attribution
+            .as_ref()
+            .map(|a| cut(a.as_str(), MAX_FIELD_BYTES)),
         error_type: non_empty(&e.error_type),
         message: truncate(&e.message),
     }
 }
 
 fn task_label(t: &TaskInstance) -> String {
-    let label = t.label.as_deref().filter(|l| !l.is_empty()).unwrap_or(&t.id);
+    let label = t
+        .label
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .unwrap_or(&t.id);
     cut(label, MAX_FIELD_BYTES)
 }
 

@@ -82,10 +82,15 @@ impl Default for Settings {
 #[derive(Clone, Debug)]
 pub enum Answer {
     /// The credentials could not be read (reason is CamelCase, message names the Secret and key).
-    CredentialsUnavailable { reason: String, message: String },
+    CredentialsUnavailable {
+        reason: String,
+        message: String,
+    },
     /// The endpoint (or the OAuth token URL) is not on the operator's allow-list:
     /// nothing was sent.
-    EndpointNotAllowed { message: String },
+    EndpointNotAllowed {
+        message: String,
+    },
     /// The call's turn in the tenant's request budget is this far off: nothing was
     /// sent, come back then.
     Later(Duration),

@@ -13,8 +13,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
-    Action, ApiFailure, Claims, EventType, FailureKind, Outcome, RESOLVE_START_ANNOTATION,
-    Search, SearchQuery, Step, conditions, quoted_ids, workflow_type_for,
+    Action, ApiFailure, Claims, EventType, FailureKind, Outcome, RESOLVE_START_ANNOTATION, Search,
+    SearchQuery, Step, conditions, quoted_ids, workflow_type_for,
 };
 use crate::amperity::Principal;
 use crate::amperity::wire::{RunRequest, Workflow};
@@ -29,17 +29,19 @@ pub(super) enum Judgement {
     /// One run that can only be this resource's.
     Certain(Workflow),
     /// Nothing certain: the candidates (maybe none), and why none is certain.
-    Uncertain { candidates: Vec<String>, why: String },
+    Uncertain {
+        candidates: Vec<String>,
+        why: String,
+    },
 }
 
-/// A range bound as the API's `WorkflowRunRequest` wants it: a date-time. A bare
-/// date from the spec means that day's midnight UTC.
+/// A range bound as the API's `WorkflowRunRequest` wants it: an RFC 3339
+/// date-time. A bare date from the spec means that day's midnight UTC, and a time
+/// without seconds gets them.
 pub fn normalise_range_bound(bound: &str) -> String {
-    if bound.len() == 10 {
-        format!("{bound}T00:00:00Z")
-    } else {
-        bound.to_string()
-    }
+    crate::validate::parse_range_bound(bound)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| bound.to_string())
 }
 
 impl Step<'_> {
@@ -235,7 +237,9 @@ impl Step<'_> {
                 if waited < self.settings.start_settle {
                     // A new run can take a while to be listed: look again.
                     if self.status.conditions.is_empty()
-                        || self.reconciling_message().is_none_or(|m| !m.starts_with("looking"))
+                        || self
+                            .reconciling_message()
+                            .is_none_or(|m| !m.starts_with("looking"))
                     {
                         self.set(Outcome::in_flight(
                             Phase::Starting,
@@ -281,16 +285,20 @@ impl Step<'_> {
                     .is_none_or(|c| c >= floor)
             })
             // A run that names another principal was started by someone else.
-            .filter(|w| {
-                principal.is_none_or(|p| p.started(w) || Principal::of(w).is_none())
-            })
+            .filter(|w| principal.is_none_or(|p| p.started(w) || Principal::of(w).is_none()))
             .collect();
         let ids = candidates.iter().map(|w| w.id.clone()).collect();
         let why = match (candidates.as_slice(), principal) {
-            (_, None) => "this credential's principal is not known yet (add key \"principal\" to the Secret to name it), so no run can be confirmed as this resource's",
+            (_, None) => {
+                "this credential's principal is not known yet (add key \"principal\" to the Secret to name it), so no run can be confirmed as this resource's"
+            }
             ([], _) => "no run was found",
-            (_, _) if !claims.complete => "the other resources could not all be read, so it cannot be ruled out that the run is another's",
-            (_, _) if claims.starts_in_flight => "another resource is starting a run of the same kind, which could be the one found",
+            (_, _) if !claims.complete => {
+                "the other resources could not all be read, so it cannot be ruled out that the run is another's"
+            }
+            (_, _) if claims.starts_in_flight => {
+                "another resource is starting a run of the same kind, which could be the one found"
+            }
             ([only], Some(p)) if p.started(only) => return Judgement::Certain((*only).clone()),
             ([_], _) => "the run found does not name its principal",
             _ => "more than one run could be it",
@@ -323,7 +331,11 @@ impl Step<'_> {
 
     /// `spec.stop` or the timeout came while no run could be confirmed: nothing
     /// can be stopped, so the resource ends, saying what may be left running.
-    fn give_up_unconfirmed_start_with(&mut self, reason: StopReason, candidates: &[String]) -> Action {
+    fn give_up_unconfirmed_start_with(
+        &mut self,
+        reason: StopReason,
+        candidates: &[String],
+    ) -> Action {
         let phase = if reason == StopReason::Timeout {
             Phase::TimedOut
         } else {

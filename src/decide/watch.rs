@@ -59,7 +59,8 @@ impl Step<'_> {
         match result {
             Ok(w) => {
                 let was_stalled = conditions::stalled_reason(&self.status).is_some();
-                let was_failing = self.memory.poll_failures >= self.settings.poll_failures_to_report;
+                let was_failing =
+                    self.memory.poll_failures >= self.settings.poll_failures_to_report;
                 self.memory.poll_failures = 0;
                 let previous_state = self.status.workflow.as_ref().and_then(|i| i.state.clone());
                 self.observe(&w);

@@ -5,6 +5,8 @@
 mod routes;
 pub mod runs;
 
+pub use routes::{HUGE_BODY_BYTES, HUGE_MESSAGE_BYTES, REDIRECT_BODY, REDIRECT_TARGET};
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

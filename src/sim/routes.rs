@@ -57,7 +57,8 @@ struct Faults {
 }
 
 /// Where `redirect` points: a cloud metadata address, what an attacker would pick.
-pub const REDIRECT_TARGET: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+pub const REDIRECT_TARGET: &str =
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
 /// The body that goes with the redirect: must never reach a status.
 pub const REDIRECT_BODY: &str = "redirected-secret-body";
 /// Bytes of padding `hugebody` adds to a successful answer (past the client's 8 MiB).
@@ -228,17 +229,19 @@ async fn finish(sim: &Sim, answer: Answer) -> Reply {
     }
     if f.retryafterhuge {
         let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-        r.headers.push(("retry-after", "9999999999999999999".into()));
+        r.headers
+            .push(("retry-after", "9999999999999999999".into()));
         sim.state.lock().unwrap().stats.throttled += 1;
         return r;
     }
     if ok && f.hugebody {
-        // The real answer with a padding field that takes it past any sane limit.
-        let mut body = Vec::with_capacity(HUGE_BODY_BYTES + 64);
-        body.extend_from_slice(br#"{"padding":""#);
-        body.resize(body.len() + HUGE_BODY_BYTES, b'x');
-        body.extend_from_slice(br#"","id":"wf-huge","state":"running"}"#);
-        reply.body = Body::from(body);
+        // The real answer, with a padding field that takes it past any sane limit.
+        let real = axum::body::to_bytes(std::mem::take(&mut reply.body), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let mut value: Value = serde_json::from_slice(&real).unwrap_or_else(|_| json!({}));
+        value["padding"] = Value::String("x".repeat(HUGE_BODY_BYTES));
+        reply.body = Body::from(value.to_string());
     }
     if !sim.config.latency.is_zero() {
         tokio::time::sleep(sim.config.latency).await;

@@ -104,7 +104,10 @@ impl Run {
     fn failing_task(&self) -> Option<(usize, Value)> {
         if self.scenario.huge_error {
             // Multi-byte characters, so that a cut in the wrong place would split one.
-            let message = format!("Stitch failed: {}", "ü".repeat(super::routes::HUGE_MESSAGE_BYTES / 2));
+            let message = format!(
+                "Stitch failed: {}",
+                "ü".repeat(super::routes::HUGE_MESSAGE_BYTES / 2)
+            );
             Some((
                 3,
                 json!({"type": "amperity.workflow.task.stitch/table", "attribution": "customer", "message": message}),
