@@ -40,8 +40,7 @@ pub const TOKEN_URL_KEY: &str = "token_url";
 pub const PRINCIPAL_KEY: &str = "principal";
 /// Kubernetes requests in flight at once from reconciles.
 pub const KUBE_CALLS: usize = 16;
-/// The API server refuses Event notes over 1 KiB (in bytes).
-pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
+pub use crate::decide::MAX_EVENT_NOTE_BYTES;
 /// The longest a resource waits before it is looked at again, whatever it asked
 /// for (a TTL of a year is re-checked hourly: no timer reaches past the clock).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);

@@ -242,13 +242,41 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
     v.errors
 }
 
-/// Parses a Go-style duration (`30s`, `1m30s`); None for anything else, and for
-/// text too long to be a sane duration.
+/// Parses a Go-style duration (`30s`, `1m30s`, `1.5h`); None for anything else,
+/// and for text too long, or a value too large, to be a sane duration. Checked
+/// arithmetic throughout: a resource author's `99999999999999999999h` must be an
+/// error, not a panic (kube's own parser multiplies floats and panics on it).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     if text.len() > MAX_DURATION_CHARS as usize || !DURATION.is_match(text) {
         return None;
     }
-    text.parse::<kube::core::Duration>().ok().map(Into::into)
+    const NANOS: [(&str, u128); 4] = [
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let mut total: u128 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let (unit, scale) = NANOS.iter().find(|(u, _)| tail.starts_with(u))?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let mut nanos = whole.parse::<u128>().ok()?.checked_mul(*scale)?;
+        // The fraction, digit by digit: 1.5h is one hour and a half.
+        let mut place = *scale;
+        for digit in fraction.bytes() {
+            place /= 10;
+            nanos = nanos.checked_add(u128::from(digit - b'0') * place)?;
+        }
+        total = total.checked_add(nanos)?;
+        rest = &tail[unit.len()..];
+    }
+    let secs = u64::try_from(total / 1_000_000_000).ok()?;
+    Some(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 /// Parses a range bound: a bare date is midnight UTC.
@@ -346,5 +374,31 @@ impl Checker {
             );
         }
         parsed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_kubernetes_writes_them_and_never_overflow() {
+        let cases = [
+            ("30s", Some(Duration::from_secs(30))),
+            ("1m30s", Some(Duration::from_secs(90))),
+            ("1.5h", Some(Duration::from_secs(5400))),
+            ("250ms", Some(Duration::from_millis(250))),
+            ("0.000000001s", Some(Duration::from_nanos(1))),
+            ("6h", Some(Duration::from_secs(21_600))),
+            ("9999999999999999999999999999h", None),
+            ("99999999999999999999999999999999", None),
+            ("-30s", None),
+            ("soon", None),
+            ("", None),
+            ("1d", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), want, "{text}");
+        }
     }
 }

@@ -237,7 +237,9 @@ fn every_bad_input_is_rejected_naming_its_field() {
         ),
         (
             "endpoint too long",
-            with(|s| s["endpoint"] = json!(format!("https://app.amperity.com/{}", "a".repeat(600)))),
+            with(|s| {
+                s["endpoint"] = json!(format!("https://app.amperity.com/{}", "a".repeat(600)))
+            }),
             "spec.endpoint",
         ),
         (

@@ -294,6 +294,9 @@ struct Step<'a> {
     settings: &'a Settings,
 }
 
+/// The longest Event note (the events API's limit is 1,024 bytes).
+pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
 /// The longest id of someone else's run quoted in a message.
 const MAX_QUOTED_ID_BYTES: usize = 64;
 
@@ -448,7 +451,9 @@ impl Step<'_> {
         self.events.push(Event {
             type_,
             reason,
-            note,
+            // The API server refuses Event notes over 1 KiB: cut here, once, so
+            // every host publishes what it is given.
+            note: cut(&note, MAX_EVENT_NOTE_BYTES),
         });
     }
 
