@@ -5,7 +5,9 @@
 //! namespace). It fails, never skips, when the environment cannot be brought up.
 
 mod env;
+mod one_run;
 mod scenarios;
+mod trust;
 
 use std::future::Future;
 use std::pin::Pin;
