@@ -5,6 +5,7 @@
 //! namespace). It fails, never skips, when the environment cannot be brought up.
 
 mod env;
+mod explain;
 mod one_run;
 mod scenarios;
 mod trust;

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::Scenario;
 use crate::env::{self, Env, Result, condition, events, free_port, phase, wait_http};
+use crate::explain::kubectl_explain_describes_every_field;
 use crate::one_run::{
     a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
     killing_the_leader_inside_its_starts_never_starts_twice,
@@ -44,6 +45,7 @@ scenarios!(
     hostile_specs_are_refused_or_handled_and_the_operator_lives,
     megabyte_messages_stay_out_of_status_and_events,
     a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
+    kubectl_explain_describes_every_field,
     killing_the_leader_inside_its_starts_never_starts_twice,
     the_charts_rbac_is_enough_and_every_rule_is_needed,
     only_the_leader_reconciles_and_a_follower_takes_over,
