@@ -17,11 +17,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, field, info_span, warn};
 
-use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, Principal, SecretString};
+use crate::amperity::{
+    AmperityClient, Credentials, DeprecationNotice, Principal, SecretString, Target,
+};
 use crate::bounded::cut;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, DeletionPolicy, Phase};
-use crate::decide::{Action, Claims, Event, EventType, Settings, workflow_type_for};
+use crate::decide::{Action, Claims, Event, EventType, Settings, poll_interval, workflow_type_for};
 use crate::driver::{Access, CredentialsProblem, Defaults, Driver, Host, RunMemory};
+use crate::feed::{Feed, Member};
 use crate::metrics::{Metrics, ReasonLabels, VersionLabels};
 use crate::tracking::Tracking;
 
@@ -105,6 +108,8 @@ pub struct Context {
     pub namespaces: Vec<String>,
     /// Failed reconciles in a row, by uid, for each resource's own backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The change feed, when it is on: runs join it when their poll is scheduled.
+    pub feed: Option<Arc<Feed>>,
 }
 
 impl Context {
@@ -130,7 +135,14 @@ impl Context {
             tracking: Tracking::default(),
             namespaces: Vec::new(),
             failures: Mutex::new(HashMap::new()),
+            feed: None,
         }
+    }
+
+    /// The same, with the change feed on.
+    pub fn with_feed(mut self, feed: Arc<Feed>) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// The same, watching only `namespaces` (empty: all).
@@ -255,6 +267,12 @@ async fn reconcile_in(
     let uid = run.uid().unwrap_or_default();
     ctx.tracking.observe(&uid, &run.spec, run.status.as_ref());
     let mut memory = ctx.remember(&uid);
+    // Woken by the change feed: the run it follows was listed ended.
+    if let Some(reported) = ctx.feed.as_ref().and_then(|f| f.take_report(&uid))
+        && run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) == Some(reported.as_str())
+    {
+        memory.decide.end_reported = true;
+    }
 
     if needs_finalizer(&run) {
         set_finalizer(&api, &name, true)
@@ -282,6 +300,11 @@ async fn reconcile_in(
         tracing::Span::current().record("workflow_id", id);
     }
     let finished = run.phase().is_some_and(|p| p.is_finished());
+    if let Some(feed) = &ctx.feed
+        && !matches!(run.phase(), Some(Phase::Running | Phase::Stopping))
+    {
+        feed.forget(&uid);
+    }
     // Kept on failure too: a turn reserved before a failed status write is still
     // this run's place in the queue; losing it would put the run at the back.
     ctx.store(&uid, (!finished).then_some(memory));
@@ -336,6 +359,9 @@ fn forget(ctx: &Context, uid: &str) {
     ctx.store(uid, None);
     ctx.metrics.set_phase(uid, None);
     ctx.tracking.forget(uid);
+    if let Some(feed) = &ctx.feed {
+        feed.forget(uid);
+    }
 }
 
 /// Retries after a failed Kubernetes call (or a caught panic), backing off per
@@ -521,6 +547,33 @@ impl Host for KubeHost<'_> {
 
     fn poll_failed(&self, _run: &AmperityWorkflowRun) {
         self.ctx.metrics.poll_failures.inc();
+    }
+
+    fn follow(
+        &self,
+        run: &AmperityWorkflowRun,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+    ) {
+        let Some(feed) = &self.ctx.feed else {
+            return;
+        };
+        let member = Member {
+            workflow_id: id.to_string(),
+            namespace: self.namespace.clone(),
+            name: run.name_any(),
+            poll_interval: poll_interval(run, &self.ctx.settings),
+            woken_for: None,
+        };
+        feed.follow(&run.uid().unwrap_or_default(), member, target, credentials);
+    }
+
+    fn follows(&self, run: &AmperityWorkflowRun, id: &str) -> bool {
+        self.ctx
+            .feed
+            .as_ref()
+            .is_none_or(|f| f.follows(&run.uid().unwrap_or_default(), id))
     }
 
     async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {

@@ -110,6 +110,24 @@ pub trait Host: Sync {
     /// A poll got no usable answer (counted for metrics).
     fn poll_failed(&self, run: &AmperityWorkflowRun);
 
+    /// The run follows Amperity run `id` at `target` with `credentials`: the change
+    /// feed may learn of its end from a list and have it polled at once. Called
+    /// with every poll (the credentials may have been rotated).
+    fn follow(
+        &self,
+        _run: &AmperityWorkflowRun,
+        _target: &Target,
+        _credentials: &Credentials,
+        _id: &str,
+    ) {
+    }
+
+    /// Whether the change feed already knows that the run follows `id` (a host
+    /// without one: always, so that nothing is read for it).
+    fn follows(&self, _run: &AmperityWorkflowRun, _id: &str) -> bool {
+        true
+    }
+
     fn now(&self) -> Timestamp;
 }
 
@@ -298,12 +316,17 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                     continue;
                 }
             };
-            // A routine poll takes the next free turn; what someone waits on goes first.
-            let urgent = calls > 0 || !matches!(decision.action, Action::Poll(_));
-            let turn = memory
-                .turn
-                .take()
-                .unwrap_or_else(|| self.amperity.reserve_turn(&target, urgent));
+            // A routine poll takes the next free turn; what someone waits on goes
+            // first (a run the change feed reports ended is read before progress
+            // polls), and a routine turn kept for it is given up for an urgent one.
+            let urgent = calls > 0
+                || !matches!(decision.action, Action::Poll(_))
+                || memory.decide.end_reported;
+            let turn = match memory.turn.take() {
+                Some(kept) if urgent && kept.is_routine() => kept.promote(),
+                Some(kept) => kept,
+                None => self.amperity.reserve_turn(&target, urgent),
+            };
             let wait = turn.wait();
             let is_start = matches!(decision.action, Action::Start(_));
             if wait > HOLD_TURN {
@@ -314,6 +337,14 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 if !is_start {
                     self.record(run, decision.status, &decision.events, false)
                         .await?;
+                }
+                // The change feed learns of the run now, not at its first poll a
+                // whole schedule away (after a restart, every run's).
+                if let Action::Poll(id) = &decision.action
+                    && !self.host.follows(run, id)
+                    && let Ok(access) = self.host.credentials(run).await
+                {
+                    self.host.follow(run, &target, &access.credentials, id);
                 }
                 answer = Some(Answer::Later(wait));
                 continue;
@@ -403,7 +434,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
         let turn = Some(turn);
         match action {
             Action::Start(req) => {
-                let r = retrying_auth!(self, run, target, credentials, start, &req, turn);
+                let r = retrying_auth!(self, run, target, credentials, start, &req, turn.clone());
                 // The run this credential just started names who it starts runs as.
                 if let Ok(reply) = &r
                     && let Some(p) = Principal::of(&reply.body)
@@ -413,8 +444,9 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 Answer::Started(self.settle(run, r, memory).await)
             }
             Action::Poll(id) => {
+                self.host.follow(run, target, credentials, &id);
                 memory.decide.last_polled = Some(self.host.now());
-                let r = retrying_auth!(self, run, target, credentials, get, &id, turn);
+                let r = retrying_auth!(self, run, target, credentials, get, &id, turn.clone());
                 match &r {
                     Ok(reply) if started_here(run) => {
                         if let Some(p) = Principal::of(&reply.body) {
@@ -427,12 +459,12 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 Answer::Polled(self.settle(run, r, memory).await)
             }
             Action::Stop(id) => {
-                let r = retrying_auth!(self, run, target, credentials, stop, &id, turn);
+                let r = retrying_auth!(self, run, target, credentials, stop, &id, turn.clone());
                 Answer::StopSent(self.settle(run, r, memory).await)
             }
             Action::Search(query) => {
                 let q = list_query(&query);
-                let r = retrying_auth!(self, run, target, credentials, list, &q, turn);
+                let r = retrying_auth!(self, run, target, credentials, list, &q, turn.clone());
                 let result = self.settle(run, r, memory).await;
                 let claims = match &result {
                     Ok(runs) => {

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod decide;
 pub mod driver;
+pub mod feed;
 pub mod leader;
 pub mod local;
 pub mod memory;

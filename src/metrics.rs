@@ -64,6 +64,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookLabels {
+    /// `listed`, `failed` or `skipped`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub api_version: String,
 }
@@ -87,6 +93,11 @@ pub struct Metrics {
     /// Polls that failed (5xx, unreadable answers, transport errors) in a row.
     pub poll_failures: Counter,
     pub runs_finished: Family<FinishedLabels, Counter>,
+    /// Looks of the change feed, by outcome (its requests are counted in
+    /// `amperity_requests` with endpoint `feed`).
+    pub feed_looks: Family<LookLabels, Counter>,
+    /// Resources the change feed woke because their run was listed ended.
+    pub feed_wakes: Counter,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
     tenants: TenantLabeller,
@@ -227,8 +238,22 @@ impl Default for Metrics {
             "Runs that reached a final phase, by phase and reason",
             runs_finished.clone(),
         );
+        let feed_looks = Family::<LookLabels, Counter>::default();
+        registry.register(
+            "change_feed_looks",
+            "Looks of the change feed by outcome: listed, failed (retried next cycle) or skipped (per-run polls keep up)",
+            feed_looks.clone(),
+        );
+        let feed_wakes = Counter::default();
+        registry.register(
+            "change_feed_wakes",
+            "Resources woken because the change feed listed their run ended",
+            feed_wakes.clone(),
+        );
         Metrics {
             registry,
+            feed_looks,
+            feed_wakes,
             leader,
             reconcile_panics,
             poll_failures,
@@ -299,6 +324,15 @@ impl Metrics {
                 tenant,
             })
             .observe(latency.as_secs_f64());
+    }
+
+    /// One look of the change feed: `listed`, `failed` or `skipped`.
+    pub fn feed_look(&self, outcome: &'static str) {
+        self.feed_looks
+            .get_or_create(&LookLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// A run reached a final phase: its duration by (bounded) type and outcome, and

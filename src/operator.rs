@@ -20,6 +20,7 @@ use crate::controller::{CachedRun, Context, error_policy, reconcile};
 use crate::crd::AmperityWorkflowRun;
 use crate::decide::{RESOLVE_START_ANNOTATION, Settings};
 use crate::driver::Defaults;
+use crate::feed::{Feed, FeedSettings};
 use crate::leader::{self, LeaderConfig};
 use crate::metrics::{self, Metrics, Readiness};
 
@@ -96,16 +97,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         ..config
     })
     .map_err(|e| RunError::Amperity(e.to_string()))?;
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            amperity,
-            defaults(&args.amperity),
-            settings(&args),
+    let mut ctx = Context::new(
+        client.clone(),
+        amperity,
+        defaults(&args.amperity),
+        settings(&args),
+        metrics.clone(),
+    )
+    .watching(&args.namespaces);
+    if args.change_feed {
+        ctx = ctx.with_feed(Arc::new(Feed::new(
+            FeedSettings::default(),
             metrics.clone(),
-        )
-        .watching(&args.namespaces),
-    );
+        )));
+    }
+    let ctx = Arc::new(ctx);
     let server = tokio::spawn(metrics::serve(
         args.metrics_addr,
         metrics,
@@ -121,7 +127,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         lease_seconds: args.lease_seconds,
         renew_grace_seconds: (args.lease_seconds / 3).max(1),
     };
-    info!(namespaces = ?args.namespaces, leader_election = leader.enabled, "operator starting");
+    info!(namespaces = ?args.namespaces, leader_election = leader.enabled, change_feed = args.change_feed, "operator starting");
     let work = || {
         controllers(
             client.clone(),
@@ -138,7 +144,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     result.map_err(RunError::Lease)
 }
 
-/// One controller per watched namespace (or one for all), until a shutdown signal.
+/// One controller per watched namespace (or one for all), and the change feed
+/// that wakes them, until a shutdown signal.
 async fn controllers(
     client: Client,
     namespaces: &[String],
@@ -146,16 +153,16 @@ async fn controllers(
     ctx: Arc<Context>,
     readiness: Arc<Readiness>,
 ) {
-    let apis: Vec<Api<CachedRun>> = if namespaces.is_empty() {
-        vec![Api::all(client)]
+    let apis: Vec<(Option<String>, Api<CachedRun>)> = if namespaces.is_empty() {
+        vec![(None, Api::all(client))]
     } else {
         namespaces
             .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
+            .map(|ns| (Some(ns.clone()), Api::namespaced(client.clone(), ns)))
             .collect()
     };
     let waiting = Arc::new(AtomicUsize::new(apis.len()));
-    let running = apis.into_iter().map(|api| {
+    let running = apis.into_iter().map(|(namespace, api)| {
         let (reader, writer) = reflector::store();
         let (readiness, waiting) = (readiness.clone(), waiting.clone());
         let (tracked, store) = (ctx.clone(), reader.clone());
@@ -185,7 +192,11 @@ async fn controllers(
             // their Amperity runs; after a relist, so do runs that vanished meanwhile.
             .inspect_ok(move |event| match event {
                 watcher::Event::Delete(run) => {
-                    tracked.tracking.forget(&run.uid().unwrap_or_default())
+                    let uid = run.uid().unwrap_or_default();
+                    tracked.tracking.forget(&uid);
+                    if let Some(feed) = &tracked.feed {
+                        feed.forget(&uid);
+                    }
                 }
                 watcher::Event::InitDone if tracked.namespaces.len() <= 1 => {
                     let present = store
@@ -199,8 +210,13 @@ async fn controllers(
             })
             .touched_objects()
             .predicate_filter(person_visible_change, PredicateConfig::default());
-        Controller::for_stream(changes, reader)
-            .with_config(controller::Config::default().concurrency(concurrency))
+        let mut controller = Controller::for_stream(changes, reader)
+            .with_config(controller::Config::default().concurrency(concurrency));
+        // Runs the change feed lists ended are reconciled at once.
+        if let Some(feed) = &ctx.feed {
+            controller = controller.reconcile_on(feed.route(namespace));
+        }
+        controller
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -209,7 +225,19 @@ async fn controllers(
                 }
             })
     });
-    futures::future::join_all(running).await;
+    let controllers = futures::future::join_all(running);
+    match ctx.feed.clone() {
+        Some(feed) => {
+            tokio::select! {
+                _ = controllers => {}
+                _ = feed.clone().run(ctx.amperity.clone()) => {}
+            }
+            feed.close_routes();
+        }
+        None => {
+            controllers.await;
+        }
+    }
 }
 
 fn default_identity() -> String {

@@ -9,8 +9,15 @@
 //! would cost memory per waiting run. So a poll first reserves a turn in the
 //! schedule ([`Budget::reserve`]), and the caller comes back when it is due, holding
 //! nothing but the reservation meanwhile.
+//!
+//! Routine turns are places in a queue, not fixed moments: an urgent request (a
+//! start, a stop, a search, the read of a run the change feed reports ended) goes
+//! ahead of every routine turn not yet due, and each of those moves back by one
+//! turn. Were routine turns fixed moments, urgent requests arriving while the
+//! schedule is full would be extra demand at the gate, where requests would pile
+//! up, each holding a reconcile, for as long as the schedule reaches ahead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,28 +50,127 @@ pub struct Budget {
     /// longer than the last, and the pile would hold the controller's reconcile
     /// slots until requeued runs could not even start on time.
     period: Duration,
-    /// The first turn not yet handed out. Turns are `period` apart, in the order
-    /// they were reserved, so that every run's interval stretches evenly.
-    next_turn: Mutex<Instant>,
+    schedule: Mutex<Schedule>,
+}
+
+/// The queue of routine turns and the spacing of urgent ones.
+///
+/// Routine turns are numbered in the order they were reserved; turn `n` is due at
+/// `head_due` plus one period for every turn between the head and `n` still in the
+/// queue. An urgent turn moves `head_due` back by one period: every routine turn
+/// not yet due makes room for it.
+struct Schedule {
+    /// The first routine turn not yet due (or `next_seq` when none is waiting).
+    head_seq: u64,
+    /// When `head_seq` is due.
+    head_due: Instant,
+    /// The number the next routine turn gets.
+    next_seq: u64,
+    /// Routine turns at or after the head that became urgent ([`Budget::promote`]):
+    /// the queue skips them, so the turns behind do not move back for them twice.
+    promoted: BTreeSet<u64>,
     /// The first urgent turn not yet handed out: urgent requests go ahead of routine
     /// ones, but are spaced too, so that a burst of them (many starts to one tenant)
     /// is spread out instead of piling up at the gate, each holding a reconcile.
-    next_urgent: Mutex<Instant>,
+    next_urgent: Instant,
 }
 
-/// A reserved moment at which one request may pass the gate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Turn(Instant);
+impl Schedule {
+    /// Passes every routine turn already due, so that what changes next moves only
+    /// the turns still to come.
+    fn advance(&mut self, now: Instant, period: Duration) {
+        while self.head_seq < self.next_seq && self.head_due <= now {
+            if !self.promoted.remove(&self.head_seq) {
+                self.head_due += period;
+            }
+            self.head_seq += 1;
+        }
+        if self.head_seq == self.next_seq {
+            self.head_due = self.head_due.max(now);
+            self.promoted.clear();
+        }
+    }
+
+    /// When routine turn `seq` is due; None once it is (or it was promoted).
+    fn due(&self, seq: u64, period: Duration) -> Option<Instant> {
+        if seq < self.head_seq || self.promoted.contains(&seq) {
+            return None;
+        }
+        let skipped = self.promoted.range(self.head_seq..seq).count() as u64;
+        let ahead = u32::try_from(seq - self.head_seq - skipped).unwrap_or(u32::MAX);
+        Some(
+            self.head_due
+                .checked_add(period.saturating_mul(ahead))
+                .unwrap_or(self.head_due),
+        )
+    }
+
+    /// An urgent turn: the next urgent slot (after any pause), with every routine
+    /// turn not yet due moved back one period to make room for it.
+    fn urgent(&mut self, now: Instant, paused: Instant, period: Duration) -> Instant {
+        self.advance(now, period);
+        let at = self.next_urgent.max(now).max(paused);
+        self.next_urgent = at + period;
+        self.head_due = self.head_due.max(paused) + period;
+        at
+    }
+}
+
+/// A reserved place at the gate: a moment (urgent turns), or a place in the queue
+/// of routine turns, whose moment moves back while urgent requests go ahead.
+#[derive(Clone)]
+pub struct Turn(TurnAt);
+
+#[derive(Clone)]
+enum TurnAt {
+    Moment(Instant),
+    Routine { seq: u64, budget: Arc<Budget> },
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            TurnAt::Moment(_) => write!(f, "Turn(urgent, due in {:?})", self.wait()),
+            TurnAt::Routine { seq, .. } => {
+                write!(f, "Turn(routine #{seq}, due in {:?})", self.wait())
+            }
+        }
+    }
+}
 
 impl Turn {
     /// A turn due at once (for callers that keep no budget, such as test doubles).
     pub fn due_now() -> Turn {
-        Turn(Instant::now())
+        Turn(TurnAt::Moment(Instant::now()))
+    }
+
+    /// When the turn is due, as the schedule stands now (a routine turn may move
+    /// later while urgent requests go ahead of it).
+    pub fn due(&self) -> Instant {
+        match &self.0 {
+            TurnAt::Moment(at) => *at,
+            TurnAt::Routine { seq, budget } => budget.routine_due(*seq),
+        }
     }
 
     /// How long until the turn is due (zero once it is).
     pub fn wait(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
+        self.due().saturating_duration_since(Instant::now())
+    }
+
+    /// A routine turn still to come.
+    pub fn is_routine(&self) -> bool {
+        matches!(self.0, TurnAt::Routine { .. })
+    }
+
+    /// The turn made urgent: a routine turn still to come leaves the queue (the
+    /// turns behind it do not wait for it) and an urgent turn takes its place
+    /// ahead. Any other turn is kept as it is.
+    pub fn promote(self) -> Turn {
+        match &self.0 {
+            TurnAt::Routine { seq, budget } if !self.wait().is_zero() => budget.promote(*seq),
+            _ => self,
+        }
     }
 }
 
@@ -76,6 +182,7 @@ impl Budget {
         let quota = Quota::with_period(period)
             .expect("a positive period")
             .allow_burst(NonZeroU32::MIN);
+        let now = Instant::now();
         Budget {
             limiter: RateLimiter::direct(quota),
             recent: Mutex::new(std::collections::VecDeque::new()),
@@ -83,33 +190,71 @@ impl Budget {
             paused_until: Mutex::new(None),
             queue: tokio::sync::Mutex::new(()),
             period: WINDOW / per_second.get(),
-            next_turn: Mutex::new(Instant::now()),
-            next_urgent: Mutex::new(Instant::now()),
+            schedule: Mutex::new(Schedule {
+                head_seq: 0,
+                head_due: now,
+                next_seq: 0,
+                promoted: BTreeSet::new(),
+                next_urgent: now,
+            }),
         }
     }
 
-    /// Reserves the next free turn in the schedule (after any pause).
-    pub fn reserve(&self) -> Turn {
+    /// How far apart turns are.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    fn paused_or(&self, now: Instant) -> Instant {
+        self.paused_until.lock().unwrap().unwrap_or(now).max(now)
+    }
+
+    /// Reserves the next free turn in the routine queue (after any pause).
+    pub fn reserve(self: &Arc<Self>) -> Turn {
         let now = Instant::now();
-        let paused = self.paused_until.lock().unwrap().unwrap_or(now);
-        let mut next = self.next_turn.lock().unwrap();
-        let turn = (*next).max(now).max(paused);
-        *next = turn + self.period;
-        Turn(turn)
+        let paused = self.paused_or(now);
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.advance(now, self.period);
+        schedule.head_due = schedule.head_due.max(paused);
+        let seq = schedule.next_seq;
+        schedule.next_seq += 1;
+        Turn(TurnAt::Routine {
+            seq,
+            budget: self.clone(),
+        })
     }
 
     /// Reserves a turn for a request someone is waiting on (a start, a stop, a
-    /// search): the earliest moment the tenant is not paused, ahead of routine polls.
-    /// The schedule moves back one turn to make room for it.
+    /// search): the earliest urgent slot after any pause, ahead of routine turns,
+    /// every one of which not yet due moves back one turn to make room for it.
     pub fn reserve_urgent(&self) -> Turn {
         let now = Instant::now();
-        let paused = self.paused_until.lock().unwrap().unwrap_or(now);
-        let mut urgent = self.next_urgent.lock().unwrap();
-        let turn = (*urgent).max(now).max(paused);
-        *urgent = turn + self.period;
-        let mut next = self.next_turn.lock().unwrap();
-        *next = (*next).max(now) + self.period;
-        Turn(turn)
+        let paused = self.paused_or(now);
+        let at = self
+            .schedule
+            .lock()
+            .unwrap()
+            .urgent(now, paused, self.period);
+        Turn(TurnAt::Moment(at))
+    }
+
+    /// Routine turn `seq` made urgent (see [`Turn::promote`]).
+    fn promote(&self, seq: u64) -> Turn {
+        let now = Instant::now();
+        let paused = self.paused_or(now);
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.advance(now, self.period);
+        if seq >= schedule.head_seq && seq < schedule.next_seq {
+            schedule.promoted.insert(seq);
+        }
+        Turn(TurnAt::Moment(schedule.urgent(now, paused, self.period)))
+    }
+
+    fn routine_due(&self, seq: u64) -> Instant {
+        let schedule = self.schedule.lock().unwrap();
+        schedule
+            .due(seq, self.period)
+            .unwrap_or_else(|| schedule.head_due.min(Instant::now()))
     }
 
     /// How much longer the tenant is paused after a 429, if it is.
@@ -121,18 +266,19 @@ impl Budget {
 
     /// Waits for a permit (and out any pause); returns how long it waited.
     ///
-    /// With a reserved `turn`, first waits until it is due. Without one (starts,
-    /// stops, searches, retries: what a person or a failure is waiting on) the
-    /// request goes straight to the gate, ahead of routine polls, and takes the
-    /// schedule's next turn so that later reservations leave room for it.
+    /// With a reserved `turn`, first waits until it is due (a routine turn is
+    /// checked again when its moment comes, as urgent requests may have moved it
+    /// back). Without one (a retry, a list's next page: what a failure or a person
+    /// is waiting on) the request takes an urgent turn.
     pub async fn acquire(&self, turn: Option<Turn>) -> Duration {
         let started = Instant::now();
-        match turn {
-            Some(Turn(at)) => tokio::time::sleep_until(at.into()).await,
-            None => {
-                let mut next = self.next_turn.lock().unwrap();
-                *next = (*next).max(started) + self.period;
+        let turn = turn.unwrap_or_else(|| self.reserve_urgent());
+        loop {
+            let wait = turn.wait();
+            if wait.is_zero() {
+                break;
             }
+            tokio::time::sleep(wait).await;
         }
         let _turn = self.queue.lock().await;
         loop {
@@ -171,7 +317,8 @@ impl Budget {
     }
 
     /// Holds every request to this tenant back for `d` (after a 429), at most
-    /// [`MAX_PAUSE`].
+    /// [`MAX_PAUSE`]: routine turns not yet due move back past the pause, keeping
+    /// their spacing.
     pub fn pause(&self, d: Duration) {
         let now = Instant::now();
         let until = now.checked_add(d.min(MAX_PAUSE)).unwrap_or(now);
@@ -180,8 +327,9 @@ impl Budget {
             *paused = Some(until);
         }
         drop(paused);
-        let mut next = self.next_turn.lock().unwrap();
-        *next = (*next).max(until);
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.advance(now, self.period);
+        schedule.head_due = schedule.head_due.max(until);
     }
 }
 
@@ -197,6 +345,11 @@ impl Budgets {
             per_second: NonZeroU32::new(per_second.clamp(1, 10)).expect("clamped to 1..=10"),
             by_tenant: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How far apart each tenant's turns are.
+    pub fn period(&self) -> Duration {
+        WINDOW / self.per_second.get()
     }
 
     pub fn for_tenant(&self, key: &str) -> Arc<Budget> {
@@ -272,6 +425,16 @@ mod tests {
         }
     }
 
+    /// `turn` is due `expected` after `base`, within a millisecond.
+    fn due_after(turn: &Turn, base: Instant, expected: Duration) {
+        let at = turn.due().saturating_duration_since(base);
+        let off = at.abs_diff(expected);
+        assert!(
+            off < Duration::from_millis(2),
+            "{turn:?}: due {at:?} after the base, expected {expected:?}"
+        );
+    }
+
     #[test]
     fn an_absurd_pause_is_capped_not_a_panic() {
         let budget = Budgets::new(10).for_tenant("t");
@@ -288,24 +451,62 @@ mod tests {
         let budget = Budgets::new(5).for_tenant("t");
         let turns: Vec<Turn> = (0..64).map(|_| budget.reserve_urgent()).collect();
         for pair in turns.windows(2) {
-            assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(206));
+            assert_eq!(pair[1].due() - pair[0].due(), Duration::from_millis(206));
         }
         // The last of 64 starts at 5/s is 13 s out: it waits outside any reconcile.
         assert!(turns[63].wait() > Duration::from_secs(12));
     }
 
     #[test]
-    fn urgent_turns_go_first_and_push_routine_turns_back() {
+    fn urgent_turns_go_first_and_every_routine_turn_to_come_makes_room() {
         let budget = Budgets::new(10).for_tenant("t");
         let routine: Vec<Turn> = (0..20).map(|_| budget.reserve()).collect();
+        let base = routine[0].due();
         let urgent = budget.reserve_urgent();
         assert!(urgent.wait() < Duration::from_millis(5), "{urgent:?}");
-        // The urgent request took a turn's room: the next routine turn comes one
-        // period later than it would have.
+        // The first routine turn was due at once and goes as it was; each of the
+        // others moved back one turn.
+        due_after(&routine[1], base, Duration::from_millis(2 * 103));
+        due_after(&routine[19], base, Duration::from_millis(20 * 103));
         let next = budget.reserve();
-        assert_eq!(
-            next.0 - routine.last().unwrap().0,
-            Duration::from_millis(206)
+        due_after(&next, base, Duration::from_millis(21 * 103));
+    }
+
+    #[test]
+    fn a_promoted_turn_goes_now_and_the_turns_behind_it_keep_their_moments() {
+        let budget = Budgets::new(5).for_tenant("t");
+        let turns: Vec<Turn> = (0..50).map(|_| budget.reserve()).collect();
+        let base = turns[0].due();
+        let far = turns[40].clone();
+        assert!(far.wait() > Duration::from_secs(8));
+        let promoted = far.promote();
+        assert!(!promoted.is_routine());
+        assert!(promoted.wait() < Duration::from_millis(5), "{promoted:?}");
+        // Turns ahead of it made room for it; turns behind it lost nothing, gained
+        // nothing: nobody holding a timer for its turn comes back late or early.
+        due_after(&turns[1], base, Duration::from_millis(2 * 206));
+        due_after(&turns[39], base, Duration::from_millis(40 * 206));
+        due_after(&turns[41], base, Duration::from_millis(41 * 206));
+        due_after(&turns[49], base, Duration::from_millis(49 * 206));
+        // A turn already due is used as it is.
+        let first = turns[0].clone().promote();
+        assert!(first.is_routine());
+    }
+
+    #[test]
+    fn turns_are_handed_out_a_period_apart_in_order() {
+        let budget = Budgets::new(5).for_tenant("t");
+        let turns: Vec<Turn> = (0..50).map(|_| budget.reserve()).collect();
+        // 5 per 1.03 s, the window the gate counts over. (The first is due at once:
+        // once due, a turn's moment is no longer kept.)
+        for pair in turns[1..].windows(2) {
+            assert_eq!(pair[1].due() - pair[0].due(), Duration::from_millis(206));
+        }
+        // The fiftieth request of a 5/s budget goes about ten seconds out (49 turns).
+        let last = turns.last().unwrap().wait();
+        assert!(
+            last > Duration::from_millis(9_994) && last <= Duration::from_millis(10_094),
+            "{last:?}"
         );
     }
 
@@ -324,22 +525,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn turns_are_handed_out_a_period_apart_in_order() {
-        let budget = Budgets::new(5).for_tenant("t");
-        let turns: Vec<Turn> = (0..50).map(|_| budget.reserve()).collect();
-        // 5 per 1.03 s, the window the gate counts over.
-        for pair in turns.windows(2) {
-            assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(206));
-        }
-        // The fiftieth request of a 5/s budget goes about ten seconds out (49 turns).
-        let last = turns.last().unwrap().wait();
-        assert!(
-            last > Duration::from_millis(9_994) && last <= Duration::from_millis(10_094),
-            "{last:?}"
-        );
-    }
-
     #[tokio::test]
     async fn polls_in_their_turn_do_not_queue_at_the_gate() {
         // Sixty turns reserved at once, each used when due: were turns handed out
@@ -351,8 +536,9 @@ mod tests {
         let waits = futures::future::join_all(turns.into_iter().map(|turn| {
             let budget = budget.clone();
             async move {
+                let due = turn.due();
                 budget.acquire(Some(turn)).await;
-                Instant::now().saturating_duration_since(turn.0)
+                Instant::now().saturating_duration_since(due)
             }
         }))
         .await;
@@ -361,22 +547,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn urgent_requests_into_a_full_schedule_do_not_pile_up_at_the_gate() {
+        // Forty routine turns reserved (four seconds of a 10/s budget), then ten
+        // urgent requests. Each waits its own turn and the routine turns not yet
+        // due move back to make room: no request waits at the gate longer than the
+        // one turn that was already due, instead of a backlog growing with every
+        // urgent request (ten turns, a second, for the last routine turns).
+        let budget = Budgets::new(10).for_tenant("t");
+        let routine: Vec<Turn> = (0..40).map(|_| budget.reserve()).collect();
+        let urgent: Vec<Turn> = (0..10).map(|_| budget.reserve_urgent()).collect();
+        let all = routine.into_iter().chain(urgent);
+        let started = Instant::now();
+        let waits = futures::future::join_all(all.map(|turn| {
+            let budget = budget.clone();
+            async move {
+                budget.acquire(Some(turn.clone())).await;
+                // How long after its (final) moment the request passed the gate.
+                Instant::now().saturating_duration_since(turn.due())
+            }
+        }))
+        .await;
+        let worst = waits.iter().max().unwrap();
+        assert!(*worst < Duration::from_millis(130), "{waits:?}");
+        // Fifty requests at 10 per 1.03 s: about five seconds, not more.
+        assert!(started.elapsed() < Duration::from_millis(5_200));
+    }
+
+    #[tokio::test]
     async fn unscheduled_requests_go_first_and_push_the_schedule_back() {
         let budget = Budgets::new(10).for_tenant("t");
         let first = budget.reserve();
+        let second = budget.reserve();
+        let base = first.due();
         let started = Instant::now();
         budget.acquire(None).await;
         assert!(started.elapsed() < Duration::from_millis(50));
-        // The start took the slot after `first`: the next reservation comes after both.
-        let next = budget.reserve();
-        assert_eq!(next.0 - first.0, Duration::from_millis(206));
+        // The first routine turn was due; the second made room for the retry.
+        due_after(&second, base, Duration::from_millis(2 * 103));
     }
 
     #[test]
-    fn a_pause_moves_every_later_turn_past_it() {
+    fn a_pause_moves_every_turn_to_come_past_it() {
         let budget = Budgets::new(10).for_tenant("t");
+        let early = budget.reserve();
+        let later = budget.reserve();
+        let base = early.due();
         budget.pause(Duration::from_secs(3));
         let turn = budget.reserve();
         assert!(turn.wait() > Duration::from_millis(2_900), "{turn:?}");
+        // Turns reserved before the pause move past it, keeping their spacing.
+        assert!(later.wait() > Duration::from_millis(2_900), "{later:?}");
+        due_after(&turn, later.due(), Duration::from_millis(103));
+        assert!(later.due() - base >= Duration::from_millis(2_990));
     }
 }

@@ -141,7 +141,9 @@ impl Target {
         url
     }
 
-    fn budget_key(&self) -> String {
+    /// Which budget requests to this target take turns in: the tenant at this
+    /// base URL.
+    pub fn budget_key(&self) -> String {
         format!("{}|{}", self.tenant, self.base_url)
     }
 }
@@ -445,9 +447,39 @@ impl AmperityClient {
     }
 
     /// `GET /workflow/runs`, following `next_token` to the last page. The first page
-    /// goes in `turn`; later ones take the next free turns as they come.
+    /// goes in `turn`; later ones take urgent turns as they come.
     pub async fn list(
         &self,
+        target: &Target,
+        credentials: &Credentials,
+        query: &ListQuery,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Vec<Workflow>>, ClientError> {
+        self.list_pages("list", target, credentials, query, turn)
+            .await
+    }
+
+    /// The same list, for the change feed: counted apart in metrics (endpoint `feed`).
+    pub async fn feed_list(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        query: &ListQuery,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Vec<Workflow>>, ClientError> {
+        self.list_pages("feed", target, credentials, query, turn)
+            .await
+    }
+
+    /// How far apart a tenant's turns are: a routine poll of each of N runs takes
+    /// about N times this.
+    pub fn turn_period(&self) -> Duration {
+        self.inner.budgets.period()
+    }
+
+    async fn list_pages(
+        &self,
+        endpoint: &'static str,
         target: &Target,
         credentials: &Credentials,
         query: &ListQuery,
@@ -473,7 +505,7 @@ impl AmperityClient {
                 .send(
                     target,
                     credentials,
-                    "list",
+                    endpoint,
                     Method::GET,
                     url,
                     None,

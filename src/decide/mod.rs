@@ -224,6 +224,19 @@ pub struct Memory {
     pub next_stop_at: Option<Timestamp>,
     /// The tenant answered 429 and nothing has succeeded since (one Event per episode).
     pub throttled: bool,
+    /// The change feed reported this run ended: poll it now, ahead of routine
+    /// polls, whenever it was last polled. Only a poll's answer settles anything:
+    /// the report itself never changes the status.
+    pub end_reported: bool,
+}
+
+/// How often a run in flight is polled: its `pollInterval`, or the default.
+pub fn poll_interval(run: &AmperityWorkflowRun, settings: &Settings) -> Duration {
+    run.spec
+        .poll_interval
+        .as_deref()
+        .and_then(validate::parse_duration)
+        .unwrap_or(settings.default_poll_interval)
 }
 
 /// The Amperity workflow type a config id starts, for searching lost starts.

@@ -9,7 +9,6 @@ use super::{Action, ApiFailure, EventType, FailureKind, Outcome, Step, condition
 use crate::amperity::budget::backoff_ceiling;
 use crate::amperity::wire::{Attribution, Workflow, WorkflowState};
 use crate::crd::{AmperityWorkflowRunStatus, Attempt, Phase, StopReason};
-use crate::validate;
 
 impl Step<'_> {
     /// Running or Stopping: stop when asked, end a stop that never came, or poll.
@@ -36,6 +35,9 @@ impl Step<'_> {
         } else {
             self.poll_interval()
         };
+        if self.memory.end_reported {
+            return Action::Poll(id);
+        }
         match self.memory.last_polled {
             Some(at) => {
                 let since = self.since(at);
@@ -55,6 +57,12 @@ impl Step<'_> {
 
     pub(super) fn polled(&mut self, result: Result<Workflow, ApiFailure>) -> Action {
         self.note_throttling(result.as_ref().err());
+        // A report of the end is settled by any answer but one that says nothing
+        // (its retry still goes ahead of routine polls).
+        self.memory.end_reported &= matches!(
+            &result,
+            Err(f) if matches!(f.kind, FailureKind::Transient | FailureKind::Unknown)
+        );
         let id = self.status.workflow_id.clone().unwrap_or_default();
         match result {
             Ok(w) => {
@@ -307,12 +315,7 @@ impl Step<'_> {
     }
 
     pub(super) fn poll_interval(&self) -> Duration {
-        self.run
-            .spec
-            .poll_interval
-            .as_deref()
-            .and_then(validate::parse_duration)
-            .unwrap_or(self.settings.default_poll_interval)
+        super::poll_interval(self.run, self.settings)
     }
 }
 

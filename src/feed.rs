@@ -1,0 +1,648 @@
+//! The change feed: one list request per cycle tells which runs ended, whatever the
+//! number in flight, where polling each run in turn takes longer the more runs
+//! there are.
+//!
+//! Runs are grouped by where their requests go and with what credentials (tenant
+//! and base URL, credential fingerprint). Once per cycle (the group's shortest
+//! `pollInterval`, at least [`FeedSettings::min_cycle`]) the feed asks
+//! `GET /workflow/runs` for the runs that ended since its last look, minus an
+//! overlap for clock skew and list lag, follows every page in urgent turns of the
+//! tenant's budget, and wakes the resources whose run it reports ended, oldest end
+//! first. A woken resource polls its run at once, ahead of routine polls; that
+//! poll, not the list, records the end, with the task summary. So the feed only
+//! ever makes a poll come sooner: a list that lies, lags or fails changes no
+//! status, and every run is still polled on its own interval. When per-run polls
+//! already look at every run within its interval, the feed does not ask at all.
+//!
+//! Runs join the feed when their poll is scheduled ([`Feed::follow`]) and leave
+//! when they stop being in flight or go ([`Feed::forget`]). The looks run only on
+//! the leader, beside the controllers ([`Feed::run`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::stream::FuturesUnordered;
+use jiff::{SignedDuration, Timestamp};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::amperity::wire::Workflow;
+use crate::amperity::{AmperityClient, Credentials, ListQuery, Target};
+use crate::controller::CachedRun;
+use crate::metrics::Metrics;
+
+/// Tunables of the feed; the defaults are what the operator runs with.
+#[derive(Clone, Debug)]
+pub struct FeedSettings {
+    /// How far before its last look each look starts: runs whose end Amperity
+    /// lists late, or stamps by a clock behind ours, are still seen.
+    pub overlap: Duration,
+    /// The shortest cycle, whatever the runs' poll intervals.
+    pub min_cycle: Duration,
+    /// How far back a look reaches at most (the first look of a group, and after
+    /// failed looks): older ends are found by the runs' own polls.
+    pub lookback: Duration,
+    /// Runs per page.
+    pub page_size: u32,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings {
+            overlap: Duration::from_secs(60),
+            min_cycle: Duration::from_secs(5),
+            lookback: Duration::from_secs(600),
+            page_size: 1000,
+        }
+    }
+}
+
+/// Wakes queued for the controllers at most: a wake that does not fit is not
+/// counted as given, so the next look gives it again.
+const WAKE_QUEUE: usize = 4096;
+
+/// Where requests for a group's runs go, and with what credentials.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct GroupKey {
+    budget: String,
+    credentials: u64,
+}
+
+struct Group {
+    target: Target,
+    credentials: Credentials,
+    /// Members by resource uid.
+    members: HashMap<String, Member>,
+    /// Where the next look starts, before the overlap (the start of the last
+    /// successful look, or the group's creation).
+    looked_at: Option<Timestamp>,
+    created: Timestamp,
+    next_look: Instant,
+    looking: bool,
+}
+
+/// A resource whose run the feed watches for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub workflow_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub poll_interval: Duration,
+    /// The `ended_at` a wake was given for: a later look listing the same end
+    /// (the overlap) wakes nobody again, and a list that lied is not believed
+    /// twice.
+    pub woken_for: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    groups: HashMap<GroupKey, Group>,
+    /// Which group each resource (uid) is in.
+    group_of: HashMap<String, GroupKey>,
+    /// Resources woken because their run was listed ended, and which run: their
+    /// next reconcile polls at once.
+    reported: HashMap<String, String>,
+}
+
+/// A controller's wake queue: the namespace it watches (None: all of them).
+struct Route {
+    namespace: Option<String>,
+    sender: mpsc::Sender<ObjectRef<CachedRun>>,
+}
+
+pub struct Feed {
+    settings: FeedSettings,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    routes: Mutex<Vec<Route>>,
+}
+
+/// What became of one look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Look {
+    /// Per-run polls look at every run within its interval: nothing was asked.
+    Skipped,
+    /// The list answered; these resources (uids) were woken, oldest end first.
+    Listed { runs: usize, woken: Vec<String> },
+    /// The list failed (said in a log line and a metric); the next look covers
+    /// the same window.
+    Failed(String),
+}
+
+impl Feed {
+    pub fn new(settings: FeedSettings, metrics: Arc<Metrics>) -> Self {
+        Feed {
+            settings,
+            metrics,
+            state: Mutex::new(State::default()),
+            routes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A queue of wakes for the controller watching `namespace` (None: all);
+    /// replaces an earlier queue for the same namespace.
+    pub fn route(&self, namespace: Option<String>) -> mpsc::Receiver<ObjectRef<CachedRun>> {
+        let (sender, receiver) = mpsc::channel(WAKE_QUEUE);
+        let mut routes = self.routes.lock().unwrap();
+        routes.retain(|r| r.namespace != namespace);
+        routes.push(Route { namespace, sender });
+        receiver
+    }
+
+    /// Drops every wake queue (the controllers stopped).
+    pub fn close_routes(&self) {
+        self.routes.lock().unwrap().clear();
+    }
+
+    /// Records that resource `uid` follows `member.workflow_id` at `target` with
+    /// `credentials` (the latest a poll used: a rotated Secret moves it to the
+    /// group of the new credentials).
+    pub fn follow(&self, uid: &str, member: Member, target: &Target, credentials: &Credentials) {
+        let key = GroupKey {
+            budget: target.budget_key(),
+            credentials: credentials.fingerprint(),
+        };
+        let mut state = self.state.lock().unwrap();
+        if state.group_of.get(uid).is_some_and(|k| *k != key) {
+            state.leave(uid);
+        }
+        let now = Timestamp::now();
+        let first_look = Instant::now() + self.settings.min_cycle;
+        let group = state.groups.entry(key.clone()).or_insert_with(|| Group {
+            target: target.clone(),
+            credentials: credentials.clone(),
+            members: HashMap::new(),
+            looked_at: None,
+            created: now,
+            next_look: first_look,
+            looking: false,
+        });
+        group.credentials = credentials.clone();
+        let woken_for = group
+            .members
+            .get(uid)
+            .filter(|m| m.workflow_id == member.workflow_id)
+            .and_then(|m| m.woken_for.clone());
+        group.members.insert(
+            uid.to_string(),
+            Member {
+                woken_for,
+                ..member
+            },
+        );
+        state.group_of.insert(uid.to_string(), key);
+    }
+
+    /// Whether resource `uid` is known to follow `workflow_id`.
+    pub fn follows(&self, uid: &str, workflow_id: &str) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .group_of
+            .get(uid)
+            .and_then(|key| state.groups.get(key))
+            .and_then(|g| g.members.get(uid))
+            .is_some_and(|m| m.workflow_id == workflow_id)
+    }
+
+    /// The resource no longer follows a run in flight (it finished, is waiting to
+    /// retry, or is gone).
+    pub fn forget(&self, uid: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.leave(uid);
+        state.reported.remove(uid);
+    }
+
+    /// The run the feed reported ended for resource `uid`, once.
+    pub fn take_report(&self, uid: &str) -> Option<String> {
+        self.state.lock().unwrap().reported.remove(uid)
+    }
+
+    /// Resources the feed follows, in every group.
+    pub fn members(&self) -> usize {
+        self.state.lock().unwrap().group_of.len()
+    }
+
+    /// Looks at each group when its cycle comes, until dropped (the controllers
+    /// stop, or leadership is lost). Looks wait for turns in their tenant's budget
+    /// here, never in a reconcile; a group's next look waits for its last.
+    pub async fn run(self: Arc<Self>, amperity: AmperityClient) {
+        let mut looks = FuturesUnordered::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    for key in self.due(Instant::now()) {
+                        let (feed, amperity) = (self.clone(), amperity.clone());
+                        looks.push(async move {
+                            feed.look_at(&amperity, &key).await;
+                        });
+                    }
+                }
+                Some(()) = looks.next(), if !looks.is_empty() => {}
+            }
+        }
+    }
+
+    /// Looks at every group now, one after another (for tests).
+    pub async fn look_now(&self, amperity: &AmperityClient) -> Vec<Look> {
+        let keys: Vec<GroupKey> = {
+            let mut state = self.state.lock().unwrap();
+            state
+                .groups
+                .iter_mut()
+                .filter(|(_, g)| !g.looking)
+                .map(|(k, g)| {
+                    g.looking = true;
+                    k.clone()
+                })
+                .collect()
+        };
+        let mut looks = Vec::new();
+        for key in keys {
+            looks.push(self.look_at(amperity, &key).await);
+        }
+        looks
+    }
+
+    /// Groups whose look is due, marked as looking.
+    fn due(&self, now: Instant) -> Vec<GroupKey> {
+        let mut state = self.state.lock().unwrap();
+        state
+            .groups
+            .iter_mut()
+            .filter(|(_, g)| !g.looking && g.next_look <= now)
+            .map(|(k, g)| {
+                g.looking = true;
+                k.clone()
+            })
+            .collect()
+    }
+
+    async fn look_at(&self, amperity: &AmperityClient, key: &GroupKey) -> Look {
+        let look = self.look(amperity, key).await;
+        let mut state = self.state.lock().unwrap();
+        if let Some(group) = state.groups.get_mut(key) {
+            group.looking = false;
+            let intervals = group.members.values().map(|m| m.poll_interval);
+            group.next_look = Instant::now() + cycle(intervals, self.settings.min_cycle);
+        }
+        drop(state);
+        let outcome = match &look {
+            Look::Skipped => "skipped",
+            Look::Listed { woken, .. } => {
+                self.metrics.feed_wakes.inc_by(woken.len() as u64);
+                "listed"
+            }
+            Look::Failed(_) => "failed",
+        };
+        self.metrics.feed_look(outcome);
+        look
+    }
+
+    async fn look(&self, amperity: &AmperityClient, key: &GroupKey) -> Look {
+        let started = Timestamp::now();
+        let (target, credentials, from) = {
+            let mut state = self.state.lock().unwrap();
+            let in_tenant: usize = state
+                .groups
+                .iter()
+                .filter(|(k, _)| k.budget == key.budget)
+                .map(|(_, g)| g.members.len())
+                .sum();
+            let Some(group) = state.groups.get_mut(key) else {
+                return Look::Skipped;
+            };
+            let shortest = cycle(
+                group.members.values().map(|m| m.poll_interval),
+                Duration::ZERO,
+            );
+            if polls_keep_up(in_tenant, amperity.turn_period(), shortest) {
+                // Per-run polls see every end within its interval; when they stop
+                // keeping up, the feed starts from here.
+                group.looked_at = Some(started);
+                return Look::Skipped;
+            }
+            let from = window_start(group.looked_at, group.created, started, &self.settings);
+            (group.target.clone(), group.credentials.clone(), from)
+        };
+        let query = ListQuery {
+            ended_from: Some(list_time(from)),
+            limit: Some(self.settings.page_size),
+            ..ListQuery::default()
+        };
+        let turn = amperity.reserve_urgent_turn(&target);
+        let listed = match amperity
+            .feed_list(&target, &credentials, &query, Some(turn))
+            .await
+        {
+            Ok(reply) => reply.body,
+            Err(e) => {
+                if e.is_auth() {
+                    amperity.forget_token(&target, &credentials);
+                }
+                tracing::warn!(tenant = %target.tenant, error = %e, "the change feed's list failed; its next look covers the same window");
+                return Look::Failed(e.to_string());
+            }
+        };
+        let wakes = {
+            let mut state = self.state.lock().unwrap();
+            let Some(group) = state.groups.get_mut(key) else {
+                return Look::Listed {
+                    runs: listed.len(),
+                    woken: Vec::new(),
+                };
+            };
+            group.looked_at = Some(started);
+            let wakes = ended_members(&group.members, &listed);
+            let mut given = Vec::new();
+            for wake in wakes {
+                let Some(member) = group.members.get_mut(&wake.uid) else {
+                    continue;
+                };
+                if self.wake(member) {
+                    member.woken_for = Some(wake.ended_at);
+                    given.push((wake.uid, member.workflow_id.clone()));
+                }
+            }
+            for (uid, id) in &given {
+                state.reported.insert(uid.clone(), id.clone());
+            }
+            given.into_iter().map(|(uid, _)| uid).collect::<Vec<_>>()
+        };
+        if !wakes.is_empty() {
+            tracing::debug!(tenant = %target.tenant, woken = wakes.len(), "the change feed woke runs it lists ended");
+        }
+        Look::Listed {
+            runs: listed.len(),
+            woken: wakes,
+        }
+    }
+
+    /// Queues a reconcile of `member`'s resource with the controller watching its
+    /// namespace; false when none takes it now.
+    fn wake(&self, member: &Member) -> bool {
+        let mut routes = self.routes.lock().unwrap();
+        let Some(route) = routes.iter_mut().find(|r| {
+            r.namespace
+                .as_deref()
+                .is_none_or(|ns| ns == member.namespace)
+        }) else {
+            return false;
+        };
+        let object = ObjectRef::new(&member.name).within(&member.namespace);
+        route.sender.try_send(object).is_ok()
+    }
+}
+
+impl State {
+    fn leave(&mut self, uid: &str) {
+        let Some(key) = self.group_of.remove(uid) else {
+            return;
+        };
+        if let Some(group) = self.groups.get_mut(&key) {
+            group.members.remove(uid);
+            if group.members.is_empty() {
+                self.groups.remove(&key);
+            }
+        }
+    }
+}
+
+/// A group's cycle: its shortest poll interval, at least `min`.
+pub fn cycle(intervals: impl Iterator<Item = Duration>, min: Duration) -> Duration {
+    intervals.min().unwrap_or(min).max(min)
+}
+
+/// Whether per-run polls already look at every one of a tenant's `runs` within
+/// `shortest` interval (each poll takes a turn `period` long), so that the feed
+/// would only add requests.
+pub fn polls_keep_up(runs: usize, period: Duration, shortest: Duration) -> bool {
+    let runs = u32::try_from(runs).unwrap_or(u32::MAX);
+    period.saturating_mul(runs) <= shortest
+}
+
+/// Where a look starts: the last look's start minus the overlap, or, for a group's
+/// first look, its creation minus the lookback; never further back than the
+/// lookback from now (a feed that failed for an hour does not ask for the hour).
+pub fn window_start(
+    looked_at: Option<Timestamp>,
+    created: Timestamp,
+    now: Timestamp,
+    settings: &FeedSettings,
+) -> Timestamp {
+    let minus = |at: Timestamp, d: Duration| {
+        SignedDuration::try_from(d)
+            .ok()
+            .and_then(|d| at.checked_sub(d).ok())
+            .unwrap_or(Timestamp::MIN)
+    };
+    let from = match looked_at {
+        // A last look "in the future" (the clock was set back) counts as now.
+        Some(at) => minus(at.min(now), settings.overlap),
+        None => minus(created, settings.lookback),
+    };
+    from.max(minus(now, settings.lookback))
+}
+
+/// A timestamp as the list's filters take it: whole seconds (rounded down, so
+/// the window only grows), UTC.
+fn list_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A member to wake: its run was listed ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wake {
+    pub uid: String,
+    pub ended_at: String,
+}
+
+/// Which members the listed runs report ended, oldest end first (the runs that
+/// have waited longest are read first), each once; a member already woken for the
+/// same end is not woken again.
+pub fn ended_members(members: &HashMap<String, Member>, listed: &[Workflow]) -> Vec<Wake> {
+    let mut by_id: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (uid, m) in members {
+        by_id.entry(m.workflow_id.as_str()).or_default().push(uid);
+    }
+    let mut wakes: Vec<(Option<Timestamp>, Wake)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for w in listed.iter().filter(|w| w.has_ended()) {
+        let Some(uids) = by_id.get(w.id.as_str()) else {
+            continue;
+        };
+        let ended_at = crate::bounded::cut(w.ended_at.as_deref().unwrap_or_default(), 64);
+        for uid in uids {
+            let member = &members[*uid];
+            if member.woken_for.as_deref() == Some(ended_at.as_str()) || !seen.insert(*uid) {
+                continue;
+            }
+            wakes.push((
+                ended_at.parse().ok(),
+                Wake {
+                    uid: uid.to_string(),
+                    ended_at: ended_at.clone(),
+                },
+            ));
+        }
+    }
+    // Unreadable ends last; ties by uid, so that the order is the same every time.
+    wakes.sort_by(|(a, wa), (b, wb)| match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b).then_with(|| wa.uid.cmp(&wb.uid)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => wa.uid.cmp(&wb.uid),
+    });
+    wakes.into_iter().map(|(_, w)| w).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn member(id: &str, woken_for: Option<&str>) -> Member {
+        Member {
+            workflow_id: id.into(),
+            namespace: "ns".into(),
+            name: format!("r-{id}"),
+            poll_interval: Duration::from_secs(10),
+            woken_for: woken_for.map(str::to_string),
+        }
+    }
+
+    fn listed(id: &str, state: &str, ended_at: Option<&str>) -> Workflow {
+        let mut w = json!({"id": id, "state": state, "type": "courier.group/run", "name": "n",
+                           "tenant": "t", "created_at": "2026-04-01T00:00:00Z"});
+        if let Some(e) = ended_at {
+            w["ended_at"] = json!(e);
+        }
+        serde_json::from_value(w).unwrap()
+    }
+
+    #[test]
+    fn the_cycle_is_the_shortest_interval_but_never_under_the_minimum() {
+        let s = |v: &[u64]| {
+            v.iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect::<Vec<_>>()
+        };
+        let min = Duration::from_secs(5);
+        for (intervals, expected) in [
+            (s(&[10, 30, 60]), 10),
+            (s(&[1, 30]), 5),
+            (s(&[5]), 5),
+            (s(&[86_400]), 86_400),
+            (s(&[]), 5),
+        ] {
+            assert_eq!(
+                cycle(intervals.into_iter(), min),
+                Duration::from_secs(expected)
+            );
+        }
+    }
+
+    #[test]
+    fn the_feed_is_skipped_while_polls_keep_up() {
+        let period = Duration::from_millis(206); // 5/s
+        let ten = Duration::from_secs(10);
+        for (runs, keep_up) in [
+            (0, true),
+            (40, true),
+            (48, true),
+            (49, false),
+            (1000, false),
+            (usize::MAX, false),
+        ] {
+            assert_eq!(polls_keep_up(runs, period, ten), keep_up, "{runs} runs");
+        }
+    }
+
+    #[test]
+    fn each_look_starts_an_overlap_before_the_last_and_never_past_the_lookback() {
+        let settings = FeedSettings::default();
+        let now = at("2026-04-01T12:00:00Z");
+        let created = at("2026-04-01T11:59:50Z");
+        for (looked_at, expected) in [
+            // The first look reaches back the whole lookback from the group's creation.
+            (None, "2026-04-01T11:50:00Z"),
+            // Later looks: the last look's start minus the overlap.
+            (Some("2026-04-01T11:59:50Z"), "2026-04-01T11:58:50Z"),
+            // After an hour of failed looks: the lookback from now, not the hour.
+            (Some("2026-04-01T11:00:00Z"), "2026-04-01T11:50:00Z"),
+            // A last look in the future (the clock was set back): an overlap before now.
+            (Some("2026-04-01T13:00:00Z"), "2026-04-01T11:59:00Z"),
+        ] {
+            assert_eq!(
+                window_start(looked_at.map(at), created, now, &settings),
+                at(expected),
+                "{looked_at:?}"
+            );
+        }
+        // Absurd settings and clocks do not overflow.
+        let absurd = FeedSettings {
+            overlap: Duration::MAX,
+            lookback: Duration::MAX,
+            ..FeedSettings::default()
+        };
+        assert_eq!(
+            window_start(
+                Some(Timestamp::MIN),
+                Timestamp::MIN,
+                Timestamp::MIN,
+                &absurd
+            ),
+            Timestamp::MIN
+        );
+        assert_eq!(
+            list_time(at("2026-04-01T11:58:50.999Z")),
+            "2026-04-01T11:58:50Z"
+        );
+    }
+
+    #[test]
+    fn members_listed_ended_are_woken_oldest_end_first_and_once() {
+        let members: HashMap<String, Member> = [
+            ("u1", member("wf-1", None)),
+            ("u2", member("wf-2", None)),
+            ("u3", member("wf-3", Some("2026-04-01T10:00:03.000Z"))),
+            ("u4", member("wf-4", None)),
+            ("u5", member("wf-5", None)),
+            // Two resources following the same run are both woken.
+            ("u6", member("wf-1", None)),
+        ]
+        .into_iter()
+        .map(|(u, m)| (u.to_string(), m))
+        .collect();
+        let list = [
+            listed("wf-2", "succeeded", Some("2026-04-01T10:00:05.000Z")),
+            listed("wf-1", "failed", Some("2026-04-01T10:00:01.000Z")),
+            // Woken for this very end at an earlier look (the overlap lists it again).
+            listed("wf-3", "succeeded", Some("2026-04-01T10:00:03.000Z")),
+            // Not a member's run.
+            listed("wf-9", "succeeded", Some("2026-04-01T10:00:00.000Z")),
+            // Listed, but not ended: nothing to wake for.
+            listed("wf-4", "running", None),
+            // Ended, with an end time that does not parse: last.
+            listed("wf-5", "canceled", Some("yesterday")),
+            // The same run on two pages: once.
+            listed("wf-2", "succeeded", Some("2026-04-01T10:00:05.000Z")),
+        ];
+        let order: Vec<String> = ended_members(&members, &list)
+            .into_iter()
+            .map(|w| w.uid)
+            .collect();
+        assert_eq!(order, ["u1", "u6", "u2", "u5"]);
+        // A different end of a run already woken (the list lied before, or the run
+        // was retried under the same id) wakes it again.
+        let again = [listed("wf-3", "failed", Some("2026-04-01T10:07:00.000Z"))];
+        assert_eq!(ended_members(&members, &again).len(), 1);
+    }
+}
