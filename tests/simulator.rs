@@ -748,3 +748,301 @@ async fn trust_boundary_fault_markers() {
     let later = s.call(Method::GET, "/workflow/runs", None).await.json();
     assert!(listed(later));
 }
+
+/// The ids a list answer holds, in order.
+fn ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_list_filters_follow_the_openapi_file() {
+    let s = sim(fast()).await;
+    let hang = s.started_id("cg-filters-hang").await;
+    let stopped = s.started_id("cg-filters-stop-hang").await;
+    let failed = s.started_id("cg-filters-failcustomer").await;
+    let done = s.started_id("og-filters").await;
+    s.wait_state(&failed, &["failed"]).await;
+    s.wait_state(&done, &["succeeded"]).await;
+    s.wait_state(&hang, &["running"]).await;
+    let stop = s
+        .call(
+            Method::POST,
+            &format!("/workflow/runs/{stopped}/stop"),
+            None,
+        )
+        .await;
+    assert_eq!(stop.status, StatusCode::OK, "{}", stop.text);
+    s.wait_state(&stopped, &["canceled"]).await;
+    let sim = &s;
+    let list = |query: &str| {
+        let path = format!("/workflow/runs?{query}");
+        async move { sim.call(Method::GET, &path, None).await }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    // Items: the overview with the principal and the error, never task instances
+    // (the list has no verbose view).
+    let all = list("with_total=true").await.json();
+    assert_eq!(all["total"], 4);
+    assert_eq!(
+        ids(&all),
+        [&*done, &failed, &stopped, &hang],
+        "newest first"
+    );
+    for w in all["data"].as_array().unwrap() {
+        assert!(w.get("task_instances").is_none(), "{w}");
+        assert_eq!(w["principal_name"], "API key 1");
+    }
+    assert_eq!(all["data"][1]["error"]["attribution"], "customer");
+    assert!(all["data"][3].get("ended_at").is_none());
+
+    // State, as the documentation names them (any case or separator).
+    for (state, expected) in [
+        ("In progress", vec![hang.clone()]),
+        ("in_progress", vec![hang.clone()]),
+        ("running", vec![hang.clone()]),
+        ("Stopped", vec![stopped.clone()]),
+        ("canceled", vec![stopped.clone()]),
+        ("Succeeded", vec![done.clone()]),
+        ("FAILED", vec![failed.clone()]),
+        ("Stopping", vec![]),
+    ] {
+        let got = list(&format!("state={}", state.replace(' ', "%20")))
+            .await
+            .json();
+        assert_eq!(ids(&got), expected, "state={state}");
+    }
+    let orchestrations = list("type=amperity.orchestration.orchestration/run")
+        .await
+        .json();
+    assert_eq!(ids(&orchestrations), [done.as_str()]);
+
+    // Time windows: a full timestamp or a bare date, from inclusive, to exclusive.
+    let ended_at = |id: &str| {
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .and_then(|w| w["ended_at"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    let edge = ended_at(&done);
+    let today = &edge[..10];
+    assert_eq!(
+        ids(&list(&format!(
+            "ended_from={edge}&type=amperity.orchestration.orchestration/run"
+        ))
+        .await
+        .json()),
+        [done.as_str()],
+        "the from bound is inclusive"
+    );
+    assert_eq!(
+        ids(&list(&format!(
+            "ended_to={edge}&type=amperity.orchestration.orchestration/run"
+        ))
+        .await
+        .json()),
+        Vec::<String>::new(),
+        "the to bound is exclusive"
+    );
+    let ended_today = list(&format!("ended_from={today}")).await.json();
+    assert_eq!(
+        sorted(ids(&ended_today)),
+        sorted(vec![done.clone(), failed.clone(), stopped.clone()])
+    );
+    assert_eq!(
+        ids(&list(&format!("ended_to={today}")).await.json()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(
+            &list(&format!("created_from={today}&created_to=2999-01-01"))
+                .await
+                .json()
+        )
+        .len(),
+        4
+    );
+    assert_eq!(
+        ids(&list("created_from=2999-01-01T00:00:00Z").await.json()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&list(&format!("created_to={today}")).await.json()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(
+            &list("created_from=2000-01-01T00:00:00.000Z&ended_to=2999-01-01")
+                .await
+                .json()
+        )
+        .len(),
+        3
+    );
+
+    // Bad filters answer 400 saying which.
+    for (query, says) in [
+        ("created_from=yesterday", "created_from"),
+        ("ended_from=2026-04-01T00:00:00%2B02:00", "ended_from"),
+        ("ended_to=01/04/2026", "ended_to"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("with_total=yes", "with_total"),
+        ("next_token=", "next_token"),
+        ("next_token=forged", "next_token"),
+    ] {
+        let a = list(query).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{query}: {}", a.text);
+        assert!(
+            a.json()["message"].as_str().unwrap().contains(says),
+            "{query}: {}",
+            a.text
+        );
+    }
+    assert!(list("with_total=false").await.json().get("total").is_none());
+    assert_eq!(list("limit=1000").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn list_pages_hold_still_while_runs_are_created() {
+    let s = sim(fast()).await;
+    for i in 0..7 {
+        s.started_id(&format!("cg-page-{i}")).await;
+    }
+    let first = s
+        .call(Method::GET, "/workflow/runs?limit=3", None)
+        .await
+        .json();
+    let token = first["next_token"].as_str().unwrap().to_string();
+    // Two new runs between the pages: the next page goes on where the first ended,
+    // with neither a run twice nor one left out.
+    s.started_id("cg-page-new-1").await;
+    s.started_id("cg-page-new-2").await;
+    let mut seen = ids(&first);
+    let mut next = Some(token);
+    while let Some(t) = next {
+        let page = s
+            .call(
+                Method::GET,
+                &format!("/workflow/runs?limit=3&next_token={t}"),
+                None,
+            )
+            .await
+            .json();
+        seen.extend(ids(&page));
+        next = page["next_token"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7);
+    // A full last page has no next_token when nothing follows.
+    let exact = s
+        .call(Method::GET, "/workflow/runs?limit=9", None)
+        .await
+        .json();
+    assert_eq!(ids(&exact).len(), 9);
+    assert!(exact.get("next_token").is_none());
+}
+
+#[tokio::test]
+async fn runs_end_on_demand_and_lists_can_lie_lag_or_fail() {
+    let s = sim(SimConfig {
+        list_lag: Duration::from_millis(400),
+        ..fast()
+    })
+    .await;
+    let listed = |v: &Value, id: &str| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .cloned()
+    };
+    // A run ended by the test hook: ended at once, tasks done, and said when.
+    let hang = s.started_id("cg-hook-hang").await;
+    s.wait_state(&hang, &["running"]).await;
+    let before = s.handle.clock();
+    let at = s.handle.end_run(&hang, true).unwrap();
+    assert!(at >= before && at <= s.handle.clock());
+    let ended = s.verbose(&hang).await;
+    assert_eq!(ended["state"], "failed");
+    assert!(
+        ended["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("ended_at").is_some())
+    );
+    assert_eq!(s.handle.end_run(&hang, false), None, "it has ended already");
+
+    // `unlisted`: never in a list.
+    let unlisted = s.started_id("cg-unlisted").await;
+    s.wait_state(&unlisted, &["succeeded"]).await;
+    let all = s.call(Method::GET, "/workflow/runs", None).await.json();
+    assert!(listed(&all, &unlisted).is_none());
+    // `listlie`: listed ended while it is still running.
+    let liar = s.started_id("cg-listlie-hang").await;
+    s.wait_state(&liar, &["running"]).await;
+    let all = s.call(Method::GET, "/workflow/runs", None).await.json();
+    let lie = listed(&all, &liar).unwrap();
+    assert_eq!(lie["state"], "succeeded");
+    assert!(lie["ended_at"].is_string());
+    assert_eq!(s.verbose(&liar).await["state"], "running");
+    // `endlag`: listed still running until the lag has passed since its end.
+    let lagging = s.started_id("cg-endlag-hang").await;
+    s.wait_state(&lagging, &["running"]).await;
+    s.handle.end_run(&lagging, false).unwrap();
+    let now = s
+        .call(Method::GET, "/workflow/runs?ended_from=2000-01-01", None)
+        .await
+        .json();
+    assert!(listed(&now, &lagging).is_none());
+    let shown = s.call(Method::GET, "/workflow/runs", None).await.json();
+    assert_eq!(listed(&shown, &lagging).unwrap()["state"], "running");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = s
+        .call(Method::GET, "/workflow/runs?ended_from=2000-01-01", None)
+        .await
+        .json();
+    assert_eq!(listed(&later, &lagging).unwrap()["state"], "succeeded");
+
+    // Failing lists, once each, then lists again.
+    let lists = s.handle.stats().lists;
+    s.handle.fail_lists(&[
+        sim::ListFault::Status(500),
+        sim::ListFault::Status(400),
+        sim::ListFault::Garbage,
+    ]);
+    assert_eq!(
+        s.call(Method::GET, "/workflow/runs", None).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        s.call(Method::GET, "/workflow/runs", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let garbage = s.call(Method::GET, "/workflow/runs", None).await;
+    assert_eq!(garbage.status, StatusCode::OK);
+    assert!(serde_json::from_str::<Value>(&garbage.text).is_err());
+    assert_eq!(
+        s.call(Method::GET, "/workflow/runs", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.handle.stats().lists, lists + 1);
+}

@@ -115,6 +115,9 @@ pub struct Stats {
     pub requests: u64,
     /// 429 answers sent.
     pub throttled: u64,
+    /// `GET /workflow/runs` answered with a list.
+    #[serde(default)]
+    pub lists: u64,
     /// Access tokens issued by the OAuth endpoint.
     pub tokens_issued: u64,
     pub runs: Vec<RunStat>,
@@ -145,6 +148,17 @@ pub(crate) struct SimState {
     pub issued: HashMap<String, Instant>,
     pub sequence: u64,
     pub log: Vec<Logged>,
+    /// How the next list requests fail (a test hook, [`SimHandle::fail_lists`]).
+    pub list_faults: VecDeque<ListFault>,
+}
+
+/// A way a list request fails, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListFault {
+    /// An error answer with this status (in the documented error shape).
+    Status(u16),
+    /// A 200 whose body is not a list.
+    Garbage,
 }
 
 /// One request to /api, when `record_requests` is on.
@@ -237,11 +251,42 @@ impl SimHandle {
             .collect()
     }
 
+    /// Ends run `id` now (a test hook: no request is counted), as succeeded or
+    /// failed with a customer error; tasks still going end with it. Returns the
+    /// moment it ended on [`SimHandle::clock`], or None for an unknown run or one
+    /// that had already ended.
+    pub fn end_run(&self, id: &str, failed: bool) -> Option<f64> {
+        let mut state = self.sim.state.lock().unwrap();
+        let i = state.runs.iter().position(|r| r.id == id)?;
+        let t = self.sim.elapsed(state.created[i]);
+        let run = &mut state.runs[i];
+        if run.at(t).ended.is_some() || run.stopped_at.is_some() {
+            return None;
+        }
+        run.forced_end = Some((t, failed));
+        Some(self.clock())
+    }
+
+    /// The next `faults` list requests fail, one fault each, in order (after the
+    /// gateway's checks, which still count them).
+    pub fn fail_lists(&self, faults: &[ListFault]) {
+        self.sim
+            .state
+            .lock()
+            .unwrap()
+            .list_faults
+            .extend(faults.iter().copied());
+    }
+
     /// Simulated seconds at which run `id` ends (None while it cannot end).
     pub fn ends_at(&self, id: &str) -> Option<f64> {
         let state = self.sim.state.lock().unwrap();
         let i = state.runs.iter().position(|r| r.id == id)?;
-        let end = state.runs[i].at(f64::MAX / 4.0).ended?;
+        let run = &state.runs[i];
+        let end = run
+            .forced_end
+            .map(|(e, _)| e)
+            .or(run.at(f64::MAX / 4.0).ended)?;
         let created = state.created[i]
             .duration_since(self.sim.started)
             .as_secs_f64();
@@ -290,6 +335,7 @@ pub(crate) fn new_run(
         created_at: now,
         scenario: runs::Scenario::from_config(config_id, first),
         stopped_at: None,
+        forced_end: None,
     }
 }
 
@@ -304,6 +350,7 @@ fn new_sim(config: SimConfig) -> Arc<Sim> {
             issued: HashMap::new(),
             sequence: 0,
             log: Vec::new(),
+            list_faults: VecDeque::new(),
         }),
         config,
         started: Instant::now(),

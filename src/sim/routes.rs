@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::runs::workflow_type;
-use super::{Logged, Request, Sim, SimState, new_run};
+use super::runs::{Run, Snapshot, View, stamp, workflow_type};
+use super::{ListFault, Logged, Request, Sim, SimState, new_run};
 
 const API_VERSION: &str = "2024-04-01";
 const RUN_FIELDS: &[&str] = &["config_id", "run_mode", "range_from", "range_to"];
@@ -394,7 +394,7 @@ fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8
 
     let mut state = sim.state.lock().unwrap();
     let run = new_run(&mut state, &sim.config, &config_id, principal);
-    let body = run.to_json(0.0, sim.config.speed, true);
+    let body = run.to_json(0.0, sim.config.speed, View::Verbose);
     state.runs.push(run);
     state.created.push(Instant::now());
     state.stats.starts += 1;
@@ -465,9 +465,9 @@ async fn get_run(
         if run.scenario.vanish && t >= 1.0 {
             return Err(not_found(&id));
         }
-        let verbose = match q.view.as_deref() {
-            None | Some("overview") => false,
-            Some("verbose") => true,
+        let view = match q.view.as_deref() {
+            None | Some("overview") => View::Overview,
+            Some("verbose") => View::Verbose,
             Some(other) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
@@ -477,7 +477,7 @@ async fn get_run(
         };
         Ok(Reply {
             faults,
-            ..json_reply(StatusCode::OK, run.to_json(t, sim.config.speed, verbose))
+            ..json_reply(StatusCode::OK, run.to_json(t, sim.config.speed, view))
         })
     })();
     finish(&sim, answer).await
@@ -507,7 +507,10 @@ async fn stop(
         let faults = Faults::for_config(&run.config_id);
         Ok(Reply {
             faults,
-            ..json_reply(StatusCode::OK, run.to_json(t, sim.config.speed, true))
+            ..json_reply(
+                StatusCode::OK,
+                run.to_json(t, sim.config.speed, View::Verbose),
+            )
         })
     })();
     finish(&sim, answer).await
@@ -522,6 +525,114 @@ async fn list(
     finish(&sim, answer).await
 }
 
+/// The list's filters, as the OpenAPI file describes them: time windows (from
+/// inclusive, to exclusive; a full UTC timestamp or a bare date, which is
+/// midnight UTC), `state` and `type`, `limit`, `next_token`, `with_total`.
+struct ListFilters {
+    created_from: Option<Timestamp>,
+    created_to: Option<Timestamp>,
+    ended_from: Option<Timestamp>,
+    ended_to: Option<Timestamp>,
+    state: Option<String>,
+    workflow_type: Option<String>,
+    limit: usize,
+    /// Only runs created before the run at this index (the last one of the page
+    /// before): a page boundary stays put while new runs are created.
+    before: Option<usize>,
+    with_total: bool,
+}
+
+/// The longest page; without `limit`, pages of 100.
+const MAX_LIMIT: usize = 1000;
+
+impl ListFilters {
+    fn parse(q: &HashMap<String, String>) -> Result<ListFilters, String> {
+        let bound = |k: &str| -> Result<Option<Timestamp>, String> {
+            q.get(k)
+                .map(|v| {
+                    parse_time(v).ok_or_else(|| {
+                        format!("{k} {v:?} is not an ISO 8601 UTC timestamp (2026-04-01T00:00:00Z) or date (2026-04-01)")
+                    })
+                })
+                .transpose()
+        };
+        let limit = match q.get("limit") {
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| format!("limit {v:?} must be an integer from 1 to {MAX_LIMIT}"))?,
+            None => 100,
+        };
+        let before = match q.get("next_token") {
+            Some(t) if t.is_empty() => return Err("next_token cannot be empty".to_string()),
+            Some(t) => Some(
+                decode_token(t)
+                    .ok_or_else(|| format!("next_token {t:?} is not one this API handed out"))?,
+            ),
+            None => None,
+        };
+        let with_total = match q.get("with_total").map(|v| v.to_ascii_lowercase()) {
+            None => false,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(v) => return Err(format!("with_total {v:?} must be true or false")),
+        };
+        Ok(ListFilters {
+            created_from: bound("created_from")?,
+            created_to: bound("created_to")?,
+            ended_from: bound("ended_from")?,
+            ended_to: bound("ended_to")?,
+            state: q.get("state").map(|s| state_class(s)),
+            workflow_type: q.get("type").cloned(),
+            limit,
+            before,
+            with_total,
+        })
+    }
+
+    fn keep(
+        &self,
+        run: &Run,
+        created: Timestamp,
+        snap: &Snapshot,
+        ended: Option<Timestamp>,
+    ) -> bool {
+        let within = |at: Option<Timestamp>, from: Option<Timestamp>, to: Option<Timestamp>| {
+            (from.is_none() && to.is_none())
+                || at.is_some_and(|at| from.is_none_or(|f| at >= f) && to.is_none_or(|t| at < t))
+        };
+        within(Some(created), self.created_from, self.created_to)
+            && within(ended, self.ended_from, self.ended_to)
+            && self
+                .state
+                .as_ref()
+                .is_none_or(|s| state_class(snap.state) == *s)
+            && self
+                .workflow_type
+                .as_ref()
+                .is_none_or(|ty| workflow_type(&run.config_id) == ty)
+    }
+}
+
+/// A state as the list's filter compares it: any case and separator, and the
+/// names the documentation uses for the states runs report ("In progress" for
+/// running, "Stopped" for canceled).
+fn state_class(state: &str) -> String {
+    let s = state.to_ascii_lowercase().replace([' ', '_', '-'], "");
+    match s.as_str() {
+        "inprogress" => "running".to_string(),
+        "stopped" | "cancelled" => "canceled".to_string(),
+        _ => s,
+    }
+}
+
+/// A moment as the API shows it (milliseconds) and as that text reads back, so
+/// that a filter compares exactly what a client sees.
+fn shown(base: Timestamp, real_secs: f64) -> Timestamp {
+    stamp(base, real_secs).parse().unwrap_or(base)
+}
+
 fn list_inner(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Answer {
     admit(
         sim,
@@ -529,74 +640,97 @@ fn list_inner(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> An
         q.get("api_version").map(String::as_str),
         Request::List,
     )?;
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
-    let bound = |k: &str| -> Result<Option<Timestamp>, Reply> {
-        q.get(k)
-            .map(|v| {
-                parse_time(v).ok_or_else(|| bad(format!("{k} {v:?} is not an ISO 8601 timestamp")))
-            })
-            .transpose()
-    };
-    let (created_from, created_to) = (bound("created_from")?, bound("created_to")?);
-    let (ended_from, ended_to) = (bound("ended_from")?, bound("ended_to")?);
-    let limit: usize = match q.get("limit") {
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| bad(format!("limit {v:?} must be 1 to 1000")))?,
-        None => 100,
-    };
-    let offset: usize = match q.get("next_token") {
-        Some(t) if t.is_empty() => return Err(bad("next_token cannot be empty".to_string())),
-        Some(t) => decode_token(t).ok_or_else(|| bad(format!("next_token {t:?} is not valid")))?,
-        None => 0,
-    };
-    let norm = |s: &str| s.to_ascii_lowercase().replace([' ', '_', '-'], "");
-    let state_filter = q.get("state").map(|s| norm(s));
-    let with_total = q.get("with_total").is_some_and(|v| v == "true");
-
-    let state = sim.state.lock().unwrap();
-    let mut matching: Vec<Value> = Vec::new();
+    let filters = ListFilters::parse(q).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let mut state = sim.state.lock().unwrap();
+    match state.list_faults.pop_front() {
+        Some(ListFault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(error(
+                status,
+                "the list failed (a fault the test asked for)",
+            ));
+        }
+        Some(ListFault::Garbage) => {
+            return Ok(Reply {
+                status: StatusCode::OK,
+                body: Body::from("<html>not a list</html>"),
+                headers: vec![("content-type", "text/html".into())],
+                faults: Faults::default(),
+            });
+        }
+        None => {}
+    }
+    let speed = sim.config.speed;
+    let before = filters.before.unwrap_or(state.runs.len());
+    let (mut page, mut total, mut more) = (Vec::new(), 0, false);
+    let mut last = None;
     // Newest first, as the API lists them.
-    for (i, run) in state.runs.iter().enumerate().rev() {
+    for i in (0..state.runs.len()).rev() {
+        let run = &state.runs[i];
         // `listlag`: a new run shows in lists only after a while, as an eventually
-        // consistent index would.
-        if run.config_id.to_ascii_lowercase().contains("listlag")
-            && state.created[i].elapsed() < sim.config.list_lag
+        // consistent index would; `unlisted`: never.
+        if run.scenario.unlisted
+            || (run.config_id.to_ascii_lowercase().contains("listlag")
+                && state.created[i].elapsed() < sim.config.list_lag)
         {
             continue;
         }
         let t = sim.elapsed(state.created[i]);
-        let snap = run.at(t);
-        let ended_at = snap
-            .ended
-            .map(|e| run.created_at + jiff::SignedDuration::from_secs_f64(e / sim.config.speed));
-        let keep = created_from.is_none_or(|f| run.created_at >= f)
-            && created_to.is_none_or(|to| run.created_at < to)
-            && ended_from.is_none_or(|f| ended_at.is_some_and(|e| e >= f))
-            && ended_to.is_none_or(|to| ended_at.is_some_and(|e| e < to))
-            && state_filter.as_ref().is_none_or(|s| norm(snap.state) == *s)
-            && q.get("type")
-                .is_none_or(|ty| workflow_type(&run.config_id) == ty);
-        if keep {
-            matching.push(run.to_json(t, sim.config.speed, true));
+        let snap = listed_snapshot(run, t, speed, sim.config.list_lag);
+        let created = shown(run.created_at, 0.0);
+        let ended = snap.ended.map(|e| shown(run.created_at, e / speed));
+        if !filters.keep(run, created, &snap, ended) {
+            continue;
+        }
+        total += 1;
+        if i >= before {
+            continue;
+        }
+        if page.len() < filters.limit {
+            page.push(run.snapshot_json(&snap, speed, View::Listed));
+            last = Some(i);
+        } else {
+            more = true;
+            if !filters.with_total {
+                break;
+            }
         }
     }
-    let total = matching.len();
-    let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
     let mut body = json!({"data": page});
-    if offset + limit < total {
-        body["next_token"] = json!(encode_token(offset + limit));
+    if more && let Some(i) = last {
+        body["next_token"] = json!(encode_token(i));
     }
-    if with_total {
+    if filters.with_total {
         body["total"] = json!(total);
     }
+    state.stats.lists += 1;
     Ok(json_reply(StatusCode::OK, body))
 }
 
-fn encode_token(offset: usize) -> String {
-    format!("nt{:x}", offset ^ 0x5a5a)
+/// How a run shows in a list at `t`: as it is, unless a marker makes the list
+/// lie (`listlie`: succeeded a second after it was created) or lag (`endlag`:
+/// still going until `lag` after it ended).
+fn listed_snapshot(run: &Run, t: f64, speed: f64, lag: Duration) -> Snapshot {
+    let snap = run.at(t);
+    if run.scenario.list_lie && snap.ended.is_none() {
+        return Snapshot {
+            state: "succeeded",
+            ended: Some(1.0_f64.min(t)),
+            error: None,
+            tasks: Vec::new(),
+        };
+    }
+    if run.scenario.end_lag
+        && let Some(end) = snap.ended
+        && (t - end) / speed < lag.as_secs_f64()
+    {
+        return run.at((end - 1e-6).max(0.0));
+    }
+    snap
+}
+
+fn encode_token(index: usize) -> String {
+    format!("nt{:x}", index ^ 0x5a5a)
 }
 
 fn decode_token(token: &str) -> Option<usize> {

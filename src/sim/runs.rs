@@ -31,6 +31,12 @@ pub struct Scenario {
     pub vanish: bool,
     /// Fails like `failcustomer`, with a 3 MB error message.
     pub huge_error: bool,
+    /// Never shows in lists.
+    pub unlisted: bool,
+    /// Lists show it succeeded (with an `ended_at`) while it is still going.
+    pub list_lie: bool,
+    /// Lists show its end only `--list-lag-ms` after it ended.
+    pub end_lag: bool,
 }
 
 impl Scenario {
@@ -44,6 +50,9 @@ impl Scenario {
             unknown_state: id.contains("unknownstate"),
             vanish: id.contains("vanish"),
             huge_error: id.contains("hugeerror"),
+            unlisted: id.contains("unlisted"),
+            list_lie: id.contains("listlie"),
+            end_lag: id.contains("endlag"),
         }
     }
 }
@@ -69,6 +78,21 @@ pub struct Run {
     pub scenario: Scenario,
     /// Simulated seconds since creation at which a stop arrived.
     pub stopped_at: Option<f64>,
+    /// Simulated seconds since creation at which the run was made to end (a test
+    /// hook, [`super::SimHandle::end_run`]), and whether it failed.
+    pub forced_end: Option<(f64, bool)>,
+}
+
+/// Which fields a workflow is shown with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// `view=overview`: id, state, type, name, tenant, created_at, ended_at.
+    Overview,
+    /// A list item: the overview, with the principal, versions and error (the
+    /// list's documented example), without task instances (verbose only).
+    Listed,
+    /// `view=verbose`: everything, with task instances.
+    Verbose,
 }
 
 /// Where a run stands at one moment.
@@ -131,6 +155,45 @@ impl Run {
 
     /// The run at `t` simulated seconds after its creation.
     pub fn at(&self, t: f64) -> Snapshot {
+        match self.forced_end {
+            Some((end, failed)) if t >= end => self.forced(end, failed),
+            _ => self.natural(t),
+        }
+    }
+
+    /// The run made to end at `end`: tasks still going end with it.
+    fn forced(&self, end: f64, failed: bool) -> Snapshot {
+        let mut snap = self.natural(end);
+        if snap.ended.is_some() {
+            return snap;
+        }
+        let last = snap.tasks.len().saturating_sub(1);
+        for (i, task) in snap.tasks.iter_mut().enumerate() {
+            if task.ended.is_none() {
+                task.ended = Some(end);
+                task.state = if failed && i == last {
+                    "failed"
+                } else {
+                    "succeeded"
+                };
+            }
+        }
+        let error = failed.then(|| {
+            json!({"type": "amperity.workflow.task.stitch/table", "attribution": "customer",
+                   "message": "Found table in an invalid state: loyalty_members."})
+        });
+        if let (Some(task), Some(e)) = (snap.tasks.last_mut(), &error) {
+            task.error = Some(e.clone());
+        }
+        Snapshot {
+            state: if failed { "failed" } else { "succeeded" },
+            ended: Some(end),
+            error,
+            tasks: snap.tasks,
+        }
+    }
+
+    fn natural(&self, t: f64) -> Snapshot {
         let warm = match (self.scenario.unknown_state, self.scenario.slow) {
             (false, _) => 0.0,
             // Slow runs warm up for a minute, long enough for a poll to see it.
@@ -243,9 +306,13 @@ impl Run {
         }
     }
 
-    /// The Workflow JSON of the API at `t`; `verbose` adds tasks, error and principal.
-    pub fn to_json(&self, t: f64, speed: f64, verbose: bool) -> Value {
-        let snap = self.at(t);
+    /// The Workflow JSON of the API at `t`, in `view`.
+    pub fn to_json(&self, t: f64, speed: f64, view: View) -> Value {
+        self.snapshot_json(&self.at(t), speed, view)
+    }
+
+    /// A snapshot's Workflow JSON.
+    pub fn snapshot_json(&self, snap: &Snapshot, speed: f64, view: View) -> Value {
         let stamp = |sim_secs: f64| stamp(self.created_at, sim_secs / speed);
         let mut w = json!({
             "id": self.id,
@@ -258,11 +325,16 @@ impl Run {
         if let Some(end) = snap.ended {
             w["ended_at"] = json!(stamp(end));
         }
-        if verbose {
+        if view != View::Overview {
             w["principal_id"] = json!(self.principal_id);
             w["principal_name"] = json!(self.principal_name);
             w["launched_version"] = json!(self.version);
             w["current_version"] = json!(self.version);
+            if let Some(e) = &snap.error {
+                w["error"] = e.clone();
+            }
+        }
+        if view == View::Verbose {
             let tasks: Vec<Value> = snap
                 .tasks
                 .iter()
@@ -286,9 +358,6 @@ impl Run {
                 })
                 .collect();
             w["task_instances"] = Value::Array(tasks);
-            if let Some(e) = snap.error {
-                w["error"] = e;
-            }
         }
         w
     }
@@ -316,6 +385,7 @@ mod tests {
             created_at: "2025-04-18T06:00:00Z".parse().unwrap(),
             scenario: Scenario::from_config(config, true),
             stopped_at: None,
+            forced_end: None,
         }
     }
 
@@ -354,6 +424,26 @@ mod tests {
         assert_eq!(run("cg-hang").at(10_000.0).state, "running");
         assert_eq!(run("cg-unknownstate").at(1.5).state, "Warming up");
         assert_eq!(run("cg-slow").at(20.0).state, "running");
+    }
+
+    #[test]
+    fn a_run_made_to_end_ends_then_with_its_tasks() {
+        let mut r = run("cg-hang");
+        r.forced_end = Some((5.0, false));
+        assert_eq!(r.at(4.9).state, "running");
+        let done = r.at(6.0);
+        assert_eq!((done.state, done.ended), ("succeeded", Some(5.0)));
+        assert!(done.tasks.iter().all(|t| t.ended.is_some_and(|e| e <= 5.0)));
+        let mut failed = run("cg-hang");
+        failed.forced_end = Some((5.0, true));
+        let f = failed.at(5.0);
+        assert_eq!(f.state, "failed");
+        assert_eq!(f.error.unwrap()["attribution"], "customer");
+        assert_eq!(f.tasks.last().unwrap().state, "failed");
+        // A run that had ended by then keeps its own end.
+        let mut natural = run("cg-1");
+        natural.forced_end = Some((50.0, true));
+        assert_eq!(natural.at(60.0).state, "succeeded");
     }
 
     #[test]
