@@ -231,8 +231,9 @@ prop_compose! {
         failures in any::<u32>(),
         stops in any::<u32>(),
         throttled in any::<bool>(),
+        end_reported in any::<bool>(),
     ) -> Memory {
-        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled }
+        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled, end_reported }
     }
 }
 
@@ -267,6 +268,14 @@ proptest! {
         for e in &d.events {
             prop_assert!(e.note.len() <= 1024, "event note of {} bytes", e.note.len());
         }
+        // A report from the change feed only makes a poll come sooner: it never
+        // changes what is written, nor what is told.
+        let mut told = memory;
+        told.end_reported = !memory.end_reported;
+        let other = decide(&run, None, now, told, &settings);
+        let plain = decide(&run, None, now, memory, &settings);
+        prop_assert_eq!(&other.status, &plain.status);
+        prop_assert_eq!(&other.events, &plain.events);
         // The whole status, as written: far under etcd's limits.
         let written = serde_json::to_string(&d.status).map(|s| s.len()).unwrap_or(0);
         prop_assert!(written < 64 * 1024, "status of {written} bytes");

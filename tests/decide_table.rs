@@ -754,6 +754,65 @@ fn polls_follow_the_interval_remembered_between_reconciles() {
 }
 
 #[test]
+fn a_run_reported_ended_is_polled_now_and_only_the_poll_settles_it() {
+    let r = running(json!({"pollInterval": "10m"}));
+    let settings = Settings::default();
+    let reported = |polled_secs| Memory {
+        last_polled: Some(at(polled_secs)),
+        end_reported: true,
+        ..Memory::default()
+    };
+    // Polled a second ago, interval ten minutes: polled now all the same, and the
+    // report itself writes nothing.
+    let d = decide(&r, None, at(101), reported(100), &settings);
+    assert_eq!(d.action, Action::Poll("wf-1".into()));
+    assert_eq!(d.status, r.status.clone().unwrap());
+    assert!(d.events.is_empty());
+    // The poll's answer settles the report: ended, or (the list was wrong) still
+    // running, which stays Running and goes back to its interval.
+    let ended = decide(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(101),
+        reported(100),
+        &settings,
+    );
+    assert_eq!(ended.status.phase, Some(Phase::Succeeded));
+    assert!(!ended.memory.end_reported);
+    let still = decide(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(101),
+        reported(100),
+        &settings,
+    );
+    assert_eq!(still.status.phase, Some(Phase::Running));
+    assert!(!still.memory.end_reported);
+    assert_eq!(still.action, Action::Requeue(Duration::from_secs(600)));
+    // An answer that says nothing keeps the report: the retry also goes first.
+    for (kind, kept) in [
+        (FailureKind::Transient, true),
+        (FailureKind::Unknown, true),
+        (FailureKind::NotFound, false),
+        (FailureKind::Auth, false),
+        (FailureKind::Rejected, false),
+    ] {
+        let d = decide(
+            &r,
+            Some(Answer::Polled(Err(failure(kind)))),
+            at(101),
+            reported(100),
+            &settings,
+        );
+        assert_eq!(d.memory.end_reported, kept, "{kind:?}");
+    }
+    // A run already finished is not polled for a report.
+    let done = with_status(r.clone(), ended.status.clone());
+    let d = decide(&done, None, at(102), reported(101), &settings);
+    assert!(!matches!(d.action, Action::Poll(_)), "{:?}", d.action);
+}
+
+#[test]
 fn poll_failures() {
     let r = running(json!({}));
     let d = step(

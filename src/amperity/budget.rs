@@ -114,6 +114,30 @@ impl Schedule {
         self.head_due = self.head_due.max(paused) + period;
         at
     }
+
+    /// The next routine turn (after any pause).
+    fn routine(&mut self, now: Instant, paused: Instant, period: Duration) -> u64 {
+        self.advance(now, period);
+        self.head_due = self.head_due.max(paused);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Routine turn `seq` leaves the queue for an urgent turn ahead of it.
+    fn promote(&mut self, seq: u64, now: Instant, paused: Instant, period: Duration) -> Instant {
+        self.advance(now, period);
+        if seq >= self.head_seq && seq < self.next_seq {
+            self.promoted.insert(seq);
+        }
+        self.urgent(now, paused, period)
+    }
+
+    /// Nothing passes until `until`: routine turns not yet due move back past it.
+    fn pause(&mut self, now: Instant, until: Instant, period: Duration) {
+        self.advance(now, period);
+        self.head_due = self.head_due.max(until);
+    }
 }
 
 /// A reserved place at the gate: a moment (urgent turns), or a place in the queue
@@ -213,11 +237,11 @@ impl Budget {
     pub fn reserve(self: &Arc<Self>) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
-        let mut schedule = self.schedule.lock().unwrap();
-        schedule.advance(now, self.period);
-        schedule.head_due = schedule.head_due.max(paused);
-        let seq = schedule.next_seq;
-        schedule.next_seq += 1;
+        let seq = self
+            .schedule
+            .lock()
+            .unwrap()
+            .routine(now, paused, self.period);
         Turn(TurnAt::Routine {
             seq,
             budget: self.clone(),
@@ -242,12 +266,12 @@ impl Budget {
     fn promote(&self, seq: u64) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
-        let mut schedule = self.schedule.lock().unwrap();
-        schedule.advance(now, self.period);
-        if seq >= schedule.head_seq && seq < schedule.next_seq {
-            schedule.promoted.insert(seq);
-        }
-        Turn(TurnAt::Moment(schedule.urgent(now, paused, self.period)))
+        let at = self
+            .schedule
+            .lock()
+            .unwrap()
+            .promote(seq, now, paused, self.period);
+        Turn(TurnAt::Moment(at))
     }
 
     fn routine_due(&self, seq: u64) -> Instant {
@@ -327,9 +351,7 @@ impl Budget {
             *paused = Some(until);
         }
         drop(paused);
-        let mut schedule = self.schedule.lock().unwrap();
-        schedule.advance(now, self.period);
-        schedule.head_due = schedule.head_due.max(until);
+        self.schedule.lock().unwrap().pause(now, until, self.period);
     }
 }
 
@@ -508,6 +530,94 @@ mod tests {
             last > Duration::from_millis(9_994) && last <= Duration::from_millis(10_094),
             "{last:?}"
         );
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Routine,
+        Urgent,
+        /// Promote the n-th routine turn handed out (if any).
+        Promote(usize),
+        Pause(u64),
+        /// Let this many milliseconds pass.
+        Wait(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Op::Routine),
+            2 => Just(Op::Urgent),
+            2 => any::<usize>().prop_map(Op::Promote),
+            1 => (0u64..5_000).prop_map(Op::Pause),
+            3 => (0u64..3_000).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens, a routine turn's moment never comes earlier than it
+        /// was when last looked at (its holder sleeps on that moment: an earlier
+        /// one would be missed, and the slot would go unused while the holder
+        /// comes late, together with someone else), and turns waiting in the
+        /// queue stay at least a period apart, in order.
+        #[test]
+        fn routine_turns_never_move_earlier_and_stay_spaced(ops in proptest::collection::vec(op(), 1..120)) {
+            let period = Duration::from_millis(103);
+            let start = Instant::now();
+            let mut now = start;
+            let mut paused = start;
+            let mut schedule = Schedule {
+                head_seq: 0,
+                head_due: start,
+                next_seq: 0,
+                promoted: BTreeSet::new(),
+                next_urgent: start,
+            };
+            let mut seen: Vec<(u64, Option<Instant>)> = Vec::new();
+            let mut promoted = std::collections::HashSet::new();
+            for op in ops {
+                match op {
+                    Op::Routine => {
+                        let seq = schedule.routine(now, paused.max(now), period);
+                        seen.push((seq, schedule.due(seq, period)));
+                    }
+                    Op::Urgent => {
+                        let at = schedule.urgent(now, paused.max(now), period);
+                        proptest::prop_assert!(at >= now && at >= paused);
+                    }
+                    Op::Promote(n) if !seen.is_empty() => {
+                        let seq = seen[n % seen.len()].0;
+                        if schedule.due(seq, period).is_some_and(|d| d > now) {
+                            promoted.insert(seq);
+                        }
+                        schedule.promote(seq, now, paused.max(now), period);
+                    }
+                    Op::Promote(_) => {}
+                    Op::Pause(ms) => {
+                        paused = paused.max(now + Duration::from_millis(ms));
+                        schedule.pause(now, paused, period);
+                    }
+                    Op::Wait(ms) => now += Duration::from_millis(ms),
+                }
+                let mut waiting = Vec::new();
+                for (seq, last) in seen.iter_mut() {
+                    if promoted.contains(seq) {
+                        continue;
+                    }
+                    let due = schedule.due(*seq, period);
+                    if let (Some(before), Some(after)) = (*last, due) {
+                        proptest::prop_assert!(after >= before, "turn {seq} moved from {before:?} to {after:?}");
+                    }
+                    if let Some(after) = due {
+                        waiting.push(after);
+                        *last = Some(after);
+                    }
+                }
+                for pair in waiting.windows(2) {
+                    proptest::prop_assert!(pair[1] >= pair[0] + period, "{waiting:?}");
+                }
+            }
+        }
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 
 mod env;
 mod explain;
+mod feed;
 mod one_run;
 mod scenarios;
 mod trust;

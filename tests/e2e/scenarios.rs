@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::Scenario;
 use crate::env::{self, Env, Result, condition, events, free_port, phase, wait_http};
 use crate::explain::kubectl_explain_describes_every_field;
+use crate::feed::the_change_feed_wakes_ended_runs_and_a_lying_list_changes_nothing;
 use crate::one_run::{
     a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
     killing_the_leader_inside_its_starts_never_starts_twice,
@@ -50,6 +51,7 @@ scenarios!(
     the_charts_rbac_is_enough_and_every_rule_is_needed,
     only_the_leader_reconciles_and_a_follower_takes_over,
     a_leader_that_loses_its_lease_stops_reconciling,
+    the_change_feed_wakes_ended_runs_and_a_lying_list_changes_nothing,
 );
 
 pub fn ensure(ok: bool, what: impl Into<String>) -> Result {

@@ -1,0 +1,154 @@
+//! The change feed through the real binary: ended runs are woken and finished
+//! with their task summary; a run the list never shows, or shows late, is finished
+//! by its own polls; a list that says a running run ended changes nothing.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::env::{self, Env, Result, free_port, phase, wait_http};
+use crate::scenarios::{ensure, finished};
+
+pub async fn the_change_feed_wakes_ended_runs_and_a_lying_list_changes_nothing(
+    env: &mut Env,
+) -> Result {
+    // The shared operator would reconcile these runs too: pause it.
+    if let Some(op) = env.operator.as_mut() {
+        op.kill();
+    }
+    let result = feed_checks(env).await;
+    let port = env.metrics_port;
+    env.operator = Some(env.spawn_operator("operator-after-feed", port, &[])?);
+    wait_http(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    result
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn feed_checks(env: &mut Env) -> Result {
+    let ns = env.namespace("feed", Some(env::TOKEN)).await?;
+    // A budget of 2/s: the twenty runs below are polled in turn every ten
+    // seconds or so, twice their 5 s interval, so the feed looks every 5 s.
+    let port = free_port();
+    let mut op = env.spawn_operator(
+        "operator-feed",
+        port,
+        &[
+            ("WATCH_NAMESPACES", ns.clone()),
+            ("LEADER_ELECTION", "false".into()),
+            ("AMPERITY_RATE_LIMIT", "2".into()),
+            ("AMPERITY_CHANGE_FEED", "true".into()),
+        ],
+    )?;
+    let scrape = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    wait_http(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    for i in 0..14 {
+        env.create_run(
+            &ns,
+            &format!("busy-{i}"),
+            json!({"configId": "cg-e2e-feed-busy-hang"}),
+        )
+        .await?;
+    }
+    // Slow runs end about 8 s after they start.
+    let measured = [
+        ("ends-1", "cg-e2e-feed-slow"),
+        ("ends-2", "cg-e2e-feed-slow"),
+        ("ends-3", "cg-e2e-feed-slow"),
+        // Never listed: only its own polls can see it end.
+        ("unlisted", "cg-e2e-feed-unlisted-slow"),
+        // Listed ended 4 s after it ends.
+        ("lagging", "cg-e2e-feed-endlag-slow"),
+        // Listed ended while it goes on.
+        ("lied-about", "cg-e2e-feed-listlie-hang"),
+    ];
+    for (name, config) in measured {
+        env.create_run(&ns, name, json!({"configId": config}))
+            .await?;
+    }
+    let mut delays = Vec::new();
+    for (name, _) in &measured[..5] {
+        let run = env
+            .wait_for(&ns, name, Duration::from_secs(90), "finished", finished)
+            .await?;
+        let status = run.status.clone().unwrap_or_default();
+        ensure(
+            phase(&run) == "Succeeded",
+            format!("{name}: {}", phase(&run)),
+        )?;
+        // The finished status is complete: the end came from a verbose read.
+        let tasks = status.tasks.clone().unwrap_or_default();
+        ensure(
+            tasks.total == 5 && tasks.succeeded == 5,
+            format!("{name}: task summary {tasks:?}"),
+        )?;
+        let ended: jiff::Timestamp = status
+            .workflow
+            .and_then(|w| w.ended_at)
+            .ok_or(format!("{name}: no endedAt"))?
+            .parse()
+            .map_err(|e| format!("{name}: {e}"))?;
+        let completed = status
+            .completed_at
+            .ok_or(format!("{name}: no completedAt"))?
+            .0;
+        delays.push((
+            name.to_string(),
+            completed.duration_since(ended).as_secs_f64(),
+        ));
+    }
+    let text = scrape().await?;
+    let wakes = metric(&text, "amperity_operator_change_feed_wakes_total");
+    let looks = metric(
+        &text,
+        "amperity_operator_change_feed_looks_total{outcome=\"listed\"}",
+    );
+    // The three listed runs and the one the list lies about were woken.
+    ensure(
+        wakes >= 4.0,
+        format!("{wakes} wakes, {looks} looks:\n{text}"),
+    )?;
+    // Listed ends show within the feed's cycle (5 s) and a read, where per-run
+    // polls of twenty runs at 2/s take about ten seconds.
+    for (name, delay) in &delays[..3] {
+        ensure(
+            *delay <= 8.0,
+            format!("{name} showed its end after {delay:.1}s: {delays:?}"),
+        )?;
+    }
+    // The run the list said had ended was read, and is still running.
+    let lied = env
+        .runs(&ns)
+        .get("lied-about")
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure(
+        phase(&lied) == "Running",
+        format!("lied-about: {} after the list said it ended", phase(&lied)),
+    )?;
+    if let Ok(Some(status)) = op.child.try_wait() {
+        return Err(format!("the operator exited ({status})"));
+    }
+    op.kill();
+    Ok(())
+}
