@@ -51,8 +51,13 @@ fn shipped(
     }
     let mut value = serde_json::to_value(crd).expect("a CRD serializes");
     strip(&mut value);
-    for version in value["spec"]["versions"].as_array_mut().into_iter().flatten() {
-        let status = &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    for version in value["spec"]["versions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        let status =
+            &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
         for field in REMOVABLE_STATUS_OBJECTS {
             if let Some(object) = status.get_mut(field) {
                 object["nullable"] = serde_json::Value::Bool(true);

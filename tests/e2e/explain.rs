@@ -84,8 +84,8 @@ fn explain_everything(env: &Env) -> Result {
         "phase",
         "conditions",
         "startedAt",
-        "failedTasks",
-        "principalName",
+        "stopRequestedAt",
+        "attempts",
     ] {
         ensure(
             out.contains(field),
