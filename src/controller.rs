@@ -268,7 +268,9 @@ fn record_phase(metrics: &Metrics, uid: &str, before: Option<Phase>, run: &Amper
             .as_ref()
             .and_then(|w| w.workflow_type.clone())
             .unwrap_or_else(|| workflow_type_for(&run.spec.config_id).to_string());
-        metrics.record_finished(&kind, phase, took);
+        let reason = crate::decide::conditions::get(status, crate::decide::conditions::SUCCEEDED)
+            .map_or("", |c| c.reason.as_str());
+        metrics.record_finished(&kind, phase, reason, took);
     }
 }
 

@@ -26,8 +26,8 @@ use wire::{RunRequest, Workflow, WorkflowList};
 
 /// Sees every request, for metrics. The client itself stays free of any metrics crate.
 pub trait Observer: Send + Sync {
-    /// One answered (or failed: `status` None) request to `endpoint`.
-    fn request(&self, endpoint: &'static str, status: Option<u16>, latency: Duration);
+    /// One answered (or failed: `status` None) request to `endpoint` of `tenant`.
+    fn request(&self, endpoint: &'static str, tenant: &str, status: Option<u16>, latency: Duration);
     /// Time a request waited for the tenant's budget.
     fn waited(&self, wait: Duration);
 }
@@ -435,7 +435,7 @@ impl AmperityClient {
                 Err(e) => e.status(),
             };
             if let Some(o) = &inner.config.observer {
-                o.request(endpoint, status, started.elapsed());
+                o.request(endpoint, &target.tenant, status, started.elapsed());
             }
             let error = match result {
                 Ok((status, headers, bytes)) => {
