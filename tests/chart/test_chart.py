@@ -387,7 +387,8 @@ def test_metrics_service_and_service_monitor():
     [sm] = kinds(docs, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prom"
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    # honorLabels: the operator's own `endpoint` label survives the target label of that name.
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}]
     [svc] = kinds(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert not kinds(render({"metrics": {"service": {"enabled": False}}}), "Service")
