@@ -5,6 +5,7 @@
 //! namespace). It fails, never skips, when the environment cannot be brought up.
 
 mod env;
+mod roles;
 mod scenarios;
 
 use std::future::Future;
