@@ -2,6 +2,7 @@
 //! into `AmperityWorkflowRun` status.
 
 pub mod amperity;
+pub mod bounded;
 pub mod cli;
 pub mod controller;
 pub mod crd;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod operator;
 pub mod sim;
 pub mod telemetry;
+pub mod tracking;
 pub mod validate;
 
 use kube::CustomResourceExt;
