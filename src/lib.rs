@@ -22,6 +22,28 @@ use kube::CustomResourceExt;
 
 /// The CRD as YAML, exactly as `amperity-operator crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {
-    let crd = crd::AmperityWorkflowRun::crd();
-    serde_yaml::to_string(&crd).expect("the CRD serializes to YAML")
+    shipped(crd::AmperityWorkflowRun::crd())
+}
+
+/// A CRD as shipped: without the `nullable` marks schemars puts on optional fields.
+/// The operator never writes a null (absent fields are left out), API servers prune
+/// nulls from fields not marked nullable, and API servers before 1.21 drop the type
+/// and nested fields of nullable ones from the OpenAPI they publish, so `kubectl
+/// explain` would show nothing under `spec.range` or `status`.
+fn shipped(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("nullable");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD serializes");
+    strip(&mut value);
+    serde_yaml::to_string(&value).expect("the CRD serializes to YAML")
 }
