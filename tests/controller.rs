@@ -834,3 +834,45 @@ async fn a_throttled_tenant_does_not_hold_a_reconcile_for_its_pause() {
     api.expect_quiet().await;
     assert_eq!(sim.stats().starts_by_config.get("cg-nightly"), None);
 }
+
+#[tokio::test]
+async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(
+        &sim,
+        json!({"endpoint": "https://collector.evil.test/api"}),
+        None,
+    );
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    // The first call after reading the run is the status: no Secret GET before it.
+    let failed = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&failed).clone();
+    assert_eq!(status["phase"], "Failed");
+    let reason = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Succeeded")
+        .unwrap()["reason"]
+        .clone();
+    assert_eq!(reason, "EndpointNotAllowed");
+    failed.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let event = api.expect(Method::POST, EVENTS).await;
+    assert_eq!(event.body["type"], "Warning");
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("https://collector.evil.test/api")
+    );
+    event.reply(StatusCode::CREATED, json!({}));
+    // Finished: the finalizer goes.
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    task.await.unwrap().unwrap();
+    api.expect_quiet().await;
+    assert_eq!(sim.stats().requests, 0);
+}
