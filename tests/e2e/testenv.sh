@@ -231,16 +231,30 @@ EOF
     --leader-elect=false --bind-address=127.0.0.1 --port=0 --secure-port=0 \
     >"$STATE/controller-manager.log" 2>&1 &
   echo $! > "$STATE/controller-manager.pid"
-  # The built-in edit role has no rules until the controller aggregates them.
+  # The built-in edit role has no rules until the controller aggregates them. Its
+  # first try can lose a race with the API server's own bootstrap of that role (a
+  # conflict it does not always retry): touching a role it aggregates makes it look
+  # again.
   for i in $(seq 1 120); do
     if aggregated; then break; fi
     if ! kill -0 "$(cat "$STATE/controller-manager.pid")" 2>/dev/null; then
       tail -30 "$STATE/controller-manager.log" >&2; die "kube-controller-manager exited"
     fi
+    [ $((i % 10)) = 0 ] && nudge_aggregation "$i"
     sleep 0.5
   done
   aggregated || { tail -30 "$STATE/controller-manager.log" >&2; die "the edit ClusterRole was not aggregated after 60s"; }
   echo "$STATE/kubeconfig"
+}
+
+# Changes an annotation of a role the edit role aggregates, so that the
+# aggregation controller reconciles edit again.
+nudge_aggregation() {
+  curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" -X PATCH \
+    -H "Authorization: Bearer $(cat "$STATE/admin-token")" \
+    -H "Content-Type: application/merge-patch+json" \
+    --data "{\"metadata\":{\"annotations\":{\"amperity.dev/e2e-nudge\":\"$1\"}}}" \
+    "https://127.0.0.1:$PORT/apis/rbac.authorization.k8s.io/v1/clusterroles/system:aggregate-to-edit" >/dev/null 2>&1 || true
 }
 
 # True once the clusterrole-aggregation controller filled the built-in edit role.
