@@ -1,5 +1,6 @@
 //! The committed CRD must be exactly what the binary generates; regenerate with
-//! `cargo run -- crd > crds/amperityworkflowruns.amperity.dev.yaml`.
+//! `cargo run -- crd > crds/amperityworkflowruns.amperity.dev.yaml`. The chart holds a
+//! copy of each CRD the binary prints in `charts/amperity-operator/files/crds/`.
 
 use std::path::Path;
 
@@ -51,4 +52,58 @@ fn no_enum_carries_null() {
         }
     }
     walk(&crd, "");
+}
+
+/// Each YAML document `amperity-operator crd` prints, with the name of the CRD it holds.
+fn printed_crds() -> Vec<(String, String)> {
+    let mut docs = vec![String::new()];
+    for line in amperity_operator::crd_yaml().split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else {
+            docs.last_mut().unwrap().push_str(line);
+        }
+    }
+    docs.into_iter()
+        .filter(|d| !d.trim().is_empty())
+        .map(|doc| {
+            let crd: serde_json::Value = serde_yaml::from_str(&doc).unwrap();
+            let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+            (name, doc)
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_holds_a_copy_of_every_crd_the_binary_prints() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/amperity-operator/files/crds");
+    let printed = printed_crds();
+    assert!(!printed.is_empty());
+    for (name, doc) in &printed {
+        let path = dir.join(format!("{name}.yaml"));
+        let copy = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; copy the {name} document of `cargo run -- crd` into it",
+                path.display()
+            )
+        });
+        assert!(
+            &copy == doc,
+            "{} is out of date: copy the {name} document of `cargo run -- crd` into it",
+            path.display()
+        );
+    }
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = printed.iter().map(|(n, _)| format!("{n}.yaml")).collect();
+    expected.sort();
+    assert_eq!(
+        files,
+        expected,
+        "{} holds a file for a CRD the binary does not print",
+        dir.display()
+    );
 }

@@ -8,6 +8,7 @@ mod env;
 mod explain;
 mod feed;
 mod one_run;
+mod roles;
 mod scenarios;
 mod trust;
 
