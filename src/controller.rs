@@ -275,13 +275,12 @@ async fn reconcile_in(
     }
 
     if needs_finalizer(&run) {
-        set_finalizer(&api, &name, true)
+        // The answer is the resource as it now stands: read from it, so that the
+        // intent to start is written over this version, not the one before the
+        // finalizer (which would conflict, and cost a retry after backoff).
+        run = set_finalizer(&api, &name, true)
             .await
             .map_err(kube_err("adding the finalizer"))?;
-        run.metadata
-            .finalizers
-            .get_or_insert_with(Vec::new)
-            .push(FINALIZER.to_string());
     }
 
     let host = KubeHost {
@@ -317,7 +316,8 @@ async fn reconcile_in(
     if finished && has_finalizer(&run) && !matches!(action, Action::ReleaseFinalizer) {
         set_finalizer(&api, &name, false)
             .await
-            .map_err(kube_err("removing the finalizer"))?;
+            .map_err(kube_err("removing the finalizer"))
+            .map(|_| ())?;
     }
     Ok(match action {
         Action::Requeue(after) => {
@@ -345,7 +345,8 @@ async fn reconcile_in(
             if has_finalizer(&run) {
                 set_finalizer(&api, &name, false)
                     .await
-                    .map_err(kube_err("removing the finalizer"))?;
+                    .map_err(kube_err("removing the finalizer"))
+                    .map(|_| ())?;
             }
             forget(&ctx, &uid);
             Requeue::await_change()
@@ -428,7 +429,7 @@ async fn set_finalizer(
     api: &Api<AmperityWorkflowRun>,
     name: &str,
     present: bool,
-) -> Result<(), kube::Error> {
+) -> Result<AmperityWorkflowRun, kube::Error> {
     let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
     let patch = json!({
         "apiVersion": AmperityWorkflowRun::api_version(&()),
@@ -441,7 +442,6 @@ async fn set_finalizer(
         &Patch::Apply(patch),
     )
     .await
-    .map(|_| ())
 }
 
 /// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its
