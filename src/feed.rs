@@ -229,7 +229,8 @@ impl Feed {
     /// here, never in a reconcile; a group's next look waits for its last.
     pub async fn run(self: Arc<Self>, amperity: AmperityClient) {
         let mut looks = FuturesUnordered::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // A look is at most a tick late: a fifth of the shortest cycle.
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -282,12 +283,15 @@ impl Feed {
     }
 
     async fn look_at(&self, amperity: &AmperityClient, key: &GroupKey) -> Look {
+        let started = Instant::now();
         let look = self.look(amperity, key).await;
         let mut state = self.state.lock().unwrap();
         if let Some(group) = state.groups.get_mut(key) {
             group.looking = false;
+            // A cycle from this look's start, so that a slow answer (a wait for a
+            // turn, many pages) does not stretch the time between looks.
             let intervals = group.members.values().map(|m| m.poll_interval);
-            group.next_look = Instant::now() + cycle(intervals, self.settings.min_cycle);
+            group.next_look = started + cycle(intervals, self.settings.min_cycle);
         }
         drop(state);
         let outcome = match &look {

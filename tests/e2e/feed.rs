@@ -70,6 +70,17 @@ async fn feed_checks(env: &mut Env) -> Result {
         )
         .await?;
     }
+    // Their starts go first (urgent turns): the runs measured below start after.
+    for i in 0..14 {
+        env.wait_for(
+            &ns,
+            &format!("busy-{i}"),
+            Duration::from_secs(60),
+            "running",
+            |r| phase(r) == "Running",
+        )
+        .await?;
+    }
     // Slow runs end about 8 s after they start.
     let measured = [
         ("ends-1", "cg-e2e-feed-slow"),
@@ -126,7 +137,7 @@ async fn feed_checks(env: &mut Env) -> Result {
     // The three listed runs and the one the list lies about were woken.
     ensure(
         wakes >= 4.0,
-        format!("{wakes} wakes, {looks} looks:\n{text}"),
+        format!("{wakes} wakes, {looks} looks; delays {delays:?}"),
     )?;
     // Listed ends show within the feed's cycle (5 s) and a read, where per-run
     // polls of twenty runs at 2/s take about ten seconds.
