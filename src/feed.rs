@@ -323,7 +323,8 @@ impl Feed {
                 group.members.values().map(|m| m.poll_interval),
                 Duration::ZERO,
             );
-            if polls_keep_up(in_tenant, amperity.turn_period(), shortest) {
+            let backlog = amperity.routine_backlog(&group.target);
+            if polls_keep_up(in_tenant, amperity.turn_period(), backlog, shortest) {
                 // Per-run polls see every end within its interval; when they stop
                 // keeping up, the feed starts from here.
                 group.looked_at = Some(started);
@@ -420,12 +421,17 @@ pub fn cycle(intervals: impl Iterator<Item = Duration>, min: Duration) -> Durati
     intervals.min().unwrap_or(min).max(min)
 }
 
+/// How late routine polls may be while they count as keeping up.
+pub const KEEP_UP_SLACK: Duration = Duration::from_secs(1);
+
 /// Whether per-run polls already look at every one of a tenant's `runs` within
-/// `shortest` interval (each poll takes a turn `period` long), so that the feed
-/// would only add requests.
-pub fn polls_keep_up(runs: usize, period: Duration, shortest: Duration) -> bool {
+/// `shortest` interval, so that the feed would only add requests: the runs fit
+/// in the interval (each poll takes a turn `period` long), and routine turns are
+/// not queueing (a routine poll reserved now would wait `backlog`; runs that come
+/// and go cost first polls the count of runs does not show).
+pub fn polls_keep_up(runs: usize, period: Duration, backlog: Duration, shortest: Duration) -> bool {
     let runs = u32::try_from(runs).unwrap_or(u32::MAX);
-    period.saturating_mul(runs) <= shortest
+    period.saturating_mul(runs) <= shortest && backlog <= KEEP_UP_SLACK
 }
 
 /// Where a look starts: the last look's start minus the overlap, or, for a group's
@@ -557,15 +563,24 @@ mod tests {
     fn the_feed_is_skipped_while_polls_keep_up() {
         let period = Duration::from_millis(206); // 5/s
         let ten = Duration::from_secs(10);
-        for (runs, keep_up) in [
-            (0, true),
-            (40, true),
-            (48, true),
-            (49, false),
-            (1000, false),
-            (usize::MAX, false),
+        let ms = Duration::from_millis;
+        for (runs, backlog, keep_up) in [
+            (0, ms(0), true),
+            (40, ms(0), true),
+            (48, ms(1000), true),
+            (49, ms(0), false),
+            (1000, ms(0), false),
+            (usize::MAX, ms(0), false),
+            // Few runs, but polls queue (runs come and go faster than the budget
+            // polls them): the feed asks.
+            (40, ms(1001), false),
+            (10, ms(30_000), false),
         ] {
-            assert_eq!(polls_keep_up(runs, period, ten), keep_up, "{runs} runs");
+            assert_eq!(
+                polls_keep_up(runs, period, backlog, ten),
+                keep_up,
+                "{runs} runs, backlog {backlog:?}"
+            );
         }
     }
 

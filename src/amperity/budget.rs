@@ -281,6 +281,17 @@ impl Budget {
             .unwrap_or_else(|| schedule.head_due.min(Instant::now()))
     }
 
+    /// How long a routine turn reserved now would wait: zero while per-run polls
+    /// go when they are due, growing while they queue.
+    pub fn backlog(&self) -> Duration {
+        let now = Instant::now();
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.advance(now, self.period);
+        schedule
+            .due(schedule.next_seq, self.period)
+            .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
+    }
+
     /// How much longer the tenant is paused after a 429, if it is.
     pub fn paused_for(&self) -> Option<Duration> {
         let until = (*self.paused_until.lock().unwrap())?;
@@ -513,6 +524,22 @@ mod tests {
         // A turn already due is used as it is.
         let first = turns[0].clone().promote();
         assert!(first.is_routine());
+    }
+
+    #[test]
+    fn the_backlog_is_how_long_a_routine_turn_reserved_now_would_wait() {
+        let budget = Budgets::new(5).for_tenant("t");
+        assert_eq!(budget.backlog(), Duration::ZERO);
+        let turns: Vec<Turn> = (0..10).map(|_| budget.reserve()).collect();
+        let backlog = budget.backlog();
+        assert!(
+            backlog > Duration::from_millis(2_000) && backlog <= Duration::from_millis(2_060),
+            "{backlog:?}"
+        );
+        // An urgent turn adds one.
+        budget.reserve_urgent();
+        assert!(budget.backlog() > backlog + Duration::from_millis(200));
+        drop(turns);
     }
 
     #[test]

@@ -469,6 +469,14 @@ impl AmperityClient {
         self.inner.budgets.period()
     }
 
+    /// How long a routine poll to `target` reserved now would wait for its turn.
+    pub fn routine_backlog(&self, target: &Target) -> Duration {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .backlog()
+    }
+
     async fn list_pages(
         &self,
         endpoint: &'static str,

@@ -1,0 +1,202 @@
+//! The Kubernetes side (the e2e kube-apiserver) and the operator process of a
+//! load case.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::Value;
+
+pub struct Kube {
+    pub client: Client,
+    pub kubeconfig: String,
+}
+
+pub async fn kube_env() -> Kube {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let up = Command::new(format!("{repo}/tests/e2e/testenv.sh"))
+        .arg("up")
+        .output()
+        .expect("testenv.sh runs");
+    assert!(
+        up.status.success(),
+        "testenv.sh up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let kubeconfig = String::from_utf8_lossy(&up.stdout).trim().to_string();
+    let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let kubectl = Command::new(format!("{repo}/tests/e2e/testenv.sh"))
+        .arg("kubectl")
+        .output()
+        .expect("testenv.sh runs");
+    assert!(kubectl.status.success(), "testenv.sh kubectl failed");
+    let kubectl = String::from_utf8_lossy(&kubectl.stdout).trim().to_string();
+    let crd = Command::new(kubectl)
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(crd_without_cel().as_bytes())?;
+            c.wait()
+        })
+        .expect("kubectl runs");
+    assert!(crd.success(), "installing the CRD failed");
+    Kube {
+        client: Client::try_from(config).unwrap(),
+        kubeconfig,
+    }
+}
+
+/// The CRD without its CEL rules, which a 1.20 API server refuses to apply.
+fn crd_without_cel() -> String {
+    let mut crd: Value = serde_yaml::from_str(&amperity_operator::crd_yaml()).unwrap();
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("x-kubernetes-validations");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut crd);
+    serde_yaml::to_string(&crd).unwrap()
+}
+
+pub struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        // SIGTERM to the process group: a profiler wrapping the operator
+        // (LOAD_WRAPPER) writes its report once the operator has shut down.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    /// Starts `amperity-operator run` on namespace `ns` with budget `rate` and the
+    /// change feed on or off. LOAD_WRAPPER runs it under a profiler, e.g.
+    /// "heaptrack -o /tmp/op" (the memory and CPU figures are then the wrapper's);
+    /// LOAD_LOG="<filter>" keeps its log in target/operator-<label>.log.
+    pub fn spawn(
+        kube: &Kube,
+        ns: &str,
+        allowed: &str,
+        rate: u32,
+        feed: bool,
+        label: &str,
+    ) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let wrapper = std::env::var("LOAD_WRAPPER").unwrap_or_default();
+        let (log_level, log_file) = match std::env::var("LOAD_LOG") {
+            Ok(filter) => (
+                filter,
+                Stdio::from(
+                    std::fs::File::create(format!(
+                        "{}/target/operator-{label}.log",
+                        env!("CARGO_MANIFEST_DIR")
+                    ))
+                    .unwrap(),
+                ),
+            ),
+            Err(_) => ("warn".to_string(), Stdio::null()),
+        };
+        let operator = env!("CARGO_BIN_EXE_amperity-operator");
+        Operator {
+            child: Command::new("sh")
+                .args(["-c", &format!("exec {wrapper} {operator} run")])
+                .process_group(0)
+                .env("KUBECONFIG", &kube.kubeconfig)
+                .env("WATCH_NAMESPACES", ns)
+                .env("LEADER_ELECTION", "false")
+                .env("AMPERITY_RATE_LIMIT", rate.to_string())
+                .env("AMPERITY_CHANGE_FEED", feed.to_string())
+                .env("AMPERITY_ALLOWED_ENDPOINTS", allowed)
+                .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+                .env("LOG_LEVEL", log_level)
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .unwrap(),
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+        }
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.memory_mib("VmHWM:")
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        self.memory_mib("VmRSS:")
+    }
+
+    fn memory_mib(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    /// A counter's value, summed over its labels.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(&self.metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            // From +0: an f64 sum of no series is -0, which prints as "-0".
+            .fold(0.0, |total, v| total + v)
+    }
+}
