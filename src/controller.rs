@@ -267,11 +267,25 @@ async fn reconcile_in(
     let uid = run.uid().unwrap_or_default();
     ctx.tracking.observe(&uid, &run.spec, run.status.as_ref());
     let mut memory = ctx.remember(&uid);
-    // Woken by the change feed: the run it follows was listed ended.
-    if let Some(reported) = ctx.feed.as_ref().and_then(|f| f.take_report(&uid))
-        && run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) == Some(reported.as_str())
+    // Woken by the change feed: the run it follows was listed ended, and is read
+    // in the urgent turn the feed handed out (in the order runs ended), instead
+    // of its routine one.
+    if let Some(report) = ctx.feed.as_ref().and_then(|f| f.take_report(&uid))
+        && run.status.as_ref().and_then(|s| s.workflow_id.as_deref())
+            == Some(report.workflow_id.as_str())
     {
         memory.decide.end_reported = true;
+        match memory.turn.take() {
+            Some(kept) if !kept.is_routine() && kept.due() <= report.turn.due() => {
+                memory.turn = Some(kept)
+            }
+            kept => {
+                if let Some(routine) = kept {
+                    routine.release();
+                }
+                memory.turn = Some(report.turn);
+            }
+        }
     }
 
     if needs_finalizer(&run) {

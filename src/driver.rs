@@ -55,6 +55,12 @@ const MAX_ROUNDS: usize = 8;
 /// and a reconcile slot).
 pub const HOLD_TURN: Duration = Duration::from_secs(2);
 
+/// How much before its turn a call that let go comes back, to wait the rest in
+/// place: a reconcile takes a few reads before its call, and a call that reaches
+/// the gate after its turn leaves the turn unused, time the budget never gets
+/// back while every turn is taken.
+pub const COME_BACK_EARLY: Duration = Duration::from_secs(1);
+
 /// Why credentials could not be had: a CamelCase reason and a message naming the
 /// Secret and key, never their contents.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -346,7 +352,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 {
                     self.host.follow(run, &target, &access.credentials, id);
                 }
-                answer = Some(Answer::Later(wait));
+                answer = Some(Answer::Later(wait.saturating_sub(COME_BACK_EARLY)));
                 continue;
             }
             // For a start, the credentials come first: without them nothing is sent,

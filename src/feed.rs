@@ -29,7 +29,7 @@ use jiff::{SignedDuration, Timestamp};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::amperity::wire::Workflow;
-use crate::amperity::{AmperityClient, Credentials, ListQuery, Target};
+use crate::amperity::{AmperityClient, Credentials, ListQuery, Target, Turn};
 use crate::controller::CachedRun;
 use crate::metrics::Metrics;
 
@@ -101,9 +101,20 @@ struct State {
     groups: HashMap<GroupKey, Group>,
     /// Which group each resource (uid) is in.
     group_of: HashMap<String, GroupKey>,
-    /// Resources woken because their run was listed ended, and which run: their
-    /// next reconcile polls at once.
-    reported: HashMap<String, String>,
+    /// Resources woken because their run was listed ended: their next reconcile
+    /// polls at once, in the turn given here.
+    reported: HashMap<String, Report>,
+}
+
+/// What the feed tells a resource it woke.
+#[derive(Debug)]
+pub struct Report {
+    /// The run the list reported ended.
+    pub workflow_id: String,
+    /// The urgent turn for its read, handed out in the order runs ended (the
+    /// controller's reconciles start in no particular order), ahead of routine
+    /// polls.
+    pub turn: Turn,
 }
 
 /// A controller's wake queue: the namespace it watches (None: all of them).
@@ -214,8 +225,8 @@ impl Feed {
         state.reported.remove(uid);
     }
 
-    /// The run the feed reported ended for resource `uid`, once.
-    pub fn take_report(&self, uid: &str) -> Option<String> {
+    /// What the feed reported for resource `uid`, once.
+    pub fn take_report(&self, uid: &str) -> Option<Report> {
         self.state.lock().unwrap().reported.remove(uid)
     }
 
@@ -369,13 +380,16 @@ impl Feed {
                 };
                 if self.wake(member) {
                     member.woken_for = Some(wake.ended_at);
-                    given.push((wake.uid, member.workflow_id.clone()));
+                    let report = Report {
+                        workflow_id: member.workflow_id.clone(),
+                        turn: amperity.reserve_urgent_turn(&target),
+                    };
+                    given.push((wake.uid, report));
                 }
             }
-            for (uid, id) in &given {
-                state.reported.insert(uid.clone(), id.clone());
-            }
-            given.into_iter().map(|(uid, _)| uid).collect::<Vec<_>>()
+            let woken = given.iter().map(|(uid, _)| uid.clone()).collect::<Vec<_>>();
+            state.reported.extend(given);
+            woken
         };
         if !wakes.is_empty() {
             tracing::debug!(tenant = %target.tenant, woken = wakes.len(), "the change feed woke runs it lists ended");

@@ -157,13 +157,20 @@ async fn ended_runs_are_woken_oldest_end_first_across_pages_and_once() {
         names,
         "wakes reach the controller oldest end first"
     );
-    // Each woken resource's next reconcile learns which run was listed ended.
-    assert_eq!(
-        s.feed.take_report("uid-5").as_deref(),
-        Some(ids[5].as_str())
-    );
-    assert_eq!(s.feed.take_report("uid-5"), None, "once");
-    assert_eq!(s.feed.take_report("uid-2"), None, "not listed ended");
+    // Each woken resource's next reconcile learns which run was listed ended, and
+    // gets an urgent turn for its read, the turns in the order the runs ended.
+    let turns: Vec<_> = order
+        .iter()
+        .map(|i| {
+            let report = s.feed.take_report(&format!("uid-{i}")).unwrap();
+            assert_eq!(report.workflow_id, ids[*i]);
+            assert!(!report.turn.is_routine());
+            report.turn.due()
+        })
+        .collect();
+    assert!(turns.windows(2).all(|t| t[0] < t[1]), "{turns:?}");
+    assert!(s.feed.take_report("uid-5").is_none(), "once");
+    assert!(s.feed.take_report("uid-2").is_none(), "not listed ended");
 
     // The next look lists the same ends again (the overlap) and wakes nobody.
     let (runs, woken) = listed(&s.feed.look_now(&s.client).await);

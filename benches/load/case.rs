@@ -222,17 +222,18 @@ pub async fn run(kube: &Kube, setting: Setting) -> (Figures, Vec<String>) {
 }
 
 /// The writes metric and the status changes seen, at a moment when no write is
-/// under way (neither moved for 300 ms), so that the two count the same writes.
+/// under way (neither moved for 150 ms, where a write takes a few), so that the
+/// two count the same writes.
 async fn quiet(op: &Operator, seen: &std::sync::Mutex<Seen>) -> (f64, u64, u64) {
     let counts = || {
         let s = seen.lock().unwrap();
         (s.changes(), s.idle)
     };
     let mut last = None;
-    for _ in 0..200 {
+    for _ in 0..600 {
         let m = op.metric("amperity_operator_status_writes_total").await;
         let c = counts();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
         let again = (
             op.metric("amperity_operator_status_writes_total").await,
             counts(),
@@ -243,7 +244,7 @@ async fn quiet(op: &Operator, seen: &std::sync::Mutex<Seen>) -> (f64, u64, u64) 
         last = Some(again);
     }
     let (m, (c, idle)) = last.unwrap();
-    println!("  (no quiet moment in a minute: write counts may be off by the writes under way)");
+    println!("  (no quiet moment in 600 tries: write counts may be off by the writes under way)");
     (m, c, idle)
 }
 
@@ -299,6 +300,26 @@ fn measure(
 
     // What finishing a run cost: the reads of it after its end, and the lists.
     let end_of: HashMap<&str, f64> = ends.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+    if std::env::var_os("LOAD_TRACE").is_some() {
+        for (id, at) in ends {
+            let reads: Vec<String> = log
+                .iter()
+                .filter(|l| matches!(&l.request, Request::Get(i) if i == id) && l.at >= *at)
+                .map(|l| format!("{:.2}", l.at - at))
+                .collect();
+            let lists: Vec<String> = log
+                .iter()
+                .filter(|l| l.request == Request::List && l.at >= *at && l.at < at + 20.0)
+                .map(|l| format!("{:.2}", l.at - at))
+                .collect();
+            println!(
+                "  trace {id} ended {at:.2}: reads after +{} shown +{:.2} lists +{}",
+                reads.join(","),
+                seen.finished_at.get(id).map_or(f64::NAN, |s| s - at),
+                lists.join(",")
+            );
+        }
+    }
     let reads_after_end = log
         .iter()
         .filter(|l| matches!(&l.request, Request::Get(id) if end_of.get(id.as_str()).is_some_and(|e| l.at >= *e)))

@@ -56,9 +56,11 @@ pub struct Budget {
 /// The queue of routine turns and the spacing of urgent ones.
 ///
 /// Routine turns are numbered in the order they were reserved; turn `n` is due at
-/// `head_due` plus one period for every turn between the head and `n` still in the
-/// queue. An urgent turn moves `head_due` back by one period: every routine turn
-/// not yet due makes room for it.
+/// `head_due` plus one period for every turn between the head and `n`. An urgent
+/// turn moves `head_due` back by one period: every routine turn not yet due makes
+/// room for it. No routine turn ever moves earlier: its holder sleeps until the
+/// moment it was told, and a turn that moved earlier would find nobody at the
+/// gate, leaving its time unused while every other turn is taken.
 struct Schedule {
     /// The first routine turn not yet due (or `next_seq` when none is waiting).
     head_seq: u64,
@@ -66,13 +68,17 @@ struct Schedule {
     head_due: Instant,
     /// The number the next routine turn gets.
     next_seq: u64,
-    /// Routine turns at or after the head that became urgent ([`Budget::promote`]):
-    /// the queue skips them, so the turns behind do not move back for them twice.
-    promoted: BTreeSet<u64>,
+    /// Routine turns still to come that their holders gave up (for an urgent turn):
+    /// places the next reservations take, latest first, before new ones at the end.
+    holes: BTreeSet<u64>,
     /// The first urgent turn not yet handed out: urgent requests go ahead of routine
     /// ones, but are spaced too, so that a burst of them (many starts to one tenant)
     /// is spread out instead of piling up at the gate, each holding a reconcile.
     next_urgent: Instant,
+    /// When the last routine turn that came due was due: an urgent turn goes a
+    /// period after it. Closer, the two would meet at the gate, one would wait for
+    /// the other, and with every turn taken the time would never be made up.
+    last_due: Option<Instant>,
 }
 
 impl Schedule {
@@ -80,24 +86,23 @@ impl Schedule {
     /// the turns still to come.
     fn advance(&mut self, now: Instant, period: Duration) {
         while self.head_seq < self.next_seq && self.head_due <= now {
-            if !self.promoted.remove(&self.head_seq) {
-                self.head_due += period;
+            if !self.holes.remove(&self.head_seq) {
+                self.last_due = Some(self.head_due);
             }
+            self.head_due += period;
             self.head_seq += 1;
         }
         if self.head_seq == self.next_seq {
             self.head_due = self.head_due.max(now);
-            self.promoted.clear();
         }
     }
 
-    /// When routine turn `seq` is due; None once it is (or it was promoted).
+    /// When routine turn `seq` is due; None once it is (or it was given up).
     fn due(&self, seq: u64, period: Duration) -> Option<Instant> {
-        if seq < self.head_seq || self.promoted.contains(&seq) {
+        if seq < self.head_seq || self.holes.contains(&seq) {
             return None;
         }
-        let skipped = self.promoted.range(self.head_seq..seq).count() as u64;
-        let ahead = u32::try_from(seq - self.head_seq - skipped).unwrap_or(u32::MAX);
+        let ahead = u32::try_from(seq - self.head_seq).unwrap_or(u32::MAX);
         Some(
             self.head_due
                 .checked_add(period.saturating_mul(ahead))
@@ -105,31 +110,43 @@ impl Schedule {
         )
     }
 
-    /// An urgent turn: the next urgent slot (after any pause), with every routine
-    /// turn not yet due moved back one period to make room for it.
+    /// An urgent turn: the next urgent slot (after any pause, and a period after
+    /// the last routine turn that came due), with every routine turn not yet due
+    /// moved back one period to make room for it.
     fn urgent(&mut self, now: Instant, paused: Instant, period: Duration) -> Instant {
         self.advance(now, period);
-        let at = self.next_urgent.max(now).max(paused);
+        let after_routine = self.last_due.map_or(now, |due| due + period);
+        let at = self.next_urgent.max(now).max(paused).max(after_routine);
         self.next_urgent = at + period;
-        self.head_due = self.head_due.max(paused) + period;
+        self.head_due = self.head_due.max(paused).max(at) + period;
         at
     }
 
-    /// The next routine turn (after any pause).
+    /// The next routine turn (after any pause): the latest place given up, or a
+    /// new one at the end.
     fn routine(&mut self, now: Instant, paused: Instant, period: Duration) -> u64 {
         self.advance(now, period);
         self.head_due = self.head_due.max(paused);
+        if let Some(seq) = self.holes.pop_last() {
+            return seq;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
     }
 
-    /// Routine turn `seq` leaves the queue for an urgent turn ahead of it.
-    fn promote(&mut self, seq: u64, now: Instant, paused: Instant, period: Duration) -> Instant {
+    /// Routine turn `seq` is given up: its place stays (nobody moves) for the
+    /// next reservation to take.
+    fn release(&mut self, seq: u64, now: Instant, period: Duration) {
         self.advance(now, period);
         if seq >= self.head_seq && seq < self.next_seq {
-            self.promoted.insert(seq);
+            self.holes.insert(seq);
         }
+    }
+
+    /// Routine turn `seq` is given up for an urgent turn ahead of it.
+    fn promote(&mut self, seq: u64, now: Instant, paused: Instant, period: Duration) -> Instant {
+        self.release(seq, now, period);
         self.urgent(now, paused, period)
     }
 
@@ -187,13 +204,29 @@ impl Turn {
         matches!(self.0, TurnAt::Routine { .. })
     }
 
-    /// The turn made urgent: a routine turn still to come leaves the queue (the
-    /// turns behind it do not wait for it) and an urgent turn takes its place
-    /// ahead. Any other turn is kept as it is.
+    /// The turn made urgent: a routine turn still to come is given up (its place
+    /// goes to the next reservation) and an urgent turn is handed out ahead of the
+    /// routine ones. Any other turn is kept as it is.
     pub fn promote(self) -> Turn {
         match &self.0 {
             TurnAt::Routine { seq, budget } if !self.wait().is_zero() => budget.promote(*seq),
             _ => self,
+        }
+    }
+
+    /// Gives up a routine turn still to come (an urgent turn was handed out for the
+    /// same request: the change feed's, in the order runs ended). Its place goes
+    /// to the next reservation; nobody moves.
+    pub fn release(self) {
+        if let TurnAt::Routine { seq, budget } = &self.0
+            && !self.wait().is_zero()
+        {
+            let now = Instant::now();
+            budget
+                .schedule
+                .lock()
+                .unwrap()
+                .release(*seq, now, budget.period);
         }
     }
 }
@@ -218,8 +251,9 @@ impl Budget {
                 head_seq: 0,
                 head_due: now,
                 next_seq: 0,
-                promoted: BTreeSet::new(),
+                holes: BTreeSet::new(),
                 next_urgent: now,
+                last_due: None,
             }),
         }
     }
@@ -496,9 +530,9 @@ mod tests {
         let routine: Vec<Turn> = (0..20).map(|_| budget.reserve()).collect();
         let base = routine[0].due();
         let urgent = budget.reserve_urgent();
-        assert!(urgent.wait() < Duration::from_millis(5), "{urgent:?}");
-        // The first routine turn was due at once and goes as it was; each of the
-        // others moved back one turn.
+        // The first routine turn was due at once and goes as it was; the urgent
+        // turn comes a turn after it, and each of the others moved back one turn.
+        due_after(&urgent, base, Duration::from_millis(103));
         due_after(&routine[1], base, Duration::from_millis(2 * 103));
         due_after(&routine[19], base, Duration::from_millis(20 * 103));
         let next = budget.reserve();
@@ -506,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn a_promoted_turn_goes_now_and_the_turns_behind_it_keep_their_moments() {
+    fn a_promoted_turn_goes_first_and_its_place_goes_to_the_next_reservation() {
         let budget = Budgets::new(5).for_tenant("t");
         let turns: Vec<Turn> = (0..50).map(|_| budget.reserve()).collect();
         let base = turns[0].due();
@@ -514,13 +548,17 @@ mod tests {
         assert!(far.wait() > Duration::from_secs(8));
         let promoted = far.promote();
         assert!(!promoted.is_routine());
-        assert!(promoted.wait() < Duration::from_millis(5), "{promoted:?}");
-        // Turns ahead of it made room for it; turns behind it lost nothing, gained
-        // nothing: nobody holding a timer for its turn comes back late or early.
+        // Right after the turn already due; every routine turn still to come made
+        // room for it (none moves earlier: nobody holding a timer comes late).
+        due_after(&promoted, base, Duration::from_millis(206));
         due_after(&turns[1], base, Duration::from_millis(2 * 206));
-        due_after(&turns[39], base, Duration::from_millis(40 * 206));
-        due_after(&turns[41], base, Duration::from_millis(41 * 206));
-        due_after(&turns[49], base, Duration::from_millis(49 * 206));
+        due_after(&turns[41], base, Duration::from_millis(42 * 206));
+        due_after(&turns[49], base, Duration::from_millis(50 * 206));
+        // The place given up is the next reservation's, ahead of a new one at the end.
+        let next = budget.reserve();
+        due_after(&next, base, Duration::from_millis(41 * 206));
+        let after = budget.reserve();
+        due_after(&after, base, Duration::from_millis(51 * 206));
         // A turn already due is used as it is.
         let first = turns[0].clone().promote();
         assert!(first.is_routine());
@@ -540,6 +578,25 @@ mod tests {
         budget.reserve_urgent();
         assert!(budget.backlog() > backlog + Duration::from_millis(200));
         drop(turns);
+    }
+
+    #[test]
+    fn a_released_turn_moves_nobody_and_is_taken_by_the_next_reservation() {
+        let budget = Budgets::new(5).for_tenant("t");
+        let turns: Vec<Turn> = (0..50).map(|_| budget.reserve()).collect();
+        let base = turns[0].due();
+        let urgent = budget.reserve_urgent();
+        due_after(&urgent, base, Duration::from_millis(206));
+        turns[40].clone().release();
+        turns[45].clone().release();
+        due_after(&turns[39], base, Duration::from_millis(40 * 206));
+        due_after(&turns[41], base, Duration::from_millis(42 * 206));
+        // The latest place given up first (the fairest: about a whole queue away).
+        due_after(&budget.reserve(), base, Duration::from_millis(46 * 206));
+        due_after(&budget.reserve(), base, Duration::from_millis(41 * 206));
+        due_after(&budget.reserve(), base, Duration::from_millis(51 * 206));
+        // An urgent turn has nothing to give back.
+        budget.reserve_urgent().release();
     }
 
     #[test]
@@ -597,27 +654,37 @@ mod tests {
                 head_seq: 0,
                 head_due: start,
                 next_seq: 0,
-                promoted: BTreeSet::new(),
+                holes: BTreeSet::new(),
                 next_urgent: start,
+                last_due: None,
             };
-            let mut seen: Vec<(u64, Option<Instant>)> = Vec::new();
-            let mut promoted = std::collections::HashSet::new();
+            // Each routine reservation: its place, the moment last seen, and
+            // whether it was given up (for an urgent turn).
+            let mut holders: Vec<(u64, Option<Instant>, bool)> = Vec::new();
+            // The moment each urgent request is planned to pass the gate.
+            let mut urgent_moments: Vec<Instant> = Vec::new();
             for op in ops {
                 match op {
                     Op::Routine => {
                         let seq = schedule.routine(now, paused.max(now), period);
-                        seen.push((seq, schedule.due(seq, period)));
+                        holders.push((seq, schedule.due(seq, period), false));
                     }
                     Op::Urgent => {
                         let at = schedule.urgent(now, paused.max(now), period);
                         proptest::prop_assert!(at >= now && at >= paused);
+                        urgent_moments.push(at);
                     }
-                    Op::Promote(n) if !seen.is_empty() => {
-                        let seq = seen[n % seen.len()].0;
-                        if schedule.due(seq, period).is_some_and(|d| d > now) {
-                            promoted.insert(seq);
+                    Op::Promote(n) if !holders.is_empty() => {
+                        let k = n % holders.len();
+                        let (seq, _, given_up) = holders[k];
+                        if !given_up {
+                            // Given up only while still to come (a turn already
+                            // due is used as it is).
+                            if schedule.due(seq, period).is_some_and(|d| d > now) {
+                                holders[k].2 = true;
+                            }
+                            urgent_moments.push(schedule.promote(seq, now, paused.max(now), period));
                         }
-                        schedule.promote(seq, now, paused.max(now), period);
                     }
                     Op::Promote(_) => {}
                     Op::Pause(ms) => {
@@ -627,8 +694,8 @@ mod tests {
                     Op::Wait(ms) => now += Duration::from_millis(ms),
                 }
                 let mut waiting = Vec::new();
-                for (seq, last) in seen.iter_mut() {
-                    if promoted.contains(seq) {
+                for (seq, last, given_up) in holders.iter_mut() {
+                    if *given_up {
                         continue;
                     }
                     let due = schedule.due(*seq, period);
@@ -640,9 +707,26 @@ mod tests {
                         *last = Some(after);
                     }
                 }
+                waiting.sort();
                 for pair in waiting.windows(2) {
                     proptest::prop_assert!(pair[1] >= pair[0] + period, "{waiting:?}");
                 }
+            }
+            // No two requests are planned closer than a period: the gate passes
+            // each in its turn, and none waits there for another's.
+            let mut planned: Vec<Instant> = holders
+                .iter()
+                .filter(|(_, _, given_up)| !given_up)
+                .filter_map(|(_, due, _)| *due)
+                .chain(urgent_moments)
+                .collect();
+            planned.sort();
+            for pair in planned.windows(2) {
+                proptest::prop_assert!(
+                    pair[1] >= pair[0] + period,
+                    "{:?} apart",
+                    pair[1] - pair[0]
+                );
             }
         }
     }
@@ -718,8 +802,10 @@ mod tests {
         let base = first.due();
         let started = Instant::now();
         budget.acquire(None).await;
-        assert!(started.elapsed() < Duration::from_millis(50));
-        // The first routine turn was due; the second made room for the retry.
+        // Right after the routine turn that was due, ahead of the one still to come,
+        // which made room for it.
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(150), "{waited:?}");
         due_after(&second, base, Duration::from_millis(2 * 103));
     }
 

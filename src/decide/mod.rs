@@ -91,8 +91,9 @@ pub enum Answer {
     EndpointNotAllowed {
         message: String,
     },
-    /// The call's turn in the tenant's request budget is this far off: nothing was
-    /// sent, come back then.
+    /// The call's turn in the tenant's request budget is far off: nothing was
+    /// sent, come back after this long (a little before the turn, to wait the
+    /// rest in place).
     Later(Duration),
     Started(Result<Workflow, ApiFailure>),
     Polled(Result<Workflow, ApiFailure>),
