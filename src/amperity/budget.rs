@@ -51,6 +51,8 @@ pub struct Budget {
     /// slots until requeued runs could not even start on time.
     period: Duration,
     schedule: Mutex<Schedule>,
+    /// Requests due and waiting at the gate.
+    at_gate: std::sync::atomic::AtomicUsize,
 }
 
 /// The queue of routine turns and the spacing of urgent ones.
@@ -79,6 +81,9 @@ struct Schedule {
     /// period after it. Closer, the two would meet at the gate, one would wait for
     /// the other, and with every turn taken the time would never be made up.
     last_due: Option<Instant>,
+    /// The earliest the gate can pass another request, as of the last one it
+    /// passed (and those still waiting there).
+    gate_free: Instant,
 }
 
 impl Schedule {
@@ -116,7 +121,12 @@ impl Schedule {
     fn urgent(&mut self, now: Instant, paused: Instant, period: Duration) -> Instant {
         self.advance(now, period);
         let after_routine = self.last_due.map_or(now, |due| due + period);
-        let at = self.next_urgent.max(now).max(paused).max(after_routine);
+        let at = self
+            .next_urgent
+            .max(now)
+            .max(paused)
+            .max(after_routine)
+            .max(self.gate_free);
         self.next_urgent = at + period;
         self.head_due = self.head_due.max(paused).max(at) + period;
         at
@@ -154,6 +164,17 @@ impl Schedule {
     fn pause(&mut self, now: Instant, until: Instant, period: Duration) {
         self.advance(now, period);
         self.head_due = self.head_due.max(until);
+    }
+
+    /// The gate can pass nothing more before `free` (it is behind: requests came
+    /// late, or together): turns still to come move back to it. Requests waiting
+    /// at the gate each hold a reconcile; a turn moved back holds nothing. With
+    /// every turn taken, a gate behind would otherwise never catch up, and urgent
+    /// requests would queue behind routine ones that came late.
+    fn gate_busy_until(&mut self, now: Instant, free: Instant, period: Duration) {
+        self.advance(now, period);
+        self.gate_free = self.gate_free.max(free);
+        self.head_due = self.head_due.max(free);
     }
 }
 
@@ -254,7 +275,9 @@ impl Budget {
                 holes: BTreeSet::new(),
                 next_urgent: now,
                 last_due: None,
+                gate_free: now,
             }),
+            at_gate: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -349,6 +372,8 @@ impl Budget {
             }
             tokio::time::sleep(wait).await;
         }
+        use std::sync::atomic::Ordering::SeqCst;
+        self.at_gate.fetch_add(1, SeqCst);
         let _turn = self.queue.lock().await;
         loop {
             let pause = *self.paused_until.lock().unwrap();
@@ -382,6 +407,20 @@ impl Budget {
                 Some(due) => tokio::time::sleep_until(due.into()).await,
             }
         }
+        // This one passes; those still waiting pass a turn apart after it. (A
+        // tenth of a turn is jitter, not a gate behind: moving the turns to come
+        // for it would stretch every turn by it.)
+        let waiting = self.at_gate.fetch_sub(1, SeqCst).saturating_sub(1);
+        let now = Instant::now();
+        let free = now
+            + self
+                .period
+                .saturating_mul(u32::try_from(waiting + 1).unwrap_or(u32::MAX))
+            - self.period / 10;
+        self.schedule
+            .lock()
+            .unwrap()
+            .gate_busy_until(now, free, self.period);
         started.elapsed()
     }
 
@@ -625,6 +664,8 @@ mod tests {
         Pause(u64),
         /// Let this many milliseconds pass.
         Wait(u64),
+        /// The gate passes a request now, with this many more waiting there.
+        Gate(u32),
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -635,6 +676,7 @@ mod tests {
             2 => any::<usize>().prop_map(Op::Promote),
             1 => (0u64..5_000).prop_map(Op::Pause),
             3 => (0u64..3_000).prop_map(Op::Wait),
+            1 => (0u32..20).prop_map(Op::Gate),
         ]
     }
 
@@ -657,6 +699,7 @@ mod tests {
                 holes: BTreeSet::new(),
                 next_urgent: start,
                 last_due: None,
+                gate_free: start,
             };
             // Each routine reservation: its place, the moment last seen, and
             // whether it was given up (for an urgent turn).
@@ -692,6 +735,9 @@ mod tests {
                         schedule.pause(now, paused, period);
                     }
                     Op::Wait(ms) => now += Duration::from_millis(ms),
+                    Op::Gate(waiting) => {
+                        schedule.gate_busy_until(now, now + period * (waiting + 1), period)
+                    }
                 }
                 let mut waiting = Vec::new();
                 for (seq, last, given_up) in holders.iter_mut() {
@@ -792,6 +838,28 @@ mod tests {
         assert!(*worst < Duration::from_millis(130), "{waits:?}");
         // Fifty requests at 10 per 1.03 s: about five seconds, not more.
         assert!(started.elapsed() < Duration::from_millis(5_200));
+    }
+
+    #[tokio::test]
+    async fn a_gate_behind_moves_the_turns_to_come_instead_of_holding_requests() {
+        // Six requests reach the gate at once, outside the schedule (requests that
+        // came late, all together): the gate is behind by five turns. The routine
+        // turns still to come move back by as much, to wait on their timers rather
+        // than in the gate's queue (each holding a reconcile), and an urgent turn
+        // goes after them, not behind a queue it cannot see.
+        let budget = Budgets::new(10).for_tenant("t");
+        let routine: Vec<Turn> = (0..10).map(|_| budget.reserve()).collect();
+        let before = routine[9].due();
+        let started = Instant::now();
+        futures::future::join_all((0..6).map(|_| budget.acquire(Some(Turn::due_now())))).await;
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        let moved = routine[9].due() - before;
+        assert!(moved >= Duration::from_millis(400), "{moved:?}");
+        let urgent = budget.reserve_urgent();
+        assert!(
+            urgent.due() >= started + Duration::from_millis(500),
+            "{urgent:?}"
+        );
     }
 
     #[tokio::test]
