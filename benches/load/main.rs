@@ -15,7 +15,9 @@
 //! LOAD_WRAPPER (a profiler to run the operator under, e.g. `heaptrack -o
 //! /tmp/operator`), LOAD_LOG (the operator's log filter, e.g.
 //! `warn,amperity_operator=debug,kube_runtime=debug`; the log goes to
-//! target/operator-<N>-<feed|polls>.log). The Kubernetes side is the e2e
+//! target/operator-<N>-<feed|polls>.log), LOAD_TRACE (set: print, for each run
+//! that ended, when it was read and listed after its end, and when its end
+//! showed). The Kubernetes side is the e2e
 //! environment (tests/e2e/testenv.sh up), which this starts if needed.
 
 mod case;
