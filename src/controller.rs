@@ -289,12 +289,13 @@ async fn reconcile_in(
     }
 
     if needs_finalizer(&run) {
-        // The answer is the resource as it now stands: read from it, so that the
-        // intent to start is written over this version, not the one before the
-        // finalizer (which would conflict, and cost a retry after backoff).
-        run = set_finalizer(&api, &name, true)
+        set_finalizer(&api, &name, true)
             .await
             .map_err(kube_err("adding the finalizer"))?;
+        run.metadata
+            .finalizers
+            .get_or_insert_with(Vec::new)
+            .push(FINALIZER.to_string());
     }
 
     let host = KubeHost {
@@ -330,8 +331,7 @@ async fn reconcile_in(
     if finished && has_finalizer(&run) && !matches!(action, Action::ReleaseFinalizer) {
         set_finalizer(&api, &name, false)
             .await
-            .map_err(kube_err("removing the finalizer"))
-            .map(|_| ())?;
+            .map_err(kube_err("removing the finalizer"))?;
     }
     Ok(match action {
         Action::Requeue(after) => {
@@ -359,8 +359,7 @@ async fn reconcile_in(
             if has_finalizer(&run) {
                 set_finalizer(&api, &name, false)
                     .await
-                    .map_err(kube_err("removing the finalizer"))
-                    .map(|_| ())?;
+                    .map_err(kube_err("removing the finalizer"))?;
             }
             forget(&ctx, &uid);
             Requeue::await_change()
@@ -443,7 +442,7 @@ async fn set_finalizer(
     api: &Api<AmperityWorkflowRun>,
     name: &str,
     present: bool,
-) -> Result<AmperityWorkflowRun, kube::Error> {
+) -> Result<(), kube::Error> {
     let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
     let patch = json!({
         "apiVersion": AmperityWorkflowRun::api_version(&()),
@@ -456,6 +455,7 @@ async fn set_finalizer(
         &Patch::Apply(patch),
     )
     .await
+    .map(|_| ())
 }
 
 /// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its
