@@ -134,9 +134,10 @@ async fn feed_checks(env: &mut Env) -> Result {
         &text,
         "amperity_operator_change_feed_looks_total{outcome=\"listed\"}",
     );
-    // The three listed runs and the one the list lies about were woken.
+    // The run the list lies about can only have been woken by the feed; of the
+    // three listed runs, those whose own poll did not see the end first were too.
     ensure(
-        wakes >= 4.0,
+        wakes >= 2.0,
         format!("{wakes} wakes, {looks} looks; delays {delays:?}"),
     )?;
     // Listed ends show within the feed's cycle (5 s) and a read, where per-run
