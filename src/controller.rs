@@ -18,7 +18,7 @@ use serde_json::json;
 use tracing::{Instrument, field, info_span, warn};
 
 use crate::amperity::{
-    AmperityClient, Credentials, DeprecationNotice, Principal, SecretString, Target,
+    AmperityClient, Credentials, DeprecationNotice, Principal, SecretString, Target, Turn,
 };
 use crate::bounded::cut;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, DeletionPolicy, Phase};
@@ -276,11 +276,15 @@ async fn reconcile_in(
     {
         memory.decide.end_reported = true;
         match memory.turn.take() {
-            Some(kept) if !kept.is_routine() && kept.due() <= report.turn.due() => {
+            // The turn it kept is the one the feed promoted, or an urgent one due sooner.
+            Some(kept)
+                if kept.same(&report.turn)
+                    || (!kept.is_routine() && kept.due() <= report.turn.due()) =>
+            {
                 memory.turn = Some(kept)
             }
             kept => {
-                if let Some(routine) = kept {
+                if let Some(routine) = kept.filter(Turn::is_routine) {
                     routine.release();
                 }
                 memory.turn = Some(report.turn);
@@ -579,8 +583,15 @@ impl Host for KubeHost<'_> {
             name: run.name_any(),
             poll_interval: poll_interval(run, &self.ctx.settings),
             woken_for: None,
+            turn: None,
         };
         feed.follow(&run.uid().unwrap_or_default(), member, target, credentials);
+    }
+
+    fn waiting(&self, run: &AmperityWorkflowRun, turn: &Turn) {
+        if let Some(feed) = &self.ctx.feed {
+            feed.waiting(&run.uid().unwrap_or_default(), turn);
+        }
     }
 
     fn follows(&self, run: &AmperityWorkflowRun, id: &str) -> bool {

@@ -128,6 +128,9 @@ pub trait Host: Sync {
     ) {
     }
 
+    /// The run's poll waits for `turn` (which the change feed may promote).
+    fn waiting(&self, _run: &AmperityWorkflowRun, _turn: &Turn) {}
+
     /// Whether the change feed already knows that the run follows `id` (a host
     /// without one: always, so that nothing is read for it).
     fn follows(&self, _run: &AmperityWorkflowRun, _id: &str) -> bool {
@@ -329,10 +332,19 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 || !matches!(decision.action, Action::Poll(_))
                 || memory.decide.end_reported;
             let turn = match memory.turn.take() {
-                Some(kept) if urgent && kept.is_routine() => kept.promote(),
-                Some(kept) => kept,
+                Some(kept) => {
+                    if urgent {
+                        kept.promote();
+                    }
+                    kept
+                }
                 None => self.amperity.reserve_turn(&target, urgent),
             };
+            // The change feed promotes the turn a poll waits on when it learns that
+            // the run ended, wherever the poll waits for it.
+            if matches!(decision.action, Action::Poll(_)) {
+                self.host.waiting(run, &turn);
+            }
             let wait = turn.wait();
             let is_start = matches!(decision.action, Action::Start(_));
             if wait > HOLD_TURN {

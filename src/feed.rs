@@ -84,7 +84,7 @@ struct Group {
 }
 
 /// A resource whose run the feed watches for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Member {
     pub workflow_id: String,
     pub namespace: String,
@@ -94,6 +94,10 @@ pub struct Member {
     /// (the overlap) wakes nobody again, and a list that lied is not believed
     /// twice.
     pub woken_for: Option<String>,
+    /// The turn the run's next poll waits for, if one is reserved: a wake makes
+    /// it urgent in place, so that a poll already waiting for it (in a
+    /// reconcile) goes at once too.
+    pub turn: Option<Turn>,
 }
 
 #[derive(Default)]
@@ -191,19 +195,35 @@ impl Feed {
             looking: false,
         });
         group.credentials = credentials.clone();
-        let woken_for = group
+        let (woken_for, turn) = group
             .members
             .get(uid)
             .filter(|m| m.workflow_id == member.workflow_id)
-            .and_then(|m| m.woken_for.clone());
+            .map(|m| (m.woken_for.clone(), m.turn.clone()))
+            .unwrap_or_default();
         group.members.insert(
             uid.to_string(),
             Member {
                 woken_for,
+                turn: member.turn.or(turn),
                 ..member
             },
         );
         state.group_of.insert(uid.to_string(), key);
+    }
+
+    /// Resource `uid`'s next poll waits for `turn`.
+    pub fn waiting(&self, uid: &str, turn: &Turn) {
+        let mut state = self.state.lock().unwrap();
+        let state = &mut *state;
+        if let Some(member) = state
+            .group_of
+            .get(uid)
+            .and_then(|key| state.groups.get_mut(key))
+            .and_then(|g| g.members.get_mut(uid))
+        {
+            member.turn = Some(turn.clone());
+        }
     }
 
     /// Whether resource `uid` is known to follow `workflow_id`.
@@ -380,9 +400,18 @@ impl Feed {
                 };
                 if self.wake(member) {
                     member.woken_for = Some(wake.ended_at);
+                    // The turn its poll waits for, made urgent now (in the order
+                    // runs ended); a new urgent one when it has none still to come.
+                    let turn = match member.turn.take() {
+                        Some(t) if !t.wait().is_zero() => {
+                            t.promote();
+                            t
+                        }
+                        _ => amperity.reserve_urgent_turn(&target),
+                    };
                     let report = Report {
                         workflow_id: member.workflow_id.clone(),
-                        turn: amperity.reserve_urgent_turn(&target),
+                        turn,
                     };
                     given.push((wake.uid, report));
                 }
@@ -539,6 +568,7 @@ mod tests {
             name: format!("r-{id}"),
             poll_interval: Duration::from_secs(10),
             woken_for: woken_for.map(str::to_string),
+            turn: None,
         }
     }
 

@@ -68,6 +68,7 @@ fn member(id: &str, name: &str, interval_secs: u64) -> Member {
         name: name.into(),
         poll_interval: Duration::from_secs(interval_secs),
         woken_for: None,
+        turn: None,
     }
 }
 
@@ -343,4 +344,26 @@ async fn runs_are_grouped_by_credentials_and_woken_only_where_a_controller_liste
     assert!(s.feed.follows("uid-1", &ids[1]));
     assert!(!s.feed.follows("uid-1", &ids[2]));
     assert_eq!(s.feed.members(), 12);
+}
+
+#[tokio::test]
+async fn a_poll_already_waiting_for_its_turn_goes_first_once_its_run_is_listed_ended() {
+    // A budget of 1/s with thirty polls queued: a poll reserved now waits half a
+    // minute. Its resource is waiting for that turn (in a reconcile, or on a
+    // timer) when its run is listed ended: the very turn it holds becomes urgent.
+    let s = setup(SimConfig::default(), 1, quick()).await;
+    let ids = s.follow_new("cg-waiting-hang", 12, 0);
+    for _ in 0..30 {
+        s.client.reserve_turn(&s.target);
+    }
+    let turn = s.client.reserve_turn(&s.target);
+    assert!(turn.wait() > Duration::from_secs(25), "{turn:?}");
+    s.feed.waiting("uid-7", &turn);
+    s.sim.end_run(&ids[7], false).unwrap();
+    let (_, woken) = listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(woken, ["uid-7"]);
+    let report = s.feed.take_report("uid-7").unwrap();
+    assert!(report.turn.same(&turn));
+    assert!(!turn.is_routine());
+    assert!(turn.wait() < Duration::from_secs(3), "{turn:?}");
 }

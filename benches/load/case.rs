@@ -144,6 +144,11 @@ pub async fn run(kube: &Kube, setting: Setting) -> (Figures, Vec<String>) {
     let mut in_flight: VecDeque<String> = ids.iter().cloned().collect();
     let mut spare = spares.iter();
     let mut ends: Vec<(String, f64)> = Vec::new();
+    let mut names: HashMap<String, String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("load-{i}")))
+        .collect();
     // When each run came in flight: the first ones when the operator started.
     let mut born: HashMap<String, f64> = ids.iter().map(|id| (id.clone(), op_started)).collect();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / setting.end_rate()));
@@ -164,6 +169,7 @@ pub async fn run(kube: &Kube, setting: Setting) -> (Figures, Vec<String>) {
             in_flight.push_back(next.clone());
             let (runs, sim_url, next) = (runs.clone(), sim.base_url(), next.clone());
             let name = format!("load-r{}", ends.len());
+            names.insert(next.clone(), name.clone());
             replacing.push(tokio::spawn(async move {
                 create_run(&runs, &sim_url, &next, poll, name).await
             }));
@@ -206,6 +212,28 @@ pub async fn run(kube: &Kube, setting: Setting) -> (Figures, Vec<String>) {
     let log = sim.request_log();
     let seen = seen.lock().unwrap();
     let mut figures = measure(&setting, &log, &seen, &ends, &born, (w0, w1), case_end);
+    if std::env::var_os("LOAD_TRACE").is_some() {
+        for (id, at) in &ends {
+            let reads: Vec<String> = log
+                .iter()
+                .filter(|l| matches!(&l.request, Request::Get(i) if i == id) && l.at >= *at)
+                .map(|l| format!("{:.2}", l.at - at))
+                .collect();
+            let lists: Vec<String> = log
+                .iter()
+                .filter(|l| l.request == Request::List && l.at >= *at && l.at < at + 20.0)
+                .map(|l| format!("{:.2}", l.at - at))
+                .collect();
+            println!(
+                "  trace {} {id} ended {at:.2}: reads after +{} shown +{:.2} lists +{}",
+                names.get(id).map_or("?", String::as_str),
+                reads.join(","),
+                seen.finished_at.get(id).map_or(f64::NAN, |s| s - at),
+                lists.join(",")
+            );
+        }
+    }
+
     figures.status_writes = m1 - m0;
     figures.writes_with_news = (c1 - c0) - (idle1 - idle0);
     // A write that changed nothing shows no change; one that changed only what
@@ -300,26 +328,6 @@ fn measure(
 
     // What finishing a run cost: the reads of it after its end, and the lists.
     let end_of: HashMap<&str, f64> = ends.iter().map(|(id, at)| (id.as_str(), *at)).collect();
-    if std::env::var_os("LOAD_TRACE").is_some() {
-        for (id, at) in ends {
-            let reads: Vec<String> = log
-                .iter()
-                .filter(|l| matches!(&l.request, Request::Get(i) if i == id) && l.at >= *at)
-                .map(|l| format!("{:.2}", l.at - at))
-                .collect();
-            let lists: Vec<String> = log
-                .iter()
-                .filter(|l| l.request == Request::List && l.at >= *at && l.at < at + 20.0)
-                .map(|l| format!("{:.2}", l.at - at))
-                .collect();
-            println!(
-                "  trace {id} ended {at:.2}: reads after +{} shown +{:.2} lists +{}",
-                reads.join(","),
-                seen.finished_at.get(id).map_or(f64::NAN, |s| s - at),
-                lists.join(",")
-            );
-        }
-    }
     let reads_after_end = log
         .iter()
         .filter(|l| matches!(&l.request, Request::Get(id) if end_of.get(id.as_str()).is_some_and(|e| l.at >= *e)))

@@ -180,8 +180,11 @@ impl Schedule {
 
 /// A reserved place at the gate: a moment (urgent turns), or a place in the queue
 /// of routine turns, whose moment moves back while urgent requests go ahead.
+/// Clones share the place: a turn promoted through one clone is promoted for
+/// whoever waits on another (the change feed promotes the turn a run waits on,
+/// even while that run waits for it in a reconcile).
 #[derive(Clone)]
-pub struct Turn(TurnAt);
+pub struct Turn(Arc<Mutex<TurnAt>>);
 
 #[derive(Clone)]
 enum TurnAt {
@@ -191,27 +194,31 @@ enum TurnAt {
 
 impl std::fmt::Debug for Turn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            TurnAt::Moment(_) => write!(f, "Turn(urgent, due in {:?})", self.wait()),
-            TurnAt::Routine { seq, .. } => {
-                write!(f, "Turn(routine #{seq}, due in {:?})", self.wait())
-            }
+        let wait = self.wait();
+        match &*self.0.lock().unwrap() {
+            TurnAt::Moment(_) => write!(f, "Turn(urgent, due in {wait:?})"),
+            TurnAt::Routine { seq, .. } => write!(f, "Turn(routine #{seq}, due in {wait:?})"),
         }
     }
 }
 
 impl Turn {
+    fn at(at: TurnAt) -> Turn {
+        Turn(Arc::new(Mutex::new(at)))
+    }
+
     /// A turn due at once (for callers that keep no budget, such as test doubles).
     pub fn due_now() -> Turn {
-        Turn(TurnAt::Moment(Instant::now()))
+        Turn::at(TurnAt::Moment(Instant::now()))
     }
 
     /// When the turn is due, as the schedule stands now (a routine turn may move
     /// later while urgent requests go ahead of it).
     pub fn due(&self) -> Instant {
-        match &self.0 {
-            TurnAt::Moment(at) => *at,
-            TurnAt::Routine { seq, budget } => budget.routine_due(*seq),
+        let at = self.0.lock().unwrap().clone();
+        match at {
+            TurnAt::Moment(at) => at,
+            TurnAt::Routine { seq, budget } => budget.routine_due(seq),
         }
     }
 
@@ -220,34 +227,39 @@ impl Turn {
         self.due().saturating_duration_since(Instant::now())
     }
 
-    /// A routine turn still to come.
+    /// A routine turn.
     pub fn is_routine(&self) -> bool {
-        matches!(self.0, TurnAt::Routine { .. })
+        matches!(*self.0.lock().unwrap(), TurnAt::Routine { .. })
     }
 
-    /// The turn made urgent: a routine turn still to come is given up (its place
-    /// goes to the next reservation) and an urgent turn is handed out ahead of the
-    /// routine ones. Any other turn is kept as it is.
-    pub fn promote(self) -> Turn {
-        match &self.0 {
-            TurnAt::Routine { seq, budget } if !self.wait().is_zero() => budget.promote(*seq),
-            _ => self,
+    /// Whether `other` is this very turn (a clone of it).
+    pub fn same(&self, other: &Turn) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Makes the turn urgent, for everyone who holds it: a routine turn still to
+    /// come is given up (its place goes to the next reservation) for an urgent
+    /// turn ahead of the routine ones. Any other turn stays as it is.
+    pub fn promote(&self) {
+        let mut at = self.0.lock().unwrap();
+        if let TurnAt::Routine { seq, budget } = &*at
+            && let Some(urgent) = budget.promote(*seq)
+        {
+            *at = TurnAt::Moment(urgent);
         }
     }
 
     /// Gives up a routine turn still to come (an urgent turn was handed out for the
-    /// same request: the change feed's, in the order runs ended). Its place goes
-    /// to the next reservation; nobody moves.
-    pub fn release(self) {
-        if let TurnAt::Routine { seq, budget } = &self.0
-            && !self.wait().is_zero()
-        {
+    /// same request). Its place goes to the next reservation; nobody moves.
+    pub fn release(&self) {
+        let at = self.0.lock().unwrap().clone();
+        if let TurnAt::Routine { seq, budget } = at {
             let now = Instant::now();
             budget
                 .schedule
                 .lock()
                 .unwrap()
-                .release(*seq, now, budget.period);
+                .release(seq, now, budget.period);
         }
     }
 }
@@ -299,7 +311,7 @@ impl Budget {
             .lock()
             .unwrap()
             .routine(now, paused, self.period);
-        Turn(TurnAt::Routine {
+        Turn::at(TurnAt::Routine {
             seq,
             budget: self.clone(),
         })
@@ -316,19 +328,17 @@ impl Budget {
             .lock()
             .unwrap()
             .urgent(now, paused, self.period);
-        Turn(TurnAt::Moment(at))
+        Turn::at(TurnAt::Moment(at))
     }
 
-    /// Routine turn `seq` made urgent (see [`Turn::promote`]).
-    fn promote(&self, seq: u64) -> Turn {
+    /// Routine turn `seq` made urgent (see [`Turn::promote`]): the urgent turn's
+    /// moment, or None when `seq` is already due (it is used as it is).
+    fn promote(&self, seq: u64) -> Option<Instant> {
         let now = Instant::now();
         let paused = self.paused_or(now);
-        let at = self
-            .schedule
-            .lock()
-            .unwrap()
-            .promote(seq, now, paused, self.period);
-        Turn(TurnAt::Moment(at))
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.due(seq, self.period).filter(|due| *due > now)?;
+        Some(schedule.promote(seq, now, paused, self.period))
     }
 
     fn routine_due(&self, seq: u64) -> Instant {
@@ -585,11 +595,13 @@ mod tests {
         let base = turns[0].due();
         let far = turns[40].clone();
         assert!(far.wait() > Duration::from_secs(8));
-        let promoted = far.promote();
+        far.promote();
+        // Whoever holds the turn (a clone of it) sees it urgent.
+        let promoted = &turns[40];
         assert!(!promoted.is_routine());
         // Right after the turn already due; every routine turn still to come made
         // room for it (none moves earlier: nobody holding a timer comes late).
-        due_after(&promoted, base, Duration::from_millis(206));
+        due_after(promoted, base, Duration::from_millis(206));
         due_after(&turns[1], base, Duration::from_millis(2 * 206));
         due_after(&turns[41], base, Duration::from_millis(42 * 206));
         due_after(&turns[49], base, Duration::from_millis(50 * 206));
@@ -599,8 +611,8 @@ mod tests {
         let after = budget.reserve();
         due_after(&after, base, Duration::from_millis(51 * 206));
         // A turn already due is used as it is.
-        let first = turns[0].clone().promote();
-        assert!(first.is_routine());
+        turns[0].promote();
+        assert!(turns[0].is_routine());
     }
 
     #[test]
