@@ -68,6 +68,6 @@ cargo test
 step "Helm chart tests"
 scripts/chart-tests.sh
 
-step "load: 1000 runs in flight against the simulator, budget 10/s (asserts the budget targets)"
-LOAD_RATE=10 cargo bench --profile dev --bench load -- 1000
+step "load: 1000 runs in flight against the simulator, budget 5/s, runs ending at 2.5/s, change feed on (asserts end -> status p99 within pollInterval + 2 s and the budget targets)"
+LOAD_FEED=on LOAD_MAX_WINDOW=90 cargo bench --profile dev --bench load -- 1000
 end_step

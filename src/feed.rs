@@ -371,7 +371,7 @@ impl Feed {
         };
         let turn = amperity.reserve_urgent_turn(&target);
         let listed = match amperity
-            .feed_list(&target, &credentials, &query, Some(turn))
+            .list_as("feed", &target, &credentials, &query, Some(turn))
             .await
         {
             Ok(reply) => reply.body,

@@ -210,30 +210,13 @@ pub async fn run(kube: &Kube, setting: Setting) -> (Figures, Vec<String>) {
     watching.abort();
 
     let log = sim.request_log();
-    let seen = seen.lock().unwrap();
-    let mut figures = measure(&setting, &log, &seen, &ends, &born, (w0, w1), case_end);
-    if std::env::var_os("LOAD_TRACE").is_some() {
-        for (id, at) in &ends {
-            let reads: Vec<String> = log
-                .iter()
-                .filter(|l| matches!(&l.request, Request::Get(i) if i == id) && l.at >= *at)
-                .map(|l| format!("{:.2}", l.at - at))
-                .collect();
-            let lists: Vec<String> = log
-                .iter()
-                .filter(|l| l.request == Request::List && l.at >= *at && l.at < at + 20.0)
-                .map(|l| format!("{:.2}", l.at - at))
-                .collect();
-            println!(
-                "  trace {} {id} ended {at:.2}: reads after +{} shown +{:.2} lists +{}",
-                names.get(id).map_or("?", String::as_str),
-                reads.join(","),
-                seen.finished_at.get(id).map_or(f64::NAN, |s| s - at),
-                lists.join(",")
-            );
+    let mut figures = {
+        let seen = seen.lock().unwrap();
+        if std::env::var_os("LOAD_TRACE").is_some() {
+            trace(&log, &seen, &ends, &names);
         }
-    }
-
+        measure(&setting, &log, &seen, &ends, &born, (w0, w1), case_end)
+    };
     figures.status_writes = m1 - m0;
     figures.writes_with_news = (c1 - c0) - (idle1 - idle0);
     // A write that changed nothing shows no change; one that changed only what
@@ -247,6 +230,32 @@ pub async fn run(kube: &Kube, setting: Setting) -> (Figures, Vec<String>) {
     let problems = check(&figures);
     cleanup(&runs, &namespaces, &ns).await;
     (figures, problems)
+}
+
+/// For each run that ended: when it was read and listed after its end, and
+/// when its end showed.
+fn trace(
+    log: &[sim::Logged],
+    seen: &Seen,
+    ends: &[(String, f64)],
+    names: &HashMap<String, String>,
+) {
+    for (id, at) in ends {
+        let after = |of: &dyn Fn(&Request) -> bool, until: f64| {
+            log.iter()
+                .filter(|l| of(&l.request) && l.at >= *at && l.at < until)
+                .map(|l| format!("{:.2}", l.at - at))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "  trace {} {id} ended {at:.2}: reads after +{} shown +{:.2} lists +{}",
+            names.get(id).map_or("?", String::as_str),
+            after(&|r| matches!(r, Request::Get(i) if i == id), f64::MAX),
+            seen.finished_at.get(id).map_or(f64::NAN, |s| s - at),
+            after(&|r| *r == Request::List, at + 20.0),
+        );
+    }
 }
 
 /// The writes metric and the status changes seen, at a moment when no write is

@@ -447,20 +447,7 @@ impl AmperityClient {
         query: &ListQuery,
         turn: Option<Turn>,
     ) -> Result<Reply<Vec<Workflow>>, ClientError> {
-        self.list_pages("list", target, credentials, query, turn)
-            .await
-    }
-
-    /// The same list, for the change feed: counted apart in metrics (endpoint `feed`).
-    pub async fn feed_list(
-        &self,
-        target: &Target,
-        credentials: &Credentials,
-        query: &ListQuery,
-        turn: Option<Turn>,
-    ) -> Result<Reply<Vec<Workflow>>, ClientError> {
-        self.list_pages("feed", target, credentials, query, turn)
-            .await
+        self.list_as("list", target, credentials, query, turn).await
     }
 
     /// How far apart a tenant's turns are: a routine poll of each of N runs takes
@@ -477,7 +464,9 @@ impl AmperityClient {
             .backlog()
     }
 
-    async fn list_pages(
+    /// [`AmperityClient::list`], its requests counted in metrics as `endpoint`
+    /// (the change feed's as `feed`).
+    pub async fn list_as(
         &self,
         endpoint: &'static str,
         target: &Target,

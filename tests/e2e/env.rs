@@ -221,6 +221,29 @@ impl Env {
         Proc::spawn(name, &["run"], &envs)
     }
 
+    /// Runs `checks` with the shared operator stopped (it would reconcile the
+    /// scenario's runs too), then starts it again as `name`.
+    pub async fn without_shared_operator<F>(&mut self, name: &str, checks: F) -> Result
+    where
+        F: for<'a> FnOnce(
+            &'a mut Env,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result> + 'a>>,
+    {
+        if let Some(op) = self.operator.as_mut() {
+            op.kill();
+        }
+        let result = checks(self).await;
+        let port = self.metrics_port;
+        self.operator = Some(self.spawn_operator(name, port, &[])?);
+        wait_http(
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(30),
+        )
+        .await?;
+        result
+    }
+
     pub async fn sim_stats(&self) -> Value {
         reqwest::get(format!("http://127.0.0.1:{}/_sim/stats", self.sim_port))
             .await

@@ -12,19 +12,8 @@ use crate::scenarios::{ensure, finished};
 pub async fn the_change_feed_wakes_ended_runs_and_a_lying_list_changes_nothing(
     env: &mut Env,
 ) -> Result {
-    // The shared operator would reconcile these runs too: pause it.
-    if let Some(op) = env.operator.as_mut() {
-        op.kill();
-    }
-    let result = feed_checks(env).await;
-    let port = env.metrics_port;
-    env.operator = Some(env.spawn_operator("operator-after-feed", port, &[])?);
-    wait_http(
-        &format!("http://127.0.0.1:{port}/readyz"),
-        Duration::from_secs(30),
-    )
-    .await?;
-    result
+    env.without_shared_operator("operator-after-feed", |env| Box::pin(feed_checks(env)))
+        .await
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -844,18 +844,8 @@ async fn works_under(
 
 async fn the_charts_rbac_is_enough_and_every_rule_is_needed(env: &mut Env) -> Result {
     // The admin-credentialed operator would do the work itself: pause it.
-    if let Some(op) = env.operator.as_mut() {
-        op.kill();
-    }
-    let result = rbac_checks(env).await;
-    let port = env.metrics_port;
-    env.operator = Some(env.spawn_operator("operator-after-rbac", port, &[])?);
-    wait_http(
-        &format!("http://127.0.0.1:{port}/readyz"),
-        Duration::from_secs(30),
-    )
-    .await?;
-    result
+    env.without_shared_operator("operator-after-rbac", |env| Box::pin(rbac_checks(env)))
+        .await
 }
 
 async fn rbac_checks(env: &mut Env) -> Result {
