@@ -50,6 +50,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// What a schedule did with a due time or a run-now request: `created`,
+/// `skipped` (Forbid), `missed` (starting deadline), `replaced`, `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub api_version: String,
@@ -68,6 +75,7 @@ pub struct Metrics {
     pub throttled: Counter,
     pub workflow_seconds: Family<OutcomeLabels, Histogram>,
     pub deprecations: Family<VersionLabels, Counter>,
+    pub schedule_runs: Family<ScheduleLabels, Counter>,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
 }
@@ -133,6 +141,12 @@ impl Default for Metrics {
             "Responses carrying Deprecation or Sunset headers, by api-version",
             deprecations.clone(),
         );
+        let schedule_runs = Family::<ScheduleLabels, Counter>::default();
+        registry.register(
+            "schedule_runs",
+            "What AmperityWorkflowSchedules did with due times and run-now requests, by outcome",
+            schedule_runs.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -145,6 +159,7 @@ impl Default for Metrics {
             throttled,
             workflow_seconds,
             deprecations,
+            schedule_runs,
             phases: Mutex::new(HashMap::new()),
         }
     }
