@@ -1,38 +1,78 @@
-//! The committed CRD must be exactly what the binary generates; regenerate with
-//! `cargo run -- crd > crds/amperityworkflowruns.amperity.dev.yaml`.
+//! Every committed CRD, in `crds/` and in the chart, must be exactly what the binary
+//! generates; regenerate with `cargo run -- crd`, one document per file.
 
 use std::path::Path;
 
-const COMMITTED: &str = "crds/amperityworkflowruns.amperity.dev.yaml";
+const DIRS: &[&str] = &["crds", "charts/amperity-operator/crds"];
 
-#[test]
-fn committed_crd_matches_the_generated_one() {
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(COMMITTED))
-        .expect("the committed CRD exists");
-    let generated = amperity_operator::crd_yaml();
-    assert!(
-        committed == generated,
-        "{COMMITTED} is out of date: run `cargo run -- crd > {COMMITTED}` and commit it"
-    );
+fn read(dir: &str, file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing ({e}): commit the generated CRD", path.display()))
 }
 
 #[test]
-fn the_binary_prints_the_same_crd() {
+fn committed_crds_match_the_generated_ones() {
+    for (file, generated) in amperity_operator::crds() {
+        for dir in DIRS {
+            assert!(
+                read(dir, file) == generated,
+                "{dir}/{file} is out of date: regenerate it from `cargo run -- crd` and commit it"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_other_crd_is_committed() {
+    let generated: Vec<&str> = amperity_operator::crds().iter().map(|(f, _)| *f).collect();
+    for dir in DIRS {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().to_string();
+            assert!(
+                generated.contains(&name.as_str()),
+                "{dir}/{name} is no CRD the binary generates: remove it"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_binary_prints_every_crd_as_one_yaml_stream() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
         .arg("crd")
         .output()
         .expect("the binary runs");
     assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text, amperity_operator::crd_yaml());
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let names: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        amperity_operator::crd_yaml()
+        names,
+        [
+            "amperityworkflowruns.amperity.dev",
+            "amperityworkflowschedules.amperity.dev"
+        ]
     );
+}
+
+fn documents() -> Vec<serde_json::Value> {
+    amperity_operator::crds()
+        .iter()
+        .map(|(_, yaml)| serde_yaml::from_str(yaml).unwrap())
+        .collect()
 }
 
 #[test]
 fn no_enum_carries_null() {
     // Kubernetes 1.20 rejects `enum: [..., null]` with a misleading message.
-    let crd: serde_json::Value = serde_yaml::from_str(&amperity_operator::crd_yaml()).unwrap();
     fn walk(v: &serde_json::Value, path: &str) {
         match v {
             serde_json::Value::Object(m) => {
@@ -50,5 +90,37 @@ fn no_enum_carries_null() {
             _ => {}
         }
     }
-    walk(&crd, "");
+    for crd in documents() {
+        walk(&crd, "");
+    }
+}
+
+#[test]
+fn every_schedule_field_has_a_description() {
+    // `kubectl explain awsched.spec...` shows them: spec and status, nested ones
+    // included (the run template's spec is the run's own schema).
+    fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        let Some(props) = schema["properties"].as_object() else {
+            return;
+        };
+        for (name, child) in props {
+            let here = format!("{path}.{name}");
+            if !child["description"].as_str().is_some_and(|d| !d.trim().is_empty()) {
+                missing.push(here.clone());
+            }
+            walk(child, &here, missing);
+            walk(&child["items"], &format!("{here}[]"), missing);
+        }
+    }
+    let crd = documents()
+        .into_iter()
+        .find(|d| d["spec"]["names"]["kind"] == "AmperityWorkflowSchedule")
+        .unwrap();
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut missing = Vec::new();
+    for part in ["spec", "status"] {
+        walk(&root["properties"][part], part, &mut missing);
+        assert!(root["properties"][part]["description"].is_string(), "{part}");
+    }
+    assert!(missing.is_empty(), "fields without a description: {missing:?}");
 }
