@@ -222,7 +222,10 @@ impl Reconcile<'_> {
         let mut plan = schedule::decide(&schedule, &runs, now);
 
         let deleting = schedule.metadata.deletion_timestamp.is_some();
-        let has_finalizer = schedule.finalizers().iter().any(|f| f == SCHEDULE_FINALIZER);
+        let has_finalizer = schedule
+            .finalizers()
+            .iter()
+            .any(|f| f == SCHEDULE_FINALIZER);
         if !deleting && !has_finalizer {
             self.set_finalizer(true)
                 .await
@@ -286,8 +289,9 @@ impl Reconcile<'_> {
                     .get_opt(&run_name)
                     .await
                     .map_err(self.fail("reading a run that already exists"))?;
-                let ours = existing
-                    .is_some_and(|r| schedule::owned(schedule, std::slice::from_ref(&r)).len() == 1);
+                let ours = existing.is_some_and(|r| {
+                    schedule::owned(schedule, std::slice::from_ref(&r)).len() == 1
+                });
                 if ours {
                     return Ok(());
                 }
@@ -373,7 +377,10 @@ impl Reconcile<'_> {
             secondary: None,
         };
         let recorder = Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone());
-        if let Err(e) = recorder.publish(&kube_event, &schedule.object_ref(&())).await {
+        if let Err(e) = recorder
+            .publish(&kube_event, &schedule.object_ref(&()))
+            .await
+        {
             // Best effort: status says the same.
             warn!(reason = event.reason, error = %e, "could not publish event");
         }

@@ -7,8 +7,12 @@ const DIRS: &[&str] = &["crds", "charts/amperity-operator/crds"];
 
 fn read(dir: &str, file: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} is missing ({e}): commit the generated CRD", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): commit the generated CRD",
+            path.display()
+        )
+    })
 }
 
 #[test]
@@ -105,7 +109,10 @@ fn every_schedule_field_has_a_description() {
         };
         for (name, child) in props {
             let here = format!("{path}.{name}");
-            if !child["description"].as_str().is_some_and(|d| !d.trim().is_empty()) {
+            if !child["description"]
+                .as_str()
+                .is_some_and(|d| !d.trim().is_empty())
+            {
                 missing.push(here.clone());
             }
             walk(child, &here, missing);
@@ -120,7 +127,13 @@ fn every_schedule_field_has_a_description() {
     let mut missing = Vec::new();
     for part in ["spec", "status"] {
         walk(&root["properties"][part], part, &mut missing);
-        assert!(root["properties"][part]["description"].is_string(), "{part}");
+        assert!(
+            root["properties"][part]["description"].is_string(),
+            "{part}"
+        );
     }
-    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
 }

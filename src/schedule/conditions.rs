@@ -66,16 +66,16 @@ pub fn last_run(last: Option<&LastRun>) -> (&'static str, String, String) {
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
     if last.result == Phase::Succeeded {
-        ("True", reason, format!("run {} succeeded{detail}", last.name))
+        (
+            "True",
+            reason,
+            format!("run {} succeeded{detail}", last.name),
+        )
     } else {
         (
             "False",
             reason,
-            format!(
-                "run {} ended {}{detail}",
-                last.name,
-                last.result.as_str()
-            ),
+            format!("run {} ended {}{detail}", last.name, last.result.as_str()),
         )
     }
 }

@@ -284,9 +284,7 @@ impl Step<'_> {
     }
 
     fn invalid(&mut self, problems: &str) {
-        let message = format!(
-            "the spec is invalid: {problems}; no run starts until it is fixed"
-        );
+        let message = format!("the spec is invalid: {problems}; no run starts until it is fixed");
         let already = conditions::get(&self.previous.conditions, STALLED)
             .is_some_and(|c| c.status == "True" && c.message == message);
         if !already {
@@ -440,9 +438,7 @@ impl Step<'_> {
             ConcurrencyPolicy::Forbid => {
                 self.events.push(normal(
                     "Skipped",
-                    format!(
-                        "skipped {what}: {names} still in flight (concurrencyPolicy Forbid)"
-                    ),
+                    format!("skipped {what}: {names} still in flight (concurrencyPolicy Forbid)"),
                 ));
                 false
             }

@@ -83,7 +83,9 @@ pub fn active(runs: &[RunView]) -> Vec<ActiveRun> {
 /// The newest finished run, when it is newer than what status recorded.
 pub fn last_run(runs: &[RunView], recorded: Option<&LastRun>) -> Option<LastRun> {
     let newest = runs.iter().find(|r| r.finished())?;
-    let recorded_at = recorded.and_then(|l| l.scheduled_time.as_ref()).map(|t| t.0);
+    let recorded_at = recorded
+        .and_then(|l| l.scheduled_time.as_ref())
+        .map(|t| t.0);
     if recorded.is_some() && newest.scheduled_at < recorded_at {
         return None;
     }

@@ -33,12 +33,11 @@ pub fn check(
             ),
         );
     }
-    let parsed = CronSchedule::parse(&spec.schedule, spec.time_zone.as_deref(), now).map_err(
-        |e| match e {
+    let parsed =
+        CronSchedule::parse(&spec.schedule, spec.time_zone.as_deref(), now).map_err(|e| match e {
             super::cron::CronError::TimeZone(_) => ("spec.timeZone", e.to_string()),
             _ => ("spec.schedule", e.to_string()),
-        },
-    );
+        });
     if let Err((path, message)) = &parsed {
         err(path, message.clone());
     }
@@ -55,7 +54,10 @@ pub fn check(
             "spec.successfulRunsHistoryLimit",
             spec.successful_runs_history_limit,
         ),
-        ("spec.failedRunsHistoryLimit", spec.failed_runs_history_limit),
+        (
+            "spec.failedRunsHistoryLimit",
+            spec.failed_runs_history_limit,
+        ),
     ] {
         if let Some(n) = limit
             && n > MAX_HISTORY_LIMIT
