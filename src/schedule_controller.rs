@@ -240,7 +240,7 @@ impl Reconcile<'_> {
             }
         }
         self.create(&schedule, &mut plan, now).await?;
-        if schedule.status.as_ref() != Some(&plan.status) {
+        if schedule.status.clone().unwrap_or_default() != plan.status {
             self.save_status(&plan.status).await?;
         }
         for run in &plan.delete {
