@@ -13,11 +13,16 @@ RELEASE_NS = "amperity-system"
 # Exactly what the operator calls, and nothing more (the e2e suite checks that each
 # rule is needed by removing it). The finalizer is added and removed with a
 # server-side-apply patch of the resource itself, so no amperityworkflowruns/finalizers
-# rule is needed; the Lease is renewed with patches (kube-lease-manager), never updates.
+# rule is needed (the same for schedules, whose runs' ownerReferences do not set
+# blockOwnerDeletion, so no amperityworkflowschedules/finalizers rule either); the Lease
+# is renewed with patches (kube-lease-manager), never updates.
 RULES = [
     {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowruns"],
-     "verbs": ["get", "list", "watch", "patch", "delete"]},
+     "verbs": ["get", "list", "watch", "patch", "delete", "create"]},
     {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowruns/status"], "verbs": ["patch"]},
+    {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowschedules"],
+     "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowschedules/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
@@ -339,8 +344,11 @@ def test_every_value_is_documented():
         assert "#" in line or previous.startswith("#"), f"values.yaml line {i + 1}: {key} is not documented"
 
 
-def test_chart_crd_is_the_generated_crd():
-    chart_crd = (CHART / "crds" / "amperityworkflowruns.amperity.dev.yaml").read_bytes()
-    generated = (REPO / "crds" / "amperityworkflowruns.amperity.dev.yaml").read_bytes()
-    assert chart_crd == generated, "copy crds/amperityworkflowruns.amperity.dev.yaml into charts/amperity-operator/crds/"
-    assert [p.name for p in (CHART / "crds").iterdir()] == ["amperityworkflowruns.amperity.dev.yaml"]
+def test_chart_crds_are_the_generated_crds():
+    names = sorted(p.name for p in (REPO / "crds").iterdir())
+    assert names == ["amperityworkflowruns.amperity.dev.yaml", "amperityworkflowschedules.amperity.dev.yaml"]
+    for name in names:
+        chart_crd = (CHART / "crds" / name).read_bytes()
+        generated = (REPO / "crds" / name).read_bytes()
+        assert chart_crd == generated, f"copy crds/{name} into charts/amperity-operator/crds/"
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == names
