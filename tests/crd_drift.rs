@@ -109,9 +109,9 @@ fn every_schedule_field_has_a_description() {
         };
         for (name, child) in props {
             let here = format!("{path}.{name}");
-            if !child["description"]
+            if child["description"]
                 .as_str()
-                .is_some_and(|d| !d.trim().is_empty())
+                .is_none_or(|d| d.trim().is_empty())
             {
                 missing.push(here.clone());
             }

@@ -207,7 +207,7 @@ async fn a_due_slot_creates_the_run_then_writes_status_then_says_so() {
 
     let action = task.await.unwrap().unwrap();
     // The next slot is within a minute.
-    assert!(action.to_owned() != Action::await_change());
+    assert!(action != Action::await_change());
     let wait = format!("{action:?}");
     assert!(wait.contains("requeue_after: Some("), "{wait}");
     assert_eq!(

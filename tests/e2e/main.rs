@@ -6,11 +6,12 @@
 
 mod env;
 mod scenarios;
+mod schedules;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use env::Env;
 
@@ -47,7 +48,8 @@ fn main() -> ExitCode {
         let (mut passed, mut failed) = (0, 0);
         for (name, scenario) in selected {
             let started = Instant::now();
-            let outcome = tokio::time::timeout(Duration::from_secs(180), scenario(&mut env)).await;
+            let limit = scenarios::time_limit(name);
+            let outcome = tokio::time::timeout(limit, scenario(&mut env)).await;
             let secs = started.elapsed().as_secs_f32();
             match outcome {
                 Ok(Ok(())) => {
