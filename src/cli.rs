@@ -192,6 +192,15 @@ pub struct SimulatorArgs {
     /// Send Deprecation and Sunset headers on every answer.
     #[arg(long, env = "SIM_DEPRECATION", default_value_t = false)]
     pub deprecation: bool,
+    /// How late a start of a `slowstart` config answers, in milliseconds.
+    #[arg(long, env = "SIM_SLOW_START_MS", default_value_t = 35_000)]
+    pub slow_start_ms: u64,
+    /// How long a run of a `listlag` config stays out of lists, in milliseconds.
+    #[arg(long, env = "SIM_LIST_LAG_MS", default_value_t = 5_000)]
+    pub list_lag_ms: u64,
+    /// The OAuth token endpoint answers 503.
+    #[arg(long, env = "SIM_TOKEN_UNAVAILABLE", default_value_t = false)]
+    pub token_unavailable: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,12 +2,14 @@
 //! the shared driver with a Kubernetes [`Host`]) and `error_policy`.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
@@ -15,11 +17,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, field, info_span, warn};
 
-use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
+use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, Principal, SecretString};
+use crate::bounded::cut;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, DeletionPolicy, Phase};
-use crate::decide::{Action, Event, EventType, Settings, workflow_type_for};
-use crate::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
+use crate::decide::{Action, Claims, Event, EventType, Settings, workflow_type_for};
+use crate::driver::{Access, CredentialsProblem, Defaults, Driver, Host, RunMemory};
 use crate::metrics::{Metrics, ReasonLabels, VersionLabels};
+use crate::tracking::Tracking;
 
 /// The field manager of every write this operator makes.
 pub const FIELD_MANAGER: &str = "amperity-operator";
@@ -32,8 +36,17 @@ pub const DEFAULT_TOKEN_KEY: &str = "token";
 pub const CLIENT_ID_KEY: &str = "client_id";
 pub const CLIENT_SECRET_KEY: &str = "client_secret";
 pub const TOKEN_URL_KEY: &str = "token_url";
+/// Who the credential starts runs as (Amperity's principal id or name), when known.
+pub const PRINCIPAL_KEY: &str = "principal";
 /// Kubernetes requests in flight at once from reconciles.
 pub const KUBE_CALLS: usize = 16;
+pub use crate::decide::MAX_EVENT_NOTE_BYTES;
+/// The longest a resource waits before it is looked at again, whatever it asked
+/// for (a TTL of a year is re-checked hourly: no timer reaches past the clock).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// The backoff of a resource whose reconcile failed: doubling from the first, capped.
+pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(5);
+pub const ERROR_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,6 +60,14 @@ pub enum Error {
     },
     #[error("AmperityWorkflowRun {0} has no namespace")]
     NoNamespace(String),
+    /// A bug: the reconcile of this one resource panicked. It is retried with
+    /// backoff; every other resource goes on.
+    #[error("the reconcile of {namespace}/{name} panicked: {message}")]
+    Panicked {
+        namespace: String,
+        name: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -55,6 +76,7 @@ impl Error {
         match self {
             Error::Kube { what, .. } => what,
             Error::NoNamespace(_) => "no namespace",
+            Error::Panicked { .. } => "panic",
         }
     }
 }
@@ -77,6 +99,12 @@ pub struct Context {
     /// Bounds concurrent Kubernetes calls: thousands of runs reconciled at once
     /// (after a restart) would otherwise hold thousands of requests in memory.
     pub kube_calls: tokio::sync::Semaphore,
+    /// Which resource follows which Amperity run (for the search of a lost start).
+    pub tracking: Tracking,
+    /// The namespaces watched (empty: all), where `tracking` is filled from.
+    pub namespaces: Vec<String>,
+    /// Failed reconciles in a row, by uid, for each resource's own backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -99,7 +127,16 @@ impl Context {
             memory: Mutex::new(HashMap::new()),
             metrics,
             kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
+            tracking: Tracking::default(),
+            namespaces: Vec::new(),
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, watching only `namespaces` (empty: all).
+    pub fn watching(mut self, namespaces: &[String]) -> Self {
+        self.namespaces = namespaces.to_vec();
+        self
     }
 
     fn remember(&self, uid: &str) -> RunMemory {
@@ -138,9 +175,52 @@ pub async fn reconcile(obj: Arc<CachedRun>, ctx: Arc<Context>) -> Result<Requeue
         name = %name,
         workflow_id = field::Empty,
     );
-    reconcile_in(obj, ctx, namespace, name)
-        .instrument(span)
-        .await
+    let uid = obj.uid().unwrap_or_default();
+    let result = guarded(
+        &ctx,
+        namespace.clone(),
+        name.clone(),
+        reconcile_in(obj, ctx.clone(), namespace, name).instrument(span),
+    )
+    .await;
+    if result.is_ok() {
+        ctx.failures.lock().unwrap().remove(&uid);
+    }
+    result
+}
+
+/// Runs one resource's reconcile, turning a panic into an error for that resource
+/// alone: a panic is a bug in the handling of one resource, and must not take the
+/// process (kube-runtime would re-raise it), and every other resource, down.
+pub async fn guarded(
+    ctx: &Context,
+    namespace: String,
+    name: String,
+    work: impl std::future::Future<Output = Result<Requeue, Error>>,
+) -> Result<Requeue, Error> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = cut(&panic_message(panic.as_ref()), 300);
+            ctx.metrics.reconcile_panics.inc();
+            tracing::error!(%namespace, %name, panic = %message, "reconcile panicked; retrying this resource with backoff");
+            Err(Error::Panicked {
+                namespace,
+                name,
+                message,
+            })
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 async fn reconcile_in(
@@ -166,20 +246,24 @@ async fn reconcile_in(
     let Some(mut run) = read.map_err(kube_err("reading the resource"))? else {
         // Deleted since the cache saw it: nothing left to do for it.
         let uid = obj.uid().unwrap_or_default();
-        ctx.store(&uid, None);
-        ctx.metrics.set_phase(&uid, None);
+        forget(&ctx, &uid);
         return Ok(Requeue::await_change());
     };
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
         tracing::Span::current().record("workflow_id", id);
     }
     let uid = run.uid().unwrap_or_default();
+    ctx.tracking.observe(&uid, &run.spec, run.status.as_ref());
     let mut memory = ctx.remember(&uid);
 
     if needs_finalizer(&run) {
         set_finalizer(&api, &name, true)
             .await
             .map_err(kube_err("adding the finalizer"))?;
+        run.metadata
+            .finalizers
+            .get_or_insert_with(Vec::new)
+            .push(FINALIZER.to_string());
     }
 
     let host = KubeHost {
@@ -205,23 +289,33 @@ async fn reconcile_in(
     tracing::debug!(?action, "reconciled");
     record_phase(&ctx.metrics, &uid, before, &run);
 
+    // A finished run has nothing to stop: deletion goes through at once, whether
+    // or not a TTL is still to come.
+    if finished && has_finalizer(&run) && !matches!(action, Action::ReleaseFinalizer) {
+        set_finalizer(&api, &name, false)
+            .await
+            .map_err(kube_err("removing the finalizer"))?;
+    }
     Ok(match action {
-        Action::Requeue(after) => Requeue::requeue(after.max(Duration::from_millis(200))),
-        Action::AwaitChange => {
-            if finished && has_finalizer(&run) {
-                // A finished run has nothing to stop: let deletion go through at once.
-                set_finalizer(&api, &name, false)
-                    .await
-                    .map_err(kube_err("removing the finalizer"))?;
-            }
-            Requeue::await_change()
+        Action::Requeue(after) => {
+            Requeue::requeue(after.clamp(Duration::from_millis(200), MAX_REQUEUE))
         }
+        Action::AwaitChange => Requeue::await_change(),
         Action::Delete => {
-            api.delete(&name, &DeleteParams::background())
-                .await
-                .map_err(kube_err("deleting after ttlSecondsAfterFinished"))?;
-            ctx.store(&uid, None);
-            ctx.metrics.set_phase(&uid, None);
+            // Only this resource: a new one of the same name is not its TTL's to delete.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(kube_err("deleting after ttlSecondsAfterFinished")(e)),
+            }
+            forget(&ctx, &uid);
             Requeue::await_change()
         }
         Action::ReleaseFinalizer => {
@@ -230,25 +324,42 @@ async fn reconcile_in(
                     .await
                     .map_err(kube_err("removing the finalizer"))?;
             }
-            ctx.store(&uid, None);
-            ctx.metrics.set_phase(&uid, None);
+            forget(&ctx, &uid);
             Requeue::await_change()
         }
         other => unreachable!("the driver performs {other:?} itself"),
     })
 }
 
-/// Retries after a failed Kubernetes call; Amperity failures never get here (they
-/// are answers that `decide` turns into status).
-pub fn error_policy(_obj: Arc<CachedRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    warn!(error = %error, "reconcile failed; retrying");
+/// Drops everything kept for a resource that is gone.
+fn forget(ctx: &Context, uid: &str) {
+    ctx.store(uid, None);
+    ctx.metrics.set_phase(uid, None);
+    ctx.tracking.forget(uid);
+}
+
+/// Retries after a failed Kubernetes call (or a caught panic), backing off per
+/// resource; Amperity failures never get here (they are answers that `decide`
+/// turns into status).
+pub fn error_policy(obj: Arc<CachedRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let uid = obj.uid().unwrap_or_default();
+    let failures = {
+        let mut map = ctx.failures.lock().unwrap();
+        let n = map.entry(uid).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let wait = ERROR_BACKOFF_FIRST
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(ERROR_BACKOFF_CAP);
+    warn!(error = %error, failures, retry_in_s = wait.as_secs(), "reconcile failed; retrying");
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ReasonLabels {
             reason: error.metric_label().to_string(),
         })
         .inc();
-    Requeue::requeue(Duration::from_secs(5))
+    Requeue::requeue(wait)
 }
 
 /// Updates the phase gauge, and the duration histogram when the run just finished.
@@ -268,7 +379,9 @@ fn record_phase(metrics: &Metrics, uid: &str, before: Option<Phase>, run: &Amper
             .as_ref()
             .and_then(|w| w.workflow_type.clone())
             .unwrap_or_else(|| workflow_type_for(&run.spec.config_id).to_string());
-        metrics.record_finished(&kind, phase, took);
+        let reason = crate::decide::conditions::get(status, crate::decide::conditions::SUCCEEDED)
+            .map_or("", |c| c.reason.as_str());
+        metrics.record_finished(&kind, phase, reason, took);
     }
 }
 
@@ -315,10 +428,7 @@ struct KubeHost<'a> {
 impl Host for KubeHost<'_> {
     type Error = Error;
 
-    async fn credentials(
-        &self,
-        run: &AmperityWorkflowRun,
-    ) -> Result<Credentials, CredentialsProblem> {
+    async fn credentials(&self, run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let r = &run.spec.token_secret_ref;
         let read = {
@@ -360,26 +470,57 @@ impl Host for KubeHost<'_> {
         &self,
         run: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-    ) -> Result<(), Error> {
+        exclusive: bool,
+    ) -> Result<Option<String>, Error> {
         let api: Api<AmperityWorkflowRun> =
             Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let name = run.name_any();
-        let patch = status_patch(status);
+        let mut patch = status_patch(status);
+        if exclusive {
+            // Only if nobody wrote since it was read: of two replicas that both
+            // believe they lead, one records the intent and POSTs; the other gets a
+            // conflict, reads again and finds the intent.
+            patch["metadata"] = json!({"resourceVersion": run.resource_version()});
+        }
         self.ctx.metrics.status_writes.inc();
-        let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Kube {
-            what: "writing status",
+        let written = {
+            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
+            api.patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+        };
+        let written = written.map_err(|source| Error::Kube {
+            what: if exclusive {
+                "recording the intent to start"
+            } else {
+                "writing status"
+            },
             namespace: self.namespace.clone(),
             name,
             source,
-        })
+        })?;
+        self.ctx
+            .tracking
+            .observe(&run.uid().unwrap_or_default(), &run.spec, Some(status));
+        Ok(written.resource_version())
+    }
+
+    async fn claims(&self, run: &AmperityWorkflowRun, candidates: &[String]) -> Claims {
+        if !self.ctx.tracking.is_warm()
+            && let Err(e) = fill_tracking(self.ctx).await
+        {
+            warn!(error = %kube_error_summary(&e), "could not list the runs to rule out their Amperity runs");
+        }
+        self.ctx
+            .tracking
+            .claims(&run.uid().unwrap_or_default(), &run.spec, candidates)
+    }
+
+    fn poll_failed(&self, _run: &AmperityWorkflowRun) {
+        self.ctx.metrics.poll_failures.inc();
     }
 
     async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
@@ -389,7 +530,7 @@ impl Host for KubeHost<'_> {
                 EventType::Warning => KubeEventType::Warning,
             },
             reason: event.reason.to_string(),
-            note: Some(event.note.chars().take(1000).collect()),
+            note: Some(cut(&event.note, MAX_EVENT_NOTE_BYTES)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -433,28 +574,74 @@ pub fn status_patch(status: &AmperityWorkflowRunStatus) -> serde_json::Value {
     })
 }
 
+/// Fills `tracking` from every watched run, once (later changes come through
+/// reconciles and status writes).
+async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
+    let apis: Vec<Api<AmperityWorkflowRun>> = if ctx.namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        ctx.namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    for api in apis {
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = {
+                let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+                api.list(&params).await?
+            };
+            for run in &page.items {
+                ctx.tracking.observe(
+                    &run.uid().unwrap_or_default(),
+                    &run.spec,
+                    run.status.as_ref(),
+                );
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+    }
+    ctx.tracking.set_warm();
+    Ok(())
+}
+
 /// Reads credentials from Secret data: `key` (default `token`) holds a bearer token;
 /// without an explicit key, `client_id` + `client_secret` (and optionally
-/// `token_url`) are OAuth client credentials. The error says what is missing.
-pub fn credentials_from_secret(secret: &Secret, key: Option<&str>) -> Result<Credentials, String> {
+/// `token_url`) are OAuth client credentials. `principal`, if present, names who
+/// they start runs as. The error says what is missing.
+pub fn credentials_from_secret(secret: &Secret, key: Option<&str>) -> Result<Access, String> {
     let data = secret.data.clone().unwrap_or_default();
     let text = |k: &str| {
         data.get(k)
             .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
             .filter(|v| !v.is_empty())
     };
+    let principal = text(PRINCIPAL_KEY).map(|p| Principal::given(&cut(&p, 256)));
+    let access = |credentials| Access {
+        credentials,
+        principal: principal.clone(),
+    };
     let token_key = key.unwrap_or(DEFAULT_TOKEN_KEY);
     if let Some(token) = text(token_key) {
-        return Ok(Credentials::Token(SecretString::new(token)));
+        return Ok(access(Credentials::Token(SecretString::new(token))));
     }
     if key.is_none() {
         if let (Some(id), Some(secret)) = (text(CLIENT_ID_KEY), text(CLIENT_SECRET_KEY)) {
-            let token_url = text(TOKEN_URL_KEY).and_then(|u| url::Url::parse(&u).ok());
-            return Ok(Credentials::ClientCredentials {
-                client_id: id,
+            let token_url = match text(TOKEN_URL_KEY) {
+                Some(u) => Some(url::Url::parse(&u).map_err(|_| {
+                    format!("key {TOKEN_URL_KEY:?} is not a URL: give the full https URL of the OAuth token endpoint")
+                })?),
+                None => None,
+            };
+            return Ok(access(Credentials::ClientCredentials {
+                client_id: cut(&id, 512),
                 client_secret: SecretString::new(secret),
                 token_url,
-            });
+            }));
         }
         return Err(format!(
             "has neither key {DEFAULT_TOKEN_KEY:?} nor keys {CLIENT_ID_KEY:?} and {CLIENT_SECRET_KEY:?}: add an Amperity API token under {DEFAULT_TOKEN_KEY:?}"

@@ -19,6 +19,17 @@ pub const RANGE_PATTERN: &str =
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?Z)?$";
 /// A Go-style duration as Kubernetes writes them: `30s`, `1m30s`, `6h`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// Longest duration text: enough for `1h30m15s`, too short to overflow a clock.
+pub const MAX_DURATION_CHARS: u32 = 32;
+/// A Secret's name: a DNS subdomain (RFC 1123), as Kubernetes requires.
+pub const SECRET_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A key of a Secret's data, as Kubernetes requires.
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// Longest `spec.endpoint`.
+pub const MAX_ENDPOINT_CHARS: u32 = 512;
+/// Longest `ttlSecondsAfterFinished`: a year.
+pub const MAX_TTL_SECONDS: i64 = 31_536_000;
 
 /// The spec may not change once created, except `stop` going from false to true.
 /// Written field by field because CEL cannot compare a map minus one key.
@@ -47,10 +58,12 @@ pub const STOP_MESSAGE: &str = "stop cannot be set back to false once true";
 pub const RANGE_ORDER_RULE: &str = "!has(self.to) || timestamp(size(self.to) == 10 ? self.to + 'T00:00:00Z' : self.to) > timestamp(size(self.from) == 10 ? self.from + 'T00:00:00Z' : self.from)";
 pub const RANGE_ORDER_MESSAGE: &str = "range.to must be after range.from";
 
-pub const POLL_INTERVAL_RULE: &str = "duration(self) >= duration('5s')";
-pub const POLL_INTERVAL_MESSAGE: &str = "pollInterval must be at least 5s";
-pub const TIMEOUT_RULE: &str = "duration(self) > duration('0s')";
-pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero";
+pub const POLL_INTERVAL_RULE: &str =
+    "duration(self) >= duration('5s') && duration(self) <= duration('24h')";
+pub const POLL_INTERVAL_MESSAGE: &str = "pollInterval must be between 5s and 24h";
+pub const TIMEOUT_RULE: &str =
+    "duration(self) > duration('0s') && duration(self) <= duration('720h')";
+pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero and at most 720h (30 days)";
 
 /// Start one Amperity workflow run (a courier group, orchestration group or campaign)
 /// and follow it to the end. One-shot, like a Job: create a new resource to run again.
@@ -95,7 +108,10 @@ pub struct AmperityWorkflowRunSpec {
     /// Base URL of the Amperity API, e.g. `https://app.amperity.com/api`. https only,
     /// except for loopback addresses or when the operator allows plain http.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s/]+(/\S*)?$"))]
+    #[schemars(
+        length(max = MAX_ENDPOINT_CHARS),
+        regex(pattern = r"^https?://[^\s/]+(/\S*)?$")
+    )]
     pub endpoint: Option<String>,
 
     /// The `api-version` header; defaults to the operator's (2024-04-01).
@@ -121,13 +137,13 @@ pub struct AmperityWorkflowRunSpec {
 
     /// How often to poll the run, e.g. `30s`, at least `5s`. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(DURATION_PATTERN))]
+    #[schemars(length(max = MAX_DURATION_CHARS), pattern(DURATION_PATTERN))]
     #[x_kube(validation = Rule::new(POLL_INTERVAL_RULE).message(POLL_INTERVAL_MESSAGE))]
     pub poll_interval: Option<String>,
 
     /// Stop the run and give up (phase TimedOut) when it has not ended after this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(DURATION_PATTERN))]
+    #[schemars(length(max = MAX_DURATION_CHARS), pattern(DURATION_PATTERN))]
     #[x_kube(validation = Rule::new(TIMEOUT_RULE).message(TIMEOUT_MESSAGE))]
     pub timeout: Option<String>,
 
@@ -137,7 +153,7 @@ pub struct AmperityWorkflowRunSpec {
 
     /// Delete the resource this many seconds after the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_TTL_SECONDS))]
     pub ttl_seconds_after_finished: Option<i64>,
 
     /// Set to true to stop the run. The only field that may change after creation.
@@ -157,12 +173,12 @@ pub struct AmperityWorkflowRunSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct TokenSecretRef {
     /// Name of a Secret in the resource's namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
     pub name: String,
     /// Key holding a bearer token. Default `token`; when the key is absent and the
     /// Secret has `client_id` and `client_secret`, those are used instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_KEY_PATTERN))]
     pub key: Option<String>,
 }
 
@@ -292,9 +308,17 @@ pub struct AmperityWorkflowRunStatus {
     pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// When the search for a run whose start answer was lost got its first answer:
+    /// the search looks for `START_SETTLE_SECS` from then before asking a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_started_at: Option<Time>,
     /// Set when a stop was sent, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
+    /// When Amperity accepted the stop: a run still not stopped `STOP_GRACE_SECS`
+    /// later ends with reason StopUnconfirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_requested_at: Option<Time>,
     /// The last `amperity.dev/resolve-start` answer acted on, and what was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_resolution: Option<String>,

@@ -3,21 +3,27 @@
 //! back, and stops at the first action that is not an Amperity call (requeue,
 //! wait, delete, release the finalizer), which it hands back to the caller.
 //!
-//! Where status is kept, where credentials come from and where events go differ
-//! between the two callers; they provide them through [`Host`].
+//! Before any call it checks the endpoint against the allow-list (nothing is read
+//! or sent for an endpoint that is not allowed) and takes the call's turn in the
+//! tenant's budget; a turn further off than [`HOLD_TURN`] is waited for outside
+//! the reconcile. Where status is kept, where credentials come from and where
+//! events go differ between the two callers; they provide them through [`Host`].
+//! Amperity itself is behind [`Api`], so that a model of it can stand in for tests.
 
 use std::future::Future;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::amperity::wire::{RunRequest, Workflow};
 use crate::amperity::{
-    AmperityClient, ClientError, Credentials, DeprecationNotice, ListQuery, Reply, Target, Turn,
+    AllowList, AmperityClient, ClientError, Credentials, DeprecationNotice, ListQuery, Principal,
+    Reply, Target, Turn,
 };
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
 use crate::decide::{
-    Action, Answer, ApiFailure, Event, EventType, FailureKind, Memory, SearchQuery, Settings,
-    decide,
+    Action, Answer, ApiFailure, Claims, Event, EventType, FailureKind, Memory, Search, SearchQuery,
+    Settings, decide,
 };
 
 /// Performs one Amperity call; a 401/403 re-reads the credentials once and
@@ -30,7 +36,7 @@ macro_rules! retrying_auth {
             Err(e) if e.is_auth() => {
                 $driver.amperity.forget_token($target, $credentials);
                 match $driver.host.credentials($run).await {
-                    Ok(fresh) => $driver.amperity.$method($target, &fresh, $($arg),+).await,
+                    Ok(fresh) => $driver.amperity.$method($target, &fresh.credentials, $($arg),+).await,
                     Err(_) => first,
                 }
             }
@@ -40,11 +46,13 @@ macro_rules! retrying_auth {
 }
 
 /// At most this many decide/act rounds per call: a start takes three (intent, POST,
-/// id); anything longer is a bug, and stopping beats spinning on the API.
-const MAX_ROUNDS: usize = 6;
+/// id), a lost start's search four; anything longer is a bug, and stopping beats
+/// spinning on the API.
+const MAX_ROUNDS: usize = 8;
 
-/// A poll whose turn is at most this far off waits for it in place; a later one
-/// lets go and comes back (a requeue costs a reconcile, a held wait costs memory).
+/// A call whose turn is at most this far off waits for it in place; a later one
+/// lets go and comes back (a requeue costs a reconcile, a held wait costs memory
+/// and a reconcile slot).
 pub const HOLD_TURN: Duration = Duration::from_secs(2);
 
 /// Why credentials could not be had: a CamelCase reason and a message naming the
@@ -55,6 +63,13 @@ pub struct CredentialsProblem {
     pub message: String,
 }
 
+/// The credentials of a resource, and who they start runs as when the Secret says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub credentials: Credentials,
+    pub principal: Option<Principal>,
+}
+
 /// Where the resource lives: status storage, credentials and events.
 pub trait Host: Sync {
     type Error: std::error::Error + Send + Sync + 'static;
@@ -63,14 +78,17 @@ pub trait Host: Sync {
     fn credentials(
         &self,
         run: &AmperityWorkflowRun,
-    ) -> impl Future<Output = Result<Credentials, CredentialsProblem>> + Send;
+    ) -> impl Future<Output = Result<Access, CredentialsProblem>> + Send;
 
     /// Persists the status; the driver calls it only when the status changed.
+    /// `exclusive`: only if the resource is still the version read (the intent to
+    /// start: two writers must never both record one). Returns the new version.
     fn save_status(
         &self,
         run: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+        exclusive: bool,
+    ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
 
     fn publish(&self, run: &AmperityWorkflowRun, event: &Event) -> impl Future<Output = ()> + Send;
 
@@ -81,7 +99,131 @@ pub trait Host: Sync {
         notice: &DeprecationNotice,
     ) -> impl Future<Output = ()> + Send;
 
+    /// Which of `candidates` (run ids a search found) other resources follow, and
+    /// whether another start of the same kind is unresolved.
+    fn claims(
+        &self,
+        run: &AmperityWorkflowRun,
+        candidates: &[String],
+    ) -> impl Future<Output = Claims> + Send;
+
+    /// A poll got no usable answer (counted for metrics).
+    fn poll_failed(&self, run: &AmperityWorkflowRun);
+
     fn now(&self) -> Timestamp;
+}
+
+/// Amperity, as the driver uses it: the real client, or a model in tests.
+pub trait Api: Sync {
+    fn allow_list(&self) -> &AllowList;
+
+    /// A turn in the tenant's budget: `urgent` for what someone waits on (a start, a
+    /// stop, a search, the poll that follows one), routine otherwise.
+    fn reserve_turn(&self, target: &Target, urgent: bool) -> Turn;
+
+    fn start(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        request: &RunRequest,
+        turn: Option<Turn>,
+    ) -> impl Future<Output = Result<Reply<Workflow>, ClientError>> + Send;
+
+    fn get(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+        turn: Option<Turn>,
+    ) -> impl Future<Output = Result<Reply<Workflow>, ClientError>> + Send;
+
+    fn stop(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+        turn: Option<Turn>,
+    ) -> impl Future<Output = Result<Reply<Workflow>, ClientError>> + Send;
+
+    fn list(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        query: &ListQuery,
+        turn: Option<Turn>,
+    ) -> impl Future<Output = Result<Reply<Vec<Workflow>>, ClientError>> + Send;
+
+    fn forget_token(&self, target: &Target, credentials: &Credentials);
+
+    fn learned_principal(&self, target: &Target, credentials: &Credentials) -> Option<Principal>;
+
+    fn learn_principal(&self, target: &Target, credentials: &Credentials, principal: Principal);
+}
+
+impl Api for AmperityClient {
+    fn allow_list(&self) -> &AllowList {
+        AmperityClient::allow_list(self)
+    }
+
+    fn reserve_turn(&self, target: &Target, urgent: bool) -> Turn {
+        if urgent {
+            self.reserve_urgent_turn(target)
+        } else {
+            AmperityClient::reserve_turn(self, target)
+        }
+    }
+
+    async fn start(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        request: &RunRequest,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        AmperityClient::start(self, target, credentials, request, turn).await
+    }
+
+    async fn get(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        self.get_in_turn(target, credentials, id, turn).await
+    }
+
+    async fn stop(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        AmperityClient::stop(self, target, credentials, id, turn).await
+    }
+
+    async fn list(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        query: &ListQuery,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Vec<Workflow>>, ClientError> {
+        AmperityClient::list(self, target, credentials, query, turn).await
+    }
+
+    fn forget_token(&self, target: &Target, credentials: &Credentials) {
+        AmperityClient::forget_token(self, target, credentials)
+    }
+
+    fn learned_principal(&self, target: &Target, credentials: &Credentials) -> Option<Principal> {
+        AmperityClient::learned_principal(self, target, credentials)
+    }
+
+    fn learn_principal(&self, target: &Target, credentials: &Credentials, principal: Principal) {
+        AmperityClient::learn_principal(self, target, credentials, principal)
+    }
 }
 
 /// Operator-wide defaults a resource may leave out.
@@ -90,7 +232,6 @@ pub struct Defaults {
     /// Base URL template; `{tenant}` is replaced by the resource's tenant.
     pub endpoint: String,
     pub api_version: String,
-    pub allow_insecure_http: bool,
 }
 
 impl Default for Defaults {
@@ -98,7 +239,6 @@ impl Default for Defaults {
         Defaults {
             endpoint: "https://{tenant}.amperity.com/api".to_string(),
             api_version: "2024-04-01".to_string(),
-            allow_insecure_http: false,
         }
     }
 }
@@ -109,18 +249,18 @@ pub struct RunMemory {
     pub decide: Memory,
     /// A deprecation warning was already published for this resource.
     pub deprecation_warned: bool,
-    /// The turn reserved for this run's next poll, when it was too far off to wait for.
+    /// The turn reserved for this run's next call, when it was too far off to wait for.
     pub turn: Option<Turn>,
 }
 
-pub struct Driver<'a, H: Host> {
+pub struct Driver<'a, H: Host, A: Api = AmperityClient> {
     pub host: &'a H,
-    pub amperity: &'a AmperityClient,
+    pub amperity: &'a A,
     pub defaults: &'a Defaults,
     pub settings: &'a Settings,
 }
 
-impl<H: Host> Driver<'_, H> {
+impl<H: Host, A: Api> Driver<'_, H, A> {
     /// Runs decide/act rounds until an action that is not an Amperity call.
     /// `run.status` is kept up to date with what was persisted.
     pub async fn drive(
@@ -129,6 +269,7 @@ impl<H: Host> Driver<'_, H> {
         memory: &mut RunMemory,
     ) -> Result<Action, H::Error> {
         let mut answer = None;
+        let mut calls = 0;
         for _ in 0..MAX_ROUNDS {
             let decision = decide(
                 run,
@@ -137,38 +278,79 @@ impl<H: Host> Driver<'_, H> {
                 memory.decide,
                 self.settings,
             );
-            if let Action::Poll(_) = &decision.action
-                && let Some(wait) = self.poll_later(run, memory)
-            {
-                self.record(run, decision.status, &decision.events).await?;
-                return Ok(Action::Requeue(wait));
-            }
-            let calls_amperity = matches!(
+            memory.decide = decision.memory;
+            if !matches!(
                 decision.action,
                 Action::Start(_) | Action::Poll(_) | Action::Stop(_) | Action::Search(_)
-            );
-            // Credentials first: without them the call cannot happen, so its intent
-            // is not recorded and `decide` hears why instead.
-            let credentials = if calls_amperity {
+            ) {
+                self.record(run, decision.status, &decision.events, false)
+                    .await?;
+                return Ok(decision.action);
+            }
+            // Where the call would go: nothing is read or sent for an endpoint that
+            // is not allowed.
+            let target = match self.target(run) {
+                Ok(t) => t,
+                Err(e) => {
+                    answer = Some(Answer::EndpointNotAllowed {
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            // A routine poll takes the next free turn; what someone waits on goes first.
+            let urgent = calls > 0 || !matches!(decision.action, Action::Poll(_));
+            let turn = memory
+                .turn
+                .take()
+                .unwrap_or_else(|| self.amperity.reserve_turn(&target, urgent));
+            let wait = turn.wait();
+            let is_start = matches!(decision.action, Action::Start(_));
+            if wait > HOLD_TURN {
+                tracing::debug!(wait_ms = wait.as_millis() as u64, "turn kept for later");
+                memory.turn = Some(turn);
+                // What was decided (an adoption, say) stands; an intent to start is
+                // recorded only right before its POST.
+                if !is_start {
+                    self.record(run, decision.status, &decision.events, false)
+                        .await?;
+                }
+                answer = Some(Answer::Later(wait));
+                continue;
+            }
+            // For a start, the credentials come first: without them nothing is sent,
+            // so no intent is recorded. Any other decision (an adoption, say) is
+            // recorded whatever the credentials do.
+            let mut access = None;
+            if is_start {
                 match self.host.credentials(run).await {
-                    Ok(c) => Some(c),
+                    Ok(a) => access = Some(a),
                     Err(p) => {
-                        answer = Some(Answer::CredentialsUnavailable {
-                            reason: p.reason,
-                            message: p.message,
-                        });
+                        memory.turn = Some(turn);
+                        answer = Some(unavailable(p));
                         continue;
                     }
                 }
-            } else {
-                None
-            };
-            // Persist before acting: for a start, this is the recorded intent.
-            self.record(run, decision.status, &decision.events).await?;
-            match credentials {
-                Some(c) => answer = Some(self.perform(run, decision.action, c, memory).await),
-                None => return Ok(decision.action),
             }
+            // Persist before acting: for a start, this is the recorded intent.
+            self.record(run, decision.status, &decision.events, is_start)
+                .await?;
+            let access = match access {
+                Some(a) => a,
+                None => match self.host.credentials(run).await {
+                    Ok(a) => a,
+                    Err(p) => {
+                        memory.turn = Some(turn);
+                        answer = Some(unavailable(p));
+                        continue;
+                    }
+                },
+            };
+            calls += 1;
+            answer = Some(
+                self.perform(run, decision.action, &target, &access, turn, memory)
+                    .await,
+            );
         }
         tracing::error!("no settled decision after {MAX_ROUNDS} rounds; trying again later");
         Ok(Action::Requeue(self.settings.quick_poll))
@@ -180,29 +362,19 @@ impl<H: Host> Driver<'_, H> {
         run: &mut AmperityWorkflowRun,
         status: AmperityWorkflowRunStatus,
         events: &[Event],
+        exclusive: bool,
     ) -> Result<(), H::Error> {
         if run.status.as_ref() != Some(&status) {
-            self.host.save_status(run, &status).await?;
+            let version = self.host.save_status(run, &status, exclusive).await?;
             run.status = Some(status);
+            if version.is_some() {
+                run.metadata.resource_version = version;
+            }
         }
         for event in events {
             self.host.publish(run, event).await;
         }
         Ok(())
-    }
-
-    /// Reserves this run's turn for a poll (or keeps the one it has); says how
-    /// long to go away when the turn is further off than [`HOLD_TURN`].
-    fn poll_later(&self, run: &AmperityWorkflowRun, memory: &mut RunMemory) -> Option<Duration> {
-        // A bad endpoint fails in `perform`, which says so in the status.
-        let target = self.target(run).ok()?;
-        let kept = memory.turn.take();
-        let reserved = kept.is_none();
-        let turn = kept.unwrap_or_else(|| self.amperity.reserve_turn(&target));
-        memory.turn = Some(turn);
-        let wait = turn.wait();
-        tracing::debug!(reserved, wait_ms = wait.as_millis() as u64, "poll turn");
-        (wait > HOLD_TURN).then_some(wait)
     }
 
     fn target(&self, run: &AmperityWorkflowRun) -> Result<Target, ClientError> {
@@ -214,7 +386,7 @@ impl<H: Host> Driver<'_, H> {
             spec.amperity_api_version
                 .as_deref()
                 .unwrap_or(&self.defaults.api_version),
-            self.defaults.allow_insecure_http,
+            self.amperity.allow_list(),
         )
     }
 
@@ -222,44 +394,62 @@ impl<H: Host> Driver<'_, H> {
         &self,
         run: &AmperityWorkflowRun,
         action: Action,
-        credentials: Credentials,
+        target: &Target,
+        access: &Access,
+        turn: Turn,
         memory: &mut RunMemory,
     ) -> Answer {
-        let target = match self.target(run) {
-            Ok(t) => t,
-            Err(e) => {
-                let failure = ApiFailure {
-                    kind: FailureKind::Rejected,
-                    message: e.to_string(),
-                    retry_after: None,
-                };
-                return match action {
-                    Action::Start(_) => Answer::Started(Err(failure)),
-                    Action::Stop(_) => Answer::StopSent(Err(failure)),
-                    Action::Search(_) => Answer::Searched(Err(failure)),
-                    _ => Answer::Polled(Err(failure)),
-                };
-            }
-        };
+        let credentials = &access.credentials;
+        let turn = Some(turn);
         match action {
             Action::Start(req) => {
-                let r = retrying_auth!(self, run, &target, &credentials, start, &req);
+                let r = retrying_auth!(self, run, target, credentials, start, &req, turn);
+                // The run this credential just started names who it starts runs as.
+                if let Ok(reply) = &r
+                    && let Some(p) = Principal::of(&reply.body)
+                {
+                    self.amperity.learn_principal(target, credentials, p);
+                }
                 Answer::Started(self.settle(run, r, memory).await)
             }
             Action::Poll(id) => {
                 memory.decide.last_polled = Some(self.host.now());
-                let turn = memory.turn.take();
-                let r = retrying_auth!(self, run, &target, &credentials, get_in_turn, &id, turn);
+                let r = retrying_auth!(self, run, target, credentials, get, &id, turn);
+                match &r {
+                    Ok(reply) if started_here(run) => {
+                        if let Some(p) = Principal::of(&reply.body) {
+                            self.amperity.learn_principal(target, credentials, p);
+                        }
+                    }
+                    Err(e) if e.is_retryable() || e.outcome_unknown() => self.host.poll_failed(run),
+                    _ => {}
+                }
                 Answer::Polled(self.settle(run, r, memory).await)
             }
             Action::Stop(id) => {
-                let r = retrying_auth!(self, run, &target, &credentials, stop, &id);
+                let r = retrying_auth!(self, run, target, credentials, stop, &id, turn);
                 Answer::StopSent(self.settle(run, r, memory).await)
             }
             Action::Search(query) => {
                 let q = list_query(&query);
-                let r = retrying_auth!(self, run, &target, &credentials, list, &q);
-                Answer::Searched(self.settle(run, r, memory).await)
+                let r = retrying_auth!(self, run, target, credentials, list, &q, turn);
+                let result = self.settle(run, r, memory).await;
+                let claims = match &result {
+                    Ok(runs) => {
+                        let ids: Vec<String> = runs.iter().map(|w| w.id.clone()).collect();
+                        self.host.claims(run, &ids).await
+                    }
+                    Err(_) => Claims::default(),
+                };
+                let principal = access
+                    .principal
+                    .clone()
+                    .or_else(|| self.amperity.learned_principal(target, credentials));
+                Answer::Searched(Search {
+                    result,
+                    principal,
+                    claims,
+                })
             }
             _ => unreachable!("only Amperity calls are performed"),
         }
@@ -287,7 +477,7 @@ impl<H: Host> Driver<'_, H> {
                             notice
                                 .sunset
                                 .as_deref()
-                                .map(|s| format!(" (sunset {s})"))
+                                .map(|s| format!(" (sunset {})", crate::bounded::cut(s, 64)))
                                 .unwrap_or_default()
                         );
                         let event = Event {
@@ -305,6 +495,24 @@ impl<H: Host> Driver<'_, H> {
     }
 }
 
+fn unavailable(p: CredentialsProblem) -> Answer {
+    Answer::CredentialsUnavailable {
+        reason: p.reason,
+        message: p.message,
+    }
+}
+
+/// The run this resource follows is one it started itself (not one named in
+/// spec.workflowId, nor one a person told it to adopt): its principal is the
+/// credential's own.
+fn started_here(run: &AmperityWorkflowRun) -> bool {
+    run.spec.workflow_id.is_none()
+        && run
+            .status
+            .as_ref()
+            .is_some_and(|s| s.start_resolution.is_none())
+}
+
 fn list_query(q: &SearchQuery) -> ListQuery {
     ListQuery {
         created_from: Some(q.created_from.to_string()),
@@ -315,7 +523,9 @@ fn list_query(q: &SearchQuery) -> ListQuery {
 
 /// Reduces a client error to what the decisions need.
 pub fn failure(e: &ClientError) -> ApiFailure {
-    let kind = if e.is_auth() {
+    let kind = if e.is_not_allowed() {
+        FailureKind::NotAllowed
+    } else if e.is_auth() {
         FailureKind::Auth
     } else if e.status() == Some(404) {
         FailureKind::NotFound
@@ -330,5 +540,6 @@ pub fn failure(e: &ClientError) -> ApiFailure {
         kind,
         message: e.to_string(),
         retry_after: e.retry_after(),
+        throttled: e.status() == Some(429),
     }
 }

@@ -2,6 +2,7 @@
 //! into `AmperityWorkflowRun` status.
 
 pub mod amperity;
+pub mod bounded;
 pub mod cli;
 pub mod controller;
 pub mod crd;
@@ -16,6 +17,7 @@ pub mod schedule;
 pub mod schedule_controller;
 pub mod sim;
 pub mod telemetry;
+pub mod tracking;
 pub mod validate;
 
 use kube::CustomResourceExt;

@@ -13,9 +13,10 @@ use serde_json::Value;
 
 use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
 use crate::cli::{LocalArgs, LocalOutput};
+use crate::controller::MAX_REQUEUE;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
-use crate::decide::{Action, Event, EventType, Settings, conditions};
-use crate::driver::{CredentialsProblem, Driver, Host, RunMemory};
+use crate::decide::{Action, Claims, Event, EventType, Settings, conditions};
+use crate::driver::{Access, CredentialsProblem, Driver, Host, RunMemory};
 use crate::operator::{client_config, defaults};
 use crate::sim;
 use crate::validate::{FieldError, validate_spec_value};
@@ -142,7 +143,10 @@ pub async fn run(args: LocalArgs) -> ExitCode {
 
 async fn run_inner(args: LocalArgs) -> Result<u8, LocalError> {
     let mut run = load_manifest(&args.file)?;
-    let mut defaults = defaults(&args.amperity);
+    let defaults = defaults(&args.amperity);
+    let mut client = client_config(&args.amperity).map_err(LocalError::Client)?;
+    // A local run waits in place; nobody else shares its reconcile.
+    client.max_retries = 3;
     // Keep the simulator alive for the whole run.
     let mut _simulator = None;
     let credentials = if args.simulator {
@@ -154,14 +158,17 @@ async fn run_inner(args: LocalArgs) -> Result<u8, LocalError> {
         };
         let handle = sim::spawn(config).await.map_err(LocalError::Simulator)?;
         run.spec.endpoint = Some(handle.base_url());
-        defaults.allow_insecure_http = true;
+        // The embedded simulator is allowed by itself, and nothing else is added.
+        client.allow = client
+            .allow
+            .with(&handle.base_url())
+            .map_err(LocalError::Client)?;
         _simulator = Some(handle);
         Credentials::Token(SecretString::new(SIMULATOR_TOKEN.to_string()))
     } else {
         Credentials::Token(SecretString::new(read_token(&args)?))
     };
-    let amperity = AmperityClient::new(client_config(&args.amperity))
-        .map_err(|e| LocalError::Client(e.to_string()))?;
+    let amperity = AmperityClient::new(client).map_err(|e| LocalError::Client(e.to_string()))?;
     let output = match args.output {
         LocalOutput::Auto if std::io::stderr().is_terminal() => Output::Bar(progress_bar()),
         LocalOutput::Auto | LocalOutput::Text => Output::Lines,
@@ -198,7 +205,7 @@ async fn run_inner(args: LocalArgs) -> Result<u8, LocalError> {
             break phase_exit(phase);
         }
         let wait = match action {
-            Action::Requeue(d) => d,
+            Action::Requeue(d) => d.min(MAX_REQUEUE),
             // Stalled waiting for a person, or the TTL passed: nothing more to do here.
             _ => break exit::STALLED,
         };
@@ -331,18 +338,25 @@ impl LocalHost {
 impl Host for LocalHost {
     type Error = std::convert::Infallible;
 
-    async fn credentials(
-        &self,
-        _run: &AmperityWorkflowRun,
-    ) -> Result<Credentials, CredentialsProblem> {
-        Ok(self.credentials.clone())
+    async fn credentials(&self, _run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
+        Ok(Access {
+            credentials: self.credentials.clone(),
+            principal: None,
+        })
     }
+
+    async fn claims(&self, _run: &AmperityWorkflowRun, _candidates: &[String]) -> Claims {
+        Claims::alone()
+    }
+
+    fn poll_failed(&self, _run: &AmperityWorkflowRun) {}
 
     async fn save_status(
         &self,
         _run: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-    ) -> Result<(), Self::Error> {
+        _exclusive: bool,
+    ) -> Result<Option<String>, Self::Error> {
         match &self.output {
             Output::Json => println!("{}", serde_json::to_string(status).unwrap_or_default()),
             Output::Lines => {
@@ -364,7 +378,7 @@ impl Host for LocalHost {
                 bar.set_message(self.line(status));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn publish(&self, _run: &AmperityWorkflowRun, event: &Event) {

@@ -37,11 +37,24 @@ pub struct RequestLabels {
     pub endpoint: String,
     /// HTTP status code, or `error` when no response came back.
     pub code: String,
+    pub tenant: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub endpoint: String,
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishedLabels {
+    pub phase: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,12 +85,69 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<EndpointLabels, Histogram>,
     pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
-    pub throttled: Counter,
+    pub throttled: Family<TenantLabels, Counter>,
     pub workflow_seconds: Family<OutcomeLabels, Histogram>,
     pub deprecations: Family<VersionLabels, Counter>,
+    /// 1 on the replica that leads (or when election is off), 0 on the others.
+    pub leader: Gauge,
+    pub reconcile_panics: Counter,
+    /// Polls that failed (5xx, unreadable answers, transport errors) in a row.
+    pub poll_failures: Counter,
+    pub runs_finished: Family<FinishedLabels, Counter>,
     pub schedule_runs: Family<ScheduleLabels, Counter>,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
+    tenants: TenantLabeller,
+}
+
+/// How many tenants get a label of their own; later ones share `other`. Tenants are
+/// named by resource authors, so an unbounded label would let them grow the
+/// operator's memory and every scrape without limit.
+pub const MAX_TENANT_LABELS: usize = 32;
+
+/// Hands out tenant label values, first come first served, up to the bound.
+#[derive(Default)]
+struct TenantLabeller {
+    known: Mutex<std::collections::HashSet<String>>,
+}
+
+impl TenantLabeller {
+    fn label(&self, tenant: &str) -> String {
+        let mut known = self.known.lock().unwrap();
+        if known.contains(tenant) {
+            return tenant.to_string();
+        }
+        if known.len() < MAX_TENANT_LABELS && tenant.len() <= 253 {
+            known.insert(tenant.to_string());
+            return tenant.to_string();
+        }
+        "other".to_string()
+    }
+}
+
+/// The workflow types of the metrics: the three Amperity starts, and `other` for
+/// anything Amperity reports that is not one of them.
+pub const WORKFLOW_TYPES: [&str; 3] = [
+    "courier.group/run",
+    "amperity.orchestration.orchestration/run",
+    "campaign.send",
+];
+
+/// Reasons are the operator's own CamelCase words; anything else (a status edited by
+/// hand) is `Other`, so the label stays bounded.
+fn reason_label(reason: &str) -> String {
+    let camel = reason.len() <= 40
+        && reason.starts_with(|c: char| c.is_ascii_uppercase())
+        && reason.chars().all(|c| c.is_ascii_alphanumeric());
+    if camel { reason } else { "Other" }.to_string()
+}
+
+fn workflow_type_label(reported: &str) -> String {
+    WORKFLOW_TYPES
+        .iter()
+        .find(|t| **t == reported)
+        .map_or("other", |t| t)
+        .to_string()
 }
 
 impl Default for Metrics {
@@ -102,7 +172,7 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "amperity_requests",
-            "Amperity API requests by endpoint and status code",
+            "Amperity API requests by endpoint, status code and tenant",
             requests.clone(),
         );
         let request_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
@@ -110,7 +180,7 @@ impl Default for Metrics {
         });
         registry.register(
             "amperity_request_seconds",
-            "Amperity API request latency",
+            "Amperity API request latency by endpoint and tenant",
             request_seconds.clone(),
         );
         let rate_limit_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
@@ -119,10 +189,10 @@ impl Default for Metrics {
             "Time requests spent waiting for the per-tenant rate limiter",
             rate_limit_wait_seconds.clone(),
         );
-        let throttled = Counter::default();
+        let throttled = Family::<TenantLabels, Counter>::default();
         registry.register(
             "amperity_throttled",
-            "HTTP 429 answers received from Amperity",
+            "HTTP 429 answers received from Amperity, by tenant",
             throttled.clone(),
         );
         let workflow_seconds = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
@@ -141,6 +211,30 @@ impl Default for Metrics {
             "Responses carrying Deprecation or Sunset headers, by api-version",
             deprecations.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 on the replica that leads (reconciles), 0 on a follower",
+            leader.clone(),
+        );
+        let reconcile_panics = Counter::default();
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked (caught; the resource is retried with backoff)",
+            reconcile_panics.clone(),
+        );
+        let poll_failures = Counter::default();
+        registry.register(
+            "poll_failures",
+            "Polls of a run that failed without an answer (5xx, unreadable body, transport error)",
+            poll_failures.clone(),
+        );
+        let runs_finished = Family::<FinishedLabels, Counter>::default();
+        registry.register(
+            "runs_finished",
+            "Runs that reached a final phase, by phase and reason",
+            runs_finished.clone(),
+        );
         let schedule_runs = Family::<ScheduleLabels, Counter>::default();
         registry.register(
             "schedule_runs",
@@ -149,6 +243,11 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            leader,
+            reconcile_panics,
+            poll_failures,
+            runs_finished,
+            tenants: TenantLabeller::default(),
             runs,
             reconciles,
             status_writes,
@@ -184,33 +283,60 @@ impl Metrics {
         }
     }
 
-    pub fn record_request(&self, endpoint: &str, code: Option<u16>, latency: Duration) {
+    pub fn record_request(
+        &self,
+        endpoint: &str,
+        tenant: &str,
+        code: Option<u16>,
+        latency: Duration,
+    ) {
+        let tenant = self.tenants.label(tenant);
         let code = code
             .map(|c| c.to_string())
             .unwrap_or_else(|| "error".into());
         if code == "429" {
-            self.throttled.inc();
+            self.throttled
+                .get_or_create(&TenantLabels {
+                    tenant: tenant.clone(),
+                })
+                .inc();
         }
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.to_string(),
                 code,
+                tenant: tenant.clone(),
             })
             .inc();
         self.request_seconds
             .get_or_create(&EndpointLabels {
                 endpoint: endpoint.to_string(),
+                tenant,
             })
             .observe(latency.as_secs_f64());
     }
 
-    pub fn record_finished(&self, workflow_type: &str, outcome: Phase, duration: Duration) {
+    /// A run reached a final phase: its duration by (bounded) type and outcome, and
+    /// the count by phase and reason (reasons are the operator's own words).
+    pub fn record_finished(
+        &self,
+        workflow_type: &str,
+        outcome: Phase,
+        reason: &str,
+        duration: Duration,
+    ) {
         self.workflow_seconds
             .get_or_create(&OutcomeLabels {
-                workflow_type: workflow_type.to_string(),
+                workflow_type: workflow_type_label(workflow_type),
                 outcome: outcome.as_str().to_string(),
             })
             .observe(duration.as_secs_f64());
+        self.runs_finished
+            .get_or_create(&FinishedLabels {
+                phase: outcome.as_str().to_string(),
+                reason: reason_label(reason),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {
@@ -223,8 +349,14 @@ impl Metrics {
 
 /// The Amperity client reports every request and every budget wait here.
 impl crate::amperity::Observer for Metrics {
-    fn request(&self, endpoint: &'static str, status: Option<u16>, latency: Duration) {
-        self.record_request(endpoint, status, latency);
+    fn request(
+        &self,
+        endpoint: &'static str,
+        tenant: &str,
+        status: Option<u16>,
+        latency: Duration,
+    ) {
+        self.record_request(endpoint, tenant, status, latency);
     }
 
     fn waited(&self, wait: Duration) {
@@ -270,6 +402,9 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
 }
 
 async fn serve_metrics(State(s): State<Shared>) -> impl IntoResponse {
+    s.metrics
+        .leader
+        .set(i64::from(s.readiness.leader.load(Ordering::SeqCst)));
     (
         [(
             header::CONTENT_TYPE,
@@ -299,4 +434,102 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, router(metrics, readiness)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(series))
+    }
+
+    #[test]
+    fn labels_chosen_outside_the_operator_stay_bounded() {
+        let m = Metrics::default();
+        for i in 0..(MAX_TENANT_LABELS + 50) {
+            m.record_request("get", &format!("tenant-{i}"), Some(200), Duration::ZERO);
+        }
+        m.record_request("get", "tenant-0", Some(429), Duration::ZERO);
+        m.record_finished(
+            "x.evil/type",
+            Phase::Failed,
+            "Not CamelCase!",
+            Duration::ZERO,
+        );
+        m.record_finished(
+            "campaign.send",
+            Phase::Succeeded,
+            "Succeeded",
+            Duration::ZERO,
+        );
+        let text = m.encode();
+        let tenants: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("amperity_operator_amperity_requests_total{"))
+            .filter_map(|l| l.split("tenant=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(tenants.len(), MAX_TENANT_LABELS + 1, "{tenants:?}");
+        assert!(tenants.contains("other"));
+        assert!(
+            line(
+                &text,
+                "amperity_operator_amperity_requests_total{endpoint=\"get\",code=\"200\",tenant=\"other\"} 50"
+            )
+            .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(
+                &text,
+                "amperity_operator_amperity_throttled_total{tenant=\"tenant-0\"} 1"
+            )
+            .is_some()
+        );
+        assert!(
+            line(
+                &text,
+                "amperity_operator_workflow_duration_seconds_count{workflow_type=\"other\",outcome=\"Failed\"} 1"
+            )
+            .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(
+                &text,
+                "amperity_operator_runs_finished_total{phase=\"Failed\",reason=\"Other\"} 1"
+            )
+            .is_some()
+        );
+        assert!(
+            line(
+                &text,
+                "amperity_operator_runs_finished_total{phase=\"Succeeded\",reason=\"Succeeded\"} 1"
+            )
+            .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_leader_gauge_follows_leadership_at_each_scrape() {
+        let metrics = Arc::new(Metrics::default());
+        let readiness = Arc::new(Readiness::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(metrics, readiness.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let scrape = || async {
+            reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        assert!(line(&scrape().await, "amperity_operator_leader 0").is_some());
+        readiness.leader.store(true, Ordering::SeqCst);
+        assert!(line(&scrape().await, "amperity_operator_leader 1").is_some());
+        readiness.leader.store(false, Ordering::SeqCst);
+        assert!(line(&scrape().await, "amperity_operator_leader 0").is_some());
+    }
 }

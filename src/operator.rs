@@ -14,8 +14,8 @@ use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::amperity::{AmperityClient, ClientConfig, Observer};
-use crate::cli::{AmperityArgs, RunArgs};
+use crate::amperity::{AllowList, AmperityClient, ClientConfig, Observer, TlsConfig};
+use crate::cli::{AmperityArgs, RunArgs, TlsRoots};
 use crate::controller::{CachedRun, Context, error_policy, reconcile};
 use crate::crd::AmperityWorkflowRun;
 use crate::decide::{RESOLVE_START_ANNOTATION, Settings};
@@ -41,24 +41,37 @@ pub fn defaults(args: &AmperityArgs) -> Defaults {
     Defaults {
         endpoint: args.default_endpoint.clone(),
         api_version: args.api_version.clone(),
-        allow_insecure_http: false,
     }
 }
 
-pub fn client_config(args: &AmperityArgs) -> ClientConfig {
-    ClientConfig {
-        request_timeout: Duration::from_secs(args.request_timeout_secs),
+/// The client settings from the flags; an allow-list entry that does not parse is
+/// refused at start-up, naming the entry.
+pub fn client_config(args: &AmperityArgs) -> Result<ClientConfig, String> {
+    Ok(ClientConfig {
+        request_timeout: Duration::from_secs(args.request_timeout_secs.clamp(1, 600)),
         rate_limit_per_sec: args.rate_limit,
+        allow: AllowList::parse(&args.allowed_endpoints)?,
+        max_body_bytes: args.max_body_bytes.max(1024),
+        tls: TlsConfig {
+            system_roots: args.tls_roots == TlsRoots::System,
+            ca_file: args.ca_file.clone(),
+        },
         ..ClientConfig::default()
-    }
+    })
+}
+
+/// Durations from flags, bounded so that no setting can overflow a clock.
+fn secs(value: u64) -> Duration {
+    Duration::from_secs(value.min(30 * 86_400))
 }
 
 pub fn settings(args: &RunArgs) -> Settings {
     Settings {
-        retry_backoff: Duration::from_secs(args.retry_backoff_secs),
-        stalled_recheck: Duration::from_secs(args.stalled_recheck_secs),
-        deletion_grace: Duration::from_secs(args.deletion_grace_secs),
-        start_settle: Duration::from_secs(args.start_settle_secs),
+        retry_backoff: secs(args.retry_backoff_secs),
+        stalled_recheck: secs(args.stalled_recheck_secs.max(1)),
+        deletion_grace: secs(args.deletion_grace_secs),
+        start_settle: secs(args.start_settle_secs),
+        stop_grace: secs(args.stop_grace_secs),
         ..Settings::default()
     }
 }
@@ -77,18 +90,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
     let observer: Arc<dyn Observer> = metrics.clone();
+    let config = client_config(&args.amperity).map_err(RunError::Amperity)?;
     let amperity = AmperityClient::new(ClientConfig {
         observer: Some(observer),
-        ..client_config(&args.amperity)
+        ..config
     })
     .map_err(|e| RunError::Amperity(e.to_string()))?;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        amperity,
-        defaults(&args.amperity),
-        settings(&args),
-        metrics.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            amperity,
+            defaults(&args.amperity),
+            settings(&args),
+            metrics.clone(),
+        )
+        .watching(&args.namespaces),
+    );
     let server = tokio::spawn(metrics::serve(
         args.metrics_addr,
         metrics,
@@ -149,6 +166,7 @@ async fn controllers(
     let running = apis.into_iter().map(|api| {
         let (reader, writer) = reflector::store();
         let (readiness, waiting) = (readiness.clone(), waiting.clone());
+        let (tracked, store) = (ctx.clone(), reader.clone());
         // Our own status writes must not trigger reconciles (each would cost an
         // Amperity GET); only what a person changes does. Polls are scheduled by requeue.
         // Metadata only: the reconcile reads the run itself (see `CachedRun`).
@@ -171,6 +189,22 @@ async fn controllers(
                     .retain(|key, _| key == RESOLVE_START_ANNOTATION);
             })
             .reflect(writer)
+            // Runs deleted without a reconcile (no finalizer) leave the tracking of
+            // their Amperity runs; after a relist, so do runs that vanished meanwhile.
+            .inspect_ok(move |event| match event {
+                watcher::Event::Delete(run) => {
+                    tracked.tracking.forget(&run.uid().unwrap_or_default())
+                }
+                watcher::Event::InitDone if tracked.namespaces.len() <= 1 => {
+                    let present = store
+                        .state()
+                        .iter()
+                        .filter_map(|r| r.uid())
+                        .collect::<std::collections::HashSet<_>>();
+                    tracked.tracking.retain(&present);
+                }
+                _ => {}
+            })
             .touched_objects()
             .predicate_filter(person_visible_change, PredicateConfig::default());
         Controller::for_stream(changes, reader)

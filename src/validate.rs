@@ -11,10 +11,17 @@ use std::time::Duration;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::crd::{AmperityWorkflowRunSpec, CONFIG_ID_PATTERN, DURATION_PATTERN, RANGE_PATTERN};
+use crate::crd::{
+    AmperityWorkflowRunSpec, CONFIG_ID_PATTERN, DURATION_PATTERN, MAX_DURATION_CHARS,
+    MAX_ENDPOINT_CHARS, MAX_TTL_SECONDS, RANGE_PATTERN, SECRET_KEY_PATTERN, SECRET_NAME_PATTERN,
+};
 
 /// The shortest poll interval a resource may ask for.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest poll interval a resource may ask for.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The longest timeout a resource may ask for (30 days).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(720 * 3600);
 pub const MAX_RETRY_LIMIT: u64 = 10;
 
 /// One problem with one field.
@@ -43,6 +50,8 @@ pub fn describe(errors: &[FieldError]) -> String {
 static CONFIG_ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(CONFIG_ID_PATTERN).unwrap());
 static RANGE_VALUE: LazyLock<Regex> = LazyLock::new(|| Regex::new(RANGE_PATTERN).unwrap());
 static DURATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(DURATION_PATTERN).unwrap());
+static SECRET_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(SECRET_NAME_PATTERN).unwrap());
+static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(SECRET_KEY_PATTERN).unwrap());
 static TENANT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*$").unwrap());
 static API_VERSION: LazyLock<Regex> =
@@ -99,6 +108,10 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
 
     if let Some(endpoint) = v.optional_str(obj.get("endpoint"), "spec.endpoint") {
         match url::Url::parse(endpoint) {
+            _ if endpoint.chars().count() > MAX_ENDPOINT_CHARS as usize => v.err(
+                "spec.endpoint",
+                &format!("is longer than {MAX_ENDPOINT_CHARS} characters"),
+            ),
             Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
             _ => v.err(
                 "spec.endpoint",
@@ -122,11 +135,25 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
             "required: name the Secret holding the Amperity token",
         ),
         Some(Value::Object(r)) => {
-            if let Some("") = v.required_str(r.get("name"), "spec.tokenSecretRef.name") {
-                v.err("spec.tokenSecretRef.name", "must not be empty")
+            match v.required_str(r.get("name"), "spec.tokenSecretRef.name") {
+                Some(name) if name.len() > 253 || !SECRET_NAME.is_match(name) => v.err(
+                    "spec.tokenSecretRef.name",
+                    &format!(
+                        "{:?} is not a Secret name (lower-case letters, digits, '-' and '.', at most 253)",
+                        crate::bounded::cut(name, 80)
+                    ),
+                ),
+                _ => {}
             }
-            if let Some("") = v.optional_str(r.get("key"), "spec.tokenSecretRef.key") {
-                v.err("spec.tokenSecretRef.key", "must not be empty");
+            match v.optional_str(r.get("key"), "spec.tokenSecretRef.key") {
+                Some(key) if key.len() > 253 || !SECRET_KEY.is_match(key) => v.err(
+                    "spec.tokenSecretRef.key",
+                    &format!(
+                        "{:?} is not a Secret key (letters, digits, '-', '_' and '.', at most 253)",
+                        crate::bounded::cut(key, 80)
+                    ),
+                ),
+                _ => {}
             }
         }
         Some(_) => v.err("spec.tokenSecretRef", "must be an object with name and key"),
@@ -158,14 +185,17 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
     }
 
     if let Some(d) = v.duration(obj.get("pollInterval"), "spec.pollInterval")
-        && d < MIN_POLL_INTERVAL
+        && !(MIN_POLL_INTERVAL..=MAX_POLL_INTERVAL).contains(&d)
     {
-        v.err("spec.pollInterval", "must be at least 5s");
+        v.err("spec.pollInterval", "must be between 5s and 24h");
     }
     if let Some(d) = v.duration(obj.get("timeout"), "spec.timeout")
-        && d.is_zero()
+        && (d.is_zero() || d > MAX_TIMEOUT)
     {
-        v.err("spec.timeout", "must be greater than zero");
+        v.err(
+            "spec.timeout",
+            "must be greater than zero and at most 720h (30 days)",
+        );
     }
 
     match obj.get("retry") {
@@ -184,10 +214,10 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
 
     match obj.get("ttlSecondsAfterFinished") {
         None | Some(Value::Null) => {}
-        Some(Value::Number(n)) if n.as_u64().is_some() => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= MAX_TTL_SECONDS as u64) => {}
         Some(_) => v.err(
             "spec.ttlSecondsAfterFinished",
-            "must be a whole number of seconds, 0 or more",
+            &format!("must be a whole number of seconds from 0 to {MAX_TTL_SECONDS} (a year)"),
         ),
     }
 
@@ -212,12 +242,41 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
     v.errors
 }
 
-/// Parses a Go-style duration (`30s`, `1m30s`).
+/// Parses a Go-style duration (`30s`, `1m30s`, `1.5h`); None for anything else,
+/// and for text too long, or a value too large, to be a sane duration. Checked
+/// arithmetic throughout: a resource author's `99999999999999999999h` must be an
+/// error, not a panic (kube's own parser multiplies floats and panics on it).
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    if !DURATION.is_match(text) {
+    if text.len() > MAX_DURATION_CHARS as usize || !DURATION.is_match(text) {
         return None;
     }
-    text.parse::<kube::core::Duration>().ok().map(Into::into)
+    const NANOS: [(&str, u128); 4] = [
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let mut total: u128 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let (unit, scale) = NANOS.iter().find(|(u, _)| tail.starts_with(u))?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let mut nanos = whole.parse::<u128>().ok()?.checked_mul(*scale)?;
+        // The fraction, digit by digit: 1.5h is one hour and a half.
+        let mut place = *scale;
+        for digit in fraction.bytes() {
+            place /= 10;
+            nanos = nanos.checked_add(u128::from(digit - b'0') * place)?;
+        }
+        total = total.checked_add(nanos)?;
+        rest = &tail[unit.len()..];
+    }
+    let secs = u64::try_from(total / 1_000_000_000).ok()?;
+    Some(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 /// Parses a range bound: a bare date is midnight UTC.
@@ -315,5 +374,31 @@ impl Checker {
             );
         }
         parsed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_kubernetes_writes_them_and_never_overflow() {
+        let cases = [
+            ("30s", Some(Duration::from_secs(30))),
+            ("1m30s", Some(Duration::from_secs(90))),
+            ("1.5h", Some(Duration::from_secs(5400))),
+            ("250ms", Some(Duration::from_millis(250))),
+            ("0.000000001s", Some(Duration::from_nanos(1))),
+            ("6h", Some(Duration::from_secs(21_600))),
+            ("9999999999999999999999999999h", None),
+            ("99999999999999999999999999999999", None),
+            ("-30s", None),
+            ("soon", None),
+            ("", None),
+            ("1d", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), want, "{text}");
+        }
     }
 }

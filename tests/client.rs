@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use amperity_operator::amperity::wire::{RunRequest, WorkflowState};
 use amperity_operator::amperity::{
-    AmperityClient, ClientConfig, ClientError, Credentials, ListQuery, SecretString, Target,
+    AllowList, AmperityClient, ClientConfig, ClientError, Credentials, ListQuery, SecretString,
+    Target,
 };
 use amperity_operator::sim::{self, SimConfig, SimHandle};
 
@@ -18,8 +19,20 @@ async fn setup(config: SimConfig, client: ClientConfig) -> (SimHandle, AmperityC
     })
     .await
     .unwrap();
-    let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", false).unwrap();
+    let target = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2024-04-01",
+        &allow(&sim),
+    )
+    .unwrap();
     (sim, AmperityClient::new(client).unwrap(), target)
+}
+
+/// An allow-list that admits the simulator.
+fn allow(sim: &SimHandle) -> AllowList {
+    AllowList::parse(&[sim.base_url()]).unwrap()
 }
 
 fn fast() -> SimConfig {
@@ -34,6 +47,7 @@ fn quick_client() -> ClientConfig {
     ClientConfig {
         rate_limit_per_sec: 10,
         max_retries: 0,
+        allow: AllowList::parse(&["http://127.0.0.1:*"]).unwrap(),
         ..ClientConfig::default()
     }
 }
@@ -58,7 +72,11 @@ async fn every_endpoint_round_trips() {
         range_from: Some("2025-04-18".into()),
         range_to: Some("2025-04-19".into()),
     };
-    let started = client.start(&target, &token(), &req).await.unwrap().body;
+    let started = client
+        .start(&target, &token(), &req, None)
+        .await
+        .unwrap()
+        .body;
     assert_eq!(started.state, WorkflowState::Scheduled);
     assert_eq!(started.workflow_type, "courier.group/run");
     assert_eq!(started.task_instances.as_deref(), Some(&[][..]));
@@ -75,7 +93,7 @@ async fn every_endpoint_round_trips() {
     );
 
     let stopped = client
-        .stop(&target, &token(), &started.id)
+        .stop(&target, &token(), &started.id, None)
         .await
         .unwrap()
         .body;
@@ -90,7 +108,7 @@ async fn every_endpoint_round_trips() {
 
     for i in 0..6 {
         client
-            .start(&target, &token(), &start(&format!("og-page-{i}")))
+            .start(&target, &token(), &start(&format!("og-page-{i}")), None)
             .await
             .unwrap();
     }
@@ -99,10 +117,10 @@ async fn every_endpoint_round_trips() {
         limit: Some(2),
         ..ListQuery::default()
     };
-    let listed = client.list(&target, &token(), &q).await.unwrap().body;
+    let listed = client.list(&target, &token(), &q, None).await.unwrap().body;
     assert_eq!(listed.len(), 6, "every page followed to the end");
     let before = sim.stats().requests;
-    client.list(&target, &token(), &q).await.unwrap();
+    client.list(&target, &token(), &q, None).await.unwrap();
     assert_eq!(
         sim.stats().requests - before,
         3,
@@ -118,8 +136,14 @@ async fn every_error_class_is_typed() {
     assert!(e.is_auth() && e.status() == Some(401), "{e}");
     assert!(e.to_string().contains("check the token"), "{e}");
 
-    let other_tenant =
-        Target::new(Some(&sim.base_url()), "", "othertown", "2024-04-01", false).unwrap();
+    let other_tenant = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "othertown",
+        "2024-04-01",
+        &allow(&sim),
+    )
+    .unwrap();
     let e = client
         .get(&other_tenant, &token(), "wf-1")
         .await
@@ -133,7 +157,7 @@ async fn every_error_class_is_typed() {
     assert!(matches!(e, ClientError::NotFound { .. }), "{e}");
 
     let e = client
-        .start(&target, &token(), &start("cg-x-rejected"))
+        .start(&target, &token(), &start("cg-x-rejected"), None)
         .await
         .unwrap_err();
     assert!(
@@ -146,7 +170,7 @@ async fn every_error_class_is_typed() {
     );
 
     let e = client
-        .start(&target, &token(), &start("cg-err500"))
+        .start(&target, &token(), &start("cg-err500"), None)
         .await
         .unwrap_err();
     assert!(
@@ -154,7 +178,7 @@ async fn every_error_class_is_typed() {
         "{e}"
     );
     let e = client
-        .start(&target, &token(), &start("cg-errempty"))
+        .start(&target, &token(), &start("cg-errempty"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -162,7 +186,7 @@ async fn every_error_class_is_typed() {
         "the Amperity API failed (HTTP 502: an empty body)"
     );
     let e = client
-        .start(&target, &token(), &start("cg-errhtml"))
+        .start(&target, &token(), &start("cg-errhtml"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -170,7 +194,7 @@ async fn every_error_class_is_typed() {
         "the Amperity API failed (HTTP 503: an HTML body)"
     );
     let e = client
-        .start(&target, &token(), &start("cg-malformed"))
+        .start(&target, &token(), &start("cg-malformed"), None)
         .await
         .unwrap_err();
     assert!(
@@ -178,7 +202,14 @@ async fn every_error_class_is_typed() {
         "{e}"
     );
 
-    let version = Target::new(Some(&sim.base_url()), "", "socktown", "2020-01-01", false).unwrap();
+    let version = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2020-01-01",
+        &allow(&sim),
+    )
+    .unwrap();
     let e = client.get(&version, &token(), "wf-1").await.unwrap_err();
     assert!(
         matches!(e, ClientError::Rejected { status: 400, .. }),
@@ -229,7 +260,7 @@ async fn rate_limits_timeouts_and_refused_connections() {
         "",
         "socktown",
         "2024-04-01",
-        false,
+        &AllowList::parse(&["http://127.0.0.1:9"]).unwrap(),
     )
     .unwrap();
     let e = client.get(&closed, &token(), "wf-1").await.unwrap_err();
@@ -254,7 +285,7 @@ async fn reads_retry_but_a_start_with_unknown_outcome_is_never_repeated() {
     )
     .await;
     let e = client
-        .list(&target, &token(), &ListQuery::default())
+        .list(&target, &token(), &ListQuery::default(), None)
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(500));
@@ -262,7 +293,7 @@ async fn reads_retry_but_a_start_with_unknown_outcome_is_never_repeated() {
 
     let (sim, client, target) = setup(fast(), retrying).await;
     client
-        .start(&target, &token(), &start("cg-err500"))
+        .start(&target, &token(), &start("cg-err500"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -277,14 +308,14 @@ async fn reads_retry_but_a_start_with_unknown_outcome_is_never_repeated() {
 async fn deprecation_headers_reach_the_caller() {
     let (_sim, client, target) = setup(fast(), quick_client()).await;
     let reply = client
-        .start(&target, &token(), &start("cg-deprecated"))
+        .start(&target, &token(), &start("cg-deprecated"), None)
         .await
         .unwrap();
     let notice = reply.deprecation.expect("a deprecation notice");
     assert_eq!(notice.deprecation.as_deref(), Some("true"));
     assert!(notice.sunset.unwrap().contains("2026"));
     let plain = client
-        .start(&target, &token(), &start("cg-plain"))
+        .start(&target, &token(), &start("cg-plain"), None)
         .await
         .unwrap();
     assert!(plain.deprecation.is_none());
@@ -308,7 +339,7 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
         token_url: None,
     };
     let query = ListQuery::default();
-    let calls = (0..5).map(|_| client.list(&target, &creds, &query));
+    let calls = (0..5).map(|_| client.list(&target, &creds, &query, None));
     for r in futures::future::join_all(calls).await {
         r.unwrap();
     }
@@ -319,7 +350,7 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     client
-        .list(&target, &creds, &ListQuery::default())
+        .list(&target, &creds, &ListQuery::default(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -329,7 +360,7 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
     );
     client.forget_token(&target, &creds);
     client
-        .list(&target, &creds, &ListQuery::default())
+        .list(&target, &creds, &ListQuery::default(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -344,10 +375,13 @@ async fn client_credentials_are_exchanged_once_shared_and_refreshed() {
         token_url: None,
     };
     let e = client
-        .list(&target, &bad, &ListQuery::default())
+        .list(&target, &bad, &ListQuery::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(e, ClientError::TokenExchange(_)), "{e}");
+    assert!(
+        matches!(e, ClientError::TokenExchange { refused: true, .. }) && e.is_auth(),
+        "a wrong client secret is refused credentials: {e}"
+    );
     for text in [e.to_string(), format!("{e:?}"), format!("{bad:?}")] {
         assert!(
             !text.contains("wrong-s3cret"),
@@ -372,7 +406,7 @@ async fn the_budget_spaces_requests_and_sees_no_429() {
     .await;
     let started = Instant::now();
     let (creds, query) = (token(), ListQuery::default());
-    let calls = (0..20).map(|_| client.list(&target, &creds, &query));
+    let calls = (0..20).map(|_| client.list(&target, &creds, &query, None));
     for r in futures::future::join_all(calls).await {
         r.unwrap();
     }
@@ -392,7 +426,7 @@ async fn tokens_never_appear_in_errors() {
     let mut texts = vec![format!("{creds:?}")];
     for config in ["cg-err500", "cg-errhtml", "cg-malformed", "cg-x-rejected"] {
         let e = client
-            .start(&target, &creds, &start(config))
+            .start(&target, &creds, &start(config), None)
             .await
             .unwrap_err();
         texts.push(e.to_string());
@@ -403,4 +437,184 @@ async fn tokens_never_appear_in_errors() {
     for t in texts {
         assert!(!t.contains(TOKEN), "token leaked: {t}");
     }
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed_and_never_shown() {
+    let (sim, client, target) = setup(fast(), quick_client()).await;
+    let e = client
+        .start(&target, &token(), &start("cg-redirect"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Redirect { status: 302 }), "{e}");
+    // A POST redirected may have been processed: never repeated blindly.
+    assert!(e.outcome_unknown() && !e.is_retryable());
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains("169.254"), "the Location leaked: {text}");
+    assert!(
+        !text.contains(sim::REDIRECT_BODY),
+        "the body leaked: {text}"
+    );
+    assert!(text.contains("302"), "{text}");
+    // The metadata address was never asked: only the one request reached the simulator.
+    assert_eq!(sim.stats().requests, 1);
+}
+
+/// A server that answers 200 with an endless chunked body, counting what it sent.
+async fn endless_body() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {
+                    counter.fetch_add(64 * 1024, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/api"), sent)
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_while_they_stream_in() {
+    // From the simulator: a 9 MiB answer against the default 8 MiB limit.
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    let e = client
+        .start(&target, &token(), &start("cg-hugebody"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::BodyTooLarge { limit } if limit == 8 * 1024 * 1024),
+        "{e}"
+    );
+    assert!(e.outcome_unknown(), "the start may have been processed");
+
+    // An answer that never ends is cut off at the limit, not buffered for ever.
+    let (url, sent) = endless_body().await;
+    let client = AmperityClient::new(ClientConfig {
+        max_body_bytes: 256 * 1024,
+        ..quick_client()
+    })
+    .unwrap();
+    let target = Target::new(
+        Some(&url),
+        "",
+        "socktown",
+        "2024-04-01",
+        &AllowList::parse(&[url.as_str()]).unwrap(),
+    )
+    .unwrap();
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get(&target, &token(), "wf-1"),
+    )
+    .await
+    .expect("refused without reading it all")
+    .unwrap_err();
+    assert!(
+        matches!(e, ClientError::BodyTooLarge { limit: 262_144 }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("AMPERITY_MAX_BODY_BYTES"), "{e}");
+    // The server got to send little more than the limit plus what sockets buffer.
+    let so_far = sent.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        later - so_far < 16 * 1024 * 1024,
+        "the client stopped reading: {so_far} then {later}"
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_not_obeyed() {
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    let e = client
+        .start(&target, &token(), &start("cg-retryafterhuge"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::RateLimited { .. }), "{e}");
+    assert_eq!(
+        e.retry_after(),
+        Some(Duration::from_secs(300)),
+        "capped at 5 minutes"
+    );
+    // The tenant's budget paused for the cap (no overflow, no panic): a routine
+    // turn now waits out the pause, an urgent one does too.
+    let turn = client.reserve_turn(&target);
+    assert!(turn.wait() > Duration::from_secs(290) && turn.wait() <= Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn token_exchange_failures_are_told_apart_and_token_urls_must_be_allowed() {
+    let creds = |url: Option<&str>| Credentials::ClientCredentials {
+        client_id: "operator".into(),
+        client_secret: SecretString::new("client-s3cret"),
+        token_url: url.map(|u| url::Url::parse(u).unwrap()),
+    };
+    // The token endpoint is down: transient, nothing was sent to the API.
+    let (sim, client, target) = setup(
+        SimConfig {
+            client_id: Some("operator".into()),
+            client_secret: Some("client-s3cret".into()),
+            token_unavailable: true,
+            ..fast()
+        },
+        quick_client(),
+    )
+    .await;
+    let e = client
+        .start(&target, &creds(None), &start("cg-oauth"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::TokenExchange { refused: false, .. })
+            && e.is_retryable()
+            && !e.is_auth(),
+        "{e}"
+    );
+    assert!(!e.outcome_unknown(), "nothing reached the API");
+    assert_eq!(sim.stats().starts, 0);
+
+    // A token URL (from the Secret) off the allow-list: the secret goes nowhere.
+    let (elsewhere, _sent) = endless_body().await;
+    let client = AmperityClient::new(ClientConfig {
+        allow: AllowList::parse(&[sim.base_url()]).unwrap(),
+        ..quick_client()
+    })
+    .unwrap();
+    let e = client
+        .start(
+            &target,
+            &creds(Some(&format!("{elsewhere}/token"))),
+            &start("cg-oauth"),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::EndpointNotAllowed(_)), "{e}");
+    assert!(e.to_string().contains("token URL"), "{e}");
+    let plain_http = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2024-04-01",
+        &AllowList::parse(&["https://*.amperity.com"]).unwrap(),
+    );
+    assert!(matches!(
+        plain_http,
+        Err(ClientError::EndpointNotAllowed(_))
+    ));
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amperity_operator::amperity::{AmperityClient, ClientConfig, Target};
+use amperity_operator::amperity::{AllowList, AmperityClient, ClientConfig, Target};
 use amperity_operator::controller::{
     CachedRun, Context, Error, FIELD_MANAGER, FINALIZER, reconcile,
 };
@@ -140,6 +140,11 @@ async fn setup(sim_config: SimConfig) -> (Arc<Context>, ApiServer, SimHandle) {
     setup_with(sim_config, ClientConfig::default()).await
 }
 
+/// The test's allow-list: the simulators on loopback.
+fn loopback() -> AllowList {
+    AllowList::parse(&["http://127.0.0.1:*"]).unwrap()
+}
+
 async fn setup_with(
     sim_config: SimConfig,
     client_config: ClientConfig,
@@ -147,7 +152,11 @@ async fn setup_with(
     let sim = sim::spawn(sim_config).await.unwrap();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let amperity = AmperityClient::new(client_config).unwrap();
+    let amperity = AmperityClient::new(ClientConfig {
+        allow: loopback(),
+        ..client_config
+    })
+    .unwrap();
     let ctx = Arc::new(Context::new(
         client,
         amperity,
@@ -396,9 +405,7 @@ async fn spec_workflow_id_is_followed_without_a_post() {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
     let run = resource(&sim, json!({"workflowId": "wf-20250418-12345-AbCdE"}), None);
     let task = reconcile_run(&ctx, &mut api, &run).await;
-    api.expect(Method::GET, SECRET)
-        .await
-        .reply(StatusCode::OK, secret(TOKEN));
+    // The adoption is recorded first; the Secret is read for the poll that follows.
     let adopted = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
         .await;
@@ -411,6 +418,7 @@ async fn spec_workflow_id_is_followed_without_a_post() {
         let call = api.next().await;
         match (call.method.clone(), call.path.as_str()) {
             (Method::POST, EVENTS) => call.reply(StatusCode::CREATED, json!({})),
+            (Method::GET, SECRET) => call.reply(StatusCode::OK, secret(TOKEN)),
             (Method::PATCH, p) if p.ends_with("/status") => {
                 assert_eq!(applied_status(&call)["phase"], "Failed");
                 let reason = applied_status(&call)["conditions"][0]["reason"].clone();
@@ -448,7 +456,14 @@ async fn crowded_tenant() -> (Arc<Context>, ApiServer, SimHandle, AmperityWorkfl
         },
     )
     .await;
-    let target = Target::new(Some(&sim.base_url()), "", "socktown", "2024-04-01", false).unwrap();
+    let target = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2024-04-01",
+        &AllowList::parse(&[sim.base_url()]).unwrap(),
+    )
+    .unwrap();
     for _ in 0..8 {
         ctx.amperity.reserve_turn(&target);
     }
@@ -609,4 +624,163 @@ fn requeue_secs(action: &kube::runtime::controller::Action) -> f64 {
         .and_then(|(_, rest)| rest.split_once("s)"))
         .and_then(|(secs, _)| secs.parse().ok())
         .unwrap_or_else(|| panic!("no requeue in {shown}"))
+}
+
+#[tokio::test]
+async fn the_intent_is_written_only_over_the_version_read() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(&sim, json!({}), None);
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, secret(TOKEN));
+    let intent = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    assert_eq!(applied_status(&intent)["phase"], "Starting");
+    assert_eq!(
+        intent.body["metadata"]["resourceVersion"], "10",
+        "the intent carries the version it was decided on"
+    );
+    // Another replica wrote first: the API server refuses, and nothing is POSTed.
+    intent.reply(
+        StatusCode::CONFLICT,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+               "message": "the object has been modified"}),
+    );
+    let result = task.await.unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(Error::Kube {
+                what: "recording the intent to start",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(sim.stats().starts, 0);
+    api.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn a_resource_that_finishes_in_its_first_reconcile_keeps_no_finalizer() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let mut run = resource(
+        &sim,
+        json!({"stop": true, "ttlSecondsAfterFinished": 3600}),
+        None,
+    );
+    run.metadata.finalizers = None;
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    let added = api.expect(Method::PATCH, &format!("{RUNS}/nightly")).await;
+    assert_eq!(added.body["metadata"]["finalizers"], json!([FINALIZER]));
+    added.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let status = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    assert_eq!(applied_status(&status)["phase"], "Canceled");
+    status.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect(Method::POST, EVENTS)
+        .await
+        .reply(StatusCode::CREATED, json!({}));
+    // Finished, with its TTL still to come: nothing to stop, so no finalizer.
+    let removed = api.expect(Method::PATCH, &format!("{RUNS}/nightly")).await;
+    assert_eq!(removed.body["metadata"]["finalizers"], json!([]));
+    removed.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let requeue = task.await.unwrap().unwrap();
+    assert!(
+        (3599.0..=3600.0).contains(&requeue_secs(&requeue)),
+        "{requeue:?}"
+    );
+    assert_eq!(sim.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn the_ttl_deletes_only_the_resource_it_belongs_to() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let mut run = resource(
+        &sim,
+        json!({"stop": true, "ttlSecondsAfterFinished": 0}),
+        None,
+    );
+    run.metadata.finalizers = None;
+    let d = amperity_operator::decide::decide(
+        &run,
+        None,
+        jiff::Timestamp::now(),
+        Default::default(),
+        &Settings::default(),
+    );
+    run.status = Some(d.status);
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    let delete = api.expect(Method::DELETE, &format!("{RUNS}/nightly")).await;
+    assert_eq!(
+        delete.body["preconditions"]["uid"], "uid-1",
+        "{}",
+        delete.body
+    );
+    delete.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_reconcile_is_an_error_for_that_resource_only() {
+    let (ctx, _api, _sim) = setup(fast_sim()).await;
+    let result =
+        amperity_operator::controller::guarded(&ctx, "marketing".into(), "nightly".into(), async {
+            panic!("an index out of bounds, say")
+        })
+        .await;
+    let Err(Error::Panicked {
+        namespace,
+        name,
+        message,
+    }) = result
+    else {
+        panic!("{result:?}")
+    };
+    assert_eq!(
+        (namespace.as_str(), name.as_str()),
+        ("marketing", "nightly")
+    );
+    assert!(message.contains("index out of bounds"), "{message}");
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("amperity_operator_reconcile_panics_total 1")
+    );
+    // The next resource is reconciled as usual.
+    let ok =
+        amperity_operator::controller::guarded(&ctx, "marketing".into(), "other".into(), async {
+            Ok(Action::await_change())
+        })
+        .await;
+    assert!(ok.is_ok());
+}
+
+#[tokio::test]
+async fn failed_reconciles_back_off_per_resource() {
+    let (ctx, _api, sim) = setup(fast_sim()).await;
+    let run = resource(&sim, json!({}), None);
+    let error = Error::NoNamespace("nightly".into());
+    let waits: Vec<f64> = (0..8)
+        .map(|_| {
+            requeue_secs(&amperity_operator::controller::error_policy(
+                cached(&run),
+                &error,
+                ctx.clone(),
+            ))
+        })
+        .collect();
+    assert_eq!(waits, [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]);
+    // Another resource starts from the first step.
+    let mut other = run.clone();
+    other.metadata.uid = Some("uid-2".into());
+    let first = requeue_secs(&amperity_operator::controller::error_policy(
+        cached(&other),
+        &error,
+        ctx.clone(),
+    ));
+    assert_eq!(first, 5.0);
 }

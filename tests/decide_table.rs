@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use amperity_operator::amperity::Principal;
 use amperity_operator::amperity::wire::{Workflow, WorkflowState};
 use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
 use amperity_operator::decide::{
-    Action, Answer, ApiFailure, Decision, EventType, FailureKind, Memory, RESOLVE_START_ANNOTATION,
-    Settings, decide,
+    Action, Answer, ApiFailure, Claims, Decision, EventType, FailureKind, Memory,
+    RESOLVE_START_ANNOTATION, Search, Settings, decide,
 };
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -51,10 +52,13 @@ fn with_status(
     r
 }
 
+/// Who this resource's credential starts runs as.
+const ME: &str = "api-key|me";
+
 fn workflow(id: &str, state: &str) -> Workflow {
     serde_json::from_value(json!({
         "id": id, "state": state, "type": "courier.group/run", "name": "Daily",
-        "tenant": "socktown", "created_at": "2025-04-18T06:00:01Z",
+        "tenant": "socktown", "created_at": "2025-04-18T06:00:01Z", "principal_id": ME,
         "task_instances": [
             {"id": "wft-1", "state": "succeeded", "tenant": "socktown", "label": "Pull files"},
             {"id": "wft-2", "state": "running", "tenant": "socktown", "label": "Updating domain tables"},
@@ -81,7 +85,46 @@ fn failure(kind: FailureKind) -> ApiFailure {
         kind,
         message: "HTTP 503 with an HTML body".into(),
         retry_after: None,
+        throttled: false,
     }
+}
+
+/// A search answer, with this credential's principal known and nobody else's claims.
+fn searched(runs: Vec<Workflow>) -> Answer {
+    searched_with(runs, Some(Principal::given(ME)), Claims::alone())
+}
+
+fn searched_with(runs: Vec<Workflow>, principal: Option<Principal>, claims: Claims) -> Answer {
+    Answer::Searched(Search {
+        result: Ok(runs),
+        principal,
+        claims,
+    })
+}
+
+fn by(mut w: Workflow, principal: &str) -> Workflow {
+    w.principal_id = Some(principal.into());
+    w
+}
+
+fn message<'a>(d: &'a Decision, kind: &str) -> &'a str {
+    &d.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap()
+        .message
+}
+
+/// A resource whose start's answer was lost at t0+1.
+fn lost_start(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
+    let (starting, _) = apply(&run(extra_spec), None, t0());
+    let (lost, _) = apply(
+        &starting,
+        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
+        at(1),
+    );
+    lost
 }
 
 fn step(r: &AmperityWorkflowRun, answer: Option<Answer>, now: Timestamp) -> Decision {
@@ -160,8 +203,9 @@ fn a_new_resource_records_intent_then_starts_with_the_spec() {
     };
     assert_eq!(req.config_id, "cg-123ABc4DE");
     assert_eq!(req.run_mode.as_deref(), Some("source"));
-    assert_eq!(req.range_from.as_deref(), Some("2025-04-18"));
-    assert_eq!(req.range_to.as_deref(), Some("2025-04-19"));
+    // The API's WorkflowRunRequest takes date-times: a bare date is that day's midnight UTC.
+    assert_eq!(req.range_from.as_deref(), Some("2025-04-18T00:00:00Z"));
+    assert_eq!(req.range_to.as_deref(), Some("2025-04-19T00:00:00Z"));
     // Conditions are set at once: a fresh resource never looks finished.
     expect_conditions(&d, "Unknown", "False", "False", "True", "False");
     assert!(
@@ -217,16 +261,15 @@ fn start_answers() {
             true,
         ),
         (
-            "no secret",
-            Answer::CredentialsUnavailable {
-                reason: "SecretNotFound".into(),
-                message: "Secret marketing/amperity-api not found".into(),
-            },
-            Phase::Pending,
-            "SecretNotFound",
+            "token URL off the allow-list",
+            Answer::Started(Err(failure(FailureKind::NotAllowed))),
+            Phase::Failed,
+            "EndpointNotAllowed",
             true,
         ),
     ];
+    // (A missing Secret is found before the intent is recorded: see
+    // a_missing_secret_stalls_then_recovers_by_itself.)
     for (case, answer, phase, reason, stalled) in cases {
         let d = step(&starting, Some(answer), at(1));
         assert_eq!(d.status.phase, Some(phase), "{case}");
@@ -258,12 +301,7 @@ fn start_answers() {
 
 #[test]
 fn a_lost_start_is_searched_for_never_repeated() {
-    let (starting, _) = apply(&run(json!({})), None, t0());
-    let (starting, _) = apply(
-        &starting,
-        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
-        at(1),
-    );
+    let starting = lost_start(json!({}));
     // The next reconcile (or a restarted operator) looks for the run.
     let d = step(&starting, None, at(10));
     let Action::Search(q) = &d.action else {
@@ -272,17 +310,19 @@ fn a_lost_start_is_searched_for_never_repeated() {
     assert_eq!(q.workflow_type, "courier.group/run");
     assert_eq!(q.created_from, t0() - SignedDuration::from_secs(120));
 
-    // Exactly one match: adopted.
+    // One run of the right type, new enough, started by this credential: adopted.
+    // Runs of another type, from before the intent, or by another principal are not it.
     let mut other_type = workflow("wf-og", "running");
     other_type.workflow_type = "amperity.orchestration.orchestration/run".into();
     let mut too_old = workflow("wf-old", "running");
     too_old.created_at = Some("2025-04-17T06:00:00Z".into());
     let found = vec![
         workflow("wf-mine", "running"),
-        other_type.clone(),
-        too_old.clone(),
+        other_type,
+        too_old,
+        by(workflow("wf-ui", "running"), "person|alice"),
     ];
-    let d = step(&starting, Some(Answer::Searched(Ok(found))), at(10));
+    let d = step(&starting, Some(searched(found)), at(10));
     assert_eq!(d.action, Action::Poll("wf-mine".into()));
     assert_eq!(d.status.workflow_id.as_deref(), Some("wf-mine"));
     assert_eq!(d.status.phase, Some(Phase::Running));
@@ -290,76 +330,166 @@ fn a_lost_start_is_searched_for_never_repeated() {
     // A run found already finished is finished at once.
     let d = step(
         &starting,
-        Some(Answer::Searched(Ok(vec![workflow("wf-mine", "succeeded")]))),
+        Some(searched(vec![workflow("wf-mine", "succeeded")])),
         at(10),
     );
     assert_eq!(d.status.phase, Some(Phase::Succeeded));
+}
 
-    // None: look again until the list must show a created run; then the start
-    // never happened, and starting is safe.
-    let d = step(&starting, Some(Answer::Searched(Ok(vec![]))), at(10));
-    assert_eq!(d.action, Action::Requeue(Duration::from_secs(50)));
-    assert_eq!(
-        d.status,
-        starting.status.clone().unwrap(),
-        "nothing changes while waiting"
+#[test]
+fn nothing_found_is_not_proof_a_person_is_asked() {
+    let starting = lost_start(json!({}));
+    // The first answer opens the search window (60 s): keep looking.
+    let (looking, d) = apply(&starting, Some(searched(vec![])), at(10));
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(5)));
+    assert_eq!(d.status.search_started_at, Some(Time(at(10))));
+    assert_eq!(d.status.phase, Some(Phase::Starting));
+    assert!(d.events.is_empty());
+    // Failed searches (an outage) do not count as time spent looking.
+    let d = step(
+        &looking,
+        Some(Answer::Searched(Search {
+            result: Err(failure(FailureKind::Unknown)),
+            principal: Some(Principal::given(ME)),
+            claims: Claims::alone(),
+        })),
+        at(300),
     );
-    let d = step(&starting, Some(Answer::Searched(Ok(vec![]))), at(61));
-    assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
-    assert_eq!(d.events[0].reason, "StartNotFound");
-    assert_eq!(
-        d.status.started_at,
-        Some(Time(at(61))),
-        "a new intent is recorded"
+    assert!(matches!(d.action, Action::Requeue(_)));
+    assert_eq!(d.status.search_started_at, Some(Time(at(10))));
+    // Still nothing at the end of the window: never a second POST; a person decides.
+    let (stalled, d) = apply(&looking, Some(searched(vec![])), at(70));
+    assert!(!matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    assert_eq!(d.action, Action::AwaitChange);
+    assert_eq!(cond(&d, "Stalled"), ("True", "StartUnconfirmed"));
+    assert_eq!(d.status.phase, Some(Phase::Starting));
+    let msg = message(&d, "Stalled");
+    assert!(msg.contains("no courier.group/run run was found"), "{msg}");
+    assert!(
+        msg.contains("amperity.dev/resolve-start") && msg.contains("retry"),
+        "{msg}"
     );
-
-    // Several: stalled, waiting for a person, with a message saying what to do.
-    {
-        let (stalled, d) = apply(
-            &starting,
-            Some(Answer::Searched(Ok(two_candidates()))),
-            at(10),
-        );
-        assert_eq!(d.action, Action::AwaitChange);
-        assert_eq!(cond(&d, "Stalled"), ("True", "StartUnconfirmed"));
-        let msg = &d
-            .status
-            .conditions
+    assert_eq!(
+        d.events
             .iter()
-            .find(|c| c.type_ == "Stalled")
-            .unwrap()
-            .message;
+            .filter(|e| e.reason == "StartUnconfirmed")
+            .count(),
+        1
+    );
+    // Reconciling again changes nothing and starts nothing.
+    let again = step(&stalled, None, at(80));
+    assert_eq!(again.action, Action::AwaitChange);
+    assert_eq!(again.status, stalled.status.clone().unwrap());
+    // A run listed late is still adopted while the window is open.
+    let d = step(
+        &looking,
+        Some(searched(vec![workflow("wf-late", "running")])),
+        at(40),
+    );
+    assert_eq!(d.action, Action::Poll("wf-late".into()));
+}
+
+#[test]
+fn a_match_is_certain_only_when_nothing_else_could_be_it() {
+    let starting = lost_start(json!({}));
+    let one = || vec![workflow("wf-1", "running")];
+    let in_window = at(10);
+    let after_window = at(80);
+    // (case, answer, adopted)
+    let cases: Vec<(&str, Answer, bool)> = vec![
+        ("certain", searched(one()), true),
+        (
+            "principal unknown: no run can be confirmed",
+            searched_with(one(), None, Claims::alone()),
+            false,
+        ),
+        (
+            "followed by another resource (any namespace)",
+            searched_with(
+                one(),
+                Some(Principal::given(ME)),
+                Claims {
+                    tracked: ["wf-1".to_string()].into(),
+                    ..Claims::alone()
+                },
+            ),
+            false,
+        ),
+        (
+            "another resource's start of the same kind is unresolved",
+            searched_with(
+                one(),
+                Some(Principal::given(ME)),
+                Claims {
+                    starts_in_flight: true,
+                    ..Claims::alone()
+                },
+            ),
+            false,
+        ),
+        (
+            "the other resources could not all be read",
+            searched_with(one(), Some(Principal::given(ME)), Claims::default()),
+            false,
+        ),
+        ("two candidates", searched(two_candidates()), false),
+        (
+            "a run naming no principal",
+            searched(vec![{
+                let mut w = workflow("wf-1", "running");
+                w.principal_id = None;
+                w
+            }]),
+            false,
+        ),
+    ];
+    for (case, answer, adopted) in cases {
+        let d = step(&starting, Some(answer.clone()), in_window);
+        if adopted {
+            assert_eq!(d.action, Action::Poll("wf-1".into()), "{case}");
+            continue;
+        }
         assert!(
-            msg.contains("amperity.dev/resolve-start") && msg.contains("retry"),
-            "{msg}"
+            matches!(d.action, Action::Requeue(_)),
+            "{case}: {:?}",
+            d.action
         );
-        assert_eq!(
-            d.events
-                .iter()
-                .filter(|e| e.reason == "StartUnconfirmed")
-                .count(),
-            1
-        );
-        // Reconciling again changes nothing and starts nothing.
-        let again = step(&stalled, None, at(20));
-        assert_eq!(again.action, Action::AwaitChange);
-        assert_eq!(again.status, stalled.status.clone().unwrap());
+        assert_eq!(d.status.workflow_id, None, "{case}");
+        // At the end of the window a person is asked, and told what was found.
+        let (looking, _) = apply(&starting, Some(answer.clone()), in_window);
+        let d = step(&looking, Some(answer), after_window);
+        assert_eq!(cond(&d, "Stalled"), ("True", "StartUnconfirmed"), "{case}");
+        assert_eq!(d.action, Action::AwaitChange, "{case}");
     }
 }
 
 #[test]
+fn a_secret_hiccup_during_a_start_keeps_the_intent() {
+    let starting = lost_start(json!({}));
+    let hiccup = Answer::CredentialsUnavailable {
+        reason: "SecretUnreadable".into(),
+        message: "Secret marketing/amperity-api could not be read (HTTP 429)".into(),
+    };
+    let (stalled, d) = apply(&starting, Some(hiccup), at(5));
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Starting),
+        "a POST may have been sent"
+    );
+    assert_eq!(d.status.started_at, Some(Time(t0())), "the intent stays");
+    assert_eq!(cond(&d, "Stalled"), ("True", "SecretUnreadable"));
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(30)));
+    // When the credentials are back, the search resumes; no start.
+    let d = step(&stalled, None, at(35));
+    assert!(matches!(d.action, Action::Search(_)), "{:?}", d.action);
+}
+
+#[test]
 fn the_resolve_start_annotation_is_acted_on_once() {
-    let (starting, _) = apply(&run(json!({})), None, t0());
-    let (starting, _) = apply(
-        &starting,
-        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
-        at(1),
-    );
-    let (stalled, _) = apply(
-        &starting,
-        Some(Answer::Searched(Ok(two_candidates()))),
-        at(10),
-    );
+    let starting = lost_start(json!({}));
+    let (looking, _) = apply(&starting, Some(searched(two_candidates())), at(10));
+    let (stalled, _) = apply(&looking, Some(searched(two_candidates())), at(80));
+    assert_eq!(conditions_reason(&stalled, "Stalled"), "StartUnconfirmed");
 
     let mut adopt = stalled.clone();
     adopt.metadata.annotations = Some(
@@ -369,7 +499,7 @@ fn the_resolve_start_annotation_is_acted_on_once() {
         )]
         .into(),
     );
-    let (adopted, d) = apply(&adopt, None, at(30));
+    let (adopted, d) = apply(&adopt, None, at(90));
     assert_eq!(d.action, Action::Poll("wf-x".into()));
     assert_eq!(d.status.start_resolution.as_deref(), Some("adopt wf-x"));
     assert_eq!(cond(&d, "Stalled").0, "False");
@@ -378,29 +508,80 @@ fn the_resolve_start_annotation_is_acted_on_once() {
     let mut retry = stalled.clone();
     retry.metadata.annotations =
         Some([(RESOLVE_START_ANNOTATION.to_string(), "retry".to_string())].into());
-    let (retried, d) = apply(&retry, None, at(30));
+    let (retried, d) = apply(&retry, None, at(90));
     assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
-    assert_eq!(d.status.started_at, Some(Time(at(30))));
+    assert_eq!(d.status.started_at, Some(Time(at(90))));
     // If that start is lost too, the same annotation does not start a third run.
     let (lost, _) = apply(
         &retried,
         Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
-        at(31),
+        at(91),
     );
-    let (lost, _) = apply(&lost, Some(Answer::Searched(Ok(two_candidates()))), at(40));
-    assert_eq!(step(&lost, None, at(50)).action, Action::AwaitChange);
+    let (lost, _) = apply(&lost, Some(searched(two_candidates())), at(100));
+    let (lost, _) = apply(&lost, Some(searched(two_candidates())), at(170));
+    assert_eq!(step(&lost, None, at(180)).action, Action::AwaitChange);
 
-    let mut nonsense = stalled.clone();
-    nonsense.metadata.annotations =
-        Some([(RESOLVE_START_ANNOTATION.to_string(), "please".to_string())].into());
-    let d = step(&nonsense, None, at(30));
-    assert_eq!(d.action, Action::AwaitChange);
-    assert!(
-        d.status
-            .conditions
-            .iter()
-            .any(|c| c.message.contains("not understood"))
+    for nonsense in ["please", "adopt ../../admin", "adopt a b"] {
+        let mut r = stalled.clone();
+        r.metadata.annotations =
+            Some([(RESOLVE_START_ANNOTATION.to_string(), nonsense.to_string())].into());
+        let d = step(&r, None, at(90));
+        assert_eq!(d.action, Action::AwaitChange, "{nonsense}");
+        assert!(
+            message(&d, "Stalled").contains("not understood"),
+            "{nonsense}"
+        );
+    }
+}
+
+#[test]
+fn stop_or_timeout_while_a_start_is_unconfirmed_ends_the_resource() {
+    // spec.stop while searching: a certain match is adopted, then stopped.
+    let mut r = lost_start(json!({}));
+    r.spec.stop = true;
+    let (adopted, d) = apply(
+        &r,
+        Some(searched(vec![workflow("wf-1", "running")])),
+        at(10),
     );
+    assert_eq!(d.action, Action::Poll("wf-1".into()));
+    let d = step(
+        &adopted,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(10),
+    );
+    assert_eq!(d.action, Action::Stop("wf-1".into()));
+    // No certain match by the end of the window: nothing can be stopped; the
+    // resource ends, naming what may be left running.
+    let (looking, _) = apply(&r, Some(searched(two_candidates())), at(10));
+    let d = step(&looking, Some(searched(two_candidates())), at(80));
+    assert_eq!(d.status.phase, Some(Phase::Canceled));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "StopUnconfirmed"));
+    let msg = message(&d, "Succeeded");
+    assert!(msg.contains("wf-a") && msg.contains("wf-b"), "{msg}");
+    // The timeout is enforced in Starting too.
+    let r = lost_start(json!({"timeout": "1m"}));
+    let (looking, _) = apply(&r, Some(searched(vec![])), at(30));
+    let d = step(&looking, Some(searched(vec![])), at(95));
+    assert_eq!(d.status.phase, Some(Phase::TimedOut));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "StopUnconfirmed"));
+    // A person asked after the window, and spec.stop set afterwards: it ends too.
+    let (looking, _) = apply(&lost_start(json!({})), Some(searched(vec![])), at(10));
+    let (mut stalled, _) = apply(&looking, Some(searched(vec![])), at(80));
+    stalled.spec.stop = true;
+    let d = step(&stalled, None, at(90));
+    assert_eq!(d.status.phase, Some(Phase::Canceled));
+}
+
+fn conditions_reason(r: &AmperityWorkflowRun, kind: &str) -> String {
+    r.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -556,6 +737,7 @@ fn polls_follow_the_interval_remembered_between_reconciles() {
     let settings = Settings::default();
     let memory = |secs| Memory {
         last_polled: Some(at(secs)),
+        ..Memory::default()
     };
     assert_eq!(
         decide(&r, None, at(100), Memory::default(), &settings).action,
@@ -685,13 +867,32 @@ fn platform_failures_retry_up_to_the_limit_customer_failures_never() {
     assert!(d.status.attempts.is_empty());
 }
 
+/// What a reconcile remembers right after a poll at `secs`.
+fn just_polled(secs: i64) -> Memory {
+    Memory {
+        last_polled: Some(at(secs)),
+        ..Memory::default()
+    }
+}
+
 #[test]
 fn stop_and_timeout() {
-    // spec.stop: Stopping, then Canceled.
+    // spec.stop: a poll first (the run may have ended on its own), then the stop,
+    // then Stopping, then Canceled.
     let mut r = running(json!({}));
     r.spec.stop = true;
     r.metadata.generation = Some(2);
-    let d = step(&r, None, at(10));
+    let settings = Settings::default();
+    assert_eq!(step(&r, None, at(10)).action, Action::Poll("wf-1".into()));
+    assert_eq!(
+        decide(&r, None, at(10), just_polled(8), &settings).action,
+        Action::Stop("wf-1".into())
+    );
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(10),
+    );
     assert_eq!(d.action, Action::Stop("wf-1".into()));
     let (stopping, d) = apply(
         &r,
@@ -700,6 +901,7 @@ fn stop_and_timeout() {
     );
     assert_eq!(d.status.phase, Some(Phase::Stopping));
     assert_eq!(d.status.stop_reason, Some(StopReason::Requested));
+    assert_eq!(d.status.stop_requested_at, Some(Time(at(10))));
     assert!(
         d.status
             .conditions
@@ -718,10 +920,13 @@ fn stop_and_timeout() {
     assert_eq!(cond(&d, "Succeeded"), ("False", "Canceled"));
     assert_eq!(cond(&d, "Stalled").0, "True");
 
-    // timeout: the stop goes out once the deadline passes, and the run ends TimedOut.
+    // timeout: once the deadline passes, a poll, and the stop if the run still goes.
     let r = running(json!({"timeout": "1m"}));
     assert_eq!(step(&r, None, at(59)).action, Action::Poll("wf-1".into()));
-    assert_eq!(step(&r, None, at(60)).action, Action::Stop("wf-1".into()));
+    assert_eq!(
+        decide(&r, None, at(60), just_polled(58), &settings).action,
+        Action::Stop("wf-1".into())
+    );
     let d = step(
         &r,
         Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
@@ -745,11 +950,249 @@ fn stop_and_timeout() {
     assert_eq!(d.status.phase, Some(Phase::TimedOut));
     assert_eq!(cond(&d, "Succeeded"), ("False", "TimedOut"));
     assert_eq!(d.events.last().unwrap().reason, "TimedOut");
+    // A run that succeeded just before the deadline keeps its own outcome.
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(61),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
 
     // Stop before the run started: nothing is started.
     let d = step(&run(json!({"stop": true})), None, t0());
     assert_eq!(d.status.phase, Some(Phase::Canceled));
     assert!(!matches!(d.action, Action::Start(_)));
+}
+
+#[test]
+fn a_refused_stop_looks_at_the_run_and_backs_off() {
+    // The run succeeded at 5h59m59s; the stop at the deadline is refused (400).
+    let r = running(json!({"timeout": "6h"}));
+    let deadline = 6 * 3600;
+    let (refused, d) = apply(
+        &r,
+        Some(Answer::StopSent(Err(failure(FailureKind::Rejected)))),
+        at(deadline),
+    );
+    assert_eq!(d.action, Action::Poll("wf-1".into()), "the truth first");
+    assert_eq!(d.events[0].reason, "StopFailed");
+    assert_eq!(cond(&d, "Reconciling").1, "StopFailing");
+    let d = decide(
+        &refused,
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(deadline),
+        d.memory,
+        &Settings::default(),
+    );
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Succeeded),
+        "its own outcome, not TimedOut"
+    );
+
+    // Still running: the stop is tried again, later each time, and the condition says so.
+    let mut memory = Memory::default();
+    let mut waits = Vec::new();
+    let mut state = r.clone();
+    for i in 0..4 {
+        let now = at(deadline + i * 600);
+        let d = decide(
+            &state,
+            Some(Answer::StopSent(Err(failure(FailureKind::Unknown)))),
+            now,
+            memory,
+            &Settings::default(),
+        );
+        assert_eq!(d.action, Action::Poll("wf-1".into()));
+        assert_eq!(d.events.len(), usize::from(i == 0), "one StopFailed Event");
+        memory = d.memory;
+        waits.push(memory.next_stop_at.unwrap().duration_since(now));
+        state = with_status(state, d.status.clone());
+        let d = decide(
+            &state,
+            Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+            now,
+            memory,
+            &Settings::default(),
+        );
+        assert!(
+            matches!(d.action, Action::Requeue(_)),
+            "backing off: {:?}",
+            d.action
+        );
+        assert!(message(&d, "Reconciling").contains("failed"), "still said");
+        state = with_status(state, d.status.clone());
+    }
+    assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+    assert!(waits.last().unwrap() > waits.first().unwrap(), "{waits:?}");
+}
+
+#[test]
+fn stopping_is_bounded() {
+    let mut r = running(json!({}));
+    r.spec.stop = true;
+    let (stopping, _) = apply(
+        &r,
+        Some(Answer::StopSent(Ok(workflow("wf-1", "stopping")))),
+        at(10),
+    );
+    let still = Answer::Polled(Ok(workflow("wf-1", "stopping")));
+    let d = step(&stopping, Some(still.clone()), at(10 + 599));
+    assert_eq!(d.status.phase, Some(Phase::Stopping));
+    let d = step(&stopping, Some(still), at(10 + 600));
+    assert_eq!(d.status.phase, Some(Phase::Canceled));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "StopUnconfirmed"));
+    assert_eq!(cond(&d, "Stalled").0, "True");
+    let d = step(&stopping, None, at(10 + 700));
+    assert_eq!(d.status.phase, Some(Phase::Canceled), "also without a poll");
+}
+
+#[test]
+fn the_timeout_bounds_the_whole_life_retries_included() {
+    let r = running(json!({"timeout": "10m", "retry": {"limit": 3}}));
+    // The first attempt fails for a platform reason at 9 minutes: the retry waits
+    // 30 s, by which time the timeout has passed: no second attempt.
+    let (pending, _) = apply(
+        &r,
+        Some(Answer::Polled(Ok(failed("wf-1", "platform")))),
+        at(540),
+    );
+    assert_eq!(pending.phase(), Some(Phase::Pending));
+    let d = step(&pending, None, at(600));
+    assert!(!matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    assert_eq!(d.status.phase, Some(Phase::TimedOut));
+    // A failure past the deadline is not retried at all.
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(failed("wf-1", "platform")))),
+        at(601),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    // Before any start attempt there is no clock yet (a missing Secret, say).
+    let d = step(&run(json!({"timeout": "1s"})), None, at(100));
+    assert!(matches!(d.action, Action::Start(_)));
+}
+
+#[test]
+fn poll_failures_are_reported_once_they_persist() {
+    let r = running(json!({}));
+    let mut memory = Memory::default();
+    let mut state = r.clone();
+    let mut reported = 0;
+    for i in 1..=5 {
+        let d = decide(
+            &state,
+            Some(Answer::Polled(Err(failure(FailureKind::Unknown)))),
+            at(i * 40),
+            memory,
+            &Settings::default(),
+        );
+        memory = d.memory;
+        reported += d
+            .events
+            .iter()
+            .filter(|e| e.reason == "PollsFailing")
+            .count();
+        if i < 3 {
+            assert_eq!(
+                d.status,
+                state.status.clone().unwrap(),
+                "one failure writes nothing"
+            );
+        }
+        state = with_status(state, d.status.clone());
+    }
+    assert_eq!(reported, 1, "one Event");
+    assert_eq!(conditions_reason(&state, "Reconciling"), "PollsFailing");
+    // An answer again: back to the run's own line.
+    let d = decide(
+        &state,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(400),
+        memory,
+        &Settings::default(),
+    );
+    assert_eq!(cond(&d, "Reconciling").1, "Running");
+    assert_eq!(d.memory.poll_failures, 0);
+}
+
+#[test]
+fn throttling_is_told_once_per_episode() {
+    let r = running(json!({}));
+    let mut throttled = failure(FailureKind::Transient);
+    throttled.throttled = true;
+    throttled.retry_after = Some(Duration::from_secs(2));
+    let mut memory = Memory::default();
+    let mut events = 0;
+    for i in 0..3 {
+        let d = decide(
+            &r,
+            Some(Answer::Polled(Err(throttled.clone()))),
+            at(i),
+            memory,
+            &Settings::default(),
+        );
+        assert_eq!(d.action, Action::Requeue(Duration::from_secs(2)));
+        events += d
+            .events
+            .iter()
+            .filter(|e| e.reason == "RateLimited")
+            .count();
+        memory = d.memory;
+    }
+    assert_eq!(events, 1);
+    let d = decide(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "running")))),
+        at(5),
+        memory,
+        &Settings::default(),
+    );
+    let d = decide(
+        &r,
+        Some(Answer::Polled(Err(throttled))),
+        at(6),
+        d.memory,
+        &Settings::default(),
+    );
+    assert_eq!(d.events[0].reason, "RateLimited", "a new episode");
+}
+
+#[test]
+fn an_endpoint_off_the_allow_list_fails_before_anything_is_sent() {
+    let d = step(
+        &run(json!({"endpoint": "https://evil.test/api"})),
+        Some(Answer::EndpointNotAllowed {
+            message: "https://evil.test/api is not on the operator's endpoint allow-list (--allowed-endpoints)".into(),
+        }),
+        t0(),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "EndpointNotAllowed"));
+    assert_eq!(cond(&d, "Stalled").0, "True");
+    assert_eq!(d.status.started_at, None, "nothing was started");
+    assert!(message(&d, "Succeeded").contains("allowed-endpoints"));
+    assert_eq!(d.events[0].reason, "Failed");
+    assert_eq!(d.action, Action::AwaitChange);
+}
+
+#[test]
+fn a_call_whose_turn_is_far_off_comes_back_without_recording_anything() {
+    let d = step(
+        &run(json!({})),
+        Some(Answer::Later(Duration::from_secs(40))),
+        t0(),
+    );
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(40)));
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Pending),
+        "no intent: nothing was sent"
+    );
+    assert_eq!(d.status.started_at, None);
+    let r = running(json!({}));
+    let d = step(&r, Some(Answer::Later(Duration::from_secs(40))), at(10));
+    assert_eq!(d.status, r.status.clone().unwrap());
 }
 
 #[test]
@@ -780,6 +1223,23 @@ fn deletion_stops_the_run_first_and_never_blocks_for_ever() {
         "gives up after the grace period"
     );
     assert_eq!(d.events[0].reason, "StopFailed");
+    // The grace period holds even while the stop waits for its turn in the budget.
+    let d = step(&r, Some(Answer::Later(Duration::from_secs(300))), at(110));
+    assert_eq!(d.action, Action::Requeue(Duration::from_secs(110)));
+    assert_eq!(step(&r, None, at(220)).action, Action::ReleaseFinalizer);
+    // A refused stop: the run may have ended; look, and let go when it has.
+    let d = step(
+        &r,
+        Some(Answer::StopSent(Err(failure(FailureKind::Rejected)))),
+        at(101),
+    );
+    assert_eq!(d.action, Action::Poll("wf-1".into()));
+    let d = step(
+        &r,
+        Some(Answer::Polled(Ok(workflow("wf-1", "succeeded")))),
+        at(101),
+    );
+    assert_eq!(d.action, Action::ReleaseFinalizer);
     let gone = Answer::CredentialsUnavailable {
         reason: "SecretNotFound".into(),
         message: "gone".into(),
@@ -809,6 +1269,42 @@ fn deletion_stops_the_run_first_and_never_blocks_for_ever() {
     );
     assert_eq!(
         step(&deleting(&run(json!({}))), None, at(100)).action,
+        Action::ReleaseFinalizer
+    );
+}
+
+#[test]
+fn deleting_an_unconfirmed_start_searches_and_stops_what_it_finds() {
+    let deleting = |r: &AmperityWorkflowRun| {
+        let mut r = r.clone();
+        r.metadata.deletion_timestamp = Some(Time(at(100)));
+        r
+    };
+    let r = deleting(&lost_start(json!({})));
+    assert!(matches!(step(&r, None, at(100)).action, Action::Search(_)));
+    // A certain match: stopped, then released.
+    let (found, d) = apply(
+        &r,
+        Some(searched(vec![workflow("wf-1", "running")])),
+        at(100),
+    );
+    assert_eq!(d.action, Action::Stop("wf-1".into()));
+    let d = step(
+        &found,
+        Some(Answer::StopSent(Ok(workflow("wf-1", "stopping")))),
+        at(101),
+    );
+    assert_eq!(d.action, Action::ReleaseFinalizer);
+    assert_eq!(d.events[0].reason, "Stopping");
+    // Nothing certain: released, with an Event naming what may be left running.
+    let d = step(&r, Some(searched(two_candidates())), at(100));
+    assert_eq!(d.action, Action::ReleaseFinalizer);
+    assert_eq!(d.events[0].reason, "DeletedWhileStarting");
+    assert!(d.events[0].note.contains("wf-a") && d.events[0].note.contains("wf-b"));
+    // Orphan: nothing to look for.
+    let orphan = deleting(&lost_start(json!({"deletionPolicy": "Orphan"})));
+    assert_eq!(
+        step(&orphan, None, at(100)).action,
         Action::ReleaseFinalizer
     );
 }

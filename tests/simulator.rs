@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use amperity_operator::crd::AmperityWorkflowRun;
+use amperity_operator::decide::{Action, Memory, Settings, decide};
 use amperity_operator::sim::{self, SimConfig, SimHandle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -56,7 +58,11 @@ fn conforms(schema: &str, body: &Value) {
 async fn sim(config: SimConfig) -> Sim {
     Sim {
         handle: sim::spawn(config).await.unwrap(),
-        http: reqwest::Client::new(),
+        // The simulator's answers as they are: its redirect is never followed.
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         token: "sim-token".into(),
         tenant: "socktown".into(),
         version: "2024-04-01".into(),
@@ -651,4 +657,94 @@ async fn oauth_client_credentials_mint_usable_tokens() {
         .unwrap();
     assert_eq!(a.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(s.handle.stats().tokens_issued, 1);
+}
+
+#[test]
+fn start_requests_the_operator_builds_conform_to_the_openapi_file() {
+    // The body the client sends is the decision's RunRequest as JSON.
+    let specs = [
+        json!({}),
+        json!({"runMode": "full"}),
+        json!({"range": {"from": "2025-04-18"}}),
+        json!({"range": {"from": "2025-04-18", "to": "2025-04-19"}}),
+        json!({"range": {"from": "2025-04-18T06:00Z", "to": "2025-04-18T07:30:15.250Z"}}),
+        json!({"configId": "cc-spring-sale", "runMode": "source"}),
+    ];
+    for extra in specs {
+        let mut spec =
+            json!({"tenant": "socktown", "tokenSecretRef": {"name": "s"}, "configId": "cg-1"});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let run: AmperityWorkflowRun = serde_json::from_value(json!({
+            "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRun",
+            "metadata": {"name": "r", "namespace": "n"}, "spec": spec
+        }))
+        .unwrap();
+        let d = decide(
+            &run,
+            None,
+            jiff::Timestamp::now(),
+            Memory::default(),
+            &Settings::default(),
+        );
+        let Action::Start(request) = d.action else {
+            panic!("{:?}", d.action)
+        };
+        conforms(
+            "WorkflowRunRequest",
+            &serde_json::to_value(&request).unwrap(),
+        );
+    }
+}
+
+#[tokio::test]
+async fn trust_boundary_fault_markers() {
+    let s = sim(SimConfig {
+        slow_start: Duration::from_millis(300),
+        list_lag: Duration::from_millis(500),
+        ..fast()
+    })
+    .await;
+    // A redirect to a metadata address, with a body a client must never show.
+    let r = s.start(json!({"config_id": "cg-redirect"})).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.headers["location"], sim::REDIRECT_TARGET);
+    // A success answer past 8 MiB.
+    let r = s.start(json!({"config_id": "cg-hugebody"})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.text.len() > 9 * 1024 * 1024);
+    // A 429 asking to wait for ever.
+    let r = s.start(json!({"config_id": "cg-retryafterhuge"})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers["retry-after"], "9999999999999999999");
+    // A start refused with a 3 MB message.
+    let r = s.start(json!({"config_id": "cg-hugereject"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["message"].as_str().unwrap().len() >= 3 * 1024 * 1024);
+    conforms("ErrorResponse", &r.json());
+    // A run failing with a 3 MB error message.
+    let id = s.started_id("cg-hugeerror").await;
+    let failed = s.wait_state(&id, &["failed"]).await;
+    assert!(failed["error"]["message"].as_str().unwrap().len() >= 3 * 1024 * 1024);
+    conforms("Workflow", &failed);
+    // A slow start: the run exists before the answer comes.
+    let started = std::time::Instant::now();
+    let r = s.start(json!({"config_id": "cg-slowstart"})).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(r.status, StatusCode::CREATED);
+    // A lagging list: a new run is listed only after a while.
+    let id = s.started_id("og-listlag").await;
+    let listed = |v: Value| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == id.as_str())
+    };
+    let now = s.call(Method::GET, "/workflow/runs", None).await.json();
+    assert!(!listed(now));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let later = s.call(Method::GET, "/workflow/runs", None).await.json();
+    assert!(listed(later));
 }

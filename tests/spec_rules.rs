@@ -201,6 +201,48 @@ fn every_bad_input_is_rejected_naming_its_field() {
             "spec.ttlSecondsAfterFinished",
         ),
         (
+            "ttl beyond a year (a clock overflow once)",
+            with(|s| s["ttlSecondsAfterFinished"] = json!(300_000_000_000i64)),
+            "spec.ttlSecondsAfterFinished",
+        ),
+        (
+            "pollInterval over a day",
+            with(|s| s["pollInterval"] = json!("25h")),
+            "spec.pollInterval",
+        ),
+        (
+            "timeout over 30 days",
+            with(|s| s["timeout"] = json!("721h")),
+            "spec.timeout",
+        ),
+        (
+            "a duration too long to be one",
+            with(|s| s["timeout"] = json!("9".repeat(40) + "h")),
+            "spec.timeout",
+        ),
+        (
+            "Secret name that is not a DNS subdomain",
+            with(|s| s["tokenSecretRef"]["name"] = json!("DB_Creds")),
+            "spec.tokenSecretRef.name",
+        ),
+        (
+            "Secret name with a path",
+            with(|s| s["tokenSecretRef"]["name"] = json!("../kube-system/x")),
+            "spec.tokenSecretRef.name",
+        ),
+        (
+            "Secret key with a slash",
+            with(|s| s["tokenSecretRef"]["key"] = json!("a/b")),
+            "spec.tokenSecretRef.key",
+        ),
+        (
+            "endpoint too long",
+            with(|s| {
+                s["endpoint"] = json!(format!("https://app.amperity.com/{}", "a".repeat(600)))
+            }),
+            "spec.endpoint",
+        ),
+        (
             "unknown deletionPolicy",
             with(|s| s["deletionPolicy"] = json!("Keep")),
             "spec.deletionPolicy",

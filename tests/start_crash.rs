@@ -6,11 +6,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use amperity_operator::amperity::{
-    AmperityClient, ClientConfig, Credentials, DeprecationNotice, SecretString,
+    AllowList, AmperityClient, ClientConfig, Credentials, DeprecationNotice, Principal,
+    SecretString,
 };
 use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
-use amperity_operator::decide::{Event, Settings};
-use amperity_operator::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
+use amperity_operator::decide::{Claims, Event, Settings, conditions};
+use amperity_operator::driver::{Access, CredentialsProblem, Defaults, Driver, Host, RunMemory};
 use amperity_operator::sim::{self, SimConfig};
 use jiff::Timestamp;
 use serde_json::json;
@@ -22,6 +23,8 @@ struct Died;
 /// Keeps status in memory; the write numbered `die_at` (1-based) fails.
 struct Store {
     die_at: Option<usize>,
+    /// The Secret's `principal` key, if it has one.
+    principal: Option<&'static str>,
     writes: Mutex<usize>,
     saved: Mutex<Option<AmperityWorkflowRunStatus>>,
 }
@@ -29,27 +32,34 @@ struct Store {
 impl Host for Store {
     type Error = Died;
 
-    async fn credentials(
-        &self,
-        _: &AmperityWorkflowRun,
-    ) -> Result<Credentials, CredentialsProblem> {
-        Ok(Credentials::Token(SecretString::new("sim-token")))
+    async fn credentials(&self, _: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
+        Ok(Access {
+            credentials: Credentials::Token(SecretString::new("sim-token")),
+            principal: self.principal.map(Principal::given),
+        })
     }
 
     async fn save_status(
         &self,
         _: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-    ) -> Result<(), Died> {
+        _exclusive: bool,
+    ) -> Result<Option<String>, Died> {
         let mut writes = self.writes.lock().unwrap();
         *writes += 1;
         if Some(*writes) == self.die_at {
             Err(Died)
         } else {
             *self.saved.lock().unwrap() = Some(status.clone());
-            Ok(())
+            Ok(None)
         }
     }
+
+    async fn claims(&self, _: &AmperityWorkflowRun, _: &[String]) -> Claims {
+        Claims::alone()
+    }
+
+    fn poll_failed(&self, _: &AmperityWorkflowRun) {}
 
     async fn publish(&self, _: &AmperityWorkflowRun, _: &Event) {}
 
@@ -69,23 +79,27 @@ fn resource(endpoint: &str, config: &str) -> AmperityWorkflowRun {
     .unwrap()
 }
 
-/// Drives `run` until it is Running with a run id, restarting (fresh memory, the
-/// last persisted status) whenever the store "dies". Returns the final status.
+/// How a start ended up: following a run, or asking a person.
+#[derive(Debug, PartialEq)]
+enum Settled {
+    Following(String),
+    AskingAPerson,
+}
+
+/// Drives `run` until it is Running with a run id or waits for a person, restarting
+/// (a new process: fresh memory, a new client, the last persisted status) whenever
+/// the store "dies". Returns how it settled and how many runs Amperity created.
 async fn drive_through_crashes(
     die_at: Option<usize>,
     config: &str,
-) -> (AmperityWorkflowRunStatus, u64) {
+    principal: Option<&'static str>,
+) -> (Settled, u64) {
     let sim = sim::spawn(SimConfig {
         speed: 0.01,
         rate_limit: 1000,
         ..SimConfig::default()
     })
     .await
-    .unwrap();
-    let client = AmperityClient::new(ClientConfig {
-        rate_limit_per_sec: 10,
-        ..ClientConfig::default()
-    })
     .unwrap();
     let settings = Settings {
         start_settle: Duration::from_millis(300),
@@ -94,12 +108,20 @@ async fn drive_through_crashes(
     let defaults = Defaults::default();
     let store = Store {
         die_at,
+        principal,
         writes: Mutex::new(0),
         saved: Mutex::new(None),
     };
     let mut persisted = resource(&sim.base_url(), config);
     for _ in 0..10 {
-        // After a crash the process starts over from what was persisted.
+        // After a crash the process starts over from what was persisted, with
+        // nothing learned before.
+        let client = AmperityClient::new(ClientConfig {
+            rate_limit_per_sec: 10,
+            allow: AllowList::parse(&[sim.base_url()]).unwrap(),
+            ..ClientConfig::default()
+        })
+        .unwrap();
         let mut run = persisted.clone();
         let mut memory = RunMemory::default();
         let driver = Driver {
@@ -113,8 +135,13 @@ async fn drive_through_crashes(
             persisted.status = Some(s);
         }
         let status = persisted.status.clone().unwrap_or_default();
-        if result.is_ok() && status.phase == Some(Phase::Running) && status.workflow_id.is_some() {
-            return (status, sim.stats().starts);
+        if result.is_ok() && status.phase == Some(Phase::Running) {
+            if let Some(id) = status.workflow_id {
+                return (Settled::Following(id), sim.stats().starts);
+            }
+        }
+        if conditions::stalled_reason(&status) == Some("StartUnconfirmed") {
+            return (Settled::AskingAPerson, sim.stats().starts);
         }
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
@@ -130,18 +157,33 @@ async fn no_crash_point_starts_a_second_run_or_loses_one() {
         (Some(2), "dies after the POST, before the id is stored"),
         (Some(3), "dies on a later write"),
     ];
-    for (die_at, case) in cases {
-        let (status, starts) = drive_through_crashes(die_at, "cg-crash").await;
-        assert_eq!(starts, 1, "{case}: {starts} Amperity runs");
-        let id = status.workflow_id.unwrap();
-        assert!(id.starts_with("wf-"), "{case}: following {id}");
+    // The simulator's principal for the token is "api-key|sim-1".
+    for principal in [Some("api-key|sim-1"), None] {
+        for (die_at, case) in cases {
+            let (settled, starts) = drive_through_crashes(die_at, "cg-crash", principal).await;
+            assert_eq!(starts, 1, "{case} ({principal:?}): {starts} Amperity runs");
+            match (die_at, principal, &settled) {
+                // The POST's answer never got stored and nobody said who the
+                // credential starts runs as: the run found cannot be confirmed.
+                (Some(2), None, Settled::AskingAPerson) => {}
+                (_, _, Settled::Following(id)) => {
+                    assert!(id.starts_with("wf-"), "{case}: following {id}")
+                }
+                _ => panic!("{case} ({principal:?}): {settled:?}"),
+            }
+        }
     }
 }
 
 #[tokio::test]
 async fn a_lost_answer_is_found_not_repeated() {
     // The simulator creates the run and answers 500: the id never arrives.
-    let (status, starts) = drive_through_crashes(None, "cg-crash-lostanswer").await;
+    let (settled, starts) =
+        drive_through_crashes(None, "cg-crash-lostanswer", Some("api-key|sim-1")).await;
     assert_eq!(starts, 1);
-    assert!(status.workflow_id.is_some());
+    assert!(matches!(settled, Settled::Following(_)), "{settled:?}");
+    // Without the principal a person is asked, and nothing is started again.
+    let (settled, starts) = drive_through_crashes(None, "cg-crash-lostanswer", None).await;
+    assert_eq!(starts, 1);
+    assert_eq!(settled, Settled::AskingAPerson);
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
+use super::allow::AllowList;
 use super::error::{ClientError, describe_body};
 use super::wire::TokenResponse;
 
@@ -50,6 +51,33 @@ pub enum Credentials {
     },
 }
 
+impl Credentials {
+    /// A stable digest of the credentials (never the secret itself), for tables
+    /// keyed by credential.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        match self {
+            Credentials::Token(t) => ("token", t.expose()).hash(&mut h),
+            Credentials::ClientCredentials {
+                client_id,
+                client_secret,
+                token_url,
+            } => (
+                "client",
+                client_id,
+                client_secret.expose(),
+                token_url.as_ref().map(Url::as_str),
+            )
+                .hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
+/// The longest lifetime a token endpoint may claim for a token (a day): an absurd
+/// `expires_in` must not keep a token cached, or overflow a clock.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
+
 /// Refresh this long before a token expires, or a tenth of its lifetime if shorter.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
@@ -84,10 +112,13 @@ impl TokenCache {
             .clone()
     }
 
-    /// The bearer token to send.
+    /// The bearer token to send. A token URL, given or derived, must be on the
+    /// allow-list like every API URL: the client secret goes nowhere else.
     pub async fn bearer(
         &self,
         http: &reqwest::Client,
+        allow: &AllowList,
+        max_body_bytes: u64,
         base_url: &Url,
         tenant: &str,
         credentials: &Credentials,
@@ -104,13 +135,24 @@ impl TokenCache {
                 token_url_for(base_url, token_url.as_ref())?,
             ),
         };
+        allow.check(&token_url).map_err(|why| {
+            ClientError::EndpointNotAllowed(format!("the OAuth token URL: {why}"))
+        })?;
         let key = key(&token_url, client_id, client_secret);
         let slot = self.slot(&key);
         let mut cached = slot.lock().await;
         if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
             return Ok(c.token.clone());
         }
-        let fresh = exchange(http, &token_url, tenant, client_id, client_secret).await?;
+        let fresh = exchange(
+            http,
+            &token_url,
+            tenant,
+            client_id,
+            client_secret,
+            max_body_bytes,
+        )
+        .await?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
@@ -162,42 +204,63 @@ async fn exchange(
     tenant: &str,
     client_id: &str,
     client_secret: &SecretString,
+    max_body_bytes: u64,
 ) -> Result<Cached, ClientError> {
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", client_id),
         ("client_secret", client_secret.expose()),
     ];
+    // Failures of the exchange are the token endpoint's, not the credentials':
+    // worth another try later. Only a refusal (below) means the Secret is wrong.
+    let failed = |message: String| ClientError::TokenExchange {
+        refused: false,
+        message,
+    };
+    let shown = crate::bounded::cut(token_url.as_str(), 300);
     let response = http
         .post(token_url.clone())
         .header("X-Amperity-Tenant", tenant)
         .form(&form)
         .send()
         .await
-        .map_err(|e| {
-            ClientError::TokenExchange(format!("POST {token_url}: {}", transport_summary(&e)))
-        })?;
+        .map_err(|e| failed(format!("POST {shown}: {}", transport_summary(&e))))?;
     let status = response.status().as_u16();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| ClientError::TokenExchange(transport_summary(&e)))?;
-    if !(200..300).contains(&status) {
-        return Err(ClientError::TokenExchange(format!(
-            "{token_url} answered HTTP {status}: {}; check client_id and client_secret in the Secret",
-            describe_body(&body)
+    if response.status().is_redirection() {
+        return Err(failed(format!(
+            "{shown} answered HTTP {status}, a redirect, which the operator never follows"
         )));
     }
+    let body = super::read_limited(response, max_body_bytes, Duration::from_secs(30))
+        .await
+        .map_err(|e| failed(format!("{shown}: {e}")))?;
+    if !(200..300).contains(&status) {
+        let refused = matches!(status, 400 | 401 | 403);
+        let hint = if refused {
+            "check client_id and client_secret in the Secret"
+        } else {
+            "the token endpoint failed; trying again later"
+        };
+        return Err(ClientError::TokenExchange {
+            refused,
+            message: format!(
+                "{shown} answered HTTP {status}: {}; {hint}",
+                describe_body(&body)
+            ),
+        });
+    }
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-        ClientError::TokenExchange(format!(
-            "{token_url} answered HTTP {status} without an access_token"
+        failed(format!(
+            "{shown} answered HTTP {status} without an access_token"
         ))
     })?;
-    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600));
+    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600)).min(MAX_TOKEN_LIFETIME);
     let margin = REFRESH_MARGIN.min(lifetime / 10);
     Ok(Cached {
         token: SecretString::new(parsed.access_token),
-        refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+        refresh_at: Instant::now()
+            .checked_add(lifetime.saturating_sub(margin))
+            .unwrap_or_else(Instant::now),
     })
 }
 

@@ -21,6 +21,10 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// The window the rate is counted over, with a margin for network jitter.
 const WINDOW: Duration = Duration::from_millis(1030);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// The longest a `Retry-After` (or any pause) holds a tenant back: a server may ask
+/// for anything, and "9999999999999999999 seconds" must neither stop the tenant for
+/// good nor overflow a clock.
+pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 /// One tenant's budget.
 pub struct Budget {
@@ -49,6 +53,11 @@ pub struct Budget {
 pub struct Turn(Instant);
 
 impl Turn {
+    /// A turn due at once (for callers that keep no budget, such as test doubles).
+    pub fn due_now() -> Turn {
+        Turn(Instant::now())
+    }
+
     /// How long until the turn is due (zero once it is).
     pub fn wait(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
@@ -82,6 +91,17 @@ impl Budget {
         let turn = (*next).max(now).max(paused);
         *next = turn + self.period;
         Turn(turn)
+    }
+
+    /// Reserves a turn for a request someone is waiting on (a start, a stop, a
+    /// search): the earliest moment the tenant is not paused, ahead of routine polls.
+    /// The schedule moves back one turn to make room for it.
+    pub fn reserve_urgent(&self) -> Turn {
+        let now = Instant::now();
+        let paused = self.paused_until.lock().unwrap().unwrap_or(now);
+        let mut next = self.next_turn.lock().unwrap();
+        *next = (*next).max(now) + self.period;
+        Turn(now.max(paused))
     }
 
     /// Waits for a permit (and out any pause); returns how long it waited.
@@ -135,9 +155,11 @@ impl Budget {
         started.elapsed()
     }
 
-    /// Holds every request to this tenant back for `d` (after a 429).
+    /// Holds every request to this tenant back for `d` (after a 429), at most
+    /// [`MAX_PAUSE`].
     pub fn pause(&self, d: Duration) {
-        let until = Instant::now() + d;
+        let now = Instant::now();
+        let until = now.checked_add(d.min(MAX_PAUSE)).unwrap_or(now);
         let mut paused = self.paused_until.lock().unwrap();
         if paused.is_none_or(|p| p < until) {
             *paused = Some(until);
@@ -172,22 +194,31 @@ impl Budgets {
     }
 }
 
-/// Full jitter: a random wait between zero and `base * 2^attempt`, capped.
-pub fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
+/// `base * 2^attempt`, capped: the longest wait of attempt `attempt`.
+pub fn backoff_ceiling(attempt: u32) -> Duration {
+    BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(attempt))
-        .min(BACKOFF_CAP);
-    Duration::from_millis(fastrand::u64(0..=ceiling.as_millis() as u64))
+        .min(BACKOFF_CAP)
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date.
+/// Full jitter: a random wait between zero and [`backoff_ceiling`].
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(fastrand::u64(
+        0..=backoff_ceiling(attempt).as_millis() as u64,
+    ))
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, at most [`MAX_PAUSE`].
 pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    Some(Duration::try_from(at.duration_since(now)).unwrap_or_default())
+    let wait = if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+        // More digits than a u64 holds is still "a very long time".
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+        Duration::try_from(at.duration_since(now)).unwrap_or_default()
+    };
+    Some(wait.min(MAX_PAUSE))
 }
 
 #[cfg(test)]
@@ -197,9 +228,7 @@ mod tests {
     #[test]
     fn backoff_stays_within_its_ceiling() {
         for attempt in 0..12 {
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(2u32.saturating_pow(attempt))
-                .min(BACKOFF_CAP);
+            let ceiling = backoff_ceiling(attempt);
             for _ in 0..50 {
                 assert!(backoff(attempt) <= ceiling);
             }
@@ -219,6 +248,39 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        for absurd in [
+            "9999999999999999999",
+            "99999999999999999999999999",
+            "Fri, 18 Apr 9999 06:00:10 GMT",
+        ] {
+            assert_eq!(parse_retry_after(absurd, now), Some(MAX_PAUSE), "{absurd}");
+        }
+    }
+
+    #[test]
+    fn an_absurd_pause_is_capped_not_a_panic() {
+        let budget = Budgets::new(10).for_tenant("t");
+        budget.pause(Duration::MAX);
+        let turn = budget.reserve();
+        assert!(turn.wait() <= MAX_PAUSE && turn.wait() > MAX_PAUSE - Duration::from_secs(1));
+        // An urgent turn also waits out the pause, and is not later than it.
+        let urgent = budget.reserve_urgent();
+        assert!(urgent.wait() <= MAX_PAUSE);
+    }
+
+    #[test]
+    fn urgent_turns_go_first_and_push_routine_turns_back() {
+        let budget = Budgets::new(10).for_tenant("t");
+        let routine: Vec<Turn> = (0..20).map(|_| budget.reserve()).collect();
+        let urgent = budget.reserve_urgent();
+        assert!(urgent.wait() < Duration::from_millis(5), "{urgent:?}");
+        // The urgent request took a turn's room: the next routine turn comes one
+        // period later than it would have.
+        let next = budget.reserve();
+        assert_eq!(
+            next.0 - routine.last().unwrap().0,
+            Duration::from_millis(206)
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,18 @@ use super::wire::ErrorResponse;
 pub enum ClientError {
     #[error("invalid Amperity endpoint: {0}")]
     InvalidEndpoint(String),
+    /// The URL is not on the allow-list: nothing was sent.
+    #[error("{0}")]
+    EndpointNotAllowed(String),
+    /// A 3xx: never followed, and neither its Location nor its body is read.
+    #[error(
+        "the Amperity endpoint answered HTTP {status}, a redirect, which the operator never follows: check the endpoint"
+    )]
+    Redirect { status: u16 },
+    #[error(
+        "the Amperity API's answer was larger than {limit} bytes and was refused (AMPERITY_MAX_BODY_BYTES)"
+    )]
+    BodyTooLarge { limit: u64 },
     #[error(
         "the Amperity API rejected the credentials (HTTP {status}: {message}): check the token in the Secret, or mint a new one"
     )]
@@ -42,8 +54,12 @@ pub enum ClientError {
         expected: &'static str,
         excerpt: String,
     },
-    #[error("exchanging the client credentials for a token failed: {0}")]
-    TokenExchange(String),
+    /// The OAuth token endpoint did not hand out a token; nothing was sent to the API.
+    /// `refused`: it refused the client credentials (400/401/403: `invalid_client`,
+    /// `invalid_grant`), which only a corrected Secret mends; otherwise it failed
+    /// (5xx, 429, transport) and trying again later may work.
+    #[error("exchanging the client credentials for a token failed: {message}")]
+    TokenExchange { refused: bool, message: String },
 }
 
 impl ClientError {
@@ -57,6 +73,7 @@ impl ClientError {
                 | ClientError::Connect(_)
                 | ClientError::Transport(_)
                 | ClientError::Decode { .. }
+                | ClientError::TokenExchange { refused: false, .. }
         )
     }
 
@@ -69,11 +86,21 @@ impl ClientError {
                 | ClientError::Timeout(_)
                 | ClientError::Transport(_)
                 | ClientError::Decode { .. }
+                | ClientError::Redirect { .. }
+                | ClientError::BodyTooLarge { .. }
         )
     }
 
     pub fn is_auth(&self) -> bool {
-        matches!(self, ClientError::Unauthorized { .. })
+        matches!(
+            self,
+            ClientError::Unauthorized { .. } | ClientError::TokenExchange { refused: true, .. }
+        )
+    }
+
+    /// The URL is not on the allow-list.
+    pub fn is_not_allowed(&self) -> bool {
+        matches!(self, ClientError::EndpointNotAllowed(_))
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -81,6 +108,7 @@ impl ClientError {
             ClientError::Unauthorized { status, .. }
             | ClientError::Rejected { status, .. }
             | ClientError::Server { status, .. }
+            | ClientError::Redirect { status }
             | ClientError::Decode { status, .. } => Some(*status),
             ClientError::NotFound { .. } => Some(404),
             ClientError::RateLimited { .. } => Some(429),
@@ -116,13 +144,18 @@ impl ClientError {
     }
 }
 
+/// The longest API error message kept: enough for any real explanation, small
+/// enough that one copied into a condition keeps the resource small.
+pub const MAX_API_MESSAGE_BYTES: usize = 512;
+
 /// The API's `{status, message}` message, or a short description of a body that
 /// is not that shape (empty, HTML, other text).
 pub fn describe_body(body: &[u8]) -> String {
     if let Ok(parsed) = serde_json::from_slice::<ErrorResponse>(body)
         && let Some(m) = parsed.message.filter(|m| !m.trim().is_empty())
     {
-        return m;
+        let printable: String = m.chars().filter(|c| !c.is_control()).collect();
+        return crate::bounded::cut(&printable, MAX_API_MESSAGE_BYTES);
     }
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim();
@@ -201,6 +234,32 @@ mod tests {
                 false,
             ),
             (ClientError::Connect("refused".into()), true, false, false),
+            (ClientError::Redirect { status: 302 }, false, true, false),
+            (ClientError::BodyTooLarge { limit: 8 }, false, true, false),
+            (
+                ClientError::TokenExchange {
+                    refused: true,
+                    message: "invalid_client".into(),
+                },
+                false,
+                false,
+                true,
+            ),
+            (
+                ClientError::TokenExchange {
+                    refused: false,
+                    message: "HTTP 503".into(),
+                },
+                true,
+                false,
+                false,
+            ),
+            (
+                ClientError::EndpointNotAllowed("no".into()),
+                false,
+                false,
+                false,
+            ),
         ];
         for (e, retryable, unknown, auth) in cases {
             assert_eq!(e.is_retryable(), retryable, "{e}");
@@ -227,5 +286,16 @@ mod tests {
             "the Amperity API failed (HTTP 503: an HTML body)"
         );
         assert_eq!(e.status(), Some(503));
+        // A 3 MB message is cut, on a character boundary, with a mark.
+        let huge = serde_json::json!({"status": 400, "message": "é".repeat(1_500_000)}).to_string();
+        let m = describe_body(huge.as_bytes());
+        assert!(m.len() <= MAX_API_MESSAGE_BYTES, "{}", m.len());
+        assert!(m.ends_with(crate::bounded::CUT_MARK));
+        assert!(describe_body(b"x").len() < 100);
+        // A redirect's text names the code only.
+        assert_eq!(
+            ClientError::Redirect { status: 302 }.to_string(),
+            "the Amperity endpoint answered HTTP 302, a redirect, which the operator never follows: check the endpoint"
+        );
     }
 }

@@ -133,6 +133,9 @@ impl Serialize for Attribution {
     }
 }
 
+/// The longest unknown state name kept.
+pub const MAX_STATE_BYTES: usize = 64;
+
 /// A workflow or task state, normalised from whatever spelling the API used.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum WorkflowState {
@@ -177,7 +180,8 @@ impl WorkflowState {
             "canceled" | "cancelled" => WorkflowState::Canceled,
             "stopped" => WorkflowState::Stopped,
             "skipped" => WorkflowState::Skipped,
-            _ => WorkflowState::Unknown(raw.to_string()),
+            // Kept for people to read, so cut: a state name is a word or two.
+            _ => WorkflowState::Unknown(crate::bounded::cut(raw, MAX_STATE_BYTES)),
         }
     }
 
@@ -332,6 +336,8 @@ mod tests {
             WorkflowState::Unknown("Warming up".into())
         );
         assert!(!WorkflowState::parse("Warming up").is_terminal());
+        let huge = WorkflowState::parse(&"w".repeat(3_000_000));
+        assert!(huge.as_str().len() <= MAX_STATE_BYTES);
     }
 
     #[test]

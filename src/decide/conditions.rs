@@ -11,6 +11,10 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
+/// The longest condition message: five conditions carry the same message, and it
+/// may quote Amperity (an error, an API answer), so it is bounded once here.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
 /// Where the run stands, as conditions say it: the phase, a CamelCase reason and a
 /// message a person can act on. `stalled` marks an in-flight run that cannot go
 /// on without a person (bad Secret, failed auth, an unconfirmed start).
@@ -54,7 +58,8 @@ pub fn apply(
     now: Time,
 ) {
     status.phase = Some(outcome.phase);
-    let (reason, message) = (outcome.reason.as_str(), outcome.message.as_str());
+    let message = crate::bounded::cut(&outcome.message, MAX_MESSAGE_BYTES);
+    let (reason, message) = (outcome.reason.as_str(), message.as_str());
     let finished = outcome.phase.is_finished();
     let succeeded = outcome.phase == Phase::Succeeded;
 

@@ -9,22 +9,31 @@
 //! ```
 //!
 //! Because the status is persisted before an action is performed, the intent to
-//! start a run is on record before the POST is sent (at most one run per resource).
+//! start a run is on record before the POST is sent. The decisions are split by
+//! the stage of a resource's life: [`start`] (starting, and searching for a run
+//! whose start answer was lost), [`watch`] (polling and mirroring), [`stop`]
+//! (`spec.stop` and `timeout`) and [`delete`] (deletion and TTL).
 
 pub mod conditions;
+mod delete;
 pub mod mirror;
+mod start;
+mod stop;
+mod watch;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::amperity::wire::{Attribution, RunRequest, Workflow, WorkflowState};
-use crate::crd::{
-    AmperityWorkflowRun, AmperityWorkflowRunStatus, Attempt, DeletionPolicy, Phase, StopReason,
-};
+use crate::amperity::Principal;
+use crate::amperity::wire::{RunRequest, Workflow};
+use crate::bounded::cut;
+use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
 use crate::validate;
 pub use conditions::Outcome;
+pub use start::normalise_range_bound;
 
 /// The annotation a person sets to settle an unconfirmed start.
 pub const RESOLVE_START_ANNOTATION: &str = "amperity.dev/resolve-start";
@@ -44,11 +53,13 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// How long deletion waits for a stop to be accepted before letting go.
     pub deletion_grace: Duration,
-    /// After a lost start, how long the list may take to show a created run. Past
-    /// it, finding no run at all means the start never happened: start again.
+    /// How long, from its first answer, the search for a lost start keeps looking
+    /// before it asks a person (the list can take a while to show a new run).
     pub start_settle: Duration,
-    /// The operator's own Amperity principal, when known: narrows the lost-start search.
-    pub principal: Option<String>,
+    /// How long a run may stay Stopping before it ends `StopUnconfirmed`.
+    pub stop_grace: Duration,
+    /// Failed polls in a row before the condition and an Event say so.
+    pub poll_failures_to_report: u32,
 }
 
 impl Default for Settings {
@@ -61,12 +72,13 @@ impl Default for Settings {
             retry_backoff: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(120),
             start_settle: Duration::from_secs(60),
-            principal: None,
+            stop_grace: Duration::from_secs(600),
+            poll_failures_to_report: 3,
         }
     }
 }
 
-/// What happened when the last action was performed.
+/// What happened when the last action was to be performed.
 #[derive(Clone, Debug)]
 pub enum Answer {
     /// The credentials could not be read (reason is CamelCase, message names the Secret and key).
@@ -74,10 +86,51 @@ pub enum Answer {
         reason: String,
         message: String,
     },
+    /// The endpoint (or the OAuth token URL) is not on the operator's allow-list:
+    /// nothing was sent.
+    EndpointNotAllowed {
+        message: String,
+    },
+    /// The call's turn in the tenant's request budget is this far off: nothing was
+    /// sent, come back then.
+    Later(Duration),
     Started(Result<Workflow, ApiFailure>),
     Polled(Result<Workflow, ApiFailure>),
     StopSent(Result<Workflow, ApiFailure>),
-    Searched(Result<Vec<Workflow>, ApiFailure>),
+    Searched(Search),
+}
+
+/// The answer to a search for a run whose start answer was lost, with what the
+/// host knows that Amperity's list does not say.
+#[derive(Clone, Debug)]
+pub struct Search {
+    pub result: Result<Vec<Workflow>, ApiFailure>,
+    /// Who this resource's credential starts runs as, when known (learned from its
+    /// own starts, or given in the Secret).
+    pub principal: Option<Principal>,
+    pub claims: Claims,
+}
+
+/// Which candidate runs other resources already follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// Candidate ids another resource (any namespace) follows or followed.
+    pub tracked: BTreeSet<String>,
+    /// Another resource has a start of the same kind whose outcome is not known yet:
+    /// a lone candidate may be its run.
+    pub starts_in_flight: bool,
+    /// The host could see every resource (false: it could not list them all).
+    pub complete: bool,
+}
+
+impl Claims {
+    /// What a host that manages this one resource alone knows: nobody else claims anything.
+    pub fn alone() -> Claims {
+        Claims {
+            complete: true,
+            ..Claims::default()
+        }
+    }
 }
 
 /// A failed API call, reduced to what the decisions need.
@@ -87,20 +140,26 @@ pub struct ApiFailure {
     /// Safe to show a person (never carries the token).
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// The answer was a 429.
+    pub throttled: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
-    /// 401/403 after the credentials were re-read once.
+    /// 401/403 after the credentials were re-read once, or a refused OAuth exchange.
     Auth,
     /// 404: the run (or the endpoint) does not exist.
     NotFound,
     /// Another 4xx: the request itself is wrong and repeating it will not help.
     Rejected,
-    /// The request was not processed (429, refused connection): safe to repeat.
+    /// The request was not processed (429, refused connection, failed token
+    /// exchange): safe to repeat.
     Transient,
-    /// The request may have been processed (timeout, 5xx, reset, unreadable 2xx).
+    /// The request may have been processed (timeout, 5xx, reset, unreadable 2xx,
+    /// a redirect, an oversized answer).
     Unknown,
+    /// The URL is not on the allow-list: nothing was sent.
+    NotAllowed,
 }
 
 /// The one piece of I/O the caller performs next.
@@ -147,13 +206,24 @@ pub struct Decision {
     pub status: AmperityWorkflowRunStatus,
     pub action: Action,
     pub events: Vec<Event>,
+    /// What to remember until the next decision.
+    pub memory: Memory,
 }
 
 /// What the caller remembers between reconciles without writing it to status.
-#[derive(Clone, Copy, Debug, Default)]
+/// Lost on a restart, which costs at most an early poll or a repeated Event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Memory {
     /// When this run was last polled (polls write nothing unless something changed).
     pub last_polled: Option<Timestamp>,
+    /// Polls in a row that got no usable answer.
+    pub poll_failures: u32,
+    /// Stops in a row that Amperity did not accept.
+    pub stop_failures: u32,
+    /// No stop before this (backoff after a failed one).
+    pub next_stop_at: Option<Timestamp>,
+    /// The tenant answered 429 and nothing has succeeded since (one Event per episode).
+    pub throttled: bool,
 }
 
 /// The Amperity workflow type a config id starts, for searching lost starts.
@@ -201,6 +271,7 @@ pub fn decide(
         status,
         action,
         events: step.events,
+        memory: step.memory,
     }
 }
 
@@ -212,6 +283,8 @@ fn check_spec(run: &AmperityWorkflowRun, status: &AmperityWorkflowRunStatus) -> 
     validate::validate_spec(&run.spec).map_err(|e| validate::describe(&e))
 }
 
+/// One decision in the making: the resource, the status as it becomes, and what to
+/// tell people. Each lifecycle stage adds its own methods in its own file.
 struct Step<'a> {
     run: &'a AmperityWorkflowRun,
     status: AmperityWorkflowRunStatus,
@@ -221,562 +294,65 @@ struct Step<'a> {
     settings: &'a Settings,
 }
 
-impl Step<'_> {
-    // ---- what to do when nothing new was learned ----
+/// The longest Event note (the events API's limit is 1,024 bytes).
+pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
 
+/// The longest id of someone else's run quoted in a message.
+const MAX_QUOTED_ID_BYTES: usize = 64;
+
+impl Step<'_> {
+    /// What to do when nothing new was learned.
     fn next(&mut self) -> Action {
-        let spec = &self.run.spec;
         match self.status.phase {
-            None => {
-                self.set(Outcome::in_flight(
-                    Phase::Pending,
-                    "Pending",
-                    "the run has not been started yet",
-                ));
-                if let Some(id) = spec.workflow_id.clone() {
-                    return self.adopt(
-                        id,
-                        "Adopted",
-                        "following the existing run named in spec.workflowId",
-                    );
-                }
-                if spec.stop {
-                    return self.finish_canceled_before_start();
-                }
-                self.begin_start()
-            }
-            Some(Phase::Pending) => {
-                if spec.stop {
-                    return self.finish_canceled_before_start();
-                }
-                if let Some(wait) = self.retry_wait() {
-                    return Action::Requeue(wait);
-                }
-                self.begin_start()
-            }
+            None | Some(Phase::Pending) => self.pending(),
             Some(Phase::Starting) => self.starting_without_answer(),
             Some(Phase::Running | Phase::Stopping) => self.in_flight(),
             Some(_) => self.finished_next(),
         }
     }
 
-    fn begin_start(&mut self) -> Action {
-        let spec = &self.run.spec;
-        self.status.started_at = Some(Time(self.now));
-        self.status.workflow_id = None;
-        self.set(Outcome::in_flight(
-            Phase::Starting,
-            "Starting",
-            format!(
-                "starting {} (the intent is recorded before the request is sent)",
-                spec.config_id
-            ),
-        ));
-        Action::Start(RunRequest {
-            config_id: spec.config_id.clone(),
-            run_mode: spec.run_mode.map(|m| m.as_str().to_string()),
-            range_from: spec.range.as_ref().map(|r| r.from.clone()),
-            range_to: spec.range.as_ref().and_then(|r| r.to.clone()),
-        })
-    }
-
-    /// A start was recorded but its answer never reached us: look for the run
-    /// before even thinking of starting another.
-    fn starting_without_answer(&mut self) -> Action {
-        if conditions::stalled_reason(&self.status) == Some("StartUnconfirmed") {
-            return self.resolve_start();
-        }
-        let recorded = self
-            .status
-            .started_at
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(self.now);
-        let skew = SignedDuration::try_from(self.settings.start_search_skew).unwrap_or_default();
-        Action::Search(SearchQuery {
-            created_from: recorded - skew,
-            workflow_type: workflow_type_for(&self.run.spec.config_id).to_string(),
-        })
-    }
-
-    /// Acts once on `amperity.dev/resolve-start`, recording what it did.
-    fn resolve_start(&mut self) -> Action {
-        let Some(answer) = self
-            .run
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RESOLVE_START_ANNOTATION))
-        else {
-            return Action::AwaitChange;
-        };
-        let answer = answer.trim().to_string();
-        if self.status.start_resolution.as_deref() == Some(answer.as_str()) {
-            return Action::AwaitChange;
-        }
-        let mut words = answer.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("adopt"), Some(id), None) => {
-                self.status.start_resolution = Some(answer.clone());
-                self.adopt(
-                    id.to_string(),
-                    "StartResolved",
-                    &format!("adopted {id} as told by the {RESOLVE_START_ANNOTATION} annotation"),
-                )
-            }
-            (Some("retry"), None, None) => {
-                self.status.start_resolution = Some(answer.clone());
-                self.event(
-                    EventType::Normal,
-                    "StartResolved",
-                    format!(
-                        "starting a new run as told by the {RESOLVE_START_ANNOTATION} annotation"
-                    ),
-                );
-                self.begin_start()
-            }
-            _ => {
-                let message = format!(
-                    "the {RESOLVE_START_ANNOTATION} annotation {answer:?} is not understood: use 'adopt <workflow id>' or 'retry'"
-                );
-                self.set(Outcome::stalled(
-                    Phase::Starting,
-                    "StartUnconfirmed",
-                    message,
-                ));
-                Action::AwaitChange
-            }
-        }
-    }
-
-    fn in_flight(&mut self) -> Action {
-        let Some(id) = self.status.workflow_id.clone() else {
-            // Running without an id cannot happen through decide; recover by searching.
-            self.set(Outcome::in_flight(
-                Phase::Starting,
-                "Starting",
-                "the run id was lost; looking for the run",
-            ));
-            return self.starting_without_answer();
-        };
-        if self.status.stop_reason.is_none() && self.wanted_stop().is_some() {
-            return Action::Stop(id);
-        }
-        let interval = if self.status.phase == Some(Phase::Stopping) {
-            self.settings.quick_poll
-        } else {
-            self.poll_interval()
-        };
-        match self.memory.last_polled {
-            Some(at) => {
-                let since = self.now.duration_since(at);
-                let since = Duration::try_from(since).unwrap_or_default();
-                if since >= interval {
-                    Action::Poll(id)
-                } else {
-                    Action::Requeue(interval - since)
-                }
-            }
-            None => Action::Poll(id),
-        }
-    }
-
-    /// Why the run should be stopped now, if it should.
-    fn wanted_stop(&self) -> Option<StopReason> {
-        if self.run.spec.stop {
-            return Some(StopReason::Requested);
-        }
-        let timeout = self
-            .run
-            .spec
-            .timeout
-            .as_deref()
-            .and_then(validate::parse_duration)?;
-        let started = self.status.started_at.as_ref()?.0;
-        let elapsed = Duration::try_from(self.now.duration_since(started)).unwrap_or_default();
-        (elapsed >= timeout).then_some(StopReason::Timeout)
-    }
-
-    fn finished_next(&mut self) -> Action {
-        let Some(ttl) = self.run.spec.ttl_seconds_after_finished else {
-            return Action::AwaitChange;
-        };
-        let Some(done) = self.status.completed_at.as_ref().map(|t| t.0) else {
-            return Action::AwaitChange;
-        };
-        let due = done + SignedDuration::from_secs(ttl.max(0));
-        if self.now >= due {
-            Action::Delete
-        } else {
-            Action::Requeue(Duration::try_from(due.duration_since(self.now)).unwrap_or_default())
-        }
-    }
-
-    // ---- what an answer changes ----
-
+    /// What an answer changes.
     fn answered(&mut self, answer: Answer) -> Action {
         match answer {
             Answer::CredentialsUnavailable { reason, message } => {
-                if self.status.phase.is_none_or(|p| p == Phase::Starting)
-                    && self.status.workflow_id.is_none()
-                {
-                    // Nothing was sent: the start did not happen.
-                    self.status.started_at = None;
-                    self.stall(Phase::Pending, &reason, message);
-                } else {
-                    let phase = self.status.phase.unwrap_or(Phase::Pending);
-                    self.stall(phase, &reason, message);
-                }
+                // A recorded start (Starting) may have been sent: it keeps its
+                // intent and resumes its search once the credentials are back.
+                let phase = self.status.phase.unwrap_or(Phase::Pending);
+                self.stall(phase, &reason, message);
                 Action::Requeue(self.settings.stalled_recheck)
+            }
+            Answer::EndpointNotAllowed { message } => self.not_allowed(message),
+            Answer::Later(wait) => {
+                // A first reconcile says at once that the run is on its way.
+                if self.status.phase.is_none() {
+                    let message = format!(
+                        "waiting for a turn in tenant {}'s request budget to start the run",
+                        self.run.spec.tenant
+                    );
+                    self.set(Outcome::in_flight(Phase::Pending, "Pending", message));
+                }
+                Action::Requeue(wait)
             }
             Answer::Started(result) => self.started(result),
             Answer::Polled(result) => self.polled(result),
             Answer::StopSent(result) => self.stop_sent(result),
-            Answer::Searched(result) => self.searched(result),
+            Answer::Searched(search) => self.searched(search),
         }
-    }
-
-    fn started(&mut self, result: Result<Workflow, ApiFailure>) -> Action {
-        match result {
-            Ok(w) => {
-                let id = w.id.clone();
-                self.event(
-                    EventType::Normal,
-                    "Started",
-                    format!("started Amperity run {id} for {}", self.run.spec.config_id),
-                );
-                self.status.workflow_id = Some(id.clone());
-                self.observe(&w);
-                if w.has_ended() {
-                    return self.ended(&w);
-                }
-                self.set(Outcome::in_flight(
-                    Phase::Running,
-                    "Running",
-                    format!("Amperity run {id} is {}", w.state),
-                ));
-                Action::Requeue(self.settings.quick_poll)
-            }
-            Err(f) => match f.kind {
-                FailureKind::Unknown => {
-                    self.set(Outcome::in_flight(
-                        Phase::Starting,
-                        "StartOutcomeUnknown",
-                        format!("the start request's outcome is unknown ({}); looking for the run before starting another", f.message),
-                    ));
-                    Action::Requeue(f.retry_after.unwrap_or(self.settings.quick_poll))
-                }
-                FailureKind::Transient => {
-                    self.status.started_at = None;
-                    self.set(Outcome::in_flight(
-                        Phase::Pending,
-                        "StartDeferred",
-                        format!(
-                            "the start was not accepted yet ({}); trying again",
-                            f.message
-                        ),
-                    ));
-                    Action::Requeue(f.retry_after.unwrap_or(self.settings.quick_poll))
-                }
-                FailureKind::Auth => {
-                    self.status.started_at = None;
-                    self.auth_failed(Phase::Pending, &f.message)
-                }
-                FailureKind::Rejected | FailureKind::NotFound => {
-                    self.status.started_at = None;
-                    let message = format!(
-                        "Amperity refused to start {}: {}; fix the spec (config id, range, run mode) in a new AmperityWorkflowRun",
-                        self.run.spec.config_id, f.message
-                    );
-                    self.finish(Phase::Failed, "StartRejected", message);
-                    Action::AwaitChange
-                }
-            },
-        }
-    }
-
-    fn polled(&mut self, result: Result<Workflow, ApiFailure>) -> Action {
-        let id = self.status.workflow_id.clone().unwrap_or_default();
-        match result {
-            Ok(w) => {
-                let was_stalled = conditions::stalled_reason(&self.status).is_some();
-                let previous_state = self.status.workflow.as_ref().and_then(|i| i.state.clone());
-                self.observe(&w);
-                if w.has_ended() {
-                    return self.ended(&w);
-                }
-                if let WorkflowState::Unknown(raw) = &w.state
-                    && previous_state.as_deref() != Some(raw.as_str())
-                {
-                    self.event(
-                            EventType::Warning,
-                            "UnknownState",
-                            format!("Amperity reports the undocumented state {raw:?} for {id}; treating the run as still running"),
-                        );
-                }
-                let phase = if self.status.stop_reason.is_some() {
-                    Phase::Stopping
-                } else {
-                    Phase::Running
-                };
-                let current = self.status.status_line(&w);
-                let reason = if phase == Phase::Stopping {
-                    "Stopping"
-                } else {
-                    "Running"
-                };
-                if was_stalled
-                    || self.status.phase != Some(phase)
-                    || self.reconciling_message() != Some(current.as_str())
-                {
-                    self.set(Outcome::in_flight(phase, reason, current));
-                }
-                let interval = if phase == Phase::Stopping {
-                    self.settings.quick_poll
-                } else {
-                    self.poll_interval()
-                };
-                if self.status.stop_reason.is_none() && self.wanted_stop().is_some() {
-                    return Action::Stop(id);
-                }
-                Action::Requeue(interval)
-            }
-            Err(f) => match f.kind {
-                FailureKind::NotFound => {
-                    let message = format!(
-                        "Amperity has no run {id} in tenant {} (HTTP 404): it was deleted, or spec.workflowId or spec.tenant is wrong",
-                        self.run.spec.tenant
-                    );
-                    self.finish(Phase::Failed, "WorkflowNotFound", message);
-                    Action::AwaitChange
-                }
-                FailureKind::Auth => {
-                    let phase = self.status.phase.unwrap_or(Phase::Running);
-                    self.auth_failed(phase, &f.message)
-                }
-                FailureKind::Rejected => {
-                    let phase = self.status.phase.unwrap_or(Phase::Running);
-                    self.stall(
-                        phase,
-                        "ApiRejected",
-                        format!("Amperity rejected the status request: {}", f.message),
-                    );
-                    Action::Requeue(self.settings.stalled_recheck)
-                }
-                FailureKind::Transient | FailureKind::Unknown => Action::Requeue(
-                    f.retry_after
-                        .unwrap_or(self.settings.quick_poll.max(Duration::from_secs(10))),
-                ),
-            },
-        }
-    }
-
-    fn stop_sent(&mut self, result: Result<Workflow, ApiFailure>) -> Action {
-        let reason = self.wanted_stop().unwrap_or(StopReason::Requested);
-        let id = self.status.workflow_id.clone().unwrap_or_default();
-        match result {
-            Ok(w) => {
-                self.status.stop_reason = Some(reason);
-                self.observe(&w);
-                if w.has_ended() {
-                    return self.ended(&w);
-                }
-                let why = match reason {
-                    StopReason::Timeout => format!(
-                        "spec.timeout ({}) passed",
-                        self.run.spec.timeout.as_deref().unwrap_or("?")
-                    ),
-                    _ => "spec.stop is true".to_string(),
-                };
-                self.event(
-                    EventType::Normal,
-                    "Stopping",
-                    format!("asked Amperity to stop {id}: {why}"),
-                );
-                self.set(Outcome::in_flight(
-                    Phase::Stopping,
-                    "Stopping",
-                    format!("stopping {id}: {why}"),
-                ));
-                Action::Requeue(self.settings.quick_poll)
-            }
-            Err(f) => match f.kind {
-                FailureKind::NotFound => self.polled(Err(f)),
-                FailureKind::Auth => {
-                    let phase = self.status.phase.unwrap_or(Phase::Running);
-                    self.auth_failed(phase, &f.message)
-                }
-                _ => Action::Requeue(f.retry_after.unwrap_or(self.settings.quick_poll)),
-            },
-        }
-    }
-
-    fn searched(&mut self, result: Result<Vec<Workflow>, ApiFailure>) -> Action {
-        let runs = match result {
-            Ok(runs) => runs,
-            Err(f) if f.kind == FailureKind::Auth => {
-                return self.auth_failed(Phase::Starting, &f.message);
-            }
-            Err(f) => return Action::Requeue(f.retry_after.unwrap_or(self.settings.quick_poll)),
-        };
-        let wanted_type = workflow_type_for(&self.run.spec.config_id);
-        let known: Vec<&str> = self
-            .status
-            .attempts
-            .iter()
-            .map(|a| a.workflow_id.as_str())
-            .collect();
-        let floor = self
-            .status
-            .started_at
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(self.now)
-            - SignedDuration::try_from(self.settings.start_search_skew).unwrap_or_default();
-        let candidates: Vec<&Workflow> = runs
-            .iter()
-            .filter(|w| w.workflow_type.is_empty() || w.workflow_type == wanted_type)
-            .filter(|w| !known.contains(&w.id.as_str()))
-            .filter(|w| {
-                w.created_at
-                    .as_deref()
-                    .and_then(|c| c.parse::<Timestamp>().ok())
-                    .is_none_or(|c| c >= floor)
-            })
-            .filter(|w| match &self.settings.principal {
-                Some(me) => {
-                    w.principal_id.as_deref() == Some(me.as_str())
-                        || w.principal_name.as_deref() == Some(me.as_str())
-                }
-                None => true,
-            })
-            .collect();
-        if let [only] = candidates.as_slice() {
-            let w = (*only).clone();
-            let message = format!(
-                "the start's answer was lost; found and adopted {} (the only matching run)",
-                w.id
-            );
-            let action = self.adopt(w.id.clone(), "Adopted", &message);
-            self.observe(&w);
-            if w.has_ended() {
-                return self.ended(&w);
-            }
-            return action;
-        }
-        if candidates.is_empty() {
-            let recorded = self
-                .status
-                .started_at
-                .as_ref()
-                .map(|t| t.0)
-                .unwrap_or(self.now);
-            let age = Duration::try_from(self.now.duration_since(recorded)).unwrap_or_default();
-            if age < self.settings.start_settle {
-                // The run may not be listed yet: look again before concluding.
-                return Action::Requeue(self.settings.start_settle - age);
-            }
-            self.event(
-                EventType::Normal,
-                "StartNotFound",
-                format!(
-                    "no {wanted_type} run was created since the lost start at {recorded}; starting one now"
-                ),
-            );
-            return self.begin_start();
-        }
-        let listed: Vec<&str> = candidates.iter().take(5).map(|w| w.id.as_str()).collect();
-        let message = format!(
-            "a start was sent at {} but its answer was lost, and {} matching {wanted_type} runs exist since then{}; \
-             to continue, annotate this resource with {RESOLVE_START_ANNOTATION}='adopt <workflow id>' to follow one, \
-             or {RESOLVE_START_ANNOTATION}=retry to start a new run",
-            self.status
-                .started_at
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default(),
-            candidates.len(),
-            if listed.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", listed.join(", "))
-            },
-        );
-        if conditions::stalled_reason(&self.status) != Some("StartUnconfirmed") {
-            self.event(EventType::Warning, "StartUnconfirmed", message.clone());
-        }
-        self.set(Outcome::stalled(
-            Phase::Starting,
-            "StartUnconfirmed",
-            message,
-        ));
-        self.resolve_start()
-    }
-
-    // ---- deletion ----
-
-    fn deleting(&mut self, answer: Option<Answer>) -> Action {
-        let policy = self.run.spec.deletion_policy.unwrap_or_default();
-        let Some(id) = self.status.workflow_id.clone() else {
-            return Action::ReleaseFinalizer;
-        };
-        let finished = self.status.phase.is_some_and(Phase::is_finished);
-        if policy == DeletionPolicy::Orphan
-            || finished
-            || self.status.stop_reason == Some(StopReason::Deletion)
-        {
-            return Action::ReleaseFinalizer;
-        }
-        let deleted_at = self
-            .run
-            .metadata
-            .deletion_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(self.now);
-        let waited = Duration::try_from(self.now.duration_since(deleted_at)).unwrap_or_default();
-        match answer {
-            None => Action::Stop(id),
-            Some(Answer::StopSent(Ok(_))) => {
-                self.status.stop_reason = Some(StopReason::Deletion);
-                self.event(
-                    EventType::Normal,
-                    "Stopping",
-                    format!("stopped Amperity run {id} because the resource is being deleted"),
-                );
-                Action::ReleaseFinalizer
-            }
-            Some(Answer::StopSent(Err(f))) if f.kind == FailureKind::NotFound => {
-                Action::ReleaseFinalizer
-            }
-            // A gone Secret, failed auth or an unreachable API must not block deletion for ever.
-            Some(Answer::CredentialsUnavailable { .. }) => {
-                self.give_up_stop(&id, "the credentials are unavailable")
-            }
-            Some(Answer::StopSent(Err(f)))
-                if f.kind == FailureKind::Auth || waited >= self.settings.deletion_grace =>
-            {
-                self.give_up_stop(&id, &f.message)
-            }
-            Some(_) => Action::Requeue(self.settings.quick_poll),
-        }
-    }
-
-    fn give_up_stop(&mut self, id: &str, why: &str) -> Action {
-        self.event(
-            EventType::Warning,
-            "StopFailed",
-            format!(
-                "could not stop Amperity run {id} before deletion ({why}); it may still be running"
-            ),
-        );
-        Action::ReleaseFinalizer
     }
 
     // ---- shared transitions ----
 
+    fn not_allowed(&mut self, message: String) -> Action {
+        if self.status.workflow_id.is_none() {
+            self.status.started_at = None;
+        }
+        self.finish(Phase::Failed, "EndpointNotAllowed", message);
+        Action::AwaitChange
+    }
+
     fn adopt(&mut self, id: String, reason: &'static str, message: &str) -> Action {
         self.status.workflow_id = Some(id.clone());
+        self.status.search_started_at = None;
         if self.status.started_at.is_none() {
             self.status.started_at = Some(Time(self.now));
         }
@@ -800,151 +376,6 @@ impl Step<'_> {
         }
     }
 
-    fn ended(&mut self, w: &Workflow) -> Action {
-        let id = w.id.clone();
-        let platform =
-            w.error.as_ref().and_then(|e| e.attribution.as_ref()) == Some(&Attribution::Platform);
-        let error_text = w
-            .error
-            .as_ref()
-            .map(|e| mirror::truncate(&e.message))
-            .unwrap_or_default();
-        match &w.state {
-            WorkflowState::Canceled | WorkflowState::Stopped => {
-                let (phase, reason, text) = match self.status.stop_reason {
-                    Some(StopReason::Timeout) => (
-                        Phase::TimedOut,
-                        "TimedOut",
-                        format!(
-                            "Amperity run {id} was stopped because spec.timeout ({}) passed",
-                            self.run.spec.timeout.as_deref().unwrap_or("?")
-                        ),
-                    ),
-                    Some(_) => (
-                        Phase::Canceled,
-                        "Canceled",
-                        format!("Amperity run {id} was stopped as spec.stop asked"),
-                    ),
-                    None => (
-                        Phase::Canceled,
-                        "Canceled",
-                        format!("Amperity run {id} was stopped outside the operator"),
-                    ),
-                };
-                self.finish(phase, reason, text);
-            }
-            WorkflowState::Failed => {
-                let limit = self.run.spec.retry.map(|r| r.limit).unwrap_or(0) as usize;
-                if platform
-                    && self.status.attempts.len() < limit
-                    && self.status.stop_reason.is_none()
-                {
-                    return self.retry(w);
-                }
-                let reason = match w.error.as_ref().and_then(|e| e.attribution.as_ref()) {
-                    Some(Attribution::Customer) => "CustomerError",
-                    Some(Attribution::Platform) if limit > 0 => "RetriesExhausted",
-                    Some(Attribution::Platform) => "PlatformError",
-                    _ => "Failed",
-                };
-                let hint = match reason {
-                    "CustomerError" => "fix the configuration in Amperity, then create a new run",
-                    "PlatformError" => {
-                        "a platform error is usually transient: create a new run, or set spec.retry"
-                    }
-                    "RetriesExhausted" => {
-                        "every attempt failed with a platform error; contact Amperity support if it persists"
-                    }
-                    _ => "see the run in Amperity for details",
-                };
-                self.finish(
-                    Phase::Failed,
-                    reason,
-                    format!("Amperity run {id} failed: {error_text}; {hint}"),
-                );
-            }
-            WorkflowState::Succeeded | WorkflowState::Skipped => {
-                self.finish(
-                    Phase::Succeeded,
-                    "Succeeded",
-                    format!("Amperity run {id} succeeded"),
-                );
-            }
-            other => {
-                // Ended by `ended_at` in a state we do not know: the error decides.
-                if w.error.is_some() {
-                    self.finish(
-                        Phase::Failed,
-                        "Failed",
-                        format!("Amperity run {id} ended in state {other}: {error_text}"),
-                    );
-                } else {
-                    self.finish(
-                        Phase::Succeeded,
-                        "Succeeded",
-                        format!("Amperity run {id} ended in state {other} without an error"),
-                    );
-                }
-            }
-        }
-        self.finished_next()
-    }
-
-    fn retry(&mut self, w: &Workflow) -> Action {
-        let attempt = Attempt {
-            workflow_id: w.id.clone(),
-            state: Some(w.state.as_str().to_string()),
-            started_at: self.status.started_at.clone(),
-            completed_at: Some(Time(self.now)),
-            error: w.error.as_ref().map(mirror::run_error),
-        };
-        self.status.attempts.push(attempt);
-        let n = self.status.attempts.len();
-        let limit = self.run.spec.retry.map(|r| r.limit).unwrap_or(0);
-        let wait = self.retry_wait().unwrap_or_default();
-        let message = format!(
-            "Amperity run {} failed with a platform error ({}); starting attempt {} of {} in {}s",
-            w.id,
-            w.error
-                .as_ref()
-                .map(|e| mirror::truncate(&e.message))
-                .unwrap_or_default(),
-            n + 1,
-            limit + 1,
-            wait.as_secs()
-        );
-        self.event(EventType::Warning, "Retrying", message.clone());
-        self.status.workflow_id = None;
-        self.status.started_at = None;
-        self.status.workflow = None;
-        self.status.tasks = None;
-        self.status.error = None;
-        self.set(Outcome::in_flight(Phase::Pending, "Retrying", message));
-        Action::Requeue(wait)
-    }
-
-    /// Time left before the next retry attempt may start, if any.
-    fn retry_wait(&self) -> Option<Duration> {
-        let last = self.status.attempts.last()?.completed_at.as_ref()?.0;
-        let n = self.status.attempts.len() as u32;
-        let backoff = self
-            .settings
-            .retry_backoff
-            .saturating_mul(2u32.saturating_pow(n.saturating_sub(1)))
-            .min(Duration::from_secs(600));
-        let since = Duration::try_from(self.now.duration_since(last)).unwrap_or_default();
-        (since < backoff).then(|| backoff - since)
-    }
-
-    fn finish_canceled_before_start(&mut self) -> Action {
-        self.finish(
-            Phase::Canceled,
-            "Canceled",
-            "spec.stop was set before the run started; nothing was started",
-        );
-        self.finished_next()
-    }
-
     fn finish(&mut self, phase: Phase, reason: &'static str, message: impl Into<String>) {
         let message = message.into();
         if self.status.completed_at.is_none() {
@@ -953,7 +384,8 @@ impl Step<'_> {
         let (event_type, event_reason) = match phase {
             Phase::Succeeded => (EventType::Normal, "Succeeded"),
             Phase::TimedOut => (EventType::Warning, "TimedOut"),
-            Phase::Canceled => (EventType::Normal, "Canceled"),
+            Phase::Canceled if reason == "Canceled" => (EventType::Normal, "Canceled"),
+            Phase::Canceled => (EventType::Warning, "Canceled"),
             _ => (EventType::Warning, "Failed"),
         };
         if self.status.phase != Some(phase) {
@@ -964,7 +396,7 @@ impl Step<'_> {
 
     fn auth_failed(&mut self, phase: Phase, detail: &str) -> Action {
         let message = format!(
-            "Amperity rejected the credentials from Secret {} ({detail}); put a valid token in the Secret, it is re-read on the next try",
+            "Amperity rejected the credentials from Secret {} ({detail}); put valid credentials in the Secret, it is re-read on the next try",
             self.run.spec.token_secret_ref.name
         );
         self.stall(phase, "AuthFailed", message);
@@ -977,11 +409,29 @@ impl Step<'_> {
             let event_reason = match reason {
                 "AuthFailed" => "AuthFailed",
                 "ApiRejected" => "ApiRejected",
+                "StartUnconfirmed" => "StartUnconfirmed",
                 _ => "CredentialsUnavailable",
             };
             self.event(EventType::Warning, event_reason, message.clone());
         }
         self.set(Outcome::stalled(phase, reason, message));
+    }
+
+    /// A 429 starts a throttling episode, told once in an Event; any answer that
+    /// is not a 429 ends it.
+    fn note_throttling(&mut self, failure: Option<&ApiFailure>) {
+        let throttled = failure.is_some_and(|f| f.throttled);
+        if throttled && !self.memory.throttled {
+            self.event(
+                EventType::Warning,
+                "RateLimited",
+                format!(
+                    "Amperity answered 429 (too many requests) for tenant {}; requests back off and resume on their own",
+                    self.run.spec.tenant
+                ),
+            );
+        }
+        self.memory.throttled = throttled;
     }
 
     fn set(&mut self, outcome: Outcome) {
@@ -1001,34 +451,30 @@ impl Step<'_> {
         self.events.push(Event {
             type_,
             reason,
-            note,
+            // The API server refuses Event notes over 1 KiB: cut here, once, so
+            // every host publishes what it is given.
+            note: cut(&note, MAX_EVENT_NOTE_BYTES),
         });
     }
 
-    fn poll_interval(&self) -> Duration {
-        self.run
-            .spec
-            .poll_interval
-            .as_deref()
-            .and_then(validate::parse_duration)
-            .unwrap_or(self.settings.default_poll_interval)
+    /// `now - then`, zero when `then` is in the future (a skewed or edited status).
+    fn since(&self, then: Timestamp) -> Duration {
+        Duration::try_from(self.now.duration_since(then)).unwrap_or_default()
+    }
+
+    /// `at + d`, or None when that is past the end of time (an absurd duration).
+    fn after(at: Timestamp, d: Duration) -> Option<Timestamp> {
+        at.checked_add(SignedDuration::try_from(d).ok()?).ok()
     }
 }
 
-trait StatusLine {
-    fn status_line(&self, w: &Workflow) -> String;
-}
-
-impl StatusLine for AmperityWorkflowRunStatus {
-    /// The Reconciling message while in flight: changes only when the state or task
-    /// progress does, so an unchanged poll writes nothing.
-    fn status_line(&self, w: &Workflow) -> String {
-        match &self.tasks {
-            Some(t) if t.total > 0 => format!(
-                "Amperity run {} is {}: {} tasks done",
-                w.id, w.state, t.progress
-            ),
-            _ => format!("Amperity run {} is {}", w.id, w.state),
-        }
+/// A list of other runs' ids for a message: at most five, each cut.
+fn quoted_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    let ids: Vec<String> = ids.map(|id| cut(id, MAX_QUOTED_ID_BYTES)).collect();
+    let shown = ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if ids.len() > 5 {
+        format!("{shown} and {} more", ids.len() - 5)
+    } else {
+        shown
     }
 }

@@ -5,6 +5,8 @@
 mod routes;
 pub mod runs;
 
+pub use routes::{HUGE_BODY_BYTES, HUGE_MESSAGE_BYTES, REDIRECT_BODY, REDIRECT_TARGET};
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,12 @@ pub struct SimConfig {
     pub deprecation: bool,
     /// Keep a log of every request (for load runs; grows without bound).
     pub record_requests: bool,
+    /// How late a `slowstart` start answers (the run exists at once).
+    pub slow_start: Duration,
+    /// How long a `listlag` run stays out of lists after it was created.
+    pub list_lag: Duration,
+    /// The OAuth token endpoint answers 503 (it is down).
+    pub token_unavailable: bool,
 }
 
 impl Default for SimConfig {
@@ -64,6 +72,9 @@ impl Default for SimConfig {
             throttle_storm: Duration::ZERO,
             deprecation: false,
             record_requests: false,
+            slow_start: Duration::from_secs(35),
+            list_lag: Duration::from_secs(5),
+            token_unavailable: false,
         }
     }
 }
@@ -86,6 +97,9 @@ impl From<&SimulatorArgs> for SimConfig {
             throttle_storm: Duration::from_secs(a.throttle_storm_secs),
             deprecation: a.deprecation,
             record_requests: false,
+            slow_start: Duration::from_millis(a.slow_start_ms),
+            list_lag: Duration::from_millis(a.list_lag_ms),
+            token_unavailable: a.token_unavailable,
         }
     }
 }

@@ -50,7 +50,21 @@ struct Faults {
     malformed: bool,
     timeout: bool,
     deprecated: bool,
+    redirect: bool,
+    hugebody: bool,
+    retryafterhuge: bool,
+    slowstart: bool,
 }
+
+/// Where `redirect` points: a cloud metadata address, what an attacker would pick.
+pub const REDIRECT_TARGET: &str =
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+/// The body that goes with the redirect: must never reach a status.
+pub const REDIRECT_BODY: &str = "redirected-secret-body";
+/// Bytes of padding `hugebody` adds to a successful answer (past the client's 8 MiB).
+pub const HUGE_BODY_BYTES: usize = 9 * 1024 * 1024;
+/// Bytes of the messages of `hugeerror` and `hugereject`.
+pub const HUGE_MESSAGE_BYTES: usize = 3 * 1024 * 1024;
 
 impl Faults {
     fn for_config(config_id: &str) -> Faults {
@@ -62,6 +76,10 @@ impl Faults {
             malformed: id.contains("malformed"),
             timeout: id.contains("timeout"),
             deprecated: id.contains("deprecated"),
+            redirect: id.contains("redirect"),
+            hugebody: id.contains("hugebody"),
+            retryafterhuge: id.contains("retryafterhuge"),
+            slowstart: id.contains("slowstart"),
         }
     }
 }
@@ -201,6 +219,30 @@ async fn finish(sim: &Sim, answer: Answer) -> Reply {
     if f.timeout {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
+    if f.redirect {
+        return Reply {
+            status: StatusCode::FOUND,
+            body: Body::from(REDIRECT_BODY),
+            headers: vec![("location", REDIRECT_TARGET.into())],
+            faults: f,
+        };
+    }
+    if f.retryafterhuge {
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        r.headers
+            .push(("retry-after", "9999999999999999999".into()));
+        sim.state.lock().unwrap().stats.throttled += 1;
+        return r;
+    }
+    if ok && f.hugebody {
+        // The real answer, with a padding field that takes it past any sane limit.
+        let real = axum::body::to_bytes(std::mem::take(&mut reply.body), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let mut value: Value = serde_json::from_slice(&real).unwrap_or_else(|_| json!({}));
+        value["padding"] = Value::String("x".repeat(HUGE_BODY_BYTES));
+        reply.body = Body::from(value.to_string());
+    }
     if !sim.config.latency.is_zero() {
         tokio::time::sleep(sim.config.latency).await;
     }
@@ -255,6 +297,11 @@ async fn start(
     body: Bytes,
 ) -> Reply {
     let answer = start_inner(&sim, q.api_version.as_deref(), &headers, &body);
+    // `slowstart`: the run exists at once, its answer comes late (past a client's
+    // timeout, or while the operator is killed).
+    if answer.as_ref().is_ok_and(|r| r.faults.slowstart) {
+        tokio::time::sleep(sim.config.slow_start).await;
+    }
     finish(&sim, answer).await
 }
 
@@ -323,6 +370,12 @@ fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8
     if !known_prefix || lower.contains("rejected") {
         return Err(bad(format!(
             "config_id {config_id:?} does not exist in this tenant"
+        )));
+    }
+    if lower.contains("hugereject") {
+        return Err(bad(format!(
+            "the request was refused: {}",
+            "é".repeat(HUGE_MESSAGE_BYTES / 2)
         )));
     }
     if lower.contains("needsrange") && range_from.is_none() {
@@ -507,6 +560,13 @@ fn list_inner(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> An
     let mut matching: Vec<Value> = Vec::new();
     // Newest first, as the API lists them.
     for (i, run) in state.runs.iter().enumerate().rev() {
+        // `listlag`: a new run shows in lists only after a while, as an eventually
+        // consistent index would.
+        if run.config_id.to_ascii_lowercase().contains("listlag")
+            && state.created[i].elapsed() < sim.config.list_lag
+        {
+            continue;
+        }
         let t = sim.elapsed(state.created[i]);
         let snap = run.at(t);
         let ended_at = snap
@@ -549,6 +609,12 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
     let form: HashMap<String, String> = form_pairs(&body);
     let answer = (|| {
         let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
+        if sim.config.token_unavailable {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the token service is unavailable",
+            ));
+        }
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
             return Err(bad("grant_type must be client_credentials"));
         }
@@ -568,9 +634,10 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
             ));
         };
         if form.get("client_id") != Some(id) || form.get("client_secret") != Some(secret) {
-            return Err(error(
+            // RFC 6749's answer to unknown or wrong client credentials.
+            return Err(json_reply(
                 StatusCode::UNAUTHORIZED,
-                "invalid client credentials",
+                json!({"error": "invalid_client", "error_description": "invalid client credentials"}),
             ));
         }
         let mut state = sim.state.lock().unwrap();

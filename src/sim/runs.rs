@@ -29,6 +29,8 @@ pub struct Scenario {
     pub hang: bool,
     pub unknown_state: bool,
     pub vanish: bool,
+    /// Fails like `failcustomer`, with a 3 MB error message.
+    pub huge_error: bool,
 }
 
 impl Scenario {
@@ -41,6 +43,7 @@ impl Scenario {
             hang: id.contains("hang"),
             unknown_state: id.contains("unknownstate"),
             vanish: id.contains("vanish"),
+            huge_error: id.contains("hugeerror"),
         }
     }
 }
@@ -99,7 +102,17 @@ impl Run {
 
     /// The task that fails, if the scenario fails.
     fn failing_task(&self) -> Option<(usize, Value)> {
-        if self.scenario.fail_customer {
+        if self.scenario.huge_error {
+            // Multi-byte characters, so that a cut in the wrong place would split one.
+            let message = format!(
+                "Stitch failed: {}",
+                "ü".repeat(super::routes::HUGE_MESSAGE_BYTES / 2)
+            );
+            Some((
+                3,
+                json!({"type": "amperity.workflow.task.stitch/table", "attribution": "customer", "message": message}),
+            ))
+        } else if self.scenario.fail_customer {
             Some((
                 3,
                 json!({"type": "amperity.workflow.task.stitch/table", "attribution": "customer",

@@ -521,8 +521,9 @@ async fn metrics_and_readiness_answer(env: &mut Env) -> Result {
     for name in [
         "amperity_operator_reconciles_total",
         "amperity_operator_runs{phase=\"Succeeded\"}",
-        "amperity_operator_amperity_requests_total{endpoint=\"start\",code=\"201\"}",
-        "amperity_operator_amperity_request_seconds_count{endpoint=\"get\"}",
+        "amperity_operator_amperity_requests_total{endpoint=\"start\",code=\"201\",tenant=\"socktown\"}",
+        "amperity_operator_amperity_request_seconds_count{endpoint=\"get\",tenant=\"socktown\"}",
+        "amperity_operator_runs_finished_total{phase=\"Succeeded\",reason=\"Succeeded\"}",
         "amperity_operator_workflow_duration_seconds_count{workflow_type=\"amperity.orchestration.orchestration/run\",outcome=\"Succeeded\"}",
     ] {
         ensure(
@@ -530,7 +531,10 @@ async fn metrics_and_readiness_answer(env: &mut Env) -> Result {
             format!("{name} did not grow:\n{text}"),
         )?;
     }
-    Ok(())
+    ensure(
+        text.lines().any(|l| l == "amperity_operator_leader 1"),
+        format!("the leading replica does not say so:\n{text}"),
+    )
 }
 
 async fn faults_end_in_documented_phases(env: &mut Env) -> Result {
