@@ -55,15 +55,23 @@ pub struct CronSchedule {
     tz: TimeZone,
 }
 
-/// The time zone for an IANA name (UTC when none is given), from the system's
-/// database or, where there is none (the distroless image), the bundled copy.
+/// The time zone for an IANA name (UTC when none is given): from the system's
+/// database where there is one, else (the distroless image has none), or when the
+/// system's lacks the name, from the copy bundled into the binary.
 pub fn time_zone(name: Option<&str>) -> Result<TimeZone, CronError> {
-    match name {
-        None => Ok(TimeZone::UTC),
-        Some(name) => jiff::tz::db()
-            .get(name)
-            .map_err(|_| CronError::TimeZone(name.to_string())),
-    }
+    let Some(name) = name else {
+        return Ok(TimeZone::UTC);
+    };
+    jiff::tz::db()
+        .get(name)
+        .or_else(|_| bundled().get(name))
+        .map_err(|_| CronError::TimeZone(name.to_string()))
+}
+
+fn bundled() -> &'static jiff::tz::TimeZoneDatabase {
+    static BUNDLED: std::sync::LazyLock<jiff::tz::TimeZoneDatabase> =
+        std::sync::LazyLock::new(jiff::tz::TimeZoneDatabase::bundled);
+    &BUNDLED
 }
 
 impl CronSchedule {

@@ -200,6 +200,8 @@ impl Env {
             ("POD_NAMESPACE", "default".into()),
             ("LEASE_NAME", "amperity-operator-e2e".into()),
             ("LEASE_SECONDS", "6".into()),
+            // The simulator listens on loopback, over plain http.
+            ("AMPERITY_ALLOWED_ENDPOINTS", "http://127.0.0.1:*".into()),
         ];
         envs.extend(extra.iter().cloned());
         Proc::spawn(name, &["run"], &envs)
