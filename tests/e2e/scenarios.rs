@@ -808,16 +808,20 @@ fn apply_rbac(env: &Env, docs: &[serde_json::Value]) -> Result {
 }
 
 /// A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest).
-fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::path::PathBuf> {
-    let (ok, token) = env.kubectl(&[
-        "-n",
-        namespace,
-        "create",
-        "token",
-        "amperity-operator",
-        "--duration=1h",
-    ]);
-    ensure(ok, format!("TokenRequest: {token}"))?;
+/// (Through the API: the suite's kubectl 1.20 has no `kubectl create token`.)
+async fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::path::PathBuf> {
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(env.client.clone(), namespace);
+    let request =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .map_err(|e| e.to_string())?;
+    let token = accounts
+        .create_token_request("amperity-operator", &Default::default(), &request)
+        .await
+        .map_err(|e| format!("TokenRequest: {e}"))?
+        .status
+        .and_then(|s| s.token)
+        .ok_or("TokenRequest: no token in the answer")?;
     let admin = std::fs::read_to_string(&env.kubeconfig).unwrap();
     let admin_token = admin
         .lines()
@@ -953,7 +957,7 @@ async fn rbac_checks(env: &mut Env) -> Result {
     let (ok, out) = env.kubectl(&["create", "-f", sa.to_str().unwrap()]);
     ensure(ok, format!("creating the ServiceAccount: {out}"))?;
     apply_rbac(env, &full)?;
-    let kubeconfig = service_account_kubeconfig(env, &release_ns)?;
+    let kubeconfig = service_account_kubeconfig(env, &release_ns).await?;
     let (ok, why) = works_under(env, &kubeconfig, &release_ns, "full").await?;
     ensure(ok, format!("the chart's RBAC is not enough: {why}"))?;
 
