@@ -88,6 +88,13 @@ pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero and at most
     printcolumn(name = "Workflow", type_ = "string", json_path = ".status.workflowId"),
     printcolumn(name = "Tasks", type_ = "string", json_path = ".status.tasks.progress"),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Succeeded\")].reason",
+        description = "Why the run stands where it does (the Succeeded condition's reason)",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -286,66 +293,98 @@ pub enum StopReason {
     Deletion,
 }
 
+/// Where the run stands: written by the operator only.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AmperityWorkflowRunStatus {
+    /// Where the run is in its life: Pending (not started yet), Starting (the start
+    /// was sent, its answer not known yet), Running, Stopping, and the final phases
+    /// Succeeded, Failed, Canceled and TimedOut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The Amperity run this resource follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<String>,
+    /// What Amperity says about the run: its name, type, state, times, who started it
+    /// and the workflow versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowInfo>,
+    /// The run's task progress: counts by state, what runs now, what failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TaskSummary>,
+    /// The error Amperity reported for the run, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
     /// Earlier runs of this resource, when retry started new ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
-    /// When the current run was (or is about to be) started: recorded before the POST.
+    /// When the current run was (or is about to be) started: recorded before the
+    /// request is sent, so a start is never made twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Option<Time>,
+    /// When the run reached its final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
     pub completed_at: Option<Time>,
     /// When the search for a run whose start answer was lost got its first answer:
     /// the search looks for `START_SETTLE_SECS` from then before asking a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
     pub search_started_at: Option<Time>,
-    /// Set when a stop was sent, and why.
+    /// Set when a stop was sent, and why: Requested (spec.stop), Timeout or Deletion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
     /// When Amperity accepted the stop: a run still not stopped `STOP_GRACE_SECS`
     /// later ends with reason StopUnconfirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
     pub stop_requested_at: Option<Time>,
     /// The last `amperity.dev/resolve-start` answer acted on, and what was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_resolution: Option<String>,
+    /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// What waiting tools read: Succeeded (Unknown in flight, True on success, False
+    /// otherwise, with the reason), Finished, Ready, Reconciling and Stalled, each with
+    /// a CamelCase reason and a message a person can act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A point in time, as Kubernetes writes them (RFC 3339, UTC).
+fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 
 /// The Amperity run's own fields, mirrored.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowInfo {
+    /// The workflow's name in Amperity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The workflow type, e.g. `courier.group/run` or `campaign.send`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub workflow_type: Option<String>,
+    /// The run's state as Amperity names it, e.g. `running` or `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// When Amperity created the run (its own timestamp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// When the run ended, by Amperity's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+    /// Who started the run in Amperity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal_name: Option<String>,
+    /// The version of the workflow's configuration the run was launched with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launched_version: Option<String>,
+    /// The version of the workflow's configuration now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<String>,
 }
@@ -354,12 +393,19 @@ pub struct WorkflowInfo {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSummary {
+    /// How many tasks the run has so far.
     pub total: u32,
+    /// Tasks waiting to run.
     pub pending: u32,
+    /// Tasks running now.
     pub running: u32,
+    /// Tasks that succeeded.
     pub succeeded: u32,
+    /// Tasks that failed.
     pub failed: u32,
+    /// Tasks Amperity skipped.
     pub skipped: u32,
+    /// Tasks stopped before they ended.
     pub canceled: u32,
     /// `done/total`, for the printer column.
     pub progress: String,
@@ -371,10 +417,13 @@ pub struct TaskSummary {
     pub failed_tasks: Vec<FailedTask>,
 }
 
+/// A task that failed.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedTask {
+    /// The task's label in Amperity.
     pub label: String,
+    /// The task's error message (cut at 1 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -386,8 +435,10 @@ pub struct RunError {
     /// `customer` (fix the configuration) or `platform` (usually transient).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribution: Option<String>,
+    /// Amperity's error type, e.g. `amperity.workflow.task.stitch/table`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
+    /// Amperity's error message (cut at 1 KiB, ending `…[cut]` when it was longer).
     pub message: String,
 }
 
@@ -395,13 +446,20 @@ pub struct RunError {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
+    /// The Amperity run of that attempt.
     pub workflow_id: String,
+    /// The state that run ended in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// When that attempt was started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Option<Time>,
+    /// When that attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
     pub completed_at: Option<Time>,
+    /// The error that ended it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
 }

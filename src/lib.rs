@@ -22,17 +22,17 @@ pub mod validate;
 
 use kube::CustomResourceExt;
 
-/// Every CRD the operator serves, each with the file name `crds/` keeps it under.
+/// Every CRD the operator serves, as shipped, each with the file name `crds/` keeps
+/// it under.
 pub fn crds() -> Vec<(&'static str, String)> {
-    let yaml = |crd| serde_yaml::to_string(&crd).expect("a CRD serializes to YAML");
     vec![
         (
             "amperityworkflowruns.amperity.dev.yaml",
-            yaml(crd::AmperityWorkflowRun::crd()),
+            shipped(crd::AmperityWorkflowRun::crd()),
         ),
         (
             "amperityworkflowschedules.amperity.dev.yaml",
-            yaml(crd::schedule::AmperityWorkflowSchedule::crd()),
+            shipped(crd::schedule::AmperityWorkflowSchedule::crd()),
         ),
     ]
 }
@@ -45,4 +45,27 @@ pub fn crd_yaml() -> String {
         .map(|(_, yaml)| yaml)
         .collect::<Vec<_>>()
         .join("---\n")
+}
+
+/// A CRD as shipped: without the `nullable` marks schemars puts on optional fields.
+/// The operator never writes a null (absent fields are left out), API servers prune
+/// nulls from fields not marked nullable, and API servers before 1.21 drop the type
+/// and nested fields of nullable ones from the OpenAPI they publish, so `kubectl
+/// explain` would show nothing under `spec.range` or `status`.
+fn shipped(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("nullable");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD serializes");
+    strip(&mut value);
+    serde_yaml::to_string(&value).expect("the CRD serializes to YAML")
 }

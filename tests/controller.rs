@@ -784,3 +784,95 @@ async fn failed_reconciles_back_off_per_resource() {
     ));
     assert_eq!(first, 5.0);
 }
+
+#[tokio::test]
+async fn a_throttled_tenant_does_not_hold_a_reconcile_for_its_pause() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    // A 429 asking to wait (capped at 5 minutes) pauses the tenant's budget.
+    let target = Target::new(
+        Some(&sim.base_url()),
+        "",
+        "socktown",
+        "2024-04-01",
+        &AllowList::parse(&[sim.base_url()]).unwrap(),
+    )
+    .unwrap();
+    let creds = amperity_operator::amperity::Credentials::Token(
+        amperity_operator::amperity::SecretString::new(TOKEN),
+    );
+    let request = amperity_operator::amperity::wire::RunRequest {
+        config_id: "cg-retryafterhuge".into(),
+        ..Default::default()
+    };
+    ctx.amperity
+        .start(&target, &creds, &request, None)
+        .await
+        .unwrap_err();
+    // A new resource for that tenant: it says it waits, and lets go of the reconcile
+    // at once; no Secret is read and nothing is sent until the pause is over.
+    let run = resource(&sim, json!({}), None);
+    let started = std::time::Instant::now();
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    let waiting = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&waiting).clone();
+    assert_eq!(status["phase"], "Pending");
+    assert!(
+        status.get("startedAt").is_none(),
+        "no intent: nothing was sent"
+    );
+    waiting.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let requeue = task.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let after = requeue_secs(&requeue);
+    assert!((290.0..=300.0).contains(&after), "{requeue:?}");
+    api.expect_quiet().await;
+    assert_eq!(sim.stats().starts_by_config.get("cg-nightly"), None);
+}
+
+#[tokio::test]
+async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(
+        &sim,
+        json!({"endpoint": "https://collector.evil.test/api"}),
+        None,
+    );
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    // The first call after reading the run is the status: no Secret GET before it.
+    let failed = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&failed).clone();
+    assert_eq!(status["phase"], "Failed");
+    let reason = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Succeeded")
+        .unwrap()["reason"]
+        .clone();
+    assert_eq!(reason, "EndpointNotAllowed");
+    failed.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    let event = api.expect(Method::POST, EVENTS).await;
+    assert_eq!(event.body["type"], "Warning");
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("https://collector.evil.test/api")
+    );
+    event.reply(StatusCode::CREATED, json!({}));
+    // Finished: the finalizer goes.
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    task.await.unwrap().unwrap();
+    api.expect_quiet().await;
+    assert_eq!(sim.stats().requests, 0);
+}

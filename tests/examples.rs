@@ -199,3 +199,37 @@ fn ctrl_c_stops_the_amperity_run_before_exiting() {
     assert_eq!(last["phase"], "Canceled", "{last}");
     assert_eq!(last["workflow"]["state"], "canceled");
 }
+
+#[test]
+fn an_endpoint_off_the_allow_list_ends_local_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("amperity-allow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("run.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: amperity.dev/v1alpha1\nkind: AmperityWorkflowRun\nmetadata: {name: elsewhere}\nspec:\n  \
+         tenant: socktown\n  endpoint: https://collector.evil.test/api\n  tokenSecretRef: {name: s}\n  configId: cg-1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_amperity-operator"))
+        .args(["local", "-f"])
+        .arg(&manifest)
+        .args(["--output", "text"])
+        .env("AMPERITY_TOKEN", "a-real-token")
+        .env_remove("AMPERITY_ALLOWED_ENDPOINTS")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("EndpointNotAllowed"), "{text}");
+    assert!(
+        text.contains("https://collector.evil.test/api") && text.contains("--allowed-endpoints"),
+        "{text}"
+    );
+    assert!(!text.contains("a-real-token"), "{text}");
+}

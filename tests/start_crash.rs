@@ -135,10 +135,11 @@ async fn drive_through_crashes(
             persisted.status = Some(s);
         }
         let status = persisted.status.clone().unwrap_or_default();
-        if result.is_ok() && status.phase == Some(Phase::Running) {
-            if let Some(id) = status.workflow_id {
-                return (Settled::Following(id), sim.stats().starts);
-            }
+        if result.is_ok()
+            && status.phase == Some(Phase::Running)
+            && let Some(id) = status.workflow_id
+        {
+            return (Settled::Following(id), sim.stats().starts);
         }
         if conditions::stalled_reason(&status) == Some("StartUnconfirmed") {
             return (Settled::AskingAPerson, sim.stats().starts);

@@ -499,7 +499,7 @@ async fn play(s: Scenario) -> Result<(), String> {
         };
         let result = driver.drive(&mut run, &mut memory).await;
         let jump = s.clock_jumps[step % s.clock_jumps.len()];
-        let restart = result.is_err() || (!calm && jump % 7 == 0);
+        let restart = result.is_err() || (!calm && jump.is_multiple_of(7));
         if restart {
             // A new process: nothing remembered, nothing learned.
             memory = RunMemory::default();

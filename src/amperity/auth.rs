@@ -264,8 +264,9 @@ async fn exchange(
     })
 }
 
-/// A transport error in a few words. reqwest's own text names the URL; the kind
-/// and the underlying cause are what a person needs.
+/// A transport error in a few words: its kind and the chain of causes below
+/// reqwest's own text (which names the URL), down to the root one a person can act
+/// on ("invalid peer certificate: UnknownIssuer", "Connection refused").
 pub fn transport_summary(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -276,9 +277,27 @@ pub fn transport_summary(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{kind}: {cause}"),
-        None => kind.to_string(),
+    let mut causes: Vec<String> = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Wrappers repeat their cause's text: keep each once.
+        if !causes
+            .iter()
+            .any(|c| c.contains(&text) || text.contains(c.as_str()))
+        {
+            causes.push(text);
+        } else if let Some(last) = causes.last_mut()
+            && text.len() > last.len()
+        {
+            *last = text;
+        }
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        kind.to_string()
+    } else {
+        crate::bounded::cut(&format!("{kind}: {}", causes.join(": ")), 300)
     }
 }
 

@@ -46,6 +46,10 @@ pub struct Budget {
     /// The first turn not yet handed out. Turns are `period` apart, in the order
     /// they were reserved, so that every run's interval stretches evenly.
     next_turn: Mutex<Instant>,
+    /// The first urgent turn not yet handed out: urgent requests go ahead of routine
+    /// ones, but are spaced too, so that a burst of them (many starts to one tenant)
+    /// is spread out instead of piling up at the gate, each holding a reconcile.
+    next_urgent: Mutex<Instant>,
 }
 
 /// A reserved moment at which one request may pass the gate.
@@ -80,6 +84,7 @@ impl Budget {
             queue: tokio::sync::Mutex::new(()),
             period: WINDOW / per_second.get(),
             next_turn: Mutex::new(Instant::now()),
+            next_urgent: Mutex::new(Instant::now()),
         }
     }
 
@@ -99,9 +104,19 @@ impl Budget {
     pub fn reserve_urgent(&self) -> Turn {
         let now = Instant::now();
         let paused = self.paused_until.lock().unwrap().unwrap_or(now);
+        let mut urgent = self.next_urgent.lock().unwrap();
+        let turn = (*urgent).max(now).max(paused);
+        *urgent = turn + self.period;
         let mut next = self.next_turn.lock().unwrap();
         *next = (*next).max(now) + self.period;
-        Turn(now.max(paused))
+        Turn(turn)
+    }
+
+    /// How much longer the tenant is paused after a 429, if it is.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().unwrap())?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Waits for a permit (and out any pause); returns how long it waited.
@@ -251,7 +266,7 @@ mod tests {
         for absurd in [
             "9999999999999999999",
             "99999999999999999999999999",
-            "Fri, 18 Apr 9999 06:00:10 GMT",
+            "Wed, 01 Jan 3000 00:00:00 GMT",
         ] {
             assert_eq!(parse_retry_after(absurd, now), Some(MAX_PAUSE), "{absurd}");
         }
@@ -266,6 +281,17 @@ mod tests {
         // An urgent turn also waits out the pause, and is not later than it.
         let urgent = budget.reserve_urgent();
         assert!(urgent.wait() <= MAX_PAUSE);
+    }
+
+    #[test]
+    fn a_burst_of_urgent_turns_is_spread_out() {
+        let budget = Budgets::new(5).for_tenant("t");
+        let turns: Vec<Turn> = (0..64).map(|_| budget.reserve_urgent()).collect();
+        for pair in turns.windows(2) {
+            assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(206));
+        }
+        // The last of 64 starts at 5/s is 13 s out: it waits outside any reconcile.
+        assert!(turns[63].wait() > Duration::from_secs(12));
     }
 
     #[test]

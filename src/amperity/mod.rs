@@ -276,6 +276,10 @@ enum Repeat {
     OnlyIfUnprocessed,
 }
 
+/// The longest a request waits for a paused tenant in place; longer pauses are
+/// answered at once with the time left.
+const MAX_GATE_WAIT: Duration = Duration::from_secs(2);
+
 /// The most ids and pages a list may hold: beyond, the API keeps handing out tokens.
 const MAX_LIST_RUNS: usize = 100_000;
 /// Ids are opaque, but an id that is empty, very long or has control characters is
@@ -564,6 +568,18 @@ impl AmperityClient {
             .check(&url)
             .map_err(ClientError::EndpointNotAllowed)?;
         let budget = inner.budgets.for_tenant(&target.budget_key());
+        // A tenant paused after a 429 is not waited for here: the caller comes back
+        // when the pause is over, holding nothing meanwhile.
+        if let Some(left) = budget.paused_for().filter(|left| *left > MAX_GATE_WAIT) {
+            return Err(ClientError::RateLimited {
+                message: format!(
+                    "requests to tenant {} are paused for {}s after a 429",
+                    target.tenant,
+                    left.as_secs()
+                ),
+                retry_after: Some(left),
+            });
+        }
         let mut attempt = 0;
         let mut turn = turn;
         loop {

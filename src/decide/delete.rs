@@ -54,7 +54,7 @@ impl Step<'_> {
                         Judgement::Certain(w) => {
                             // Recorded, so that the stop's answer knows which run it was.
                             self.status.workflow_id = Some(w.id.clone());
-                            Action::Stop(w.id)
+                            Action::Stop(w.id.clone())
                         }
                         Judgement::Uncertain { candidates, why } => {
                             let what = if candidates.is_empty() {

@@ -27,7 +27,7 @@ const MAX_RESOLUTION_BYTES: usize = 300;
 /// What a search tells about the lost start.
 pub(super) enum Judgement {
     /// One run that can only be this resource's.
-    Certain(Workflow),
+    Certain(Box<Workflow>),
     /// Nothing certain: the candidates (maybe none), and why none is certain.
     Uncertain {
         candidates: Vec<String>,
@@ -217,7 +217,7 @@ impl Step<'_> {
         let first = self
             .status
             .search_started_at
-            .get_or_insert_with(|| Time(self.now))
+            .get_or_insert(Time(self.now))
             .0;
         match self.judge(&runs, search.principal.as_ref(), &search.claims) {
             Judgement::Certain(w) => {
@@ -299,7 +299,9 @@ impl Step<'_> {
             (_, _) if claims.starts_in_flight => {
                 "another resource is starting a run of the same kind, which could be the one found"
             }
-            ([only], Some(p)) if p.started(only) => return Judgement::Certain((*only).clone()),
+            ([only], Some(p)) if p.started(only) => {
+                return Judgement::Certain(Box::new((*only).clone()));
+            }
             ([_], _) => "the run found does not name its principal",
             _ => "more than one run could be it",
         };

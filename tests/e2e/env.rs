@@ -19,6 +19,14 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_amperity-operator");
 pub const TOKEN: &str = "sim-token";
 pub const ROTATED_TOKEN: &str = "rotated-token";
+/// Who the simulator says each token starts runs as.
+pub fn principal_of(token: &str) -> Option<&'static str> {
+    match token {
+        TOKEN => Some("api-key|sim-1"),
+        ROTATED_TOKEN => Some("api-key|sim-2"),
+        _ => None,
+    }
+}
 pub const CLIENT_ID: &str = "e2e-operator";
 pub const CLIENT_SECRET: &str = "e2e-client-s3cret";
 
@@ -148,6 +156,10 @@ impl Env {
                 ("SIM_SEED", "7".into()),
                 ("SIM_CLIENT_ID", CLIENT_ID.into()),
                 ("SIM_CLIENT_SECRET", CLIENT_SECRET.into()),
+                // `slowstart` answers late enough to kill the operator inside a start;
+                // `listlag` runs show in lists after a while.
+                ("SIM_SLOW_START_MS", "3000".into()),
+                ("SIM_LIST_LAG_MS", "4000".into()),
             ],
         )?;
         let sim_url = format!("http://127.0.0.1:{sim_port}/api");
@@ -195,13 +207,16 @@ impl Env {
             ("RETRY_BACKOFF_SECS", "1".into()),
             ("STALLED_RECHECK_SECS", "2".into()),
             ("DELETION_GRACE_SECS", "10".into()),
-            ("START_SETTLE_SECS", "3".into()),
+            ("START_SETTLE_SECS", "10".into()),
+            // The simulator, and nothing else on loopback.
+            (
+                "AMPERITY_ALLOWED_ENDPOINTS",
+                format!("http://127.0.0.1:{}/api", self.sim_port),
+            ),
             ("POD_NAME", name.into()),
             ("POD_NAMESPACE", "default".into()),
             ("LEASE_NAME", "amperity-operator-e2e".into()),
             ("LEASE_SECONDS", "6".into()),
-            // The simulator listens on loopback, over plain http.
-            ("AMPERITY_ALLOWED_ENDPOINTS", "http://127.0.0.1:*".into()),
         ];
         envs.extend(extra.iter().cloned());
         Proc::spawn(name, &["run"], &envs)
@@ -238,10 +253,16 @@ impl Env {
         Ok(ns)
     }
 
+    /// Writes the token Secret, naming the principal the token starts runs as (as
+    /// an administrator would, so that a lost start can be confirmed).
     pub async fn put_secret(&self, ns: &str, token: &str) -> Result {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let mut data = json!({"token": token});
+        if let Some(p) = principal_of(token) {
+            data["principal"] = json!(p);
+        }
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "amperity-api"},
-                            "stringData": {"token": token}});
+                            "stringData": data});
         api.patch(
             "amperity-api",
             &PatchParams::apply("e2e").force(),

@@ -5,8 +5,11 @@
 //! namespace). It fails, never skips, when the environment cannot be brought up.
 
 mod env;
+mod explain;
+mod one_run;
 mod scenarios;
 mod schedules;
+mod trust;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -8,12 +8,22 @@ use serde_json::json;
 
 use crate::Scenario;
 use crate::env::{self, Env, Result, condition, events, free_port, phase, wait_http};
+use crate::explain::kubectl_explain_describes_every_field;
+use crate::one_run::{
+    a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
+    killing_the_leader_inside_its_starts_never_starts_twice,
+};
 use crate::schedules::{
     schedules_run_now_replace_and_refuse_bad_input,
     schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
 };
+use crate::trust::{
+    an_endpoint_off_the_allow_list_gets_nothing,
+    hostile_specs_are_refused_or_handled_and_the_operator_lives,
+    megabyte_messages_stay_out_of_status_and_events,
+};
 
-const FINISH: Duration = Duration::from_secs(90);
+pub const FINISH: Duration = Duration::from_secs(90);
 
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
@@ -35,7 +45,12 @@ scenarios!(
     metrics_and_readiness_answer,
     faults_end_in_documented_phases,
     oauth_client_credentials_from_the_secret,
-    killing_the_operator_during_starts_never_starts_twice,
+    an_endpoint_off_the_allow_list_gets_nothing,
+    hostile_specs_are_refused_or_handled_and_the_operator_lives,
+    megabyte_messages_stay_out_of_status_and_events,
+    a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
+    kubectl_explain_describes_every_field,
+    killing_the_leader_inside_its_starts_never_starts_twice,
     the_charts_rbac_is_enough_and_every_rule_is_needed,
     only_the_leader_reconciles_and_a_follower_takes_over,
     a_leader_that_loses_its_lease_stops_reconciling,
@@ -52,11 +67,11 @@ pub fn time_limit(name: &str) -> Duration {
     }
 }
 
-fn ensure(ok: bool, what: impl Into<String>) -> Result {
+pub fn ensure(ok: bool, what: impl Into<String>) -> Result {
     if ok { Ok(()) } else { Err(what.into()) }
 }
 
-fn finished(r: &amperity_operator::crd::AmperityWorkflowRun) -> bool {
+pub fn finished(r: &amperity_operator::crd::AmperityWorkflowRun) -> bool {
     r.phase().is_some_and(|p| p.is_finished())
 }
 
@@ -670,51 +685,6 @@ async fn oauth_client_credentials_from_the_secret(env: &mut Env) -> Result {
     Ok(())
 }
 
-async fn killing_the_operator_during_starts_never_starts_twice(env: &mut Env) -> Result {
-    let ns = env.namespace("sigkill", Some(env::TOKEN)).await?;
-    let configs: Vec<String> = (0..6).map(|i| format!("cc-e2e-kill-{i}")).collect();
-    for (i, config) in configs.iter().enumerate() {
-        env.create_run(&ns, &format!("kill-{i}"), json!({"configId": config}))
-            .await?;
-        // Kill the operator a random moment after the create, then restart it.
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..400))).await;
-        let op = env.operator.as_mut().unwrap();
-        op.kill();
-        let port = env.metrics_port;
-        env.operator = Some(env.spawn_operator(&format!("operator-restart-{i}"), port, &[])?);
-    }
-    for (i, config) in configs.iter().enumerate() {
-        let name = format!("kill-{i}");
-        let run = env
-            .wait_for(&ns, &name, FINISH, "settled", |r| {
-                finished(r) || condition(r, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed")
-            })
-            .await?;
-        let starts = env.starts_for(config).await;
-        ensure(
-            starts <= 1,
-            format!("{name}: {starts} Amperity runs for one resource"),
-        )?;
-        if finished(&run) {
-            ensure(
-                phase(&run) == "Succeeded",
-                format!("{name}: {}", phase(&run)),
-            )?;
-            ensure(
-                starts == 1,
-                format!("{name}: succeeded with {starts} starts"),
-            )?;
-        } else {
-            // The start's answer was lost and the search was ambiguous: a person decides.
-            ensure(
-                starts == 1,
-                format!("{name}: unconfirmed start but {starts} runs"),
-            )?;
-        }
-    }
-    Ok(())
-}
-
 async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> Result {
     // With the current operator alone, a finished run proves it leads.
     let ns = env.namespace("leader", Some(env::TOKEN)).await?;
@@ -807,21 +777,25 @@ fn apply_rbac(env: &Env, docs: &[serde_json::Value]) -> Result {
     ensure(ok, format!("applying RBAC: {out}"))
 }
 
-/// A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest).
-/// (Through the API: the suite's kubectl 1.20 has no `kubectl create token`.)
+/// A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest,
+/// through the API: the suite's kubectl 1.20 has no `create token`).
 async fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::path::PathBuf> {
-    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        kube::Api::namespaced(env.client.clone(), namespace);
-    let request =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
-            .map_err(|e| e.to_string())?;
-    let token = accounts
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(env.client.clone(), namespace);
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600}
+    }))
+    .map_err(|e| e.to_string())?;
+    let issued = accounts
         .create_token_request("amperity-operator", &Default::default(), &request)
         .await
-        .map_err(|e| format!("TokenRequest: {e}"))?
-        .status
-        .and_then(|s| s.token)
-        .ok_or("TokenRequest: no token in the answer")?;
+        .map_err(|e| format!("TokenRequest: {e}"))?;
+    let issued = serde_json::to_value(issued).map_err(|e| e.to_string())?;
+    let token = issued["status"]["token"]
+        .as_str()
+        .ok_or("TokenRequest: no token")?
+        .to_string();
     let admin = std::fs::read_to_string(&env.kubeconfig).unwrap();
     let admin_token = admin
         .lines()

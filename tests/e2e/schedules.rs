@@ -9,10 +9,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::env::{self, Env, Result, events, free_port, phase, schedule_condition, wait_http};
-
-fn ensure(ok: bool, what: impl Into<String>) -> Result {
-    if ok { Ok(()) } else { Err(what.into()) }
-}
+use crate::scenarios::ensure;
 
 /// The run name of the slot at minute boundary `minute` (minutes since the epoch).
 fn slot_run(schedule: &str, minute: i64) -> String {

@@ -1,0 +1,164 @@
+//! One run per resource on the real API server: the leader killed inside its
+//! starts, and searches that must not adopt another resource's run or give up on
+//! a list that lags.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::json;
+
+use crate::env::{self, Env, Proc, Result, condition, free_port, phase, wait_http};
+use crate::scenarios::{FINISH, ensure, finished};
+
+const LEASE: &str = "amperity-operator-e2e";
+
+async fn holder(env: &Env) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "default");
+    leases.get(LEASE).await.ok()?.spec?.holder_identity
+}
+
+/// The config ids the simulator created runs for, with their run ids.
+async fn runs_of(env: &Env, config: &str) -> Vec<String> {
+    env.sim_stats().await["runs"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .filter(|r| r["config_id"] == config)
+                .filter_map(|r| r["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn settled(r: &amperity_operator::crd::AmperityWorkflowRun) -> bool {
+    finished(r) || condition(r, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed")
+}
+
+pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut Env) -> Result {
+    let ns = env.namespace("killleader", Some(env::TOKEN)).await?;
+    // Two replicas: the one running now, and a second one waiting for the Lease.
+    let mut replicas: Vec<(String, Proc, u16)> = Vec::new();
+    let first = env.operator.take().ok_or("no operator")?;
+    replicas.push(("operator".into(), first, env.metrics_port));
+    let port = free_port();
+    replicas.push((
+        "replica-1".into(),
+        env.spawn_operator("replica-1", port, &[])?,
+        port,
+    ));
+    wait_http(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let mut result = Ok(());
+    for i in 0..3 {
+        // A campaign: a second start would be a second send to customers. Its start
+        // answers 3 s late, so the leader dies while the POST is in flight.
+        let config = format!("cc-e2e-kill-slowstart-{i}");
+        env.create_run(&ns, &format!("send-{i}"), json!({"configId": config}))
+            .await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while env.starts_for(&config).await == 0 {
+            if std::time::Instant::now() > deadline {
+                result = Err(format!("{config}: no POST within 30s"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if result.is_err() {
+            break;
+        }
+        let leader = holder(env).await.ok_or("nobody holds the Lease")?;
+        let Some(at) = replicas.iter().position(|(name, _, _)| *name == leader) else {
+            result = Err(format!("the Lease names {leader}, which is not running"));
+            break;
+        };
+        let (_, mut dead, _) = replicas.remove(at);
+        dead.kill();
+        let name = format!("replica-{}", i + 2);
+        let port = free_port();
+        replicas.push((name.clone(), env.spawn_operator(&name, port, &[])?, port));
+    }
+    if result.is_ok() {
+        for i in 0..3 {
+            let config = format!("cc-e2e-kill-slowstart-{i}");
+            let run = env
+                .wait_for(
+                    &ns,
+                    &format!("send-{i}"),
+                    Duration::from_secs(90),
+                    "settled",
+                    settled,
+                )
+                .await?;
+            let posts = env.starts_for(&config).await;
+            ensure(
+                posts == 1,
+                format!("{config}: {posts} POSTs for one resource"),
+            )?;
+            // The Secret names the principal: the run the dead leader started is found.
+            ensure(
+                phase(&run) == "Succeeded",
+                format!("{config}: {} {:?}", phase(&run), condition(&run, "Stalled")),
+            )?;
+            let followed = run.status.as_ref().and_then(|s| s.workflow_id.clone());
+            let created = runs_of(env, &config).await;
+            ensure(
+                followed.as_ref().is_some_and(|id| created.contains(id)),
+                format!("{config}: follows {followed:?}, created {created:?}"),
+            )?;
+        }
+    }
+    // Back to one operator for the scenarios after this one.
+    let (_, survivor, port) = replicas.pop().unwrap();
+    for (_, mut p, _) in replicas {
+        p.kill();
+    }
+    env.operator = Some(survivor);
+    env.metrics_port = port;
+    wait_http(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    result
+}
+
+pub async fn a_search_skips_other_resources_runs_and_waits_out_a_lagging_list(
+    env: &mut Env,
+) -> Result {
+    let mine_ns = env.namespace("search-mine", Some(env::TOKEN)).await?;
+    let theirs_ns = env.namespace("search-theirs", Some(env::TOKEN)).await?;
+    // Mine: the run is created, its answer lost (a 500), and lists show it only
+    // after 4 s. Theirs: a campaign of the same type, same credential, same minute.
+    let mine = "cc-e2e-mine-lostanswer-listlag";
+    let theirs = "cc-e2e-theirs";
+    env.create_run(&mine_ns, "mine", json!({"configId": mine}))
+        .await?;
+    env.create_run(&theirs_ns, "theirs", json!({"configId": theirs}))
+        .await?;
+    let other = env
+        .wait_for(&theirs_ns, "theirs", FINISH, "finished", finished)
+        .await?;
+    let their_run = other.status.as_ref().and_then(|s| s.workflow_id.clone());
+    let run = env
+        .wait_for(&mine_ns, "mine", FINISH, "settled", settled)
+        .await?;
+    let followed = run.status.as_ref().and_then(|s| s.workflow_id.clone());
+    ensure(
+        followed.is_none() || followed != their_run,
+        "adopted the other resource's run",
+    )?;
+    ensure(env.starts_for(mine).await == 1, "one POST for mine")?;
+    // Its own run was listed late but within the search window: adopted.
+    let created = runs_of(env, mine).await;
+    ensure(
+        phase(&run) == "Succeeded" && followed.as_ref().is_some_and(|id| created.contains(id)),
+        format!(
+            "mine: {} following {followed:?}, created {created:?}",
+            phase(&run)
+        ),
+    )
+}
