@@ -214,6 +214,11 @@ fn a_due_slot_creates_one_run_named_from_the_slot_from_the_template() {
     assert!(again.events.is_empty());
     let after_crash = decide(&s, &[slot_run("18", Some("Running"))], now);
     assert_eq!(created(&after_crash), None);
+    assert_eq!(
+        time(&after_crash.status.last_schedule_time).as_deref(),
+        Some("2025-04-18T06:00:00Z"),
+        "status catches up with the run the lost write was for"
+    );
     assert_eq!(after_crash.status.active[0].phase, Some(Phase::Running));
 }
 

@@ -268,9 +268,18 @@ impl Step<'_> {
         );
     }
 
-    /// Active runs, the last finished run and the last success, from the runs.
+    /// Active runs, the last slot run, the last finished run and the last success,
+    /// from the runs.
     fn observe_runs(&mut self) {
         self.status.active = runs::active(&self.views);
+        // A run created just before a crash that lost the status write still counts.
+        self.status.last_schedule_time = self
+            .previous
+            .last_schedule_time
+            .as_ref()
+            .map(|t| t.0)
+            .max(runs::newest_slot(&self.views))
+            .map(Time);
         if let Some(last) = runs::last_run(&self.views, self.previous.last_run.as_ref()) {
             self.status.last_run = Some(last);
         }
