@@ -63,7 +63,8 @@ pub const MAX_STARTING_DEADLINE_SECONDS: i64 = 31_536_000;
         type_ = "string",
         json_path = ".status.lastRun.result"
     ),
-    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime"),
+    // A string: kubectl shows a future date column as <invalid>.
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime"),
     printcolumn(
         name = "Age",
         type_ = "date",

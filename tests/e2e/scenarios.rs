@@ -888,6 +888,11 @@ async fn works_under(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     op.kill();
+    // Deleted by the operator that runs the next check: the environment outlives it.
+    let _ = env
+        .schedules(&ns)
+        .delete("checked", &DeleteParams::default())
+        .await;
     if !(run_done && schedule_done) {
         return Ok((false, last));
     }
