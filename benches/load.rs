@@ -378,6 +378,7 @@ async fn load(kube: &Kube, n: usize, rate: u32, poll: u64) -> Vec<String> {
             .env("WATCH_NAMESPACES", &ns)
             .env("LEADER_ELECTION", "false")
             .env("AMPERITY_RATE_LIMIT", rate.to_string())
+            .env("AMPERITY_ALLOWED_ENDPOINTS", sim.base_url())
             .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
             .env("LOG_LEVEL", log_level)
             .stdout(Stdio::null())

@@ -7,7 +7,8 @@
 #
 # Everything it needs it installs itself, before the first step that uses it: the
 # Rust components, the apt packages of the end-to-end environment (as root), the
-# kube-apiserver and kubectl it builds, and the Python tools in target/venv.
+# kube-apiserver, kubectl and kube-controller-manager it builds, and the Python tools
+# in target/venv.
 #
 #   scripts/test.sh           reuse what earlier runs installed
 #   scripts/test.sh --fresh   start from nothing it did not install itself: a new
@@ -50,7 +51,7 @@ rustup component add rustfmt clippy
 step "Python tools in target/venv (tests/requirements.txt)"
 scripts/python-venv.sh $fresh
 
-step "end-to-end environment: apt packages, kube-apiserver and kubectl (built once per machine), etcd + kube-apiserver on loopback"
+step "end-to-end environment: apt packages (promtool too), kube-apiserver, kubectl and kube-controller-manager (built once per machine), etcd + kube-apiserver + clusterrole aggregation on loopback"
 [ -n "$fresh" ] && tests/e2e/testenv.sh down
 tests/e2e/testenv.sh up
 

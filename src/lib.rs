@@ -47,11 +47,17 @@ pub fn crd_yaml() -> String {
         .join("---\n")
 }
 
-/// A CRD as shipped: without the `nullable` marks schemars puts on optional fields.
-/// The operator never writes a null (absent fields are left out), API servers prune
-/// nulls from fields not marked nullable, and API servers before 1.21 drop the type
-/// and nested fields of nullable ones from the OpenAPI they publish, so `kubectl
-/// explain` would show nothing under `spec.range` or `status`.
+/// Status objects the operator's own server-side apply removes (a retry clears the
+/// last attempt's workflow, tasks and error). API servers before 1.21 store such a
+/// removed object as null, which only a nullable field accepts.
+const REMOVABLE_STATUS_OBJECTS: [&str; 3] = ["workflow", "tasks", "error"];
+
+/// A CRD as shipped: without the `nullable` marks schemars puts on every optional
+/// field, but for [`REMOVABLE_STATUS_OBJECTS`]. The operator never writes a null
+/// (absent fields are left out), API servers prune nulls from fields not marked
+/// nullable, and API servers before 1.21 drop the type and nested fields of nullable
+/// ones from the OpenAPI they publish: `kubectl explain` would show nothing under
+/// `spec.range`, or under `status` itself.
 fn shipped(
     crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 ) -> String {
@@ -67,5 +73,18 @@ fn shipped(
     }
     let mut value = serde_json::to_value(crd).expect("a CRD serializes");
     strip(&mut value);
+    for version in value["spec"]["versions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        let status =
+            &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        for field in REMOVABLE_STATUS_OBJECTS {
+            if let Some(object) = status.get_mut(field) {
+                object["nullable"] = serde_json::Value::Bool(true);
+            }
+        }
+    }
     serde_yaml::to_string(&value).expect("the CRD serializes to YAML")
 }

@@ -70,6 +70,9 @@ pub struct ScheduleLabels {
     pub outcome: &'static str,
 }
 
+/// Every `outcome` of `schedule_runs`.
+pub const SCHEDULE_OUTCOMES: [&str; 5] = ["created", "skipped", "missed", "replaced", "failed"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub api_version: String,

@@ -21,7 +21,7 @@ use crate::controller::{FIELD_MANAGER, FINALIZER_MANAGER};
 use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
 use crate::decide::{Event, EventType};
-use crate::metrics::{Metrics, ReasonLabels, ScheduleLabels};
+use crate::metrics::{Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels};
 use crate::schedule::{self, Plan, RUN_NOW_ANNOTATION, SCHEDULE_LABEL};
 
 /// Holds a schedule being deleted until its runs were told to go: clusters
@@ -350,12 +350,13 @@ impl Reconcile<'_> {
     }
 
     fn count(&self, event: &Event) {
+        let [created, skipped, missed, replaced, failed] = SCHEDULE_OUTCOMES;
         let outcome = match event.reason {
-            "Created" => "created",
-            "Skipped" => "skipped",
-            "MissedSchedule" => "missed",
-            "Replaced" => "replaced",
-            "CreateFailed" => "failed",
+            "Created" => created,
+            "Skipped" => skipped,
+            "MissedSchedule" => missed,
+            "Replaced" => replaced,
+            "CreateFailed" => failed,
             _ => return,
         };
         self.ctx

@@ -1,9 +1,9 @@
-//! Every committed CRD, in `crds/` and in the chart, must be exactly what the binary
+//! Every committed CRD, in `crds/` and in the chart (`files/crds/`), must be exactly what the binary
 //! generates; regenerate with `cargo run -- crd`, one document per file.
 
 use std::path::Path;
 
-const DIRS: &[&str] = &["crds", "charts/amperity-operator/crds"];
+const DIRS: &[&str] = &["crds", "charts/amperity-operator/files/crds"];
 
 fn read(dir: &str, file: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);

@@ -345,20 +345,18 @@ impl AmperityClient {
         turn: Option<Turn>,
     ) -> Result<Reply<Workflow>, ClientError> {
         let body = serde_json::to_value(request).expect("a run request serializes");
-        let reply: Reply<Workflow> = self
-            .send(
-                target,
-                credentials,
-                "start",
-                Method::POST,
-                target.url(&["workflow", "runs"]),
-                Some(body),
-                Repeat::OnlyIfUnprocessed,
-                turn,
-            )
-            .await?;
-        checked_id(reply.body.id.as_str(), 201)?;
-        Ok(reply)
+        let url = target.url(&["workflow", "runs"]);
+        self.send_for_run(
+            target,
+            credentials,
+            "start",
+            Method::POST,
+            url,
+            Some(body),
+            Repeat::OnlyIfUnprocessed,
+            turn,
+        )
+        .await
     }
 
     /// Reserves the tenant's next free turn for a routine request (see [`Budget`]):
@@ -403,20 +401,17 @@ impl AmperityClient {
     ) -> Result<Reply<Workflow>, ClientError> {
         let mut url = target.url(&["workflow", "runs", id]);
         url.query_pairs_mut().append_pair("view", "verbose");
-        let reply: Reply<Workflow> = self
-            .send(
-                target,
-                credentials,
-                "get",
-                Method::GET,
-                url,
-                None,
-                Repeat::Safe,
-                turn,
-            )
-            .await?;
-        checked_id(&reply.body.id, 200)?;
-        Ok(reply)
+        self.send_for_run(
+            target,
+            credentials,
+            "get",
+            Method::GET,
+            url,
+            None,
+            Repeat::Safe,
+            turn,
+        )
+        .await
     }
 
     /// `POST /workflow/runs/{id}/stop`. Stopping twice is harmless, so it is retried.
@@ -428,20 +423,17 @@ impl AmperityClient {
         turn: Option<Turn>,
     ) -> Result<Reply<Workflow>, ClientError> {
         let url = target.url(&["workflow", "runs", id, "stop"]);
-        let reply: Reply<Workflow> = self
-            .send(
-                target,
-                credentials,
-                "stop",
-                Method::POST,
-                url,
-                None,
-                Repeat::Safe,
-                turn,
-            )
-            .await?;
-        checked_id(&reply.body.id, 200)?;
-        Ok(reply)
+        self.send_for_run(
+            target,
+            credentials,
+            "stop",
+            Method::POST,
+            url,
+            None,
+            Repeat::Safe,
+            turn,
+        )
+        .await
     }
 
     /// `GET /workflow/runs`, following `next_token` to the last page. The first page
@@ -483,7 +475,7 @@ impl AmperityClient {
                 .await?;
             deprecation = deprecation.or(page.deprecation);
             for w in &page.body.data {
-                checked_id(&w.id, 200)?;
+                checked_id(&w.id)?;
             }
             runs.extend(page.body.data);
             if runs.len() > MAX_LIST_RUNS {
@@ -545,6 +537,36 @@ impl AmperityClient {
             known.clear();
         }
         known.insert(principal_key(target, credentials), p);
+    }
+
+    /// [`send`](Self::send) for calls answered with one run, whose id must be one
+    /// Amperity could have handed out.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_for_run(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        endpoint: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        repeat: Repeat,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        let reply: Reply<Workflow> = self
+            .send(
+                target,
+                credentials,
+                endpoint,
+                method,
+                url,
+                body,
+                repeat,
+                turn,
+            )
+            .await?;
+        checked_id(&reply.body.id)?;
+        Ok(reply)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -711,10 +733,10 @@ pub(crate) async fn read_limited(
     Ok(body.freeze())
 }
 
-fn checked_id(id: &str, status: u16) -> Result<(), ClientError> {
+fn checked_id(id: &str) -> Result<(), ClientError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
         return Err(ClientError::Decode {
-            status,
+            status: 200,
             expected: "a workflow id",
             excerpt: excerpt(id),
         });

@@ -5,10 +5,10 @@ import helm_python
 import pytest
 import yaml
 
+from objects import ALL_ON, RELEASE_NS, container, env, kinds, operator_roles
 from render import CHART, render
 
 REPO = CHART.parents[1]
-RELEASE_NS = "amperity-system"
 
 # Exactly what the operator calls, and nothing more (the e2e suite checks that each
 # rule is needed by removing it). The finalizer is added and removed with a
@@ -29,28 +29,16 @@ RULES = [
 LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}]
 
 
-def kinds(docs, kind):
-    return [d for d in docs if d["kind"] == kind]
-
-
-def container(docs):
-    [deploy] = kinds(docs, "Deployment")
-    [c] = deploy["spec"]["template"]["spec"]["containers"]
-    return deploy, c
-
-
-def env(c):
-    names = [e["name"] for e in c["env"]]
-    assert len(names) == len(set(names)), f"duplicate env vars: {names}"
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
-
-
 def lease_roles(docs):
     return [r for r in kinds(docs, "Role") if r["rules"] == LEASE_RULES]
 
 
 def watch_roles(docs):
     return [r for r in kinds(docs, "Role") if r["rules"] != LEASE_RULES]
+
+
+def operator_cluster_roles(docs):
+    return [r for r in operator_roles(docs) if r["kind"] == "ClusterRole"]
 
 
 VARIANTS = {
@@ -67,41 +55,68 @@ VARIANTS = {
     "budget 10": {"amperity": {"rateLimit": 10}},
     "three replicas": {"replicas": 3},
     "existing service account": {"serviceAccount": {"create": False, "name": "custom"}},
-    "principal and tuning": {"amperity": {"principal": "svc-k8s"}, "controller": {"retryBackoffSeconds": 5}},
+    "tuning": {"controller": {"retryBackoffSeconds": 5, "stopGraceSeconds": 60}},
+    "every option on": ALL_ON,
+    "every option on, all namespaces": {**ALL_ON, "watchNamespaces": []},
+    "every option off": {"crds": {"enabled": False}, "aggregatedRoles": {"enabled": False},
+                         "podDisruptionBudget": {"enabled": False}, "podAntiAffinity": "none",
+                         "metrics": {"service": {"enabled": False}}, "serviceAccount": {"create": False}},
+    "CA bundle from a Secret, system roots": {"amperity": {"caBundle": {"secretName": "corp-ca"}, "tlsRoots": "system"}},
+    "CRDs not kept": {"crds": {"keep": False}},
+    "full name override": {"fullnameOverride": "awr-operator"},
+    "release name without the chart's": {"replicas": 3},
 }
+# The release name each variant is installed as (default: amperity-operator).
+RELEASE_NAMES = {"release name without the chart's": "platform"}
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_variant_renders_valid_manifests(name):
     chart = helm_python.Chart.load(str(CHART))
     try:
-        raw = chart.render(VARIANTS[name], name="amperity-operator", namespace=RELEASE_NS, is_install=True)
+        raw = chart.render(VARIANTS[name], name=RELEASE_NAMES.get(name, "amperity-operator"), namespace=RELEASE_NS,
+                           is_install=True)
     finally:
         chart.close()
     assert raw, "nothing rendered"
     for path, text in raw.items():
-        if not text.strip():
-            continue  # a template switched off by the values
+        if not text.strip() or path.endswith("NOTES.txt"):
+            continue  # a template switched off by the values, or the notes shown after install
         docs = list(yaml.safe_load_all(text))
         for d in docs:
             # No empty document, no stray text: each one a Kubernetes object.
             assert isinstance(d, dict), f"{path} renders an empty or non-object document: {d!r}"
             assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), (path, d)
             assert yaml.safe_load(yaml.safe_dump(d)) == d
-    docs = render(VARIANTS[name], namespace=RELEASE_NS)
+    docs = render(VARIANTS[name], namespace=RELEASE_NS, name=RELEASE_NAMES.get(name, "amperity-operator"))
     assert kinds(docs, "Deployment")
     # Names are unique per kind and namespace (a collision would make one overwrite another).
     keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
     assert len(keys) == len(set(keys)), keys
     # Every namespaced object of the release itself lives in the release namespace.
     for d in docs:
-        if d["kind"] in ("Deployment", "ServiceAccount", "Service", "ServiceMonitor"):
+        if d["kind"] in ("Deployment", "ServiceAccount", "Service", "ServiceMonitor", "PodDisruptionBudget",
+                         "NetworkPolicy", "PrometheusRule"):
             assert d["metadata"]["namespace"] == RELEASE_NS, d["kind"]
+    # Every object carries the release's labels, and the same name label.
+    values = VARIANTS[name]
+    for d in docs:
+        labels = d["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == RELEASE_NAMES.get(name, "amperity-operator"), d["kind"]
+        assert labels.get("app.kubernetes.io/name") == values.get("nameOverride", "amperity-operator"), d["kind"]
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", d["kind"]
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_lint_passes_strict(name):
     report = helm_python.lint(str(CHART), VARIANTS[name], strict=True, namespace=RELEASE_NS)
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, report
+
+
+@pytest.mark.parametrize("kube_version", ["v1.20.0", "v1.25.0", "v1.33.0"])
+def test_lint_passes_on_every_supported_kubernetes(kube_version):
+    report = helm_python.lint(str(CHART), ALL_ON, strict=True, namespace=RELEASE_NS, kube_version=kube_version)
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     assert not problems, report
 
@@ -117,6 +132,38 @@ def test_values_schema_rejects_bad_values():
         {"metrics": {"port": 0}},
         {"unknownValue": 1},
         {"controller": {"retryBackoffSeconds": 0}},
+        {"controller": {"stopGraceSeconds": 0}},
+        {"amperity": {"principal": "svc-k8s"}},  # the flag is gone
+        {"amperity": {"allowInsecureHttp": True}},  # the flag is gone: allowedEndpoints says http://
+        {"amperity": {"allowedEndpoints": []}},
+        {"amperity": {"allowedEndpoints": "https://*.amperity.com"}},
+        {"amperity": {"allowedEndpoints": ["*.amperity.com"]}},
+        {"amperity": {"allowedEndpoints": ["https://a.amperity.com,https://b.amperity.com"]}},
+        {"amperity": {"tlsRoots": "webpki"}},
+        {"amperity": {"maxBodyBytes": 0}},
+        {"amperity": {"changeFeed": "yes"}},
+        {"amperity": {"caBundle": {"key": ""}}},
+        {"amperity": {"caBundle": {"configMapName": "Corp CA"}}},
+        {"amperity": {"caBundle": {"secret": "corp-ca"}}},
+        {"revisionHistoryLimit": -1},
+        {"nameOverride": "Not_A_Name"},
+        {"extraEnv": [{"value": "no name"}]},
+        {"extraEnv": {"HTTPS_PROXY": "http://proxy:3128"}},
+        {"extraVolumeMounts": [{"name": "scratch"}]},
+        {"podAntiAffinity": "sometimes"},
+        {"podLabels": {"team": 1}},
+        {"topologySpreadConstraints": [{"maxSkew": 1}]},
+        {"podDisruptionBudget": {"minAvailable": "half"}},
+        {"podDisruptionBudget": {"maxUnavailable": -1}},
+        {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["kubernetes.default"]}}},
+        {"networkPolicy": {"amperity": {"ports": []}}},
+        {"networkPolicy": {"amperity": {"ipBlocks": [{"except": ["169.254.0.0/16"]}]}}},
+        {"crds": {"enabled": "true"}},
+        {"crds": {"install": True}},
+        {"aggregatedRoles": {"enabled": 1}},
+        {"prometheusRule": {"disabledAlerts": "AmperityThrottled"}},
+        {"prometheusRule": {"alertLabels": {"priority": 1}}},
+        {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}},
     ]
     for values in bad:
         with pytest.raises(helm_python.HelmError):
@@ -157,11 +204,16 @@ def test_default_environment():
         "AMPERITY_DEFAULT_ENDPOINT": "https://{tenant}.amperity.com/api",
         "AMPERITY_API_VERSION": "2024-04-01",
         "AMPERITY_REQUEST_TIMEOUT": "30",
-        "AMPERITY_ALLOW_INSECURE_HTTP": "false",
+        "AMPERITY_ALLOWED_ENDPOINTS": "https://*.amperity.com",
+        "AMPERITY_MAX_BODY_BYTES": "8388608",
+        "AMPERITY_TLS_ROOTS": "bundled",
+        # No CA bundle: AMPERITY_CA_FILE is unset.
+        "AMPERITY_CHANGE_FEED": "true",
         "RETRY_BACKOFF_SECS": "30",
         "STALLED_RECHECK_SECS": "30",
         "START_SETTLE_SECS": "60",
         "DELETION_GRACE_SECS": "120",
+        "STOP_GRACE_SECS": "600",
         "CONTROLLER_CONCURRENCY": "64",
         "LEADER_ELECTION": "true",
         "LEASE_NAME": "amperity-operator",
@@ -175,24 +227,30 @@ def test_default_environment():
 def test_environment_follows_values():
     _, c = container(render({
         "amperity": {"rateLimit": 7, "defaultEndpoint": "https://app.amperity.com/api", "apiVersion": "2025-01-01",
-                     "principal": "svc-k8s"},
+                     "allowedEndpoints": ["https://*.amperity.com", "http://amperity-sim.test.svc:8470"],
+                     "maxBodyBytes": 16777216, "tlsRoots": "system", "changeFeed": False,
+                     "caBundle": {"secretName": "corp-ca", "key": "roots.pem"}},
         "logFormat": "text", "logLevel": "debug",
         "watchNamespaces": ["a", "b"],
         "leaderElection": {"leaseName": "awr-leader"},
         "controller": {"retryBackoffSeconds": 5, "stalledRecheckSeconds": 6, "startSettleSeconds": 7,
-                       "deletionGraceSeconds": 8, "concurrency": 9},
+                       "deletionGraceSeconds": 8, "concurrency": 9, "stopGraceSeconds": 10},
         "metrics": {"port": 9090},
     }))
     e = env(c)
     assert e["AMPERITY_RATE_LIMIT"] == "7"
     assert e["AMPERITY_DEFAULT_ENDPOINT"] == "https://app.amperity.com/api"
     assert e["AMPERITY_API_VERSION"] == "2025-01-01"
-    assert e["AMPERITY_PRINCIPAL"] == "svc-k8s"
+    assert e["AMPERITY_ALLOWED_ENDPOINTS"] == "https://*.amperity.com,http://amperity-sim.test.svc:8470"
+    assert e["AMPERITY_MAX_BODY_BYTES"] == "16777216"
+    assert e["AMPERITY_TLS_ROOTS"] == "system"
+    assert e["AMPERITY_CHANGE_FEED"] == "false"
+    assert e["AMPERITY_CA_FILE"] == "/etc/amperity-operator/ca/roots.pem"
     assert e["LOG_FORMAT"] == "text" and e["LOG_LEVEL"] == "debug"
     assert e["WATCH_NAMESPACES"] == "a,b"
     assert e["LEASE_NAME"] == "awr-leader"
     assert [e[k] for k in ("RETRY_BACKOFF_SECS", "STALLED_RECHECK_SECS", "START_SETTLE_SECS", "DELETION_GRACE_SECS",
-                           "CONTROLLER_CONCURRENCY")] == ["5", "6", "7", "8", "9"]
+                           "CONTROLLER_CONCURRENCY", "STOP_GRACE_SECS")] == ["5", "6", "7", "8", "9", "10"]
     assert e["METRICS_ADDR"] == "0.0.0.0:9090"
     assert c["ports"][0]["containerPort"] == 9090
 
@@ -220,12 +278,27 @@ def cli_defaults():
         name = re.search(r'env = "([A-Z0-9_]+)"', attr)
         default = re.search(r'default_value(?:_t)? = ("[^"]*"|[^,]+)', attr)
         if name and default:
-            found[name.group(1)] = default.group(1).strip().strip('"')
+            found[name.group(1)] = rust_default(default.group(1).strip())
     return found
 
 
+def rust_default(expr):
+    """A default as the binary reads it: "text" as is, `LogFormat::Text` as clap's value
+    `text`, a product such as `8 * 1024 * 1024` as its value."""
+    if expr.startswith('"'):
+        return expr.strip('"')
+    if m := re.fullmatch(r"[A-Za-z]+::([A-Za-z]+)", expr):
+        return re.sub(r"(?<!^)([A-Z])", r"-\1", m.group(1)).lower()
+    if re.fullmatch(r"[0-9_]+( \* [0-9_]+)*", expr):
+        product = 1
+        for factor in expr.split(" * "):
+            product *= int(factor.replace("_", ""))
+        return str(product)
+    return expr
+
+
 # Where the chart deliberately differs from the binary: log collectors in a cluster read JSON.
-CHART_OVERRIDES = {"LOG_FORMAT": ("json", "LogFormat::Text")}
+CHART_OVERRIDES = {"LOG_FORMAT": ("json", "text")}
 
 
 def test_chart_defaults_are_the_binarys_defaults():
@@ -238,7 +311,7 @@ def test_chart_defaults_are_the_binarys_defaults():
 
 
 def test_the_chart_sets_only_variables_the_binary_reads_and_all_of_them():
-    _, c = container(render({"amperity": {"principal": "p"}, "watchNamespaces": ["a"]}))
+    _, c = container(render({"amperity": {"caBundle": {"configMapName": "corp-ca"}}, "watchNamespaces": ["a"]}))
     templated = set(env(c))
     accepted = cli_env_vars()
     assert templated - accepted == set(), "the chart sets variables `run` does not read"
@@ -247,7 +320,7 @@ def test_the_chart_sets_only_variables_the_binary_reads_and_all_of_them():
 
 def test_cluster_rbac_grants_exactly_what_the_code_uses():
     docs = render(namespace=RELEASE_NS)
-    [role] = kinds(docs, "ClusterRole")
+    [role] = operator_cluster_roles(docs)
     assert role["rules"] == RULES
     [binding] = kinds(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -265,7 +338,8 @@ def test_cluster_rbac_grants_exactly_what_the_code_uses():
 @pytest.mark.parametrize("namespaces", [["marketing"], ["marketing", "finance", "sales"]])
 def test_listed_namespaces_get_a_role_each_and_nothing_cluster_wide(namespaces):
     docs = render({"watchNamespaces": namespaces}, namespace=RELEASE_NS)
-    assert not kinds(docs, "ClusterRole") and not kinds(docs, "ClusterRoleBinding")
+    # The only ClusterRoles are the users' aggregated ones, which grant the operator nothing.
+    assert not operator_cluster_roles(docs) and not kinds(docs, "ClusterRoleBinding")
     roles = watch_roles(docs)
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
     for r in roles:
@@ -292,11 +366,10 @@ def test_leader_election_off_has_no_lease_role():
 
 def test_no_rbac_rule_grants_more_than_the_table():
     for values in VARIANTS.values():
-        for d in render(values):
-            if d["kind"] in ("Role", "ClusterRole"):
-                for rule in d["rules"]:
-                    assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-                    assert rule in RULES or rule in LEASE_RULES, rule
+        for d in operator_roles(render(values)):
+            for rule in d["rules"]:
+                assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+                assert rule in RULES or rule in LEASE_RULES, rule
 
 
 def test_existing_service_account_is_used_not_created():
@@ -319,7 +392,8 @@ def test_metrics_service_and_service_monitor():
     [sm] = kinds(docs, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prom"
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    # honorLabels: the operator's own `endpoint` label survives the target label of that name.
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}]
     [svc] = kinds(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert not kinds(render({"metrics": {"service": {"enabled": False}}}), "Service")
@@ -342,13 +416,3 @@ def test_every_value_is_documented():
             continue
         previous = lines[i - 1].strip() if i else ""
         assert "#" in line or previous.startswith("#"), f"values.yaml line {i + 1}: {key} is not documented"
-
-
-def test_chart_crds_are_the_generated_crds():
-    names = sorted(p.name for p in (REPO / "crds").iterdir())
-    assert names == ["amperityworkflowruns.amperity.dev.yaml", "amperityworkflowschedules.amperity.dev.yaml"]
-    for name in names:
-        chart_crd = (CHART / "crds" / name).read_bytes()
-        generated = (REPO / "crds" / name).read_bytes()
-        assert chart_crd == generated, f"copy crds/{name} into charts/amperity-operator/crds/"
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == names

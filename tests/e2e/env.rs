@@ -273,13 +273,21 @@ impl Env {
         .map_err(|e| format!("writing the Secret: {e}"))
     }
 
-    /// Creates a run with the given spec fields on top of a valid default.
-    pub async fn create_run(
-        &self,
-        ns: &str,
-        name: &str,
-        spec: Value,
-    ) -> Result<AmperityWorkflowRun> {
+    /// A copy of the admin's kubeconfig that authenticates with `token` instead.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let admin = std::fs::read_to_string(&self.kubeconfig).map_err(|e| e.to_string())?;
+        let admin_token = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .ok_or("no admin token line in the kubeconfig")?;
+        let path = std::env::temp_dir().join(format!("e2e-{name}.kubeconfig"));
+        std::fs::write(&path, admin.replace(admin_token, token.trim()))
+            .map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
+    /// A run with the given spec fields on top of a valid default.
+    pub fn run_manifest(&self, ns: &str, name: &str, spec: Value) -> Value {
         let mut full = json!({
             "tenant": "socktown",
             "endpoint": self.sim_url,
@@ -290,11 +298,21 @@ impl Env {
         for (k, v) in spec.as_object().unwrap() {
             full[k] = v.clone();
         }
-        let obj: AmperityWorkflowRun = serde_json::from_value(json!({
+        json!({
             "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRun",
             "metadata": {"name": name, "namespace": ns}, "spec": full
-        }))
-        .map_err(|e| e.to_string())?;
+        })
+    }
+
+    /// Creates a run with the given spec fields on top of a valid default.
+    pub async fn create_run(
+        &self,
+        ns: &str,
+        name: &str,
+        spec: Value,
+    ) -> Result<AmperityWorkflowRun> {
+        let obj: AmperityWorkflowRun =
+            serde_json::from_value(self.run_manifest(ns, name, spec)).map_err(|e| e.to_string())?;
         self.runs(ns)
             .create(&PostParams::default(), &obj)
             .await
@@ -416,8 +434,13 @@ impl Env {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        self.kubectl_as(&self.kubeconfig, args)
+    }
+
+    /// The suite's kubectl with another identity's kubeconfig.
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
         let out = Command::new(&self.kubectl)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .args(args)
             .output()
             .expect("the suite's kubectl runs");
@@ -428,6 +451,42 @@ impl Env {
         );
         (out.status.success(), text)
     }
+}
+
+/// The chart's objects of the given kinds (comma-separated), rendered with Helm's
+/// engine for a release in `namespace` (tests/chart/render.py).
+pub fn render_chart(namespace: &str, kinds: &str) -> Result<Vec<Value>> {
+    let out = Command::new(python()?)
+        .arg(repo().join("tests/chart/render.py"))
+        .arg(format!("--kinds={kinds}"))
+        .arg(format!("--namespace={namespace}"))
+        .output()
+        .map_err(|e| format!("rendering the chart: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "rendering the chart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// A ClusterRole the chart aggregates into the built-in view, edit or admin roles.
+pub fn is_aggregated(doc: &Value) -> bool {
+    doc["kind"] == "ClusterRole"
+        && doc["metadata"]["labels"].as_object().is_some_and(|labels| {
+            labels.iter().any(|(k, v)| {
+                k.starts_with("rbac.authorization.k8s.io/aggregate-to-") && v == "true"
+            })
+        })
 }
 
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {

@@ -16,9 +16,11 @@ fn opening(description: &str) -> String {
 }
 
 /// Every object in the schema under `path` (dotted, as `kubectl explain` takes it).
+/// The fields inside a nullable object are left out: API servers before 1.21 (this
+/// suite's is 1.20) do not publish them; tests/crd_docs.rs checks their descriptions.
 fn objects<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
     let node = node.get("items").unwrap_or(node);
-    if node.get("properties").is_none() {
+    if node.get("properties").is_none() || node.get("nullable") == Some(&Value::Bool(true)) {
         return;
     }
     out.push((path.clone(), node));
@@ -88,8 +90,8 @@ fn explain_everything(env: &Env) -> Result {
         "phase",
         "conditions",
         "startedAt",
-        "failedTasks",
-        "principalName",
+        "stopRequestedAt",
+        "attempts",
     ] {
         ensure(
             out.contains(field),

@@ -7,6 +7,7 @@
 mod env;
 mod explain;
 mod one_run;
+mod roles;
 mod scenarios;
 mod schedules;
 mod trust;

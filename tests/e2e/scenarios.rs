@@ -13,6 +13,7 @@ use crate::one_run::{
     a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
     killing_the_leader_inside_its_starts_never_starts_twice,
 };
+use crate::roles::users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease;
 use crate::schedules::{
     schedules_run_now_replace_and_refuse_bad_input,
     schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
@@ -54,6 +55,7 @@ scenarios!(
     the_charts_rbac_is_enough_and_every_rule_is_needed,
     only_the_leader_reconciles_and_a_follower_takes_over,
     a_leader_that_loses_its_lease_stops_reconciling,
+    users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease,
     schedules_run_now_replace_and_refuse_bad_input,
     schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
 );
@@ -737,28 +739,15 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> 
 
 /// The chart's RBAC objects for a release in `namespace`.
 fn chart_rbac(namespace: &str) -> Result<Vec<serde_json::Value>> {
-    let out = std::process::Command::new(env::python()?)
-        .arg(env::repo().join("tests/chart/render.py"))
-        .arg("--kinds=ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding")
-        .arg(format!("--namespace={namespace}"))
-        .output()
-        .map_err(|e| format!("rendering the chart: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "rendering the chart failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v: serde_json::Value =
-            serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
+    let docs = env::render_chart(
+        namespace,
+        "ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding",
+    )?;
+    // The operator's own RBAC: the users' aggregated roles grant it nothing (roles.rs).
+    Ok(docs
+        .into_iter()
+        .filter(|d| !env::is_aggregated(d))
+        .collect())
 }
 
 /// Applies RBAC objects, replacing earlier versions wholesale. The ServiceAccount
@@ -796,14 +785,7 @@ async fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::p
         .as_str()
         .ok_or("TokenRequest: no token")?
         .to_string();
-    let admin = std::fs::read_to_string(&env.kubeconfig).unwrap();
-    let admin_token = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .ok_or("no admin token line")?;
-    let path = std::env::temp_dir().join(format!("e2e-sa-{namespace}.kubeconfig"));
-    std::fs::write(&path, admin.replace(admin_token, token.trim())).unwrap();
-    Ok(path)
+    env.kubeconfig_with_token(&format!("sa-{namespace}"), &token)
 }
 
 /// Runs one workflow and one schedule under `kubeconfig`; true when everything a

@@ -2,14 +2,18 @@
 # The end-to-end test environment: a real kube-apiserver (Kubernetes 1.20, built
 # from Debian bookworm's `kubernetes` source package) and Debian's etcd, both on
 # loopback, in the manner of controller-runtime's envtest. The suite's kubectl is
-# built from the same source (the machine's own kubectl, if any, is never used).
+# built from the same source (the machine's own kubectl, if any, is never used), and
+# so is a kube-controller-manager that runs one controller, clusterrole-aggregation
+# (the built-in view/edit/admin roles gather the chart's aggregated ClusterRoles).
 #
 #   testenv.sh install   apt packages (idempotent)
-#   testenv.sh build     build kube-apiserver and kubectl into the cache (once per machine)
-#   testenv.sh up        start etcd + kube-apiserver, print the kubeconfig path
+#   testenv.sh build     build kube-apiserver, kubectl and kube-controller-manager into the
+#                        cache (once per machine; only the missing ones)
+#   testenv.sh up        start etcd, kube-apiserver and the controller-manager, print the
+#                        kubeconfig path
 #   testenv.sh env       print export lines (KUBECONFIG, E2E_*) for eval
 #   testenv.sh kubectl   print the path of the suite's kubectl (building it if needed)
-#   testenv.sh down      stop both (by recorded PID) and remove the state
+#   testenv.sh down      stop them (by recorded PID) and remove the state
 #
 # Cache: $AMPERITY_E2E_CACHE (default /var/cache/amperity-operator-e2e).
 # State: $AMPERITY_E2E_DIR (default /tmp/amperity-e2e).
@@ -22,6 +26,7 @@ CACHE=${AMPERITY_E2E_CACHE:-/var/cache/amperity-operator-e2e}
 STATE=${AMPERITY_E2E_DIR:-/tmp/amperity-e2e}
 APISERVER=$CACHE/bin/kube-apiserver
 KUBECTL=$CACHE/bin/kubectl
+CONTROLLER_MANAGER=$CACHE/bin/kube-controller-manager
 K8S_VERSION_PKG="1.20.5+really1.20.2-1.1+deb12u1"
 PORT=${AMPERITY_E2E_PORT:-6443}
 ETCD_PORT=${AMPERITY_E2E_ETCD_PORT:-2379}
@@ -38,14 +43,17 @@ install() {
   command -v lua5.1 >/dev/null || need+=(lua5.1)
   command -v lua5.4 >/dev/null || need+=(lua5.4)
   command -v curl >/dev/null || need+=(curl)
-  if [ ! -x "$APISERVER" ] || [ ! -x "$KUBECTL" ]; then
+  # promtool checks and unit-tests the chart's alerting rules (the chart tests).
+  command -v promtool >/dev/null || need+=(prometheus)
+  if [ ! -x "$APISERVER" ] || [ ! -x "$KUBECTL" ] || [ ! -x "$CONTROLLER_MANAGER" ]; then
     [ -x /usr/lib/go-1.19/bin/go ] || need+=(golang-1.19-go)
     command -v dpkg-source >/dev/null || need+=(dpkg-dev)
     [ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ] || need+=(golang-github-modern-go-reflect2-dev)
   fi
   [ ${#need[@]} -eq 0 ] && return 0
   log "installing ${need[*]}"
-  # etcd-server's package would start a system etcd on 2379: forbid service starts.
+  # etcd-server's and prometheus's packages would start system services (etcd on 2379,
+  # prometheus on 9090): forbid service starts.
   local policy=/usr/sbin/policy-rc.d created_policy=0
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1
@@ -55,7 +63,7 @@ install() {
     || die "apt-get install ${need[*]} failed"
   [ "$created_policy" = 1 ] && rm -f "$policy"
   # If a system etcd got started anyway, it must not hold our ports.
-  if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd prometheus >/dev/null 2>&1 || true; fi
   return 0
 }
 
@@ -75,13 +83,18 @@ build() {
   local missing=()
   [ -x "$APISERVER" ] || missing+=(kube-apiserver)
   [ -x "$KUBECTL" ] || missing+=(kubectl)
-  [ ${#missing[@]} -eq 0 ] && { log "kube-apiserver and kubectl cached in $CACHE/bin"; return 0; }
+  [ -x "$CONTROLLER_MANAGER" ] || missing+=(kube-controller-manager)
+  [ ${#missing[@]} -eq 0 ] && { log "kube-apiserver, kubectl and kube-controller-manager cached in $CACHE/bin"; return 0; }
   install
   add_deb_src
   mkdir -p "$CACHE/bin"
-  local work=$CACHE/build
-  local logf=$CACHE/build.log
-  rm -rf "$work"; mkdir -p "$work/src"
+  # A work tree of its own, so that builds started from two checkouts at once cannot
+  # delete each other's tree (each binary is moved into place whole).
+  local work
+  work=$(mktemp -d "$CACHE/build.XXXXXX")
+  trap 'rm -rf "'"$work"'"' EXIT
+  local logf=$work.log
+  mkdir -p "$work/src"
   log "fetching the kubernetes source package (log: $logf)"
   ( cd "$work/src" && apt-get source -qq --download-only "kubernetes=$K8S_VERSION_PKG" ) >"$logf" 2>&1 \
     || { tail -20 "$logf" >&2; die "apt-get source kubernetes failed"; }
@@ -115,17 +128,23 @@ build() {
         --report-filename /dev/null
     ) >>"$logf" 2>&1 || { tail -30 "$logf" >&2; die "openapi-gen failed"; }
     log "building kube-apiserver (a few minutes on 2 cores)"
-    ( cd "$tree" && nice "$go" build -o "$APISERVER.tmp" k8s.io/kubernetes/cmd/kube-apiserver ) >>"$logf" 2>&1 \
+    ( cd "$tree" && nice "$go" build -o "$APISERVER.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver ) >>"$logf" 2>&1 \
       || { tail -30 "$logf" >&2; die "building kube-apiserver failed"; }
-    mv "$APISERVER.tmp" "$APISERVER"
+    mv "$APISERVER.tmp.$$" "$APISERVER"
   fi
   if [ ! -x "$KUBECTL" ]; then
     log "building kubectl"
-    ( cd "$tree" && nice "$go" build -o "$KUBECTL.tmp" k8s.io/kubernetes/cmd/kubectl ) >>"$logf" 2>&1 \
+    ( cd "$tree" && nice "$go" build -o "$KUBECTL.tmp.$$" k8s.io/kubernetes/cmd/kubectl ) >>"$logf" 2>&1 \
       || { tail -30 "$logf" >&2; die "building kubectl failed"; }
-    mv "$KUBECTL.tmp" "$KUBECTL"
+    mv "$KUBECTL.tmp.$$" "$KUBECTL"
   fi
-  rm -rf "$work"
+  if [ ! -x "$CONTROLLER_MANAGER" ]; then
+    log "building kube-controller-manager (a few minutes on 2 cores)"
+    ( cd "$tree" && nice "$go" build -o "$CONTROLLER_MANAGER.tmp.$$" k8s.io/kubernetes/cmd/kube-controller-manager ) >>"$logf" 2>&1 \
+      || { tail -30 "$logf" >&2; die "building kube-controller-manager failed"; }
+    mv "$CONTROLLER_MANAGER.tmp.$$" "$CONTROLLER_MANAGER"
+  fi
+  rm -rf "$work" "$logf"
   log "built ${missing[*]} into $CACHE/bin"
 }
 
@@ -136,7 +155,9 @@ healthy() {
 }
 
 up() {
-  if healthy; then echo "$STATE/kubeconfig"; return 0; fi
+  if healthy && kill -0 "$(cat "$STATE/controller-manager.pid" 2>/dev/null)" 2>/dev/null; then
+    echo "$STATE/kubeconfig"; return 0
+  fi
   down >/dev/null 2>&1 || true
   install
   build
@@ -153,7 +174,13 @@ up() {
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" >/dev/null 2>&1
   local token; token=$(openssl rand -hex 24)
   echo "$token" > "$STATE/admin-token"
-  echo "$token,admin,admin,system:masters" > "$STATE/tokens.csv"
+  # The admin, and users with no group that scenarios bind to roles (e2e-editor,
+  # e2e-viewer): each a line "token,user,uid[,groups]".
+  {
+    echo "$token,admin,admin,system:masters"
+    local user
+    for user in e2e-editor e2e-viewer; do echo "$(openssl rand -hex 24),$user,$user"; done
+  } > "$STATE/tokens.csv"
 
   etcd --name e2e --data-dir "$STATE/etcd" \
     --listen-client-urls http://127.0.0.1:$ETCD_PORT --advertise-client-urls http://127.0.0.1:$ETCD_PORT \
@@ -199,12 +226,50 @@ contexts:
   context: {cluster: e2e, user: admin}
 current-context: e2e
 EOF
+
+  # Only the clusterrole-aggregation controller, as the admin, serving nothing
+  # (no ports, so environments side by side cannot collide).
+  "$CONTROLLER_MANAGER" --kubeconfig="$STATE/kubeconfig" --controllers=clusterrole-aggregation \
+    --leader-elect=false --bind-address=127.0.0.1 --port=0 --secure-port=0 \
+    >"$STATE/controller-manager.log" 2>&1 &
+  echo $! > "$STATE/controller-manager.pid"
+  # The built-in edit role has no rules until the controller aggregates them. Its
+  # first try can lose a race with the API server's own bootstrap of that role (a
+  # conflict it does not always retry): touching a role it aggregates makes it look
+  # again.
+  for i in $(seq 1 120); do
+    if aggregated; then break; fi
+    if ! kill -0 "$(cat "$STATE/controller-manager.pid")" 2>/dev/null; then
+      tail -30 "$STATE/controller-manager.log" >&2; die "kube-controller-manager exited"
+    fi
+    [ $((i % 10)) = 0 ] && nudge_aggregation "$i"
+    sleep 0.5
+  done
+  aggregated || { tail -30 "$STATE/controller-manager.log" >&2; die "the edit ClusterRole was not aggregated after 60s"; }
   echo "$STATE/kubeconfig"
+}
+
+# Changes an annotation of a role the edit role aggregates, so that the
+# aggregation controller reconciles edit again.
+nudge_aggregation() {
+  curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" -X PATCH \
+    -H "Authorization: Bearer $(cat "$STATE/admin-token")" \
+    -H "Content-Type: application/merge-patch+json" \
+    --data "{\"metadata\":{\"annotations\":{\"amperity.dev/e2e-nudge\":\"$1\"}}}" \
+    "https://127.0.0.1:$PORT/apis/rbac.authorization.k8s.io/v1/clusterroles/system:aggregate-to-edit" >/dev/null 2>&1 || true
+}
+
+# True once the clusterrole-aggregation controller filled the built-in edit role.
+aggregated() {
+  curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" \
+    -H "Authorization: Bearer $(cat "$STATE/admin-token")" \
+    "https://127.0.0.1:$PORT/apis/rbac.authorization.k8s.io/v1/clusterroles/edit" 2>/dev/null \
+    | grep -q '"verbs"'
 }
 
 down() {
   local f
-  for f in apiserver etcd; do
+  for f in controller-manager apiserver etcd; do
     if [ -f "$STATE/$f.pid" ]; then
       local pid; pid=$(cat "$STATE/$f.pid")
       kill "$pid" 2>/dev/null || true
