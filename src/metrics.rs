@@ -63,6 +63,16 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// What a schedule did with a due time or a run-now request: `created`,
+/// `skipped` (Forbid), `missed` (starting deadline), `replaced`, `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    pub outcome: &'static str,
+}
+
+/// Every `outcome` of `schedule_runs`.
+pub const SCHEDULE_OUTCOMES: [&str; 5] = ["created", "skipped", "missed", "replaced", "failed"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub api_version: String,
@@ -87,6 +97,7 @@ pub struct Metrics {
     /// Polls that failed (5xx, unreadable answers, transport errors) in a row.
     pub poll_failures: Counter,
     pub runs_finished: Family<FinishedLabels, Counter>,
+    pub schedule_runs: Family<ScheduleLabels, Counter>,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
     tenants: TenantLabeller,
@@ -227,6 +238,12 @@ impl Default for Metrics {
             "Runs that reached a final phase, by phase and reason",
             runs_finished.clone(),
         );
+        let schedule_runs = Family::<ScheduleLabels, Counter>::default();
+        registry.register(
+            "schedule_runs",
+            "What AmperityWorkflowSchedules did with due times and run-now requests, by outcome",
+            schedule_runs.clone(),
+        );
         Metrics {
             registry,
             leader,
@@ -244,6 +261,7 @@ impl Default for Metrics {
             throttled,
             workflow_seconds,
             deprecations,
+            schedule_runs,
             phases: Mutex::new(HashMap::new()),
         }
     }

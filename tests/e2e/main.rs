@@ -9,12 +9,13 @@ mod explain;
 mod one_run;
 mod roles;
 mod scenarios;
+mod schedules;
 mod trust;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use env::Env;
 
@@ -51,7 +52,8 @@ fn main() -> ExitCode {
         let (mut passed, mut failed) = (0, 0);
         for (name, scenario) in selected {
             let started = Instant::now();
-            let outcome = tokio::time::timeout(Duration::from_secs(180), scenario(&mut env)).await;
+            let limit = scenarios::time_limit(name);
+            let outcome = tokio::time::timeout(limit, scenario(&mut env)).await;
             let secs = started.elapsed().as_secs_f32();
             match outcome {
                 Ok(Ok(())) => {

@@ -14,6 +14,10 @@ use crate::one_run::{
     killing_the_leader_inside_its_starts_never_starts_twice,
 };
 use crate::roles::users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease;
+use crate::schedules::{
+    schedules_run_now_replace_and_refuse_bad_input,
+    schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
+};
 use crate::trust::{
     an_endpoint_off_the_allow_list_gets_nothing,
     hostile_specs_are_refused_or_handled_and_the_operator_lives,
@@ -52,7 +56,18 @@ scenarios!(
     only_the_leader_reconciles_and_a_follower_takes_over,
     a_leader_that_loses_its_lease_stops_reconciling,
     users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease,
+    schedules_run_now_replace_and_refuse_bad_input,
+    schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
 );
+
+/// Scenarios that wait for real minutes to pass get longer than the usual 180 s.
+pub fn time_limit(name: &str) -> Duration {
+    if name == "schedules_run_once_a_minute_across_a_sigkill_and_two_replicas" {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(180)
+    }
+}
 
 pub fn ensure(ok: bool, what: impl Into<String>) -> Result {
     if ok { Ok(()) } else { Err(what.into()) }
@@ -362,7 +377,7 @@ async fn running_hang(env: &Env, ns: &str, name: &str, extra: serde_json::Value)
     Ok(run.status.unwrap().workflow_id.unwrap())
 }
 
-async fn sim_state(env: &Env, id: &str) -> String {
+pub async fn sim_state(env: &Env, id: &str) -> String {
     let stats = env.sim_stats().await;
     stats["runs"]
         .as_array()
@@ -773,8 +788,10 @@ async fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::p
     env.kubeconfig_with_token(&format!("sa-{namespace}"), &token)
 }
 
-/// Runs one workflow under `kubeconfig`; true when everything a user expects
-/// happened: Succeeded, a Started event, deleted after its TTL.
+/// Runs one workflow and one schedule under `kubeconfig`; true when everything a
+/// user expects happened: the run Succeeded, with a Started event, and was deleted
+/// after its TTL; the schedule started a run on `amperity.dev/run-now` and recorded
+/// its success in status.
 async fn works_under(
     env: &Env,
     kubeconfig: &std::path::Path,
@@ -798,9 +815,17 @@ async fn works_under(
         json!({"configId": format!("cg-e2e-rbac-{label}"), "ttlSecondsAfterFinished": 1}),
     )
     .await?;
+    env.create_schedule(
+        &ns,
+        "checked",
+        json!({}),
+        json!({"configId": format!("cg-e2e-rbac-{label}-sched")}),
+        json!({amperity_operator::schedule::RUN_NOW_ANNOTATION: "1"}),
+    )
+    .await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
     let mut last = String::from("no status");
-    let mut succeeded = false;
+    let (mut succeeded, mut run_done, mut schedule_done) = (false, false, false);
     while std::time::Instant::now() < deadline {
         match env
             .runs(&ns)
@@ -810,25 +835,33 @@ async fn works_under(
         {
             Some(run) => {
                 succeeded |= phase(&run) == "Succeeded";
-                last = format!(
-                    "phase {:?}, stalled {:?}",
-                    phase(&run),
-                    condition(&run, "Stalled")
-                );
+                let stalled = condition(&run, "Stalled");
+                last = format!("run phase {:?}, stalled {stalled:?}", phase(&run));
+                if stalled.is_some_and(|c| c.0 == "True") {
+                    break;
+                }
             }
-            None if succeeded => {
-                let started = events(env, &ns).contains_key("Started");
-                op.kill();
-                return Ok((
-                    started,
-                    if started {
-                        "ok".into()
-                    } else {
-                        "no Started event".into()
-                    },
-                ));
-            }
-            None => last = "deleted before it succeeded".into(),
+            None if succeeded => run_done = true,
+            None => last = "the run was deleted before it succeeded".into(),
+        }
+        let schedule = env
+            .schedules(&ns)
+            .get("checked")
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = schedule.status.unwrap_or_default();
+        schedule_done = status
+            .last_run
+            .is_some_and(|r| r.result.as_str() == "Succeeded");
+        if run_done && !schedule_done {
+            last = format!(
+                "the schedule's run-now run did not succeed (runs {:?}, schedule status written: {})",
+                env.run_names(&ns).await?,
+                status.observed_generation.is_some()
+            );
+        }
+        if run_done && schedule_done {
+            break;
         }
         if let Ok(Some(status)) = op.child.try_wait() {
             last = format!("the operator exited ({status})");
@@ -837,7 +870,23 @@ async fn works_under(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     op.kill();
-    Ok((false, last))
+    // Deleted by the operator that runs the next check: the environment outlives it.
+    let _ = env
+        .schedules(&ns)
+        .delete("checked", &DeleteParams::default())
+        .await;
+    if !(run_done && schedule_done) {
+        return Ok((false, last));
+    }
+    let started = events(env, &ns).contains_key("Started");
+    Ok((
+        started,
+        if started {
+            "ok".into()
+        } else {
+            "no Started event".into()
+        },
+    ))
 }
 
 async fn the_charts_rbac_is_enough_and_every_rule_is_needed(env: &mut Env) -> Result {
@@ -894,7 +943,7 @@ async fn rbac_checks(env: &mut Env) -> Result {
             checked += 1;
         }
     }
-    ensure(checked == 5, format!("{checked} rules checked, expected 5"))
+    ensure(checked == 7, format!("{checked} rules checked, expected 7"))
 }
 
 async fn a_leader_that_loses_its_lease_stops_reconciling(env: &mut Env) -> Result {
