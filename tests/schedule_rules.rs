@@ -3,38 +3,17 @@
 //! (`schedule::spec`). And examples/schedule.yaml: valid everywhere, and the run it
 //! makes is a valid AmperityWorkflowRun.
 
+#[path = "support/crd_schema.rs"]
+mod crd_schema;
+
+use crd_schema::refused;
+
 use amperity_operator::crd::AmperityWorkflowRun;
 use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::schedule::{decide, spec};
-use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
 const EXAMPLE: &str = include_str!("../examples/schedule.yaml");
-
-fn openapi<K: CustomResourceExt>() -> Value {
-    let crd = serde_json::to_value(K::crd()).unwrap();
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
-}
-
-/// Instance paths the schema and the CEL rules refuse, e.g. `/spec/schedule`.
-fn refused<K: CustomResourceExt>(object: &Value, old: Option<&Value>) -> Vec<String> {
-    let schema = openapi::<K>();
-    let validator = jsonschema::draft4::new(&schema).expect("the CRD schema compiles");
-    let mut paths: Vec<String> = validator
-        .iter_errors(object)
-        .map(|e| {
-            let mut path = e.instance_path().to_string();
-            if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
-                path = format!("{path}/{}", property.as_str().unwrap_or_default());
-            }
-            path
-        })
-        .collect();
-    if let Err(errors) = kube::core::cel::Validator::new().validate(&schema, object, old) {
-        paths.extend(errors.into_iter().map(|e| format!("cel: {e}")));
-    }
-    paths
-}
 
 fn example() -> Value {
     let mut v: Value = serde_yaml::from_str(EXAMPLE).unwrap();
@@ -240,7 +219,7 @@ fn cel_limits_the_name_and_keeps_the_template_editable() {
 
 #[test]
 fn a_template_cannot_carry_stop_or_workflow_id() {
-    let schema = openapi::<AmperityWorkflowSchedule>();
+    let schema = crd_schema::openapi::<AmperityWorkflowSchedule>();
     let template = &schema["properties"]["spec"]["properties"]["runTemplate"]["properties"]["spec"];
     let fields: Vec<&String> = template["properties"].as_object().unwrap().keys().collect();
     assert!(fields.iter().any(|f| *f == "configId"));
