@@ -524,21 +524,15 @@ impl Host for KubeHost<'_> {
     }
 
     async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
-        let kube_event = KubeEvent {
-            type_: match event.type_ {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            },
-            reason: event.reason.to_string(),
-            note: Some(cut(&event.note, MAX_EVENT_NOTE_BYTES)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        let recorder = Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone());
-        if let Err(e) = recorder.publish(&kube_event, &run.object_ref(&())).await {
-            // Events are best effort: the status already says the same.
-            warn!(reason = event.reason, error = %kube_error_summary(&e), "could not publish event");
-        }
+        let ctx = self.ctx;
+        publish_event(
+            &ctx.client,
+            &ctx.reporter,
+            event,
+            "Reconcile",
+            &run.object_ref(&()),
+        )
+        .await;
     }
 
     async fn deprecation(&self, run: &AmperityWorkflowRun, notice: &DeprecationNotice) {
@@ -561,6 +555,31 @@ impl Host for KubeHost<'_> {
 
     fn now(&self) -> Timestamp {
         Timestamp::now()
+    }
+}
+
+/// Publishes one of the decisions' Events about `regarding` (a run or a schedule).
+/// Events are best effort: the status already says the same.
+pub async fn publish_event(
+    client: &Client,
+    reporter: &Reporter,
+    event: &Event,
+    action: &str,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    let kube_event = KubeEvent {
+        type_: match event.type_ {
+            EventType::Normal => KubeEventType::Normal,
+            EventType::Warning => KubeEventType::Warning,
+        },
+        reason: event.reason.to_string(),
+        note: Some(cut(&event.note, MAX_EVENT_NOTE_BYTES)),
+        action: action.into(),
+        secondary: None,
+    };
+    let recorder = Recorder::new(client.clone(), reporter.clone());
+    if let Err(e) = recorder.publish(&kube_event, regarding).await {
+        warn!(reason = event.reason, error = %kube_error_summary(&e), "could not publish event");
     }
 }
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -20,7 +20,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::controller::{FIELD_MANAGER, FINALIZER_MANAGER};
 use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
-use crate::decide::{Event, EventType};
+use crate::decide::Event;
 use crate::metrics::{Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels};
 use crate::schedule::{self, Plan, RUN_NOW_ANNOTATION, SCHEDULE_LABEL};
 
@@ -367,23 +367,9 @@ impl Reconcile<'_> {
     }
 
     async fn publish(&self, schedule: &AmperityWorkflowSchedule, event: &Event) {
-        let kube_event = KubeEvent {
-            type_: match event.type_ {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            },
-            reason: event.reason.to_string(),
-            note: Some(event.note.chars().take(1000).collect()),
-            action: "Schedule".into(),
-            secondary: None,
-        };
-        let recorder = Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone());
-        if let Err(e) = recorder
-            .publish(&kube_event, &schedule.object_ref(&()))
-            .await
-        {
-            // Best effort: status says the same.
-            warn!(reason = event.reason, error = %e, "could not publish event");
-        }
+        let ctx = self.ctx;
+        let regarding = schedule.object_ref(&());
+        crate::controller::publish_event(&ctx.client, &ctx.reporter, event, "Schedule", &regarding)
+            .await;
     }
 }
