@@ -257,13 +257,12 @@ async fn reconcile_in(
     let mut memory = ctx.remember(&uid);
 
     if needs_finalizer(&run) {
-        set_finalizer(&api, &name, true)
+        // The answer is the resource as it now stands: the intent to start is then
+        // written over this version, not the one before the finalizer (which the API
+        // server would refuse as a conflict, and the start would wait out a backoff).
+        run = set_finalizer(&api, &name, true)
             .await
             .map_err(kube_err("adding the finalizer"))?;
-        run.metadata
-            .finalizers
-            .get_or_insert_with(Vec::new)
-            .push(FINALIZER.to_string());
     }
 
     let host = KubeHost {
@@ -402,7 +401,7 @@ async fn set_finalizer(
     api: &Api<AmperityWorkflowRun>,
     name: &str,
     present: bool,
-) -> Result<(), kube::Error> {
+) -> Result<AmperityWorkflowRun, kube::Error> {
     let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
     let patch = json!({
         "apiVersion": AmperityWorkflowRun::api_version(&()),
@@ -415,7 +414,6 @@ async fn set_finalizer(
         &Patch::Apply(patch),
     )
     .await
-    .map(|_| ())
 }
 
 /// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its

@@ -73,6 +73,18 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// The process still runs (it has not exited, nor become a zombie).
+    pub fn is_running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .map(|rest| rest.trim_start().to_string())
+            })
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -205,6 +217,8 @@ impl Env {
             ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
             ("LOG_LEVEL", "info,amperity_operator=debug".into()),
             ("RETRY_BACKOFF_SECS", "1".into()),
+            // Many scenarios share the simulator's one tenant at once.
+            ("AMPERITY_RATE_LIMIT", "10".into()),
             ("STALLED_RECHECK_SECS", "2".into()),
             ("DELETION_GRACE_SECS", "10".into()),
             ("START_SETTLE_SECS", "10".into()),

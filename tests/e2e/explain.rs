@@ -29,7 +29,7 @@ fn objects<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>
     }
 }
 
-pub async fn kubectl_explain_describes_every_field(env: &mut Env) -> Result {
+pub async fn kubectl_explain_describes_every_field(env: &Env) -> Result {
     // The API server republishes its OpenAPI a few seconds after a CRD changes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
