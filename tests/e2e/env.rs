@@ -19,11 +19,16 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_amperity-operator");
 pub const TOKEN: &str = "sim-token";
 pub const ROTATED_TOKEN: &str = "rotated-token";
+/// A credential of its own for the scenario that kills the leader inside starts:
+/// its searches look only at runs this principal made, so runs that other
+/// scenarios' resources started (and since deleted) cannot make them ambiguous.
+pub const KILL_TOKEN: &str = "kill-token";
 /// Who the simulator says each token starts runs as.
 pub fn principal_of(token: &str) -> Option<&'static str> {
     match token {
         TOKEN => Some("api-key|sim-1"),
         ROTATED_TOKEN => Some("api-key|sim-2"),
+        KILL_TOKEN => Some("api-key|sim-3"),
         _ => None,
     }
 }
@@ -163,7 +168,7 @@ impl Env {
             &["simulator"],
             &[
                 ("SIM_LISTEN", format!("127.0.0.1:{sim_port}")),
-                ("SIM_TOKENS", format!("{TOKEN},{ROTATED_TOKEN}")),
+                ("SIM_TOKENS", format!("{TOKEN},{ROTATED_TOKEN},{KILL_TOKEN}")),
                 ("SIM_SPEED", "10".into()),
                 ("SIM_SEED", "7".into()),
                 ("SIM_CLIENT_ID", CLIENT_ID.into()),

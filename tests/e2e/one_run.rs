@@ -41,7 +41,7 @@ fn kill_config(i: usize) -> String {
 }
 
 pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut Env) -> Result {
-    let ns = env.namespace("killleader", Some(env::TOKEN)).await?;
+    let ns = env.namespace("killleader", Some(env::KILL_TOKEN)).await?;
     // Two replicas: the one running now, and a second one waiting for the Lease.
     let mut replicas: Vec<(String, Proc, u16)> = Vec::new();
     let first = env.operator.take().ok_or("no operator")?;
