@@ -293,13 +293,12 @@ async fn reconcile_in(
     }
 
     if needs_finalizer(&run) {
-        set_finalizer(&api, &name, true)
+        // The answer is the resource as it now stands: the intent to start is then
+        // written over this version, not the one before the finalizer (which the API
+        // server would refuse as a conflict, and the start would wait out a backoff).
+        run = set_finalizer(&api, &name, true)
             .await
             .map_err(kube_err("adding the finalizer"))?;
-        run.metadata
-            .finalizers
-            .get_or_insert_with(Vec::new)
-            .push(FINALIZER.to_string());
     }
 
     let host = KubeHost {
@@ -446,7 +445,7 @@ async fn set_finalizer(
     api: &Api<AmperityWorkflowRun>,
     name: &str,
     present: bool,
-) -> Result<(), kube::Error> {
+) -> Result<AmperityWorkflowRun, kube::Error> {
     let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
     let patch = json!({
         "apiVersion": AmperityWorkflowRun::api_version(&()),
@@ -459,7 +458,6 @@ async fn set_finalizer(
         &Patch::Apply(patch),
     )
     .await
-    .map(|_| ())
 }
 
 /// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its
@@ -602,21 +600,15 @@ impl Host for KubeHost<'_> {
     }
 
     async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
-        let kube_event = KubeEvent {
-            type_: match event.type_ {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            },
-            reason: event.reason.to_string(),
-            note: Some(cut(&event.note, MAX_EVENT_NOTE_BYTES)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        let recorder = Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone());
-        if let Err(e) = recorder.publish(&kube_event, &run.object_ref(&())).await {
-            // Events are best effort: the status already says the same.
-            warn!(reason = event.reason, error = %kube_error_summary(&e), "could not publish event");
-        }
+        let ctx = self.ctx;
+        publish_event(
+            &ctx.client,
+            &ctx.reporter,
+            event,
+            "Reconcile",
+            &run.object_ref(&()),
+        )
+        .await;
     }
 
     async fn deprecation(&self, run: &AmperityWorkflowRun, notice: &DeprecationNotice) {
@@ -639,6 +631,31 @@ impl Host for KubeHost<'_> {
 
     fn now(&self) -> Timestamp {
         Timestamp::now()
+    }
+}
+
+/// Publishes one of the decisions' Events about `regarding` (a run or a schedule).
+/// Events are best effort: the status already says the same.
+pub async fn publish_event(
+    client: &Client,
+    reporter: &Reporter,
+    event: &Event,
+    action: &str,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    let kube_event = KubeEvent {
+        type_: match event.type_ {
+            EventType::Normal => KubeEventType::Normal,
+            EventType::Warning => KubeEventType::Warning,
+        },
+        reason: event.reason.to_string(),
+        note: Some(cut(&event.note, MAX_EVENT_NOTE_BYTES)),
+        action: action.into(),
+        secondary: None,
+    };
+    let recorder = Recorder::new(client.clone(), reporter.clone());
+    if let Err(e) = recorder.publish(&kube_event, regarding).await {
+        warn!(reason = event.reason, error = %kube_error_summary(&e), "could not publish event");
     }
 }
 

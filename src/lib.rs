@@ -14,6 +14,8 @@ pub mod local;
 pub mod memory;
 pub mod metrics;
 pub mod operator;
+pub mod schedule;
+pub mod schedule_controller;
 pub mod sim;
 pub mod telemetry;
 pub mod tracking;
@@ -21,9 +23,29 @@ pub mod validate;
 
 use kube::CustomResourceExt;
 
-/// The CRD as YAML, exactly as `amperity-operator crd` prints it and `crds/` holds it.
+/// Every CRD the operator serves, as shipped, each with the file name `crds/` keeps
+/// it under.
+pub fn crds() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "amperityworkflowruns.amperity.dev.yaml",
+            shipped(crd::AmperityWorkflowRun::crd()),
+        ),
+        (
+            "amperityworkflowschedules.amperity.dev.yaml",
+            shipped(crd::schedule::AmperityWorkflowSchedule::crd()),
+        ),
+    ]
+}
+
+/// The CRDs as YAML documents separated by `---`, exactly as `amperity-operator crd`
+/// prints them; `crds/` holds each in its own file.
 pub fn crd_yaml() -> String {
-    shipped(crd::AmperityWorkflowRun::crd())
+    crds()
+        .into_iter()
+        .map(|(_, yaml)| yaml)
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 /// Status objects the operator's own server-side apply removes (a retry clears the

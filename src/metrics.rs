@@ -63,6 +63,16 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// What a schedule did with a due time or a run-now request: `created`,
+/// `skipped` (Forbid), `missed` (starting deadline), `replaced`, `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    pub outcome: &'static str,
+}
+
+/// Every `outcome` of `schedule_runs`.
+pub const SCHEDULE_OUTCOMES: [&str; 5] = ["created", "skipped", "missed", "replaced", "failed"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LookLabels {
     /// `listed`, `failed` or `skipped`.
@@ -98,6 +108,7 @@ pub struct Metrics {
     pub feed_looks: Family<LookLabels, Counter>,
     /// Resources the change feed woke because their run was listed ended.
     pub feed_wakes: Counter,
+    pub schedule_runs: Family<ScheduleLabels, Counter>,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
     tenants: TenantLabeller,
@@ -250,6 +261,12 @@ impl Default for Metrics {
             "Resources woken because the change feed listed their run ended",
             feed_wakes.clone(),
         );
+        let schedule_runs = Family::<ScheduleLabels, Counter>::default();
+        registry.register(
+            "schedule_runs",
+            "What AmperityWorkflowSchedules did with due times and run-now requests, by outcome",
+            schedule_runs.clone(),
+        );
         Metrics {
             registry,
             feed_looks,
@@ -269,6 +286,7 @@ impl Default for Metrics {
             throttled,
             workflow_seconds,
             deprecations,
+            schedule_runs,
             phases: Mutex::new(HashMap::new()),
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::api::ListParams;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
@@ -129,13 +129,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     info!(namespaces = ?args.namespaces, leader_election = leader.enabled, change_feed = args.change_feed, "operator starting");
     let work = || {
-        controllers(
-            client.clone(),
-            &args.namespaces,
-            args.concurrency,
-            ctx.clone(),
-            readiness.clone(),
+        futures::future::join(
+            controllers(
+                client.clone(),
+                &args.namespaces,
+                args.concurrency,
+                ctx.clone(),
+                readiness.clone(),
+            ),
+            crate::schedule_controller::controllers(
+                client.clone(),
+                &args.namespaces,
+                ctx.metrics.clone(),
+            ),
         )
+        .map(|_| ())
     };
     let result = leader::run_while_leading(client.clone(), leader, readiness.clone(), work).await;
     server.abort();

@@ -8,6 +8,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
+use jiff::Timestamp;
+
 use crate::crd::{AmperityWorkflowRunSpec, AmperityWorkflowRunStatus, Phase};
 use crate::decide::{Claims, workflow_type_for};
 
@@ -24,8 +26,9 @@ struct State {
     ids_of: HashMap<String, Vec<String>>,
     /// Who follows each run id.
     follower: HashMap<String, String>,
-    /// Resources whose start's outcome is not known yet: (tenant, workflow type).
-    unresolved: HashMap<String, (String, &'static str)>,
+    /// Resources whose start's outcome is not known yet: (tenant, workflow type,
+    /// when the intent was recorded).
+    unresolved: HashMap<String, (String, &'static str, Timestamp)>,
 }
 
 impl Tracking {
@@ -42,7 +45,9 @@ impl Tracking {
             ids.extend(s.workflow_id.iter().cloned());
             ids.extend(s.attempts.iter().map(|a| a.workflow_id.clone()));
             if s.phase == Some(Phase::Starting) && s.workflow_id.is_none() {
-                unresolved = Some((spec.tenant.clone(), workflow_type_for(&spec.config_id)));
+                // An intent without a time is as old as time: it contests everything.
+                let at = s.started_at.as_ref().map_or(Timestamp::MIN, |t| t.0);
+                unresolved = Some((spec.tenant.clone(), workflow_type_for(&spec.config_id), at));
             }
         }
         ids.extend(spec.workflow_id.iter().cloned());
@@ -101,14 +106,16 @@ impl Tracking {
             .filter(|id| state.follower.get(*id).is_some_and(|who| who != uid))
             .cloned()
             .collect();
-        let kind = (spec.tenant.clone(), workflow_type_for(&spec.config_id));
-        let starts_in_flight = state
+        let kind = workflow_type_for(&spec.config_id);
+        let other_starts = state
             .unresolved
             .iter()
-            .any(|(other, k)| other != uid && *k == kind);
+            .filter(|(other, (tenant, k, _))| *other != uid && *tenant == spec.tenant && *k == kind)
+            .map(|(_, (_, _, at))| *at)
+            .collect();
         Claims {
             tracked,
-            starts_in_flight,
+            other_starts,
             complete: self.is_warm(),
         }
     }
@@ -186,7 +193,7 @@ mod tests {
             ["wf-b1".to_string(), "wf-b2".to_string()].into()
         );
         assert!(
-            !claims.starts_in_flight,
+            claims.other_starts.is_empty(),
             "c starts a campaign, a courier group"
         );
         assert!(!claims.complete, "not warm yet");
@@ -197,7 +204,7 @@ mod tests {
         );
         t.set_warm();
         let claims = t.claims("a", &mine, &[]);
-        assert!(claims.starts_in_flight && claims.complete);
+        assert!(claims.other_starts.len() == 1 && claims.complete);
         // A resource's own runs and own start are never claims against it.
         let claims = t.claims("b", &spec("cg-b"), &["wf-b2".into()]);
         assert!(claims.tracked.is_empty());
@@ -210,7 +217,7 @@ mod tests {
         t.forget("b");
         let claims = t.claims("a", &mine, &["wf-b2".into(), "wf-d".into()]);
         assert_eq!(claims.tracked, ["wf-d".to_string()].into());
-        assert!(!claims.starts_in_flight);
+        assert!(claims.other_starts.is_empty());
         t.retain(&["d".to_string()].into());
         assert_eq!(t.len(), 1);
     }

@@ -1,7 +1,8 @@
 //! The GitOps and pipeline recipes in examples/gitops/, checked against status objects
 //! the decision code really produces, phase by phase:
-//! - the Argo CD health check (argocd-health.lua), run by Debian's `lua5.4`, and its
-//!   copy inline in argocd-cm.yaml;
+//! - the Argo CD health checks (argocd-health.lua for runs, argocd-health-schedule.lua
+//!   for schedules), each run by Debian's `lua5.1` (the Lua that Argo CD's gopher-lua
+//!   implements) and `lua5.4`, and their copies inline in argocd-cm.yaml;
 //! - kstatus, as Flux's `wait`/`healthChecks` read it, and the Flux healthCheckExprs;
 //! - the Argo Workflows step's successCondition/failureCondition;
 //! - the shell of the waiting Job (wait-job.yaml), with a stand-in `kubectl`.
@@ -11,11 +12,14 @@ use std::process::Command;
 
 use amperity_operator::amperity::wire::Workflow;
 use amperity_operator::crd::AmperityWorkflowRun;
+use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::decide::{Answer, Memory, Settings, decide};
+use amperity_operator::schedule::decide as schedule_decide;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 const SCRIPT: &str = include_str!("../examples/gitops/argocd-health.lua");
+const SCHEDULE_SCRIPT: &str = include_str!("../examples/gitops/argocd-health-schedule.lua");
 const ARGOCD_CM: &str = include_str!("../examples/gitops/argocd-cm.yaml");
 const ARGO_WORKFLOW: &str = include_str!("../examples/gitops/argo-workflows-step.yaml");
 const FLUX: &str = include_str!("../examples/gitops/flux-kustomization.yaml");
@@ -285,30 +289,65 @@ fn lua(v: &Value) -> String {
     }
 }
 
-/// Runs `script` as Argo CD does: a chunk with a global `obj` that returns a table.
+/// Argo CD runs health checks in gopher-lua, a Lua 5.1; 5.4 is what people test
+/// with by hand. A construct only one of them has must fail here.
+const INTERPRETERS: &[&str] = &["lua5.1", "lua5.4"];
+
+/// Runs `script` as Argo CD does, a chunk with a global `obj` that returns a table,
+/// under every interpreter; they must agree.
 fn health(script: &str, obj: &Value) -> (String, String) {
     let program = format!(
         "obj = {}\nlocal hs = (function()\n{script}\nend)()\nio.write(hs.status, \"\\t\", hs.message or \"\")",
         lua(obj)
     );
-    let out = Command::new("lua5.4")
+    let mut answers = INTERPRETERS.iter().map(|lua| {
+        let out = Command::new(lua)
+            .arg("-e")
+            .arg(&program)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "this test runs the Argo CD health checks in examples/gitops/ under Debian's {lua}, which \
+                     could not be started ({e}); install it with `apt-get update && apt-get install -y {lua}` \
+                     (tests/e2e/testenv.sh install does)"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "{lua} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (status, message) = text.split_once('\t').expect("status and message");
+        (lua, (status.to_string(), message.to_string()))
+    });
+    let (first, answer) = answers.next().unwrap();
+    for (other, theirs) in answers {
+        assert_eq!(theirs, answer, "{other} and {first} disagree on {obj}");
+    }
+    answer
+}
+
+#[test]
+fn both_interpreters_are_the_ones_named() {
+    // The check above relies on each name starting the Lua it says.
+    for (lua, version) in [("lua5.1", "Lua 5.1"), ("lua5.4", "Lua 5.4")] {
+        let out = Command::new(lua)
+            .arg("-e")
+            .arg("io.write(_VERSION)")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{lua} could not be started ({e}): apt-get install -y {lua}")
+            });
+        assert_eq!(String::from_utf8_lossy(&out.stdout), version);
+    }
+    // A 5.4-only construct (integer division) fails under 5.1: the double run catches it.
+    let out = Command::new("lua5.1")
         .arg("-e")
-        .arg(&program)
+        .arg("local x = 7 // 2")
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "this test runs examples/gitops/argocd-health.lua under Debian's lua5.4, which could not be \
-                 started ({e}); install it with `apt-get update && apt-get install -y lua5.4`"
-            )
-        });
-    assert!(
-        out.status.success(),
-        "lua failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (status, message) = text.split_once('\t').expect("status and message");
-    (status.to_string(), message.to_string())
+        .unwrap();
+    assert!(!out.status.success());
 }
 
 #[test]
@@ -375,6 +414,14 @@ fn argocd_cm_carries_the_same_script() {
         SCRIPT.trim_end(),
         "argocd-cm.yaml must inline examples/gitops/argocd-health.lua unchanged"
     );
+    let inline = cm["data"]["resource.customizations.health.amperity.dev_AmperityWorkflowSchedule"]
+        .as_str()
+        .expect("the health customization key for amperity.dev/AmperityWorkflowSchedule");
+    assert_eq!(
+        inline.trim_end(),
+        SCHEDULE_SCRIPT.trim_end(),
+        "argocd-cm.yaml must inline examples/gitops/argocd-health-schedule.lua unchanged"
+    );
 }
 
 // ---------------------------------------------------------------- Flux (kstatus)
@@ -414,6 +461,29 @@ fn kstatus(obj: &Value) -> &'static str {
     "Current"
 }
 
+/// The Kustomization's healthCheckExprs for `kind`: current when Ready is True,
+/// failed when Stalled is True. No CEL engine here: the expressions are pinned, and
+/// their meaning (an existing condition of that type whose status is True) is
+/// checked against every status by the callers.
+fn flux_expressions_are_ready_and_stalled(docs: &[Value], kind: &str) {
+    let exprs = docs
+        .iter()
+        .find_map(|d| d["spec"]["healthCheckExprs"].as_array())
+        .expect("a Kustomization with healthCheckExprs");
+    let expr = exprs
+        .iter()
+        .find(|e| e["kind"] == kind)
+        .unwrap_or_else(|| panic!("healthCheckExprs for {kind}"));
+    assert_eq!(expr["apiVersion"], "amperity.dev/v1alpha1");
+    let cel = |kind: &str| {
+        format!(
+            "status.?conditions.orValue([]).exists(c, c.type == '{kind}' && c.status == 'True')"
+        )
+    };
+    assert_eq!(expr["current"].as_str(), Some(cel("Ready").as_str()));
+    assert_eq!(expr["failed"].as_str(), Some(cel("Stalled").as_str()));
+}
+
 #[test]
 fn flux_reads_runs_through_kstatus_as_documented() {
     for c in cases() {
@@ -426,24 +496,7 @@ fn flux_health_check_expressions_wait_for_ready_and_fail_on_stalled() {
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(FLUX)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
-    let exprs = docs
-        .iter()
-        .find_map(|d| d["spec"]["healthCheckExprs"].as_array())
-        .expect("a Kustomization with healthCheckExprs");
-    let [expr] = exprs.as_slice() else {
-        panic!("one expression set")
-    };
-    assert_eq!(expr["apiVersion"], "amperity.dev/v1alpha1");
-    assert_eq!(expr["kind"], "AmperityWorkflowRun");
-    // No CEL engine here: the expressions are pinned, and their meaning (an existing
-    // condition of that type whose status is True) is checked against every status.
-    let cel = |kind: &str| {
-        format!(
-            "status.?conditions.orValue([]).exists(c, c.type == '{kind}' && c.status == 'True')"
-        )
-    };
-    assert_eq!(expr["current"].as_str(), Some(cel("Ready").as_str()));
-    assert_eq!(expr["failed"].as_str(), Some(cel("Stalled").as_str()));
+    flux_expressions_are_ready_and_stalled(&docs, "AmperityWorkflowRun");
     for c in cases() {
         // Flux checks `failed` before `current`; neither means in progress.
         let verdict = if is_true(&c.object, "Stalled") {
@@ -643,4 +696,201 @@ fn the_waiting_job_exits_zero_only_on_success() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------- schedules
+
+/// A schedule "0 6 * * *" created at 05:30 on 2025-04-18, with `spec` on top.
+fn schedule(spec: Value) -> AmperityWorkflowSchedule {
+    let mut full = json!({"schedule": "0 6 * * *", "runTemplate": {"spec": {"tenant": "socktown",
+        "tokenSecretRef": {"name": "amperity-api"}, "configId": "cg-1"}}});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowSchedule",
+        "metadata": {"name": "s", "namespace": "n", "uid": "s-uid", "generation": 1,
+                     "creationTimestamp": "2025-04-18T05:30:00Z"},
+        "spec": full
+    }))
+    .unwrap()
+}
+
+/// One decision, as the reconciler writes it.
+fn planned(
+    s: &AmperityWorkflowSchedule,
+    runs: &[AmperityWorkflowRun],
+    now: &str,
+) -> AmperityWorkflowSchedule {
+    let plan = schedule_decide(s, runs, now.parse().unwrap());
+    let mut next = s.clone();
+    next.status = Some(plan.status);
+    next
+}
+
+/// A finished run of schedule `s`, as the run's own decisions leave it.
+fn finished_run_of(s: &AmperityWorkflowSchedule, outcome: &str) -> AmperityWorkflowRun {
+    let plan = schedule_decide(s, &[], "2025-04-18T06:00:00Z".parse().unwrap());
+    let mut r = plan.create.expect("a run at 06:00").run;
+    r.metadata.generation = Some(1);
+    let started = step(&r, None, 0);
+    let running = step(
+        &started,
+        Some(Answer::Started(Ok(workflow("scheduled", None)))),
+        1,
+    );
+    let error = json!({"type": "t", "message": "Found table in an invalid state.", "attribution": "customer"});
+    let state = (outcome == "failed").then_some(error);
+    step(
+        &running,
+        Some(Answer::Polled(Ok(workflow(outcome, state)))),
+        60,
+    )
+}
+
+struct ScheduleCase {
+    name: &'static str,
+    object: Value,
+    argocd: (&'static str, &'static str),
+    kstatus: &'static str,
+    /// Flux healthCheckExprs: Some(true) current, Some(false) failed, None waiting.
+    flux: Option<bool>,
+}
+
+fn schedule_cases() -> Vec<ScheduleCase> {
+    let fresh = schedule(json!({}));
+    let scheduled = planned(&fresh, &[], "2025-04-18T05:45:00Z");
+    let failed_run = finished_run_of(&fresh, "failed");
+    let after_failure = planned(&scheduled, &[failed_run], "2025-04-18T07:00:00Z");
+    let suspended = planned(
+        &schedule(json!({"suspend": true})),
+        &[],
+        "2025-04-18T05:45:00Z",
+    );
+    let invalid = planned(
+        &schedule(json!({"schedule": "0 0 30 2 *"})),
+        &[],
+        "2025-04-18T05:45:00Z",
+    );
+    let refused = {
+        let mut plan = schedule_decide(&fresh, &[], "2025-04-18T06:00:00Z".parse().unwrap());
+        plan.creation_refused(
+            "the API server refused it: spec.tenant: Required value",
+            Some(1),
+            "2025-04-18T06:00:00Z".parse().unwrap(),
+        );
+        let mut s = fresh.clone();
+        s.status = Some(plan.status);
+        s
+    };
+    let mut edited = scheduled.clone();
+    edited.metadata.generation = Some(2);
+    let case = |name, s: &AmperityWorkflowSchedule, argocd, kstatus, flux| ScheduleCase {
+        name,
+        object: serde_json::to_value(s).unwrap(),
+        argocd,
+        kstatus,
+        flux,
+    };
+    vec![
+        case(
+            "no status yet",
+            &fresh,
+            ("Progressing", "Waiting for the operator"),
+            "Current",
+            None,
+        ),
+        case(
+            "scheduled",
+            &scheduled,
+            ("Healthy", "next run at 2025-04-18T06:00:00"),
+            "Current",
+            Some(true),
+        ),
+        case(
+            "the last run failed",
+            &after_failure,
+            ("Healthy", "ended Failed"),
+            "Current",
+            Some(true),
+        ),
+        case(
+            "suspended",
+            &suspended,
+            ("Suspended", "suspended"),
+            "Current",
+            Some(true),
+        ),
+        case(
+            "invalid spec",
+            &invalid,
+            ("Degraded", "never matches"),
+            "Failed",
+            Some(false),
+        ),
+        case(
+            "a run the API server refused",
+            &refused,
+            ("Degraded", "spec.tenant"),
+            "Current",
+            None,
+        ),
+        case(
+            "change not yet observed",
+            &edited,
+            ("Progressing", "latest change"),
+            "InProgress",
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn argo_cd_health_check_reads_schedules() {
+    for c in schedule_cases() {
+        let (status, says) = c.argocd;
+        let (got, message) = health(SCHEDULE_SCRIPT, &c.object);
+        assert_eq!(got, status, "{}: {message}", c.name);
+        assert!(
+            message.contains(says),
+            "{}: {message:?} lacks {says:?}",
+            c.name
+        );
+    }
+    for (obj, status) in [
+        (json!({"status": {}}), "Progressing"),
+        (json!({"status": {"conditions": []}}), "Progressing"),
+        (
+            json!({"spec": {"suspend": true}, "status": {"conditions": [{"type": "Ready", "status": "True", "message": "é \"q\""}]}}),
+            "Suspended",
+        ),
+        (
+            json!({"status": {"conditions": [{"type": "Stalled", "status": "True", "message": "x"}]}}),
+            "Degraded",
+        ),
+    ] {
+        assert_eq!(health(SCHEDULE_SCRIPT, &obj).0, status, "{obj}");
+    }
+}
+
+#[test]
+fn flux_reads_schedules_through_kstatus_and_the_expressions() {
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(FLUX)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    flux_expressions_are_ready_and_stalled(&docs, "AmperityWorkflowSchedule");
+    for c in schedule_cases() {
+        assert_eq!(kstatus(&c.object), c.kstatus, "{}", c.name);
+        // Flux compares observedGeneration with generation before the expressions.
+        let verdict = if c.kstatus == "InProgress" {
+            None
+        } else if is_true(&c.object, "Stalled") {
+            Some(false)
+        } else if is_true(&c.object, "Ready") {
+            Some(true)
+        } else {
+            None
+        };
+        assert_eq!(verdict, c.flux, "{}", c.name);
+    }
 }

@@ -618,3 +618,49 @@ async fn token_exchange_failures_are_told_apart_and_token_urls_must_be_allowed()
         Err(ClientError::EndpointNotAllowed(_))
     ));
 }
+
+#[tokio::test]
+async fn a_slow_token_exchange_does_not_release_a_burst() {
+    // Ten requests wait on one slow exchange (2 s). They take their turns in the
+    // budget only once they have the token, so they go out spaced at the budget's
+    // rate, not all at once when the token arrives.
+    let (sim, client, target) = setup(
+        SimConfig {
+            client_id: Some("operator".into()),
+            client_secret: Some("client-s3cret".into()),
+            token_latency: Duration::from_secs(2),
+            record_requests: true,
+            ..fast()
+        },
+        ClientConfig {
+            rate_limit_per_sec: 5,
+            ..quick_client()
+        },
+    )
+    .await;
+    let creds = Credentials::ClientCredentials {
+        client_id: "operator".into(),
+        client_secret: SecretString::new("client-s3cret"),
+        token_url: None,
+    };
+    let query = ListQuery::default();
+    let calls = (0..10).map(|_| client.list(&target, &creds, &query, None));
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let times: Vec<f64> = sim.request_log().iter().map(|l| l.at).collect();
+    assert_eq!(times.len(), 10);
+    let most_in_a_second = (0..times.len())
+        .map(|i| {
+            times
+                .iter()
+                .filter(|t| **t >= times[i] && **t < times[i] + 1.0)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most_in_a_second <= 5,
+        "{most_in_a_second} requests in one second: {times:?}"
+    );
+}

@@ -557,6 +557,14 @@ async fn a_missing_secret_stalls_with_a_message_naming_it() {
     assert_eq!(sim.stats().starts, 0);
 }
 
+/// The resource as the API server answers the finalizer's patch: with it, at a new version.
+fn with_finalizer(run: &AmperityWorkflowRun, version: &str) -> Value {
+    let mut answer = run.clone();
+    answer.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    answer.metadata.resource_version = Some(version.to_string());
+    serde_json::to_value(answer).unwrap()
+}
+
 #[tokio::test]
 async fn a_new_resource_gets_the_finalizer_first() {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
@@ -571,13 +579,16 @@ async fn a_new_resource_gets_the_finalizer_first() {
         fin.query
     );
     assert_eq!(fin.body["metadata"]["finalizers"], json!([FINALIZER]));
-    fin.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    fin.reply(StatusCode::OK, with_finalizer(&run, "11"));
     api.expect(Method::GET, SECRET)
         .await
         .reply(StatusCode::OK, secret(TOKEN));
     let intent = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
         .await;
+    // Written over the version the finalizer's answer carried, not the one read
+    // before it (which the API server would refuse as a conflict).
+    assert_eq!(intent.body["metadata"]["resourceVersion"], "11");
     intent.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
     let recorded = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
@@ -677,7 +688,7 @@ async fn a_resource_that_finishes_in_its_first_reconcile_keeps_no_finalizer() {
     let task = reconcile_run(&ctx, &mut api, &run).await;
     let added = api.expect(Method::PATCH, &format!("{RUNS}/nightly")).await;
     assert_eq!(added.body["metadata"]["finalizers"], json!([FINALIZER]));
-    added.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    added.reply(StatusCode::OK, with_finalizer(&run, "11"));
     let status = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
         .await;

@@ -54,9 +54,14 @@ fn every_field_of_every_crd_is_described() {
 
 #[test]
 fn conditions_are_a_list_map_keyed_by_type() {
-    let crd: Value = serde_yaml::from_str(&amperity_operator::crd_yaml()).unwrap();
-    let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-        ["properties"]["conditions"];
-    assert_eq!(conditions["x-kubernetes-list-type"], "map");
-    assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
+    for (file, yaml) in amperity_operator::crds() {
+        let crd: Value = serde_yaml::from_str(&yaml).unwrap();
+        let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{file}");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"][0], "type",
+            "{file}"
+        );
+    }
 }

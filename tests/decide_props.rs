@@ -169,7 +169,7 @@ fn answer() -> BoxedStrategy<Option<Answer>> {
                 result: Ok(runs),
                 principal: known.then(|| Principal::given("p")),
                 claims: Claims {
-                    starts_in_flight: busy,
+                    other_starts: if busy { vec![Timestamp::now()] } else { vec![] },
                     ..Claims::alone()
                 },
             }))),

@@ -421,7 +421,7 @@ fn a_match_is_certain_only_when_nothing_else_could_be_it() {
                 one(),
                 Some(Principal::given(ME)),
                 Claims {
-                    starts_in_flight: true,
+                    other_starts: vec![t0() + SignedDuration::from_secs(20)],
                     ..Claims::alone()
                 },
             ),
@@ -430,6 +430,27 @@ fn a_match_is_certain_only_when_nothing_else_could_be_it() {
         (
             "the other resources could not all be read",
             searched_with(one(), Some(Principal::given(ME)), Claims::default()),
+            false,
+        ),
+        (
+            "another resource's unresolved start, long before: no contest",
+            searched_with(
+                one(),
+                Some(Principal::given(ME)),
+                Claims {
+                    other_starts: vec![t0() - SignedDuration::from_secs(3600)],
+                    ..Claims::alone()
+                },
+            ),
+            true,
+        ),
+        (
+            "a run created long after the intent is not this start's",
+            searched(vec![{
+                let mut w = workflow("wf-1", "running");
+                w.created_at = Some("2025-04-18T06:30:00Z".into());
+                w
+            }]),
             false,
         ),
         ("two candidates", searched(two_candidates()), false),

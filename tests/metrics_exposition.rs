@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use amperity_operator::crd::Phase;
-use amperity_operator::metrics::{Metrics, ReasonLabels, VersionLabels, WORKFLOW_TYPES};
+use amperity_operator::metrics::{
+    Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels, VersionLabels, WORKFLOW_TYPES,
+};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/chart/exposition.txt")
@@ -86,6 +88,11 @@ fn recorded() -> Metrics {
         m.feed_look(outcome);
     }
     m.feed_wakes.inc();
+    for outcome in SCHEDULE_OUTCOMES {
+        m.schedule_runs
+            .get_or_create(&ScheduleLabels { outcome })
+            .inc();
+    }
     m
 }
 

@@ -3,9 +3,11 @@
 //! Rust validator the reconciler and `local` use. A bad spec must be rejected by the
 //! Rust validator AND by the CRD, each naming the field.
 
+#[path = "support/crd_schema.rs"]
+mod crd_schema;
+
 use amperity_operator::crd::AmperityWorkflowRun;
 use amperity_operator::validate::validate_spec_value;
-use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
 fn valid_spec() -> Value {
@@ -33,38 +35,13 @@ fn resource(spec: Value) -> Value {
     })
 }
 
-fn openapi_schema() -> Value {
-    let crd = serde_json::to_value(AmperityWorkflowRun::crd()).unwrap();
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
-}
-
-/// Errors from the schema's OpenAPI keywords (required, enum, pattern, minimum...),
-/// as instance paths such as `/spec/range/to`.
+/// What the CRD refuses (OpenAPI keywords and CEL), as paths and messages.
 fn schema_errors(object: &Value) -> Vec<String> {
-    let validator = jsonschema::draft4::new(&openapi_schema()).expect("the CRD schema compiles");
-    let mut paths: Vec<String> = validator
-        .iter_errors(object)
-        .map(|e| {
-            // A missing property is reported on its parent; name the property itself.
-            let mut path = e.instance_path().to_string();
-            if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
-                path = format!("{path}/{}", property.as_str().unwrap_or_default());
-            }
-            path
-        })
-        .collect();
-    // CEL rules the server also enforces (1.25+).
-    if let Err(errs) = cel_errors(object, None) {
-        paths.extend(errs);
-    }
-    paths
+    crd_schema::refused::<AmperityWorkflowRun>(object, None)
 }
 
 fn cel_errors(object: &Value, old: Option<&Value>) -> Result<(), Vec<String>> {
-    let validator = kube::core::cel::Validator::new();
-    validator
-        .validate(&openapi_schema(), object, old)
-        .map_err(|errs| errs.into_iter().map(|e| format!("{e}")).collect())
+    crd_schema::cel_refusals::<AmperityWorkflowRun>(object, old)
 }
 
 fn rust_paths(spec: &Value) -> Vec<String> {

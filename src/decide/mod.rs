@@ -47,8 +47,12 @@ pub struct Settings {
     pub quick_poll: Duration,
     /// How often a stalled resource re-checks (a Secret that appeared, a rotated token).
     pub stalled_recheck: Duration,
-    /// How far before the recorded start the search for a lost start looks.
+    /// How far before the recorded start the search for a lost start looks (clocks
+    /// may be skewed).
     pub start_search_skew: Duration,
+    /// How long after its intent a start's run can have been created: the request
+    /// timeout, with a margin. A run created later was not made by that start.
+    pub start_request_window: Duration,
     /// Backoff before retry attempt n is `retry_backoff * 2^(n-1)`, capped at 10 minutes.
     pub retry_backoff: Duration,
     /// How long deletion waits for a stop to be accepted before letting go.
@@ -69,6 +73,7 @@ impl Default for Settings {
             quick_poll: Duration::from_secs(5),
             stalled_recheck: Duration::from_secs(30),
             start_search_skew: Duration::from_secs(120),
+            start_request_window: Duration::from_secs(60),
             retry_backoff: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(120),
             start_settle: Duration::from_secs(60),
@@ -117,9 +122,9 @@ pub struct Search {
 pub struct Claims {
     /// Candidate ids another resource (any namespace) follows or followed.
     pub tracked: BTreeSet<String>,
-    /// Another resource has a start of the same kind whose outcome is not known yet:
-    /// a lone candidate may be its run.
-    pub starts_in_flight: bool,
+    /// When other resources recorded their intents to start a run of the same kind
+    /// whose outcome is not known yet: a candidate created about then may be theirs.
+    pub other_starts: Vec<Timestamp>,
     /// The host could see every resource (false: it could not list them all).
     pub complete: bool,
 }

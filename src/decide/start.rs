@@ -189,14 +189,29 @@ impl Step<'_> {
 
     /// The earliest creation time a run of this start can have (clocks may be skewed).
     fn search_floor(&self) -> Timestamp {
-        let intent = self
-            .status
+        let (floor, _) = self.made_between(self.intent());
+        floor
+    }
+
+    fn intent(&self) -> Timestamp {
+        self.status
             .started_at
             .as_ref()
             .map(|t| t.0)
-            .unwrap_or(self.now);
+            .unwrap_or(self.now)
+    }
+
+    /// When a run started by an intent recorded at `intent` can have been created:
+    /// from a clock skew before it to a request's lifetime and a skew after it.
+    fn made_between(&self, intent: Timestamp) -> (Timestamp, Timestamp) {
         let skew = SignedDuration::try_from(self.settings.start_search_skew).unwrap_or_default();
-        intent.saturating_sub(skew).unwrap_or(Timestamp::MIN)
+        let window = SignedDuration::try_from(self.settings.start_request_window)
+            .unwrap_or_default()
+            .saturating_add(skew);
+        (
+            intent.saturating_sub(skew).unwrap_or(Timestamp::MIN),
+            intent.saturating_add(window).unwrap_or(Timestamp::MAX),
+        )
     }
 
     pub(super) fn searched(&mut self, search: Search) -> Action {
@@ -266,27 +281,37 @@ impl Step<'_> {
         claims: &Claims,
     ) -> Judgement {
         let wanted_type = workflow_type_for(&self.run.spec.config_id);
-        let floor = self.search_floor();
+        let (floor, ceiling) = self.made_between(self.intent());
         let own: Vec<&str> = self
             .status
             .attempts
             .iter()
             .map(|a| a.workflow_id.as_str())
             .collect();
+        let created = |w: &Workflow| {
+            w.created_at
+                .as_deref()
+                .and_then(|c| c.parse::<Timestamp>().ok())
+        };
         let candidates: Vec<&Workflow> = runs
             .iter()
             .filter(|w| w.workflow_type.is_empty() || w.workflow_type == wanted_type)
             .filter(|w| !own.contains(&w.id.as_str()))
             .filter(|w| !claims.tracked.contains(&w.id))
-            .filter(|w| {
-                w.created_at
-                    .as_deref()
-                    .and_then(|c| c.parse::<Timestamp>().ok())
-                    .is_none_or(|c| c >= floor)
-            })
+            // Made by this start: created between the intent (less a skew) and the
+            // end of its request (and a skew). A run with no readable time may be.
+            .filter(|w| created(w).is_none_or(|c| c >= floor && c <= ceiling))
             // A run that names another principal was started by someone else.
             .filter(|w| principal.is_none_or(|p| p.started(w) || Principal::of(w).is_none()))
             .collect();
+        // Another resource's unresolved start of the same kind could have made a run
+        // created in its own window.
+        let contested = |w: &Workflow| {
+            claims.other_starts.iter().any(|t| {
+                let (from, to) = self.made_between(*t);
+                created(w).is_none_or(|c| c >= from && c <= to)
+            })
+        };
         let ids = candidates.iter().map(|w| w.id.clone()).collect();
         let why = match (candidates.as_slice(), principal) {
             (_, None) => {
@@ -296,8 +321,8 @@ impl Step<'_> {
             (_, _) if !claims.complete => {
                 "the other resources could not all be read, so it cannot be ruled out that the run is another's"
             }
-            (_, _) if claims.starts_in_flight => {
-                "another resource is starting a run of the same kind, which could be the one found"
+            ([only], _) if contested(only) => {
+                "another resource's start of the same kind, at about the same time, is unresolved too, and the run found could be its"
             }
             ([only], Some(p)) if p.started(only) => {
                 return Judgement::Certain(Box::new((*only).clone()));

@@ -52,6 +52,8 @@ pub struct SimConfig {
     pub list_lag: Duration,
     /// The OAuth token endpoint answers 503 (it is down).
     pub token_unavailable: bool,
+    /// Latency added to the OAuth token endpoint's answers.
+    pub token_latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -75,6 +77,7 @@ impl Default for SimConfig {
             slow_start: Duration::from_secs(35),
             list_lag: Duration::from_secs(5),
             token_unavailable: false,
+            token_latency: Duration::ZERO,
         }
     }
 }
@@ -100,6 +103,7 @@ impl From<&SimulatorArgs> for SimConfig {
             slow_start: Duration::from_millis(a.slow_start_ms),
             list_lag: Duration::from_millis(a.list_lag_ms),
             token_unavailable: a.token_unavailable,
+            token_latency: Duration::ZERO,
         }
     }
 }

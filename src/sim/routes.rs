@@ -740,6 +740,9 @@ fn decode_token(token: &str) -> Option<usize> {
 }
 
 async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Reply {
+    if !sim.config.token_latency.is_zero() {
+        tokio::time::sleep(sim.config.token_latency).await;
+    }
     let form: HashMap<String, String> = form_pairs(&body);
     let answer = (|| {
         let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);

@@ -13,11 +13,16 @@ REPO = CHART.parents[1]
 # Exactly what the operator calls, and nothing more (the e2e suite checks that each
 # rule is needed by removing it). The finalizer is added and removed with a
 # server-side-apply patch of the resource itself, so no amperityworkflowruns/finalizers
-# rule is needed; the Lease is renewed with patches (kube-lease-manager), never updates.
+# rule is needed (the same for schedules, whose runs' ownerReferences do not set
+# blockOwnerDeletion, so no amperityworkflowschedules/finalizers rule either); the Lease
+# is renewed with patches (kube-lease-manager), never updates.
 RULES = [
     {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowruns"],
-     "verbs": ["get", "list", "watch", "patch", "delete"]},
+     "verbs": ["get", "list", "watch", "patch", "delete", "create"]},
     {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowruns/status"], "verbs": ["patch"]},
+    {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowschedules"],
+     "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["amperity.dev"], "resources": ["amperityworkflowschedules/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use amperity_operator::crd::AmperityWorkflowRun;
+use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -18,11 +19,16 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_amperity-operator");
 pub const TOKEN: &str = "sim-token";
 pub const ROTATED_TOKEN: &str = "rotated-token";
+/// A credential of its own for the scenario that kills the leader inside starts:
+/// its searches look only at runs this principal made, so runs that other
+/// scenarios' resources started (and since deleted) cannot make them ambiguous.
+pub const KILL_TOKEN: &str = "kill-token";
 /// Who the simulator says each token starts runs as.
 pub fn principal_of(token: &str) -> Option<&'static str> {
     match token {
         TOKEN => Some("api-key|sim-1"),
         ROTATED_TOKEN => Some("api-key|sim-2"),
+        KILL_TOKEN => Some("api-key|sim-3"),
         _ => None,
     }
 }
@@ -70,6 +76,18 @@ impl Proc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process still runs (it has not exited, nor become a zombie).
+    pub fn is_running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .map(|rest| rest.trim_start().to_string())
+            })
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
     }
 
     pub fn log_text(&self) -> String {
@@ -142,7 +160,7 @@ impl Env {
             .map(|v| PathBuf::from(v.trim_matches(|c| c == '"' || c == '\'')))
             .ok_or("testenv.sh env printed no E2E_KUBECTL")?;
         let client = client_for(&kubeconfig).await?;
-        install_crd(&client).await?;
+        install_crds(&client).await?;
 
         let sim_port = free_port();
         let sim = Proc::spawn(
@@ -150,7 +168,10 @@ impl Env {
             &["simulator"],
             &[
                 ("SIM_LISTEN", format!("127.0.0.1:{sim_port}")),
-                ("SIM_TOKENS", format!("{TOKEN},{ROTATED_TOKEN}")),
+                (
+                    "SIM_TOKENS",
+                    format!("{TOKEN},{ROTATED_TOKEN},{KILL_TOKEN}"),
+                ),
                 ("SIM_SPEED", "10".into()),
                 ("SIM_SEED", "7".into()),
                 ("SIM_CLIENT_ID", CLIENT_ID.into()),
@@ -204,6 +225,8 @@ impl Env {
             ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
             ("LOG_LEVEL", "info,amperity_operator=debug".into()),
             ("RETRY_BACKOFF_SECS", "1".into()),
+            // Many scenarios share the simulator's one tenant at once.
+            ("AMPERITY_RATE_LIMIT", "10".into()),
             ("STALLED_RECHECK_SECS", "2".into()),
             ("DELETION_GRACE_SECS", "10".into()),
             ("START_SETTLE_SECS", "10".into()),
@@ -345,6 +368,88 @@ impl Env {
         Api::namespaced(self.client.clone(), ns)
     }
 
+    pub fn schedules(&self, ns: &str) -> Api<AmperityWorkflowSchedule> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Creates a schedule: `spec` on top of a valid one whose runs use the simulator
+    /// (`template` fields on top of a valid run spec), with `annotations`.
+    pub async fn create_schedule(
+        &self,
+        ns: &str,
+        name: &str,
+        spec: Value,
+        template: Value,
+        annotations: Value,
+    ) -> Result<AmperityWorkflowSchedule> {
+        let mut run_spec = json!({
+            "tenant": "socktown",
+            "endpoint": self.sim_url,
+            "tokenSecretRef": {"name": "amperity-api"},
+            "configId": "cg-e2e",
+            "pollInterval": "5s",
+        });
+        for (k, v) in template.as_object().unwrap() {
+            run_spec[k] = v.clone();
+        }
+        let mut full = json!({"schedule": "@yearly", "runTemplate": {"spec": run_spec}});
+        for (k, v) in spec.as_object().unwrap() {
+            full[k] = v.clone();
+        }
+        let obj: AmperityWorkflowSchedule = serde_json::from_value(json!({
+            "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowSchedule",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations}, "spec": full
+        }))
+        .map_err(|e| e.to_string())?;
+        self.schedules(ns)
+            .create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| format!("creating schedule {ns}/{name}: {e}"))
+    }
+
+    /// Polls the schedule until `done` holds, or fails with its last status.
+    pub async fn wait_for_schedule(
+        &self,
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&AmperityWorkflowSchedule) -> bool,
+    ) -> Result<AmperityWorkflowSchedule> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.schedules(ns).get_opt(name).await {
+                if done(&s) {
+                    return Ok(s);
+                }
+                last = Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!(
+            "schedule {ns}/{name}: not {what} after {timeout:?}; last status: {}",
+            last.and_then(|s| s.status)
+                .map(|s| serde_json::to_string_pretty(&s).unwrap())
+                .unwrap_or_else(|| "none".into())
+        ))
+    }
+
+    /// The names of the runs in `ns`, sorted.
+    pub async fn run_names(&self, ns: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .runs(ns)
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .map(|r| r.metadata.name.unwrap_or_default())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Polls the resource until `done` holds, or fails with its last status.
     pub async fn wait_for(
         &self,
@@ -439,13 +544,11 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
 }
 
 /// Kubernetes 1.20 rejects server-side apply of a CRD carrying CEL rules and
-/// silently drops them on create, so the test server gets the CRD without them.
-pub fn crd_without_cel() -> Value {
-    let mut crd: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(repo().join("crds/amperityworkflowruns.amperity.dev.yaml"))
-            .unwrap(),
-    )
-    .unwrap();
+/// silently drops them on create, so the test server gets the CRDs without them.
+pub fn crd_without_cel(file: &str) -> Value {
+    let mut crd: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo().join("crds").join(file)).unwrap())
+            .unwrap();
     fn strip(v: &mut Value) {
         match v {
             Value::Object(m) => {
@@ -460,31 +563,37 @@ pub fn crd_without_cel() -> Value {
     crd
 }
 
-async fn install_crd(client: &Client) -> Result {
+async fn install_crds(client: &Client) -> Result {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "amperityworkflowruns.amperity.dev";
-    api.patch(
-        name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(crd_without_cel()),
-    )
-    .await
-    .map_err(|e| format!("installing the CRD: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let crd = api.get(name).await.map_err(|e| e.to_string())?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return Ok(());
+    for (file, _) in amperity_operator::crds() {
+        let crd = crd_without_cel(file);
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .map_err(|e| format!("installing the CRD {name}: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let crd = api.get(&name).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the CRD {name} did not become Established"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err("the CRD did not become Established".into())
+    Ok(())
 }
 
 pub async fn wait_http(url: &str, timeout: Duration) -> Result {
@@ -499,6 +608,19 @@ pub async fn wait_http(url: &str, timeout: Duration) -> Result {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(format!("{url} did not answer within {timeout:?}: {last}"))
+}
+
+/// A schedule's condition: status, reason, message.
+pub fn schedule_condition(
+    s: &AmperityWorkflowSchedule,
+    kind: &str,
+) -> Option<(String, String, String)> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 pub fn condition(run: &AmperityWorkflowRun, kind: &str) -> Option<(String, String, String)> {

@@ -29,7 +29,7 @@ fn objects<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>
     }
 }
 
-pub async fn kubectl_explain_describes_every_field(env: &mut Env) -> Result {
+pub async fn kubectl_explain_describes_every_field(env: &Env) -> Result {
     // The API server republishes its OpenAPI a few seconds after a CRD changes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -44,15 +44,21 @@ pub async fn kubectl_explain_describes_every_field(env: &mut Env) -> Result {
 }
 
 fn explain_everything(env: &Env) -> Result {
-    let crd: Value = serde_yaml::from_str(&amperity_operator::crd_yaml()).unwrap();
-    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let crds: Vec<Value> = amperity_operator::crds()
+        .iter()
+        .map(|(_, yaml)| serde_yaml::from_str(yaml).unwrap())
+        .collect();
     let mut found = Vec::new();
-    for part in ["spec", "status"] {
-        objects(
-            &schema["properties"][part],
-            format!("amperityworkflowrun.{part}"),
-            &mut found,
-        );
+    for crd in &crds {
+        let singular = crd["spec"]["names"]["singular"].as_str().unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        for part in ["spec", "status"] {
+            objects(
+                &schema["properties"][part],
+                format!("{singular}.{part}"),
+                &mut found,
+            );
+        }
     }
     let mut checked = 0;
     for (path, node) in found {
@@ -76,7 +82,7 @@ fn explain_everything(env: &Env) -> Result {
             checked += 1;
         }
     }
-    ensure(checked > 40, format!("only {checked} fields explained"))?;
+    ensure(checked > 80, format!("only {checked} fields explained"))?;
     // --recursive lists them all, status included.
     let (ok, out) = env.kubectl(&["explain", "amperityworkflowrun.status", "--recursive"]);
     ensure(ok, out.clone())?;
@@ -90,6 +96,19 @@ fn explain_everything(env: &Env) -> Result {
         ensure(
             out.contains(field),
             format!("--recursive lacks {field}:\n{out}"),
+        )?;
+    }
+    let (ok, out) = env.kubectl(&["explain", "awsched.status", "--recursive"]);
+    ensure(ok, out.clone())?;
+    for field in [
+        "lastScheduleTime",
+        "nextScheduleTime",
+        "lastRun",
+        "conditions",
+    ] {
+        ensure(
+            out.contains(field),
+            format!("awsched --recursive lacks {field}:\n{out}"),
         )?;
     }
     Ok(())

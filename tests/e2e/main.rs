@@ -10,28 +10,58 @@ mod feed;
 mod one_run;
 mod roles;
 mod scenarios;
+mod schedules;
 mod trust;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use env::Env;
 
 type Scenario = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = env::Result> + 'a>>;
+type Shared = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = env::Result> + 'a>>;
+
+/// Prints a scenario's outcome; true when it passed.
+fn report(
+    name: &str,
+    secs: f32,
+    outcome: Result<env::Result, tokio::time::error::Elapsed>,
+) -> bool {
+    match outcome {
+        Ok(Ok(())) => {
+            println!("test {name} ... ok ({secs:.1}s)");
+            true
+        }
+        Ok(Err(e)) => {
+            println!("test {name} ... FAILED ({secs:.1}s)\n  {e}");
+            false
+        }
+        Err(_) => {
+            println!("test {name} ... FAILED (timed out after {secs:.0}s)");
+            false
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let selected: Vec<(&str, Scenario)> = scenarios::ALL
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let shared: Vec<(&str, Shared)> = scenarios::SHARED
         .iter()
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .filter(|(name, _)| wanted(name))
         .cloned()
         .collect();
-    if selected.is_empty() {
+    let exclusive: Vec<(&str, Scenario)> = scenarios::EXCLUSIVE
+        .iter()
+        .filter(|(name, _)| wanted(name))
+        .cloned()
+        .collect();
+    if shared.is_empty() && exclusive.is_empty() {
         // `cargo test some_unit_test` names no scenario here.
         println!("e2e: 0 passed, 0 failed");
         return ExitCode::SUCCESS;
@@ -50,23 +80,32 @@ fn main() -> ExitCode {
             }
         };
         let (mut passed, mut failed) = (0, 0);
-        for (name, scenario) in selected {
+        // The scenarios that leave the operator alone, all at once (they wait on
+        // runs far more than they work), then the others one by one.
+        let together = shared.iter().map(|(name, scenario)| {
+            let env = &env;
+            async move {
+                let started = Instant::now();
+                let outcome =
+                    tokio::time::timeout(scenarios::time_limit(name), scenario(env)).await;
+                (*name, started.elapsed().as_secs_f32(), outcome)
+            }
+        });
+        for (name, secs, outcome) in futures::future::join_all(together).await {
+            if report(name, secs, outcome) {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        for (name, scenario) in exclusive {
             let started = Instant::now();
-            let outcome = tokio::time::timeout(Duration::from_secs(180), scenario(&mut env)).await;
-            let secs = started.elapsed().as_secs_f32();
-            match outcome {
-                Ok(Ok(())) => {
-                    passed += 1;
-                    println!("test {name} ... ok ({secs:.1}s)");
-                }
-                Ok(Err(e)) => {
-                    failed += 1;
-                    println!("test {name} ... FAILED ({secs:.1}s)\n  {e}");
-                }
-                Err(_) => {
-                    failed += 1;
-                    println!("test {name} ... FAILED (timed out after {secs:.0}s)");
-                }
+            let limit = scenarios::time_limit(name);
+            let outcome = tokio::time::timeout(limit, scenario(&mut env)).await;
+            if report(name, started.elapsed().as_secs_f32(), outcome) {
+                passed += 1;
+            } else {
+                failed += 1;
             }
         }
         if failed > 0

@@ -35,8 +35,13 @@ fn settled(r: &amperity_operator::crd::AmperityWorkflowRun) -> bool {
     finished(r) || condition(r, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed")
 }
 
+fn kill_config(i: usize) -> String {
+    let kind = ["cc", "cg", "og"][i % 3];
+    format!("{kind}-e2e-kill-slowstart-{i}")
+}
+
 pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut Env) -> Result {
-    let ns = env.namespace("killleader", Some(env::TOKEN)).await?;
+    let ns = env.namespace("killleader", Some(env::KILL_TOKEN)).await?;
     // Two replicas: the one running now, and a second one waiting for the Lease.
     let mut replicas: Vec<(String, Proc, u16)> = Vec::new();
     let first = env.operator.take().ok_or("no operator")?;
@@ -54,9 +59,11 @@ pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut E
     .await?;
     let mut result = Ok(());
     for i in 0..3 {
-        // A campaign: a second start would be a second send to customers. Its start
-        // answers 3 s late, so the leader dies while the POST is in flight.
-        let config = format!("cc-e2e-kill-slowstart-{i}");
+        // Its start answers 3 s late, so the leader dies while the POST is in flight.
+        // One of each kind (a second campaign start would be a second send to
+        // customers): starts of one kind left unresolved together could not be told
+        // apart by a search, and would rightly wait for a person.
+        let config = kill_config(i);
         env.create_run(&ns, &format!("send-{i}"), json!({"configId": config}))
             .await?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -83,7 +90,7 @@ pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut E
     }
     if result.is_ok() {
         for i in 0..3 {
-            let config = format!("cc-e2e-kill-slowstart-{i}");
+            let config = kill_config(i);
             let run = env
                 .wait_for(
                     &ns,
@@ -126,9 +133,7 @@ pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut E
     result
 }
 
-pub async fn a_search_skips_other_resources_runs_and_waits_out_a_lagging_list(
-    env: &mut Env,
-) -> Result {
+pub async fn a_search_skips_other_resources_runs_and_waits_out_a_lagging_list(env: &Env) -> Result {
     let mine_ns = env.namespace("search-mine", Some(env::TOKEN)).await?;
     let theirs_ns = env.namespace("search-theirs", Some(env::TOKEN)).await?;
     // Mine: the run is created, its answer lost (a 500), and lists show it only

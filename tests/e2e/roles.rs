@@ -18,7 +18,7 @@ fn ensure(ok: bool, what: impl Into<String>) -> Result {
 }
 
 pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease(
-    env: &mut Env,
+    env: &Env,
 ) -> Result {
     let roles: Vec<Value> = env::render_chart("amperity-system", "ClusterRole")?
         .into_iter()

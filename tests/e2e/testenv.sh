@@ -39,6 +39,8 @@ install() {
   local need=()
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v openssl >/dev/null || need+=(openssl)
+  # The Argo CD health checks are tested under both (Argo CD runs Lua 5.1).
+  command -v lua5.1 >/dev/null || need+=(lua5.1)
   command -v lua5.4 >/dev/null || need+=(lua5.4)
   command -v curl >/dev/null || need+=(curl)
   # promtool checks and unit-tests the chart's alerting rules (the chart tests).

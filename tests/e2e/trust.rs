@@ -29,7 +29,7 @@ async fn counting_server() -> (String, Arc<AtomicUsize>) {
     (url, seen)
 }
 
-pub async fn an_endpoint_off_the_allow_list_gets_nothing(env: &mut Env) -> Result {
+pub async fn an_endpoint_off_the_allow_list_gets_nothing(env: &Env) -> Result {
     let ns = env.namespace("allowlist", Some(env::TOKEN)).await?;
     let (elsewhere, seen) = counting_server().await;
     env.create_run(
@@ -65,7 +65,7 @@ pub async fn an_endpoint_off_the_allow_list_gets_nothing(env: &mut Env) -> Resul
     )
 }
 
-pub async fn hostile_specs_are_refused_or_handled_and_the_operator_lives(env: &mut Env) -> Result {
+pub async fn hostile_specs_are_refused_or_handled_and_the_operator_lives(env: &Env) -> Result {
     let ns = env.namespace("hostile", Some(env::TOKEN)).await?;
     // Refused at apply time by the schema (every API server enforces maximum).
     let manifest = format!(
@@ -98,9 +98,8 @@ pub async fn hostile_specs_are_refused_or_handled_and_the_operator_lives(env: &m
         format!("{reason}: {message}"),
     )?;
     // The operator is still the same process, and still works for everyone.
-    let op = env.operator.as_mut().unwrap();
     ensure(
-        op.child.try_wait().map_err(|e| e.to_string())?.is_none(),
+        env.operator.as_ref().is_some_and(|op| op.is_running()),
         "the operator exited",
     )?;
     env.create_run(&ns, "after", json!({"configId": "cg-e2e-after-hostile"}))
@@ -117,7 +116,7 @@ fn resource_bytes(run: &amperity_operator::crd::AmperityWorkflowRun) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-pub async fn megabyte_messages_stay_out_of_status_and_events(env: &mut Env) -> Result {
+pub async fn megabyte_messages_stay_out_of_status_and_events(env: &Env) -> Result {
     let ns = env.namespace("huge", Some(env::TOKEN)).await?;
     // A workflow failing with a 3 MB (multi-byte) error message.
     env.create_run(&ns, "bigerror", json!({"configId": "cg-e2e-hugeerror"}))

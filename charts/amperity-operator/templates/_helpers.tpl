@@ -39,16 +39,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* The rules for AmperityWorkflowRuns, Secrets and Events: exactly what the operator calls. */}}
+{{/* The rules for AmperityWorkflowRuns, AmperityWorkflowSchedules, Secrets and Events: exactly what the operator calls. */}}
 {{- define "amperity-operator.rules" -}}
 - apiGroups: ["amperity.dev"]
   resources: ["amperityworkflowruns"]
-  # watch and list: the controller; get: reads; patch: the finalizer (server-side apply);
-  # delete: ttlSecondsAfterFinished.
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  # watch and list: the controllers; get: reads; patch: the finalizer (server-side apply)
+  # and a schedule's Replace (spec.stop); delete: ttlSecondsAfterFinished and schedule
+  # history; create: a schedule's runs.
+  verbs: ["get", "list", "watch", "patch", "delete", "create"]
 - apiGroups: ["amperity.dev"]
   resources: ["amperityworkflowruns/status"]
   # Status is written with server-side apply.
+  verbs: ["patch"]
+- apiGroups: ["amperity.dev"]
+  resources: ["amperityworkflowschedules"]
+  # watch and list: the controller; get: reads; patch: the finalizer (server-side apply).
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["amperity.dev"]
+  resources: ["amperityworkflowschedules/status"]
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]

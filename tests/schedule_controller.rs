@@ -1,0 +1,413 @@
+//! The schedule reconciler against a mocked Kubernetes API server (tower-test):
+//! every call it makes is asserted in order, with its body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amperity_operator::controller::{FIELD_MANAGER, FINALIZER_MANAGER};
+use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
+use amperity_operator::metrics::Metrics;
+use amperity_operator::schedule::RUN_NOW_ANNOTATION;
+use amperity_operator::schedule_controller::{SCHEDULE_FINALIZER, ScheduleContext, reconcile};
+use http::{Method, Request, Response, StatusCode};
+use jiff::{SignedDuration, Timestamp};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle, SendResponse};
+
+const SCHEDULES: &str =
+    "/apis/amperity.dev/v1alpha1/namespaces/marketing/amperityworkflowschedules";
+const RUNS: &str = "/apis/amperity.dev/v1alpha1/namespaces/marketing/amperityworkflowruns";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/marketing/events";
+
+struct Received {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+    reply: SendResponse<Response<Body>>,
+}
+
+impl Received {
+    fn answer(self, status: StatusCode, body: Value) {
+        self.reply.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+    }
+}
+
+async fn expect(
+    handle: &mut Handle<Request<Body>, Response<Body>>,
+    method: Method,
+    path: &str,
+) -> Received {
+    let (request, reply) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("no call; expected {method} {path}"))
+        .expect("the client is alive");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    let got = Received {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        reply,
+    };
+    assert_eq!(
+        (&got.method, got.path.as_str()),
+        (&method, path),
+        "unexpected call"
+    );
+    got
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+           "reason": reason, "code": code})
+}
+
+/// A schedule "* * * * *" created two minutes ago, with the finalizer in place.
+fn schedule(extra_spec: Value, annotations: Value) -> AmperityWorkflowSchedule {
+    let created = Timestamp::now() - SignedDuration::from_secs(120);
+    let mut spec = json!({
+        "schedule": "* * * * *",
+        "runTemplate": {"spec": {"tenant": "socktown", "tokenSecretRef": {"name": "amperity-api"},
+                                 "configId": "cg-nightly"}}
+    });
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowSchedule",
+        "metadata": {"name": "nightly", "namespace": "marketing", "uid": "s-uid", "generation": 1,
+                     "resourceVersion": "7", "creationTimestamp": created.to_string(),
+                     "finalizers": [SCHEDULE_FINALIZER], "annotations": annotations},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn owned_run(name: &str, phase: &str) -> Value {
+    json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRun",
+        "metadata": {"name": name, "namespace": "marketing", "labels": {"amperity.dev/schedule": "nightly"},
+            "annotations": {"amperity.dev/scheduled-at": (Timestamp::now() - SignedDuration::from_secs(300)).to_string(),
+                            "amperity.dev/trigger": "schedule"},
+            "ownerReferences": [{"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowSchedule",
+                "name": "nightly", "uid": "s-uid", "controller": true}]},
+        "spec": {"tenant": "socktown", "tokenSecretRef": {"name": "amperity-api"}, "configId": "cg-nightly"},
+        "status": {"phase": phase}})
+}
+
+fn list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
+           "metadata": {"resourceVersion": "9"}, "items": items})
+}
+
+fn setup() -> (Arc<ScheduleContext>, Handle<Request<Body>, Response<Body>>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Arc::new(ScheduleContext::new(
+        Client::new(service, "default"),
+        Arc::new(Metrics::default()),
+    ));
+    (ctx, handle)
+}
+
+/// Starts a reconcile and answers its reading of the schedule and listing of its runs.
+async fn begin(
+    ctx: &Arc<ScheduleContext>,
+    api: &mut Handle<Request<Body>, Response<Body>>,
+    s: &AmperityWorkflowSchedule,
+    runs: Vec<Value>,
+) -> tokio::task::JoinHandle<Result<Action, amperity_operator::schedule_controller::Error>> {
+    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx.clone()));
+    expect(api, Method::GET, &format!("{SCHEDULES}/nightly"))
+        .await
+        .answer(StatusCode::OK, serde_json::to_value(s).unwrap());
+    let listing = expect(api, Method::GET, RUNS).await;
+    assert!(
+        listing
+            .query
+            .contains("labelSelector=amperity.dev%2Fschedule%3Dnightly"),
+        "{}",
+        listing.query
+    );
+    listing.answer(StatusCode::OK, list(runs));
+    task
+}
+
+#[tokio::test]
+async fn a_due_slot_creates_the_run_then_writes_status_then_says_so() {
+    let (ctx, mut api) = setup();
+    let s = schedule(json!({}), json!({}));
+    let task = begin(&ctx, &mut api, &s, vec![]).await;
+
+    let create = expect(&mut api, Method::POST, RUNS).await;
+    let name = create.body["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let minute = Timestamp::now().as_second().div_euclid(60);
+    assert!(
+        name == format!("nightly-{minute}") || name == format!("nightly-{}", minute - 1),
+        "{name}"
+    );
+    assert_eq!(
+        create.body["metadata"]["ownerReferences"][0]["uid"],
+        "s-uid"
+    );
+    assert_eq!(create.body["spec"]["configId"], "cg-nightly");
+    let body = create.body.clone();
+    create.answer(StatusCode::CREATED, body);
+
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await;
+    assert!(
+        status
+            .query
+            .contains(&format!("fieldManager={FIELD_MANAGER}")),
+        "{}",
+        status.query
+    );
+    assert!(status.query.contains("force=true"));
+    let written = status.body["status"].clone();
+    assert_eq!(written["active"][0]["name"], name.as_str());
+    assert!(written["lastScheduleTime"].is_string());
+    assert!(written["nextScheduleTime"].is_string());
+    let ready = written["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(
+        (
+            ready["status"].as_str(),
+            ready["observedGeneration"].as_i64()
+        ),
+        (Some("True"), Some(1))
+    );
+    status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+
+    let event = expect(&mut api, Method::POST, EVENTS).await;
+    assert_eq!(event.body["reason"], "Created");
+    assert_eq!(event.body["regarding"]["kind"], "AmperityWorkflowSchedule");
+    assert!(event.body["note"].as_str().unwrap().contains(&name));
+    let body = event.body.clone();
+    event.answer(StatusCode::CREATED, body);
+
+    let action = task.await.unwrap().unwrap();
+    // The next slot is within a minute.
+    assert!(action != Action::await_change());
+    let wait = format!("{action:?}");
+    assert!(wait.contains("requeue_after: Some("), "{wait}");
+    assert_eq!(
+        ctx.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("amperity_operator_schedule_runs_total")),
+        Some("amperity_operator_schedule_runs_total{outcome=\"created\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_already_exists_and_is_ours_is_not_an_error() {
+    let (ctx, mut api) = setup();
+    let s = schedule(json!({}), json!({}));
+    let task = begin(&ctx, &mut api, &s, vec![]).await;
+    let create = expect(&mut api, Method::POST, RUNS).await;
+    let name = create.body["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut existing = create.body.clone();
+    create.answer(
+        StatusCode::CONFLICT,
+        status_error(409, "AlreadyExists", "already exists"),
+    );
+    expect(&mut api, Method::GET, &format!("{RUNS}/{name}"))
+        .await
+        .answer(StatusCode::OK, {
+            existing["metadata"]["resourceVersion"] = json!("3");
+            existing
+        });
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await;
+    assert_eq!(status.body["status"]["active"][0]["name"], name.as_str());
+    status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    let event = expect(&mut api, Method::POST, EVENTS).await;
+    assert_eq!(event.body["reason"], "Created");
+    event.answer(StatusCode::CREATED, json!({}));
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_run_is_reported_not_retried() {
+    let (ctx, mut api) = setup();
+    let s = schedule(json!({}), json!({}));
+    let task = begin(&ctx, &mut api, &s, vec![]).await;
+    expect(&mut api, Method::POST, RUNS).await.answer(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        status_error(
+            422,
+            "Invalid",
+            "AmperityWorkflowRun is invalid: spec.tenant: Required value",
+        ),
+    );
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await;
+    let written = status.body["status"].clone();
+    assert!(written.get("active").is_none());
+    assert!(written["lastSkippedTime"].is_string());
+    let ready = written["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["reason"], "RunCreateFailed");
+    assert!(ready["message"].as_str().unwrap().contains("spec.tenant"));
+    status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    let event = expect(&mut api, Method::POST, EVENTS).await;
+    assert_eq!(
+        (event.body["reason"].as_str(), event.body["type"].as_str()),
+        (Some("CreateFailed"), Some("Warning"))
+    );
+    event.answer(StatusCode::CREATED, json!({}));
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn replace_stops_the_run_in_flight_before_creating() {
+    let (ctx, mut api) = setup();
+    let s = schedule(json!({"concurrencyPolicy": "Replace"}), json!({}));
+    let task = begin(&ctx, &mut api, &s, vec![owned_run("nightly-1", "Running")]).await;
+    let stop = expect(&mut api, Method::PATCH, &format!("{RUNS}/nightly-1")).await;
+    assert_eq!(stop.body, json!({"spec": {"stop": true}}));
+    stop.answer(StatusCode::OK, owned_run("nightly-1", "Running"));
+    let create = expect(&mut api, Method::POST, RUNS).await;
+    let body = create.body.clone();
+    create.answer(StatusCode::CREATED, body);
+    expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await
+    .answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    for reason in ["Replaced", "Created"] {
+        let event = expect(&mut api, Method::POST, EVENTS).await;
+        assert_eq!(event.body["reason"], reason);
+        event.answer(StatusCode::CREATED, json!({}));
+    }
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_new_schedule_gets_its_finalizer_first_and_run_now_runs() {
+    let (ctx, mut api) = setup();
+    let mut s = schedule(
+        json!({"schedule": "@yearly"}),
+        json!({RUN_NOW_ANNOTATION: "go"}),
+    );
+    s.metadata.finalizers = None;
+    s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    let task = begin(&ctx, &mut api, &s, vec![]).await;
+    let finalizer = expect(&mut api, Method::PATCH, &format!("{SCHEDULES}/nightly")).await;
+    assert!(
+        finalizer
+            .query
+            .contains(&format!("fieldManager={FINALIZER_MANAGER}")),
+        "{}",
+        finalizer.query
+    );
+    assert_eq!(
+        finalizer.body["metadata"]["finalizers"],
+        json!([SCHEDULE_FINALIZER])
+    );
+    finalizer.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    let create = expect(&mut api, Method::POST, RUNS).await;
+    assert_eq!(create.body["metadata"]["name"], "nightly-now-1");
+    assert_eq!(
+        create.body["metadata"]["annotations"]["amperity.dev/trigger"],
+        "run-now"
+    );
+    let body = create.body.clone();
+    create.answer(StatusCode::CREATED, body);
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await;
+    assert_eq!(status.body["status"]["lastHandledRunNow"], "go");
+    assert_eq!(status.body["status"]["runNowCount"], 1);
+    status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    expect(&mut api, Method::POST, EVENTS)
+        .await
+        .answer(StatusCode::CREATED, json!({}));
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_schedule_deletes_its_runs_then_lets_it_go() {
+    let (ctx, mut api) = setup();
+    let mut s = schedule(json!({}), json!({}));
+    s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    let task = begin(
+        &ctx,
+        &mut api,
+        &s,
+        vec![
+            owned_run("nightly-1", "Running"),
+            owned_run("nightly-2", "Succeeded"),
+        ],
+    )
+    .await;
+    let mut deleted = vec![];
+    for _ in 0..2 {
+        let (request, reply) = api.next_request().await.unwrap();
+        assert_eq!(request.method(), Method::DELETE);
+        let name = request
+            .uri()
+            .path()
+            .strip_prefix(&format!("{RUNS}/"))
+            .unwrap()
+            .to_string();
+        reply.send_response(
+            Response::builder()
+                .body(Body::from(
+                    serde_json::to_vec(&owned_run(&name, "Running")).unwrap(),
+                ))
+                .unwrap(),
+        );
+        deleted.push(name);
+    }
+    deleted.sort();
+    assert_eq!(deleted, ["nightly-1", "nightly-2"]);
+    let release = expect(&mut api, Method::PATCH, &format!("{SCHEDULES}/nightly")).await;
+    assert_eq!(release.body["metadata"]["finalizers"], json!([]));
+    release.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+}

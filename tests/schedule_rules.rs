@@ -1,0 +1,238 @@
+//! The schedule's rules, checked the ways they are enforced: the CRD's OpenAPI
+//! keywords (any API server), its CEL rule (1.25+), and the operator's own checks
+//! (`schedule::spec`). And examples/schedule.yaml: valid everywhere, and the run it
+//! makes is a valid AmperityWorkflowRun.
+
+#[path = "support/crd_schema.rs"]
+mod crd_schema;
+
+use crd_schema::refused;
+
+use amperity_operator::crd::AmperityWorkflowRun;
+use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
+use amperity_operator::schedule::{decide, spec};
+use serde_json::{Value, json};
+
+const EXAMPLE: &str = include_str!("../examples/schedule.yaml");
+
+fn example() -> Value {
+    let mut v: Value = serde_yaml::from_str(EXAMPLE).unwrap();
+    v["metadata"]["namespace"] = json!("marketing");
+    v
+}
+
+fn with(mutate: impl FnOnce(&mut Value)) -> Value {
+    let mut v = example();
+    mutate(&mut v);
+    v
+}
+
+/// The operator's own verdict: the fields it names.
+fn operator_refuses(object: &Value) -> Vec<String> {
+    let mut s: AmperityWorkflowSchedule = serde_json::from_value(object.clone()).unwrap();
+    s.metadata.creation_timestamp = None;
+    match spec::check(&s, "2025-04-18T00:00:00Z".parse().unwrap()) {
+        Ok(_) => vec![],
+        Err(errors) => errors.into_iter().map(|e| e.path).collect(),
+    }
+}
+
+#[test]
+fn the_example_schedule_is_valid_everywhere_and_makes_a_valid_run() {
+    let object = example();
+    assert_eq!(
+        refused::<AmperityWorkflowSchedule>(&object, None),
+        Vec::<String>::new()
+    );
+    assert_eq!(operator_refuses(&object), Vec::<String>::new());
+    let mut s: AmperityWorkflowSchedule = serde_json::from_value(object).unwrap();
+    s.metadata.uid = Some("u".into());
+    s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2025-04-17T00:00:00Z".parse().unwrap(),
+    ));
+    // 02:30 in New York on 2025-04-18 is 06:30 UTC.
+    let plan = decide(&s, &[], "2025-04-18T06:30:00Z".parse().unwrap());
+    let run = serde_json::to_value(&plan.create.expect("a run at 02:30").run).unwrap();
+    assert_eq!(run["metadata"]["name"], "nightly-ingest-29082630");
+    assert_eq!(run["metadata"]["labels"]["team"], "data-platform");
+    assert_eq!(
+        refused::<AmperityWorkflowRun>(&run, None),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn the_schema_refuses_bad_schedules_naming_the_field() {
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "words",
+            with(|v| v["spec"]["schedule"] = json!("every day")),
+            "/spec/schedule",
+        ),
+        (
+            "six fields",
+            with(|v| v["spec"]["schedule"] = json!("0 30 2 * * *")),
+            "/spec/schedule",
+        ),
+        (
+            "four fields",
+            with(|v| v["spec"]["schedule"] = json!("30 2 * *")),
+            "/spec/schedule",
+        ),
+        (
+            "@reboot",
+            with(|v| v["spec"]["schedule"] = json!("@reboot")),
+            "/spec/schedule",
+        ),
+        (
+            "empty",
+            with(|v| v["spec"]["schedule"] = json!("")),
+            "/spec/schedule",
+        ),
+        (
+            "no schedule",
+            with(|v| {
+                v["spec"].as_object_mut().unwrap().remove("schedule");
+            }),
+            "/spec/schedule",
+        ),
+        (
+            "zone with spaces",
+            with(|v| v["spec"]["timeZone"] = json!("New York")),
+            "/spec/timeZone",
+        ),
+        (
+            "policy",
+            with(|v| v["spec"]["concurrencyPolicy"] = json!("Sometimes")),
+            "/spec/concurrencyPolicy",
+        ),
+        (
+            "zero deadline",
+            with(|v| v["spec"]["startingDeadlineSeconds"] = json!(0)),
+            "/spec/startingDeadlineSeconds",
+        ),
+        (
+            "history",
+            with(|v| v["spec"]["successfulRunsHistoryLimit"] = json!(101)),
+            "/spec/successfulRunsHistoryLimit",
+        ),
+        (
+            "negative history",
+            with(|v| v["spec"]["failedRunsHistoryLimit"] = json!(-1)),
+            "/spec/failedRunsHistoryLimit",
+        ),
+        (
+            "no template",
+            with(|v| {
+                v["spec"].as_object_mut().unwrap().remove("runTemplate");
+            }),
+            "/spec/runTemplate",
+        ),
+        // The template's spec is checked by the run's own schema.
+        (
+            "template config id",
+            with(|v| v["spec"]["runTemplate"]["spec"]["configId"] = json!("nope")),
+            "/spec/runTemplate/spec/configId",
+        ),
+        (
+            "template run mode",
+            with(|v| v["spec"]["runTemplate"]["spec"]["runMode"] = json!("weekly")),
+            "/spec/runTemplate/spec/runMode",
+        ),
+    ];
+    for (name, object, path) in cases {
+        let paths = refused::<AmperityWorkflowSchedule>(&object, None);
+        assert!(
+            paths.iter().any(|p| p == path),
+            "{name}: {paths:?} lacks {path}"
+        );
+    }
+    // What the operator checks itself, whatever the API server enforced.
+    for (object, field) in [
+        (
+            with(|v| v["spec"]["schedule"] = json!("every day")),
+            "spec.schedule",
+        ),
+        (
+            with(|v| v["spec"]["schedule"] = json!("0 0 30 2 *")),
+            "spec.schedule",
+        ),
+        (
+            with(|v| v["spec"]["timeZone"] = json!("Mars/Olympus_Mons")),
+            "spec.timeZone",
+        ),
+        (
+            with(|v| v["spec"]["runTemplate"]["spec"]["configId"] = json!("nope")),
+            "spec.runTemplate.spec.configId",
+        ),
+        (
+            with(|v| v["spec"]["runTemplate"]["spec"]["timeout"] = json!("0s")),
+            "spec.runTemplate.spec.timeout",
+        ),
+        (
+            with(|v| v["metadata"]["name"] = json!("n".repeat(53))),
+            "metadata.name",
+        ),
+    ] {
+        let fields = operator_refuses(&object);
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{fields:?} lacks {field}"
+        );
+    }
+}
+
+#[test]
+fn cel_limits_the_name_and_keeps_the_template_editable() {
+    let long = with(|v| v["metadata"]["name"] = json!("n".repeat(53)));
+    let paths = refused::<AmperityWorkflowSchedule>(&long, None);
+    assert!(
+        paths.iter().any(|p| p.contains("52 characters")),
+        "{paths:?}"
+    );
+    assert_eq!(
+        refused::<AmperityWorkflowSchedule>(
+            &with(|v| v["metadata"]["name"] = json!("n".repeat(52))),
+            None
+        ),
+        Vec::<String>::new()
+    );
+    // A run's spec is immutable; a template's is not.
+    let edited = with(|v| v["spec"]["runTemplate"]["spec"]["configId"] = json!("cg-other"));
+    assert_eq!(
+        refused::<AmperityWorkflowSchedule>(&edited, Some(&example())),
+        Vec::<String>::new()
+    );
+    // The template's own rules still apply (range order).
+    let backwards = with(|v| {
+        v["spec"]["runTemplate"]["spec"]["range"] =
+            json!({"from": "2025-04-19", "to": "2025-04-18"})
+    });
+    let paths = refused::<AmperityWorkflowSchedule>(&backwards, None);
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.contains("range.to must be after range.from")),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn a_template_cannot_carry_stop_or_workflow_id() {
+    let schema = crd_schema::openapi::<AmperityWorkflowSchedule>();
+    let template = &schema["properties"]["spec"]["properties"]["runTemplate"]["properties"]["spec"];
+    let fields: Vec<&String> = template["properties"].as_object().unwrap().keys().collect();
+    assert!(fields.iter().any(|f| *f == "configId"));
+    for forbidden in ["stop", "workflowId"] {
+        assert!(
+            !fields.iter().any(|f| *f == forbidden),
+            "{forbidden} in {fields:?}"
+        );
+    }
+    // A structural schema without them: the API server prunes them on write.
+    assert!(
+        template
+            .get("x-kubernetes-preserve-unknown-fields")
+            .is_none()
+    );
+}
