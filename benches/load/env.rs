@@ -58,9 +58,8 @@ pub async fn kube_env() -> Kube {
     }
 }
 
-/// The CRD without its CEL rules, which a 1.20 API server refuses to apply.
+/// The CRDs without their CEL rules, which a 1.20 API server refuses to apply.
 fn crd_without_cel() -> String {
-    let mut crd: Value = serde_yaml::from_str(&amperity_operator::crd_yaml()).unwrap();
     fn strip(v: &mut Value) {
         match v {
             Value::Object(m) => {
@@ -71,8 +70,15 @@ fn crd_without_cel() -> String {
             _ => {}
         }
     }
-    strip(&mut crd);
-    serde_yaml::to_string(&crd).unwrap()
+    let docs: Vec<String> = amperity_operator::crds()
+        .into_iter()
+        .map(|(_, yaml)| {
+            let mut crd: Value = serde_yaml::from_str(&yaml).unwrap();
+            strip(&mut crd);
+            serde_yaml::to_string(&crd).unwrap()
+        })
+        .collect();
+    docs.join("---\n")
 }
 
 pub struct Operator {
