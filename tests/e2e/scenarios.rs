@@ -493,10 +493,12 @@ async fn deleting_an_unfinished_run_stops_it(env: &Env) -> Result {
 
 async fn ttl_removes_finished_runs(env: &Env) -> Result {
     let ns = env.namespace("ttl", Some(env::TOKEN)).await?;
+    // Long enough for this test to see the finished run between its looks while
+    // the other scenarios load the API server (with 2 s it once saw only the gap).
     env.create_run(
         &ns,
         "shortlived",
-        json!({"configId": "cg-e2e-ttl", "ttlSecondsAfterFinished": 2}),
+        json!({"configId": "cg-e2e-ttl", "ttlSecondsAfterFinished": 10}),
     )
     .await?;
     env.wait_for(&ns, "shortlived", FINISH, "finished", finished)
