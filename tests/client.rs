@@ -664,3 +664,69 @@ async fn a_slow_token_exchange_does_not_release_a_burst() {
         "{most_in_a_second} requests in one second: {times:?}"
     );
 }
+
+/// A server that answers every request with `status` and the JSON `body`.
+async fn fixed_answer(status: &'static str, body: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = socket.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/api")
+}
+
+#[tokio::test]
+async fn a_run_id_amperity_could_not_have_handed_out_is_refused_with_its_status() {
+    let run = |id: &str| {
+        serde_json::json!({
+            "id": id, "state": "running", "type": "courier-group",
+            "name": "n", "tenant": "acme", "created_at": "2026-01-01T00:00:00Z"
+        })
+        .to_string()
+    };
+    let client = AmperityClient::new(quick_client()).unwrap();
+    for (status, id, code) in [
+        ("201 Created", "wf-1\u{7}\r\nSet-Cookie: x".to_string(), 201),
+        ("200 OK", String::new(), 200),
+        ("200 OK", "w".repeat(100_000), 200),
+    ] {
+        let url = fixed_answer(status, run(&id)).await;
+        let target = Target::new(
+            Some(&url),
+            "",
+            "acme",
+            "2024-04-01",
+            &AllowList::parse(&[url.as_str()]).unwrap(),
+        )
+        .unwrap();
+        let e = if code == 201 {
+            client.start(&target, &token(), &start("cg-x"), None).await
+        } else {
+            client.get(&target, &token(), "wf-1").await
+        }
+        .unwrap_err();
+        assert!(
+            matches!(e, ClientError::Decode { status, expected: "a workflow id", .. } if status == code),
+            "{e:?}"
+        );
+        // The answer to a start came: whether a run was made is unknown, so it is
+        // searched for, never repeated.
+        assert!(code != 201 || e.outcome_unknown(), "{e}");
+        assert!(
+            e.to_string().len() < 2000,
+            "the id is cut in the error: {e}"
+        );
+    }
+}

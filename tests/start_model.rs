@@ -218,6 +218,7 @@ fn reply<T>(body: T) -> Reply<T> {
     Reply {
         body,
         deprecation: None,
+        status: 200,
     }
 }
 

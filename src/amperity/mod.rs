@@ -189,6 +189,8 @@ impl Principal {
 pub struct Reply<T> {
     pub body: T,
     pub deprecation: Option<DeprecationNotice>,
+    /// The HTTP status it came with (a list's: its last page's).
+    pub status: u16,
 }
 
 /// `Deprecation` / `Sunset` headers: the API version is on its way out.
@@ -504,12 +506,12 @@ impl AmperityClient {
                 .await?;
             deprecation = deprecation.or(page.deprecation);
             for w in &page.body.data {
-                checked_id(&w.id)?;
+                checked_id(&w.id, page.status)?;
             }
             runs.extend(page.body.data);
             if runs.len() > MAX_LIST_RUNS {
                 return Err(ClientError::Decode {
-                    status: 200,
+                    status: page.status,
                     expected: "a last page",
                     excerpt: format!("more than {MAX_LIST_RUNS} runs"),
                 });
@@ -523,6 +525,7 @@ impl AmperityClient {
                     return Ok(Reply {
                         body: runs,
                         deprecation,
+                        status: page.status,
                     });
                 }
             }
@@ -594,7 +597,7 @@ impl AmperityClient {
                 turn,
             )
             .await?;
-        checked_id(&reply.body.id)?;
+        checked_id(&reply.body.id, reply.status)?;
         Ok(reply)
     }
 
@@ -676,7 +679,11 @@ impl AmperityClient {
                     let deprecation = DeprecationNotice::from_headers(&headers);
                     if status.is_success() {
                         return serde_json::from_slice::<T>(&bytes)
-                            .map(|body| Reply { body, deprecation })
+                            .map(|body| Reply {
+                                body,
+                                deprecation,
+                                status: status.as_u16(),
+                            })
                             .map_err(|_| ClientError::Decode {
                                 status: status.as_u16(),
                                 expected: std::any::type_name::<T>()
@@ -762,10 +769,10 @@ pub(crate) async fn read_limited(
     Ok(body.freeze())
 }
 
-fn checked_id(id: &str) -> Result<(), ClientError> {
+fn checked_id(id: &str, status: u16) -> Result<(), ClientError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
         return Err(ClientError::Decode {
-            status: 200,
+            status,
             expected: "a workflow id",
             excerpt: excerpt(id),
         });
