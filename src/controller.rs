@@ -1,7 +1,7 @@
 //! The Kubernetes side: the `Context` every reconcile shares, `reconcile` (which runs
 //! the shared driver with a Kubernetes [`Host`]) and `error_policy`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, field, info_span, warn};
@@ -160,6 +161,35 @@ impl Context {
             .unwrap_or_default()
     }
 
+    /// Drops everything kept for a resource that is gone: its memory, its phase
+    /// in the `runs` gauge, the run it tracks, its place in the change feed.
+    pub fn forget(&self, uid: &str) {
+        self.store(uid, None);
+        self.metrics.set_phase(uid, None);
+        self.tracking.forget(uid);
+        if let Some(feed) = &self.feed {
+            feed.forget(uid);
+        }
+    }
+
+    /// What the watch saw, for what a reconcile cannot do: a run deleted without
+    /// one (no finalizer: it had finished) is forgotten; after a relist of all
+    /// namespaces, runs that vanished meanwhile leave the tracking (`present`
+    /// gives the uids the cache holds).
+    pub fn watched(
+        &self,
+        event: &watcher::Event<CachedRun>,
+        present: impl FnOnce() -> HashSet<String>,
+    ) {
+        match event {
+            watcher::Event::Delete(run) => self.forget(&run.uid().unwrap_or_default()),
+            watcher::Event::InitDone if self.namespaces.len() <= 1 => {
+                self.tracking.retain(&present())
+            }
+            _ => {}
+        }
+    }
+
     fn store(&self, uid: &str, memory: Option<RunMemory>) {
         let mut map = self.memory.lock().unwrap();
         match memory {
@@ -258,7 +288,7 @@ async fn reconcile_in(
     let Some(mut run) = read.map_err(kube_err("reading the resource"))? else {
         // Deleted since the cache saw it: nothing left to do for it.
         let uid = obj.uid().unwrap_or_default();
-        forget(&ctx, &uid);
+        ctx.forget(&uid);
         return Ok(Requeue::await_change());
     };
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
@@ -355,7 +385,7 @@ async fn reconcile_in(
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(kube_err("deleting after ttlSecondsAfterFinished")(e)),
             }
-            forget(&ctx, &uid);
+            ctx.forget(&uid);
             Requeue::await_change()
         }
         Action::ReleaseFinalizer => {
@@ -364,21 +394,11 @@ async fn reconcile_in(
                     .await
                     .map_err(kube_err("removing the finalizer"))?;
             }
-            forget(&ctx, &uid);
+            ctx.forget(&uid);
             Requeue::await_change()
         }
         other => unreachable!("the driver performs {other:?} itself"),
     })
-}
-
-/// Drops everything kept for a resource that is gone.
-fn forget(ctx: &Context, uid: &str) {
-    ctx.store(uid, None);
-    ctx.metrics.set_phase(uid, None);
-    ctx.tracking.forget(uid);
-    if let Some(feed) = &ctx.feed {
-        feed.forget(uid);
-    }
 }
 
 /// Retries after a failed Kubernetes call (or a caught panic), backing off per

@@ -196,25 +196,12 @@ async fn controllers(
                     .retain(|key, _| key == RESOLVE_START_ANNOTATION);
             })
             .reflect(writer)
-            // Runs deleted without a reconcile (no finalizer) leave the tracking of
-            // their Amperity runs; after a relist, so do runs that vanished meanwhile.
-            .inspect_ok(move |event| match event {
-                watcher::Event::Delete(run) => {
-                    let uid = run.uid().unwrap_or_default();
-                    tracked.tracking.forget(&uid);
-                    if let Some(feed) = &tracked.feed {
-                        feed.forget(&uid);
-                    }
-                }
-                watcher::Event::InitDone if tracked.namespaces.len() <= 1 => {
-                    let present = store
-                        .state()
-                        .iter()
-                        .filter_map(|r| r.uid())
-                        .collect::<std::collections::HashSet<_>>();
-                    tracked.tracking.retain(&present);
-                }
-                _ => {}
+            // Runs deleted without a reconcile (no finalizer) are forgotten; after a
+            // relist, runs that vanished meanwhile leave the tracking.
+            .inspect_ok(move |event| {
+                tracked.watched(event, || {
+                    store.state().iter().filter_map(|r| r.uid()).collect()
+                })
             })
             .touched_objects()
             .predicate_filter(person_visible_change, PredicateConfig::default());

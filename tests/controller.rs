@@ -22,6 +22,7 @@ use kube::Client;
 use kube::client::Body;
 use kube::core::PartialObjectMetaExt;
 use kube::runtime::controller::Action;
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
@@ -707,6 +708,45 @@ async fn a_resource_that_finishes_in_its_first_reconcile_keeps_no_finalizer() {
         "{requeue:?}"
     );
     assert_eq!(sim.stats().requests, 0);
+}
+
+/// The `runs` gauge's value for `phase`, as a scrape shows it.
+fn runs_gauge(ctx: &Context, phase: &str) -> String {
+    let line = format!("amperity_operator_runs{{phase=\"{phase}\"}} ");
+    ctx.metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_finished_run_deleted_without_a_reconcile_leaves_the_runs_gauge() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let mut run = resource(&sim, json!({"stop": true}), None);
+    run.metadata.finalizers = None;
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, with_finalizer(&run, "11"));
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect(Method::POST, EVENTS)
+        .await
+        .reply(StatusCode::CREATED, json!({}));
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    task.await.unwrap().unwrap();
+    assert_eq!(runs_gauge(&ctx, "Canceled"), "1");
+    // Finished and without a finalizer, it is deleted by a person: the controller
+    // has nothing left to reconcile, only the watch sees it go.
+    ctx.watched(&watcher::Event::Delete((*cached(&run)).clone()), || {
+        unreachable!("a deletion needs no relist")
+    });
+    assert_eq!(runs_gauge(&ctx, "Canceled"), "0");
+    api.expect_quiet().await;
 }
 
 #[tokio::test]
