@@ -280,20 +280,8 @@ impl Feed {
 
     /// Looks at every group now, one after another (for tests).
     pub async fn look_now(&self, amperity: &AmperityClient) -> Vec<Look> {
-        let keys: Vec<GroupKey> = {
-            let mut state = self.state.lock().unwrap();
-            state
-                .groups
-                .iter_mut()
-                .filter(|(_, g)| !g.looking)
-                .map(|(k, g)| {
-                    g.looking = true;
-                    k.clone()
-                })
-                .collect()
-        };
         let mut looks = Vec::new();
-        for key in keys {
+        for key in self.claim(|_| true) {
             looks.push(self.look_at(amperity, &key).await);
         }
         looks
@@ -301,11 +289,16 @@ impl Feed {
 
     /// Groups whose look is due, marked as looking.
     fn due(&self, now: Instant) -> Vec<GroupKey> {
+        self.claim(|g| g.next_look <= now)
+    }
+
+    /// Groups not being looked at for which `ready` holds, marked as looking.
+    fn claim(&self, ready: impl Fn(&Group) -> bool) -> Vec<GroupKey> {
         let mut state = self.state.lock().unwrap();
         state
             .groups
             .iter_mut()
-            .filter(|(_, g)| !g.looking && g.next_look <= now)
+            .filter(|(_, g)| !g.looking && ready(g))
             .map(|(k, g)| {
                 g.looking = true;
                 k.clone()
