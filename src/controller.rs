@@ -122,10 +122,7 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Self {
         Context {
-            reporter: Reporter {
-                controller: "amperity-operator".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            reporter: reporter(),
             client,
             amperity,
             defaults,
@@ -326,7 +323,7 @@ async fn reconcile_in(
         // The answer is the resource as it now stands: the intent to start is then
         // written over this version, not the one before the finalizer (which the API
         // server would refuse as a conflict, and the start would wait out a backoff).
-        run = set_finalizer(&api, &name, true)
+        run = apply_finalizer(&api, &name, FINALIZER, true)
             .await
             .map_err(kube_err("adding the finalizer"))?;
     }
@@ -362,7 +359,7 @@ async fn reconcile_in(
     // A finished run has nothing to stop: deletion goes through at once, whether
     // or not a TTL is still to come.
     if finished && has_finalizer(&run) && !matches!(action, Action::ReleaseFinalizer) {
-        set_finalizer(&api, &name, false)
+        apply_finalizer(&api, &name, FINALIZER, false)
             .await
             .map_err(kube_err("removing the finalizer"))?;
     }
@@ -390,7 +387,7 @@ async fn reconcile_in(
         }
         Action::ReleaseFinalizer => {
             if has_finalizer(&run) {
-                set_finalizer(&api, &name, false)
+                apply_finalizer(&api, &name, FINALIZER, false)
                     .await
                     .map_err(kube_err("removing the finalizer"))?;
             }
@@ -459,17 +456,21 @@ fn needs_finalizer(run: &AmperityWorkflowRun) -> bool {
         && !run.phase().is_some_and(|p| p.is_finished())
 }
 
-/// Adds or drops our finalizer with server-side apply under its own field manager,
-/// which leaves other controllers' finalizers alone.
-async fn set_finalizer(
-    api: &Api<AmperityWorkflowRun>,
+/// Adds or drops `finalizer` with server-side apply under its own field manager,
+/// which leaves other finalizers alone. The answer is the resource as it now stands.
+pub async fn apply_finalizer<K>(
+    api: &Api<K>,
     name: &str,
+    finalizer: &str,
     present: bool,
-) -> Result<AmperityWorkflowRun, kube::Error> {
-    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let finalizers: Vec<&str> = if present { vec![finalizer] } else { vec![] };
     let patch = json!({
-        "apiVersion": AmperityWorkflowRun::api_version(&()),
-        "kind": AmperityWorkflowRun::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "metadata": {"name": name, "finalizers": finalizers},
     });
     api.patch(
@@ -651,6 +652,15 @@ impl Host for KubeHost<'_> {
 
     fn now(&self) -> Timestamp {
         Timestamp::now()
+    }
+}
+
+/// Who publishes this operator's Events: the controller, and the pod (when the
+/// chart gives its name).
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: "amperity-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
     }
 }
 

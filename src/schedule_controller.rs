@@ -17,7 +17,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::controller::{FIELD_MANAGER, FINALIZER_MANAGER};
+use crate::controller::{FIELD_MANAGER, apply_finalizer};
 use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
 use crate::decide::Event;
@@ -63,10 +63,7 @@ pub struct ScheduleContext {
 impl ScheduleContext {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
         ScheduleContext {
-            reporter: Reporter {
-                controller: "amperity-operator".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            reporter: crate::controller::reporter(),
             client,
             metrics,
         }
@@ -326,25 +323,8 @@ impl Reconcile<'_> {
             .map_err(self.fail("writing status"))
     }
 
-    /// Adds or drops the finalizer with server-side apply under its own manager,
-    /// which leaves other finalizers alone.
     async fn set_finalizer(&self, present: bool) -> Result<(), kube::Error> {
-        let finalizers: Vec<&str> = if present {
-            vec![SCHEDULE_FINALIZER]
-        } else {
-            vec![]
-        };
-        let patch = json!({
-            "apiVersion": AmperityWorkflowSchedule::api_version(&()),
-            "kind": AmperityWorkflowSchedule::kind(&()),
-            "metadata": {"name": self.name, "finalizers": finalizers},
-        });
-        self.schedules
-            .patch(
-                &self.name,
-                &PatchParams::apply(FINALIZER_MANAGER).force(),
-                &Patch::Apply(patch),
-            )
+        apply_finalizer(&self.schedules, &self.name, SCHEDULE_FINALIZER, present)
             .await
             .map(|_| ())
     }
