@@ -1,4 +1,4 @@
-//! The Amperity API's JSON shapes, as `../shared/amperity-api/` documents them.
+//! The Amperity API's JSON shapes, as `docs/amperity-api/` documents them.
 //!
 //! Decoding is deliberately lenient: real responses omit optional fields, send
 //! `null` where a list is expected, use older field names (`workflow_id`,
