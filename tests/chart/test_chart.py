@@ -65,6 +65,10 @@ VARIANTS = {
     "CRDs not kept": {"crds": {"keep": False}},
     "full name override": {"fullnameOverride": "awr-operator"},
     "release name without the chart's": {"replicas": 3},
+    "image pinned by digest": {"image": {"repository": "registry.corp.example/amperity-operator",
+                                         "digest": "sha256:" + "0123456789abcdef" * 4},
+                               "imagePullSecrets": [{"name": "regcred"}]},
+    "values an umbrella chart passes": {"global": {"imageRegistry": "registry.corp.example"}, "enabled": True},
 }
 # The release name each variant is installed as (default: amperity-operator).
 RELEASE_NAMES = {"release name without the chart's": "platform"}
@@ -126,6 +130,12 @@ def test_values_schema_rejects_bad_values():
         {"amperity": {"rateLimit": 11}},
         {"amperity": {"rateLimit": 0}},
         {"logFormat": "xml"},
+        {"logFormat": "JSON"},
+        {"logLevel": ""},
+        {"global": "shared"},
+        {"enabled": "yes"},
+        {"image": {"digest": "latest"}},
+        {"image": {"registry": "ghcr.io"}},
         {"replicas": -1},
         {"watchNamespaces": "marketing"},
         {"leaderElection": {"enabled": "yes"}},
@@ -198,7 +208,7 @@ def test_default_environment():
     _, c = container(render())
     assert env(c) == {
         "METRICS_ADDR": "0.0.0.0:8080",
-        "LOG_LEVEL": "info",
+        "RUST_LOG": "info",
         "LOG_FORMAT": "json",
         "AMPERITY_RATE_LIMIT": "5",
         "AMPERITY_DEFAULT_ENDPOINT": "https://{tenant}.amperity.com/api",
@@ -246,7 +256,9 @@ def test_environment_follows_values():
     assert e["AMPERITY_TLS_ROOTS"] == "system"
     assert e["AMPERITY_CHANGE_FEED"] == "false"
     assert e["AMPERITY_CA_FILE"] == "/etc/amperity-operator/ca/roots.pem"
-    assert e["LOG_FORMAT"] == "text" and e["LOG_LEVEL"] == "debug"
+    assert e["LOG_FORMAT"] == "text" and e["RUST_LOG"] == "debug"
+    # The binary's older name for the filter is not set: RUST_LOG alone decides.
+    assert "LOG_LEVEL" not in e
     assert e["WATCH_NAMESPACES"] == "a,b"
     assert e["LEASE_NAME"] == "awr-leader"
     assert [e[k] for k in ("RETRY_BACKOFF_SECS", "STALLED_RECHECK_SECS", "START_SETTLE_SECS", "DELETION_GRACE_SECS",

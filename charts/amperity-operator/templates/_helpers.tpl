@@ -31,6 +31,16 @@ app.kubernetes.io/name: {{ include "amperity-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The operator's image: repository@digest when image.digest is set (the tag is then
+not used), else repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{- define "amperity-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "amperity-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "amperity-operator.fullname" .) .Values.serviceAccount.name -}}
@@ -92,7 +102,7 @@ secret:
 {{- define "amperity-operator.env" -}}
 - name: METRICS_ADDR
   value: "0.0.0.0:{{ .Values.metrics.port }}"
-- name: LOG_LEVEL
+- name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
 - name: LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
