@@ -11,7 +11,9 @@ bin=$(dirname "$python")
 echo "hadolint $("$bin/hadolint" --version | awk '{print $NF}'): Dockerfile"
 "$bin/hadolint" --no-color --failure-threshold info Dockerfile
 
-workflows=(.github/workflows/*.yml)
+shopt -s nullglob
+workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
+[ ${#workflows[@]} -gt 0 ] || { echo "lint-packaging: no workflows in .github/workflows" >&2; exit 1; }
 echo "actionlint $("$bin/actionlint" -version | head -1 | awk '{print $NF}') + shellcheck: ${workflows[*]}"
 # -pyflakes= : no Python in `run:` steps, and none of the machine's tools used by accident.
 "$bin/actionlint" -shellcheck "$bin/shellcheck" -pyflakes= "${workflows[@]}"
