@@ -61,9 +61,11 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo test"
-# Every test target; the load harness is a bench (run below at one size).
-cargo test
+step "cargo test -- --include-ignored"
+# Every test target, the ignored ones too: the end-to-end suite on the environment
+# brought up above and the Argo CD checks under Lua (plain `cargo test` runs neither).
+# The load harness is a bench (run below at one size).
+cargo test -- --include-ignored
 
 step "Helm chart tests"
 scripts/chart-tests.sh

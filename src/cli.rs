@@ -16,11 +16,33 @@ pub struct Cli {
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-    /// Log filter in `tracing` EnvFilter syntax, e.g. `info,amperity_operator=debug`.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
-    pub log_level: String,
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info,amperity_operator=debug`
+    /// (default `info`). `LOG_LEVEL` is still read when `RUST_LOG` is not set.
+    #[arg(long, env = "RUST_LOG", global = true)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The log filter: `--log-level`, else `RUST_LOG` (the ecosystem's habit), else the
+    /// older `LOG_LEVEL`, else `info`.
+    pub fn log_filter(&self) -> String {
+        log_filter(
+            self.log_level.as_deref(),
+            std::env::var("LOG_LEVEL").ok().as_deref(),
+        )
+    }
+}
+
+fn log_filter(flag_or_rust_log: Option<&str>, legacy: Option<&str>) -> String {
+    [flag_or_rust_log, legacy]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|f| !f.is_empty())
+        .unwrap_or("info")
+        .to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -257,5 +279,33 @@ impl std::str::FromStr for SecretArg {
 impl std::fmt::Debug for SecretArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_filter_prefers_the_flag_or_rust_log_then_log_level_then_info() {
+        assert_eq!(log_filter(Some("debug"), Some("warn")), "debug");
+        assert_eq!(log_filter(None, Some("warn")), "warn");
+        assert_eq!(log_filter(Some("  "), Some("warn")), "warn");
+        assert_eq!(log_filter(None, None), "info");
+        assert_eq!(log_filter(Some(""), Some("")), "info");
+    }
+
+    #[test]
+    fn rust_log_sets_the_filter() {
+        let cli = Cli::try_parse_from(["amperity-operator", "crd"]);
+        // The flag's env twin is RUST_LOG; an explicit flag wins over both.
+        let cli = cli.expect("parses");
+        assert_eq!(
+            cli.log_level.as_deref(),
+            std::env::var("RUST_LOG").ok().as_deref()
+        );
+        let cli = Cli::try_parse_from(["amperity-operator", "--log-level", "trace", "crd"])
+            .expect("parses");
+        assert_eq!(cli.log_filter(), "trace");
     }
 }

@@ -4,22 +4,16 @@
 pub mod amperity;
 pub mod bounded;
 pub mod cli;
-pub mod controller;
+pub mod cluster;
 pub mod crd;
-pub mod decide;
-pub mod driver;
-pub mod feed;
-pub mod leader;
 pub mod local;
 pub mod memory;
 pub mod metrics;
-pub mod operator;
+pub mod run;
 pub mod schedule;
-pub mod schedule_controller;
+pub mod signal;
 pub mod sim;
 pub mod telemetry;
-pub mod tracking;
-pub mod validate;
 
 use kube::CustomResourceExt;
 
@@ -87,5 +81,5 @@ fn shipped(
             }
         }
     }
-    serde_yaml::to_string(&value).expect("the CRD serializes to YAML")
+    serde_norway::to_string(&value).expect("the CRD serializes to YAML")
 }

@@ -11,15 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use serde_json::Value;
 
+use crate::amperity::credentials::Access;
 use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
 use crate::cli::{LocalArgs, LocalOutput};
-use crate::controller::MAX_REQUEUE;
+use crate::cluster::operator::{client_config, defaults};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
-use crate::decide::{Action, Claims, Event, EventType, Settings, conditions};
-use crate::driver::{Access, CredentialsProblem, Driver, Host, RunMemory};
-use crate::operator::{client_config, defaults};
+use crate::run::controller::MAX_REQUEUE;
+use crate::run::decide::{Action, Claims, Event, EventType, Settings, conditions};
+use crate::run::driver::{CredentialsProblem, Driver, Host, RunMemory};
+use crate::run::validate::{FieldError, validate_spec_value};
 use crate::sim;
-use crate::validate::{FieldError, validate_spec_value};
 
 /// Exit codes of `local`, documented in the README.
 pub mod exit {
@@ -95,8 +96,8 @@ pub fn parse_manifest(text: &str) -> Result<AmperityWorkflowRun, Vec<FieldError>
             message,
         }]
     };
-    let mut doc: Value =
-        serde_yaml::from_str(text).map_err(|e| problem("(document)", format!("not YAML: {e}")))?;
+    let mut doc: Value = serde_norway::from_str(text)
+        .map_err(|e| problem("(document)", format!("not YAML: {e}")))?;
     let mut problems = Vec::new();
     match doc.get("apiVersion").and_then(Value::as_str) {
         Some("amperity.dev/v1alpha1") => {}
@@ -327,9 +328,9 @@ impl LocalHost {
             Output::Bar(bar) => {
                 bar.finish_and_clear();
                 eprintln!("{}", self.line(&status));
-                print!("{}", serde_yaml::to_string(&status).unwrap_or_default());
+                print!("{}", serde_norway::to_string(&status).unwrap_or_default());
             }
-            Output::Lines => print!("{}", serde_yaml::to_string(&status).unwrap_or_default()),
+            Output::Lines => print!("{}", serde_norway::to_string(&status).unwrap_or_default()),
             Output::Json => {}
         }
     }

@@ -1,13 +1,14 @@
 use std::process::ExitCode;
 
 use amperity_operator::cli::{Cli, Command};
-use amperity_operator::{crd_yaml, local, memory, operator, sim, telemetry};
+use amperity_operator::cluster::operator;
+use amperity_operator::{crd_yaml, local, memory, sim, telemetry};
 use clap::Parser;
 
 fn main() -> ExitCode {
     memory::limit_arenas();
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, &cli.log_level);
+    telemetry::init(cli.log_format, &cli.log_filter());
     // Two workers whatever the node's core count: the work is waiting on the
     // network (well under a core at 10,000 runs), and every worker thread costs
     // stack and allocator memory.

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amperity_operator::amperity::{AllowList, AmperityClient, ClientConfig, Target};
-use amperity_operator::controller::{
-    CachedRun, Context, Error, FIELD_MANAGER, FINALIZER, reconcile,
-};
+use amperity_operator::cluster::FIELD_MANAGER;
 use amperity_operator::crd::AmperityWorkflowRun;
-use amperity_operator::decide::Settings;
-use amperity_operator::driver::Defaults;
 use amperity_operator::metrics::Metrics;
+use amperity_operator::run::controller::{CachedRun, Context, Error, FINALIZER, reconcile};
+use amperity_operator::run::decide::Settings;
+use amperity_operator::run::driver::Defaults;
 use amperity_operator::sim::{self, SimConfig, SimHandle};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::ByteString;
@@ -758,7 +757,7 @@ async fn the_ttl_deletes_only_the_resource_it_belongs_to() {
         None,
     );
     run.metadata.finalizers = None;
-    let d = amperity_operator::decide::decide(
+    let d = amperity_operator::run::decide::decide(
         &run,
         None,
         jiff::Timestamp::now(),
@@ -780,11 +779,13 @@ async fn the_ttl_deletes_only_the_resource_it_belongs_to() {
 #[tokio::test]
 async fn a_panicking_reconcile_is_an_error_for_that_resource_only() {
     let (ctx, _api, _sim) = setup(fast_sim()).await;
-    let result =
-        amperity_operator::controller::guarded(&ctx, "marketing".into(), "nightly".into(), async {
-            panic!("an index out of bounds, say")
-        })
-        .await;
+    let result = amperity_operator::run::controller::guarded(
+        &ctx,
+        "marketing".into(),
+        "nightly".into(),
+        async { panic!("an index out of bounds, say") },
+    )
+    .await;
     let Err(Error::Panicked {
         namespace,
         name,
@@ -804,11 +805,13 @@ async fn a_panicking_reconcile_is_an_error_for_that_resource_only() {
             .contains("amperity_operator_reconcile_panics_total 1")
     );
     // The next resource is reconciled as usual.
-    let ok =
-        amperity_operator::controller::guarded(&ctx, "marketing".into(), "other".into(), async {
-            Ok(Action::await_change())
-        })
-        .await;
+    let ok = amperity_operator::run::controller::guarded(
+        &ctx,
+        "marketing".into(),
+        "other".into(),
+        async { Ok(Action::await_change()) },
+    )
+    .await;
     assert!(ok.is_ok());
 }
 
@@ -819,7 +822,7 @@ async fn failed_reconciles_back_off_per_resource() {
     let error = Error::NoNamespace("nightly".into());
     let waits: Vec<f64> = (0..8)
         .map(|_| {
-            requeue_secs(&amperity_operator::controller::error_policy(
+            requeue_secs(&amperity_operator::run::controller::error_policy(
                 cached(&run),
                 &error,
                 ctx.clone(),
@@ -830,7 +833,7 @@ async fn failed_reconciles_back_off_per_resource() {
     // Another resource starts from the first step.
     let mut other = run.clone();
     other.metadata.uid = Some("uid-2".into());
-    let first = requeue_secs(&amperity_operator::controller::error_policy(
+    let first = requeue_secs(&amperity_operator::run::controller::error_policy(
         cached(&other),
         &error,
         ctx.clone(),

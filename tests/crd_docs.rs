@@ -3,7 +3,7 @@
 //! one, and on the generic text k8s-openapi gives its own types.
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// Paths of fields (and objects) that have no description of their own.
 fn undescribed(node: &Value, path: &str, out: &mut Vec<String>) {
@@ -30,7 +30,7 @@ fn undescribed(node: &Value, path: &str, out: &mut Vec<String>) {
 fn every_field_of_every_crd_is_described() {
     let yaml = amperity_operator::crd_yaml();
     let mut checked = 0;
-    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+    for doc in serde_norway::Deserializer::from_str(&yaml) {
         let crd = Value::deserialize(doc).unwrap();
         if crd.is_null() {
             continue;
@@ -55,7 +55,7 @@ fn every_field_of_every_crd_is_described() {
 #[test]
 fn conditions_are_a_list_map_keyed_by_type() {
     for (file, yaml) in amperity_operator::crds() {
-        let crd: Value = serde_yaml::from_str(&yaml).unwrap();
+        let crd: Value = serde_norway::from_str(&yaml).unwrap();
         let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
             ["properties"]["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map", "{file}");

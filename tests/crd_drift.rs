@@ -51,7 +51,7 @@ fn the_binary_prints_every_crd_as_one_yaml_stream() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text, amperity_operator::crd_yaml());
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let names: Vec<&str> = docs
@@ -70,7 +70,7 @@ fn the_binary_prints_every_crd_as_one_yaml_stream() {
 fn documents() -> Vec<serde_json::Value> {
     amperity_operator::crds()
         .iter()
-        .map(|(_, yaml)| serde_yaml::from_str(yaml).unwrap())
+        .map(|(_, yaml)| serde_norway::from_str(yaml).unwrap())
         .collect()
 }
 

@@ -11,7 +11,7 @@ use amperity_operator::amperity::wire::Workflow;
 use amperity_operator::crd::{
     AmperityWorkflowRun, AmperityWorkflowRunStatus, Attempt, Phase, StopReason,
 };
-use amperity_operator::decide::{
+use amperity_operator::run::decide::{
     Answer, ApiFailure, Claims, FailureKind, Memory, Search, Settings, decide,
 };
 use jiff::Timestamp;

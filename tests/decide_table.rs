@@ -7,7 +7,7 @@ use std::time::Duration;
 use amperity_operator::amperity::Principal;
 use amperity_operator::amperity::wire::{Workflow, WorkflowState};
 use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
-use amperity_operator::decide::{
+use amperity_operator::run::decide::{
     Action, Answer, ApiFailure, Claims, Decision, EventType, FailureKind, Memory,
     RESOLVE_START_ANNOTATION, Search, Settings, decide,
 };

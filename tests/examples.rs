@@ -150,7 +150,7 @@ fn text_output_prints_timestamped_lines_and_the_final_status() {
         "{stderr}"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let status: Value = serde_yaml::from_str(&stdout).expect("the final status is YAML");
+    let status: Value = serde_norway::from_str(&stdout).expect("the final status is YAML");
     assert_eq!(status["phase"], "Succeeded");
 }
 

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use amperity_operator::amperity::{
     AllowList, AmperityClient, ClientConfig, Credentials, SecretString, Target,
 };
-use amperity_operator::feed::{Feed, FeedSettings, Look, Member};
 use amperity_operator::metrics::Metrics;
+use amperity_operator::run::feed::{Feed, FeedSettings, Look, Member};
 use amperity_operator::sim::{self, ListFault, Request, SimConfig, SimHandle};
 use futures::StreamExt;
 use futures::channel::mpsc::Receiver;
 use kube::runtime::reflector::ObjectRef;
 
-use amperity_operator::controller::CachedRun;
+use amperity_operator::run::controller::CachedRun;
 
 struct Setup {
     sim: SimHandle,

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amperity_operator::controller::{FIELD_MANAGER, FINALIZER_MANAGER};
+use amperity_operator::cluster::FIELD_MANAGER;
+use amperity_operator::cluster::finalizer::FINALIZER_MANAGER;
 use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::metrics::Metrics;
 use amperity_operator::schedule::RUN_NOW_ANNOTATION;
-use amperity_operator::schedule_controller::{SCHEDULE_FINALIZER, ScheduleContext, reconcile};
+use amperity_operator::schedule::controller::{SCHEDULE_FINALIZER, ScheduleContext, reconcile};
 use http::{Method, Request, Response, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use kube::Client;
@@ -124,7 +125,7 @@ async fn begin(
     api: &mut Handle<Request<Body>, Response<Body>>,
     s: &AmperityWorkflowSchedule,
     runs: Vec<Value>,
-) -> tokio::task::JoinHandle<Result<Action, amperity_operator::schedule_controller::Error>> {
+) -> tokio::task::JoinHandle<Result<Action, amperity_operator::schedule::controller::Error>> {
     let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx.clone()));
     expect(api, Method::GET, &format!("{SCHEDULES}/nightly"))
         .await

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 const EXAMPLE: &str = include_str!("../examples/schedule.yaml");
 
 fn example() -> Value {
-    let mut v: Value = serde_yaml::from_str(EXAMPLE).unwrap();
+    let mut v: Value = serde_norway::from_str(EXAMPLE).unwrap();
     v["metadata"]["namespace"] = json!("marketing");
     v
 }

@@ -4,7 +4,7 @@
 
 use amperity_operator::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
 use amperity_operator::crd::{AmperityWorkflowRun, Phase};
-use amperity_operator::decide::EventType;
+use amperity_operator::run::decide::EventType;
 use amperity_operator::schedule::{
     Plan, RUN_NOW_ANNOTATION, SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, TRIGGER_ANNOTATION, Trigger,
     decide, slot_run_name,

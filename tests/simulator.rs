@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use amperity_operator::crd::AmperityWorkflowRun;
-use amperity_operator::decide::{Action, Memory, Settings, decide};
+use amperity_operator::run::decide::{Action, Memory, Settings, decide};
 use amperity_operator::sim::{self, SimConfig, SimHandle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

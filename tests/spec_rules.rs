@@ -7,7 +7,7 @@
 mod crd_schema;
 
 use amperity_operator::crd::AmperityWorkflowRun;
-use amperity_operator::validate::validate_spec_value;
+use amperity_operator::run::validate::validate_spec_value;
 use serde_json::{Value, json};
 
 fn valid_spec() -> Value {

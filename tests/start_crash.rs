@@ -5,13 +5,14 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use amperity_operator::amperity::credentials::Access;
 use amperity_operator::amperity::{
     AllowList, AmperityClient, ClientConfig, Credentials, DeprecationNotice, Principal,
     SecretString,
 };
 use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
-use amperity_operator::decide::{Claims, Event, Settings, conditions};
-use amperity_operator::driver::{Access, CredentialsProblem, Defaults, Driver, Host, RunMemory};
+use amperity_operator::run::decide::{Claims, Event, Settings, conditions};
+use amperity_operator::run::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
 use amperity_operator::sim::{self, SimConfig};
 use jiff::Timestamp;
 use serde_json::json;

@@ -17,16 +17,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use amperity_operator::amperity::credentials::Access;
 use amperity_operator::amperity::wire::{RunRequest, Workflow};
 use amperity_operator::amperity::{
     AllowList, ClientError, Credentials, DeprecationNotice, ListQuery, Principal, Reply,
     SecretString, Target, Turn,
 };
 use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
-use amperity_operator::decide::{Action, Claims, Event, Settings, conditions};
-use amperity_operator::driver::{
-    Access, Api, CredentialsProblem, Defaults, Driver, Host, RunMemory,
-};
+use amperity_operator::run::decide::{Action, Claims, Event, Settings, conditions};
+use amperity_operator::run::driver::{Api, CredentialsProblem, Defaults, Driver, Host, RunMemory};
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;

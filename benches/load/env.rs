@@ -73,9 +73,9 @@ fn crd_without_cel() -> String {
     let docs: Vec<String> = amperity_operator::crds()
         .into_iter()
         .map(|(_, yaml)| {
-            let mut crd: Value = serde_yaml::from_str(&yaml).unwrap();
+            let mut crd: Value = serde_norway::from_str(&yaml).unwrap();
             strip(&mut crd);
-            serde_yaml::to_string(&crd).unwrap()
+            serde_norway::to_string(&crd).unwrap()
         })
         .collect();
     docs.join("---\n")
@@ -148,7 +148,7 @@ impl Operator {
                 .env("AMPERITY_CHANGE_FEED", feed.to_string())
                 .env("AMPERITY_ALLOWED_ENDPOINTS", allowed)
                 .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
-                .env("LOG_LEVEL", log_level)
+                .env("RUST_LOG", log_level)
                 .stdout(Stdio::null())
                 .stderr(log_file)
                 .spawn()

@@ -27,9 +27,9 @@ mod observe;
 use std::time::Instant;
 
 use amperity_operator::amperity::wire::Workflow;
-use amperity_operator::controller::status_patch;
 use amperity_operator::crd::AmperityWorkflowRun;
-use amperity_operator::decide::{Answer, Memory, Settings, decide};
+use amperity_operator::run::decide::{Answer, Memory, Settings, decide};
+use amperity_operator::run::host::status_patch;
 use serde_json::{Value, json};
 
 use case::{Figures, Setting};

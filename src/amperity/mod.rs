@@ -7,6 +7,7 @@
 pub mod allow;
 pub mod auth;
 pub mod budget;
+pub mod credentials;
 pub mod error;
 pub mod wire;
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::metrics::Readiness;
+use crate::signal::shutdown_signal;
 
 /// The field manager of the Lease writes.
 pub const LEASE_FIELD_MANAGER: &str = "amperity-operator-lease";
@@ -151,22 +152,5 @@ async fn until(leading: &mut watch::Receiver<bool>, wanted: bool) -> bool {
         if leading.changed().await.is_err() {
             return false;
         }
-    }
-}
-
-/// Ctrl-C or SIGTERM (what Kubernetes sends on pod shutdown).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -16,13 +16,13 @@ use tracing::{info, warn};
 
 use crate::amperity::{AllowList, AmperityClient, ClientConfig, Observer, TlsConfig};
 use crate::cli::{AmperityArgs, RunArgs, TlsRoots};
-use crate::controller::{CachedRun, Context, error_policy, reconcile};
+use crate::cluster::leader::{self, LeaderConfig};
 use crate::crd::AmperityWorkflowRun;
-use crate::decide::{RESOLVE_START_ANNOTATION, Settings};
-use crate::driver::Defaults;
-use crate::feed::{Feed, FeedSettings};
-use crate::leader::{self, LeaderConfig};
 use crate::metrics::{self, Metrics, Readiness};
+use crate::run::controller::{CachedRun, Context, error_policy, reconcile};
+use crate::run::decide::{RESOLVE_START_ANNOTATION, Settings};
+use crate::run::driver::Defaults;
+use crate::run::feed::{Feed, FeedSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -137,7 +137,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 ctx.clone(),
                 readiness.clone(),
             ),
-            crate::schedule_controller::controllers(
+            crate::schedule::controller::controllers(
                 client.clone(),
                 &args.namespaces,
                 ctx.metrics.clone(),

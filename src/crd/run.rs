@@ -6,8 +6,6 @@
 //! (`x-kubernetes-validations`) carries only cross-field and transition rules.
 //! `validate.rs` enforces the same rules in Rust for API servers that ignore CEL.
 
-pub mod schedule;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

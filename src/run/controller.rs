@@ -7,44 +7,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, field, info_span, warn};
 
-use crate::amperity::{
-    AmperityClient, Credentials, DeprecationNotice, Principal, SecretString, Target, Turn,
-};
+use super::host::KubeHost;
+use crate::amperity::{AmperityClient, Turn};
 use crate::bounded::cut;
-use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, DeletionPolicy, Phase};
-use crate::decide::{Action, Claims, Event, EventType, Settings, poll_interval, workflow_type_for};
-use crate::driver::{Access, CredentialsProblem, Defaults, Driver, Host, RunMemory};
-use crate::feed::{Feed, Member};
-use crate::metrics::{Metrics, ReasonLabels, VersionLabels};
-use crate::tracking::Tracking;
+use crate::cluster::events::reporter;
+use crate::cluster::finalizer::apply_finalizer;
+use crate::crd::{AmperityWorkflowRun, DeletionPolicy, Phase};
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::run::decide::{Action, Settings, workflow_type_for};
+use crate::run::driver::{Defaults, Driver, RunMemory};
+use crate::run::feed::Feed;
+use crate::run::tracking::Tracking;
 
-/// The field manager of every write this operator makes.
-pub const FIELD_MANAGER: &str = "amperity-operator";
-/// A separate manager for the finalizer, so that applying status never touches it.
-pub const FINALIZER_MANAGER: &str = "amperity-operator-finalizer";
 /// Holds an unfinished resource until its run was stopped (deletionPolicy Stop).
 pub const FINALIZER: &str = "amperity.dev/stop-run";
-/// Secret keys.
-pub const DEFAULT_TOKEN_KEY: &str = "token";
-pub const CLIENT_ID_KEY: &str = "client_id";
-pub const CLIENT_SECRET_KEY: &str = "client_secret";
-pub const TOKEN_URL_KEY: &str = "token_url";
-/// Who the credential starts runs as (Amperity's principal id or name), when known.
-pub const PRINCIPAL_KEY: &str = "principal";
 /// Kubernetes requests in flight at once from reconciles.
 pub const KUBE_CALLS: usize = 16;
-pub use crate::decide::MAX_EVENT_NOTE_BYTES;
+pub use crate::run::decide::MAX_EVENT_NOTE_BYTES;
 /// The longest a resource waits before it is looked at again, whatever it asked
 /// for (a TTL of a year is re-checked hourly: no timer reaches past the clock).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
@@ -439,8 +426,9 @@ fn record_phase(metrics: &Metrics, uid: &str, before: Option<Phase>, run: &Amper
             .as_ref()
             .and_then(|w| w.workflow_type.clone())
             .unwrap_or_else(|| workflow_type_for(&run.spec.config_id).to_string());
-        let reason = crate::decide::conditions::get(status, crate::decide::conditions::SUCCEEDED)
-            .map_or("", |c| c.reason.as_str());
+        let reason =
+            crate::run::decide::conditions::get(status, crate::run::decide::conditions::SUCCEEDED)
+                .map_or("", |c| c.reason.as_str());
         metrics.record_finished(&kind, phase, reason, took);
     }
 }
@@ -454,333 +442,4 @@ fn needs_finalizer(run: &AmperityWorkflowRun) -> bool {
         && !has_finalizer(run)
         && run.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Stop
         && !run.phase().is_some_and(|p| p.is_finished())
-}
-
-/// Adds or drops `finalizer` with server-side apply under its own field manager,
-/// which leaves other finalizers alone. The answer is the resource as it now stands.
-pub async fn apply_finalizer<K>(
-    api: &Api<K>,
-    name: &str,
-    finalizer: &str,
-    present: bool,
-) -> Result<K, kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-{
-    let finalizers: Vec<&str> = if present { vec![finalizer] } else { vec![] };
-    let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"name": name, "finalizers": finalizers},
-    });
-    api.patch(
-        name,
-        &PatchParams::apply(FINALIZER_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-}
-
-/// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its
-/// namespace, Events through the events API.
-struct KubeHost<'a> {
-    ctx: &'a Context,
-    namespace: String,
-}
-
-impl Host for KubeHost<'_> {
-    type Error = Error;
-
-    async fn credentials(&self, run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let r = &run.spec.token_secret_ref;
-        let read = {
-            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
-            secrets.get_opt(&r.name).await
-        };
-        let secret = match read {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(CredentialsProblem {
-                    reason: "SecretNotFound".into(),
-                    message: format!(
-                        "Secret {}/{} (spec.tokenSecretRef.name) does not exist: create it with key {:?} holding an Amperity API token",
-                        self.namespace,
-                        r.name,
-                        r.key.as_deref().unwrap_or(DEFAULT_TOKEN_KEY)
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(CredentialsProblem {
-                    reason: "SecretUnreadable".into(),
-                    message: format!(
-                        "Secret {}/{} could not be read ({}): check that the operator may get Secrets in this namespace",
-                        self.namespace,
-                        r.name,
-                        kube_error_summary(&e)
-                    ),
-                });
-            }
-        };
-        credentials_from_secret(&secret, r.key.as_deref()).map_err(|message| CredentialsProblem {
-            reason: "SecretKeyMissing".into(),
-            message: format!("Secret {}/{} {message}", self.namespace, r.name),
-        })
-    }
-
-    async fn save_status(
-        &self,
-        run: &AmperityWorkflowRun,
-        status: &AmperityWorkflowRunStatus,
-        exclusive: bool,
-    ) -> Result<Option<String>, Error> {
-        let api: Api<AmperityWorkflowRun> =
-            Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let name = run.name_any();
-        let mut patch = status_patch(status);
-        if exclusive {
-            // Only if nobody wrote since it was read: of two replicas that both
-            // believe they lead, one records the intent and POSTs; the other gets a
-            // conflict, reads again and finds the intent.
-            patch["metadata"] = json!({"resourceVersion": run.resource_version()});
-        }
-        self.ctx.metrics.status_writes.inc();
-        let written = {
-            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
-            api.patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(patch),
-            )
-            .await
-        };
-        let written = written.map_err(|source| Error::Kube {
-            what: if exclusive {
-                "recording the intent to start"
-            } else {
-                "writing status"
-            },
-            namespace: self.namespace.clone(),
-            name,
-            source,
-        })?;
-        self.ctx
-            .tracking
-            .observe(&run.uid().unwrap_or_default(), &run.spec, Some(status));
-        Ok(written.resource_version())
-    }
-
-    async fn claims(&self, run: &AmperityWorkflowRun, candidates: &[String]) -> Claims {
-        if !self.ctx.tracking.is_warm()
-            && let Err(e) = fill_tracking(self.ctx).await
-        {
-            warn!(error = %kube_error_summary(&e), "could not list the runs to rule out their Amperity runs");
-        }
-        self.ctx
-            .tracking
-            .claims(&run.uid().unwrap_or_default(), &run.spec, candidates)
-    }
-
-    fn poll_failed(&self, _run: &AmperityWorkflowRun) {
-        self.ctx.metrics.poll_failures.inc();
-    }
-
-    fn follow(
-        &self,
-        run: &AmperityWorkflowRun,
-        target: &Target,
-        credentials: &Credentials,
-        id: &str,
-    ) {
-        let Some(feed) = &self.ctx.feed else {
-            return;
-        };
-        let member = Member {
-            workflow_id: id.to_string(),
-            namespace: self.namespace.clone(),
-            name: run.name_any(),
-            poll_interval: poll_interval(run, &self.ctx.settings),
-            woken_for: None,
-            turn: None,
-        };
-        feed.follow(&run.uid().unwrap_or_default(), member, target, credentials);
-    }
-
-    fn waiting(&self, run: &AmperityWorkflowRun, turn: &Turn) {
-        if let Some(feed) = &self.ctx.feed {
-            feed.waiting(&run.uid().unwrap_or_default(), turn);
-        }
-    }
-
-    fn follows(&self, run: &AmperityWorkflowRun, id: &str) -> bool {
-        self.ctx
-            .feed
-            .as_ref()
-            .is_none_or(|f| f.follows(&run.uid().unwrap_or_default(), id))
-    }
-
-    async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
-        let ctx = self.ctx;
-        publish_event(
-            &ctx.client,
-            &ctx.reporter,
-            event,
-            "Reconcile",
-            &run.object_ref(&()),
-        )
-        .await;
-    }
-
-    async fn deprecation(&self, run: &AmperityWorkflowRun, notice: &DeprecationNotice) {
-        let api_version = run
-            .spec
-            .amperity_api_version
-            .clone()
-            .unwrap_or_else(|| self.ctx.defaults.api_version.clone());
-        self.ctx
-            .metrics
-            .deprecations
-            .get_or_create(&VersionLabels { api_version })
-            .inc();
-        warn!(
-            deprecation = notice.deprecation.as_deref().unwrap_or(""),
-            sunset = notice.sunset.as_deref().unwrap_or(""),
-            "the Amperity API announced a deprecation"
-        );
-    }
-
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-}
-
-/// Who publishes this operator's Events: the controller, and the pod (when the
-/// chart gives its name).
-pub fn reporter() -> Reporter {
-    Reporter {
-        controller: "amperity-operator".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    }
-}
-
-/// Publishes one of the decisions' Events about `regarding` (a run or a schedule).
-/// Events are best effort: the status already says the same.
-pub async fn publish_event(
-    client: &Client,
-    reporter: &Reporter,
-    event: &Event,
-    action: &str,
-    regarding: &k8s_openapi::api::core::v1::ObjectReference,
-) {
-    let kube_event = KubeEvent {
-        type_: match event.type_ {
-            EventType::Normal => KubeEventType::Normal,
-            EventType::Warning => KubeEventType::Warning,
-        },
-        reason: event.reason.to_string(),
-        note: Some(cut(&event.note, MAX_EVENT_NOTE_BYTES)),
-        action: action.into(),
-        secondary: None,
-    };
-    let recorder = Recorder::new(client.clone(), reporter.clone());
-    if let Err(e) = recorder.publish(&kube_event, regarding).await {
-        warn!(reason = event.reason, error = %kube_error_summary(&e), "could not publish event");
-    }
-}
-
-/// The server-side apply body for a status: the whole status, so that fields this
-/// manager no longer sets are removed.
-pub fn status_patch(status: &AmperityWorkflowRunStatus) -> serde_json::Value {
-    json!({
-        "apiVersion": AmperityWorkflowRun::api_version(&()),
-        "kind": AmperityWorkflowRun::kind(&()),
-        "status": status,
-    })
-}
-
-/// Fills `tracking` from every watched run, once (later changes come through
-/// reconciles and status writes).
-async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
-    let apis: Vec<Api<AmperityWorkflowRun>> = if ctx.namespaces.is_empty() {
-        vec![Api::all(ctx.client.clone())]
-    } else {
-        ctx.namespaces
-            .iter()
-            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
-            .collect()
-    };
-    for api in apis {
-        let mut params = ListParams::default().limit(500);
-        loop {
-            let page = {
-                let _slot = ctx.kube_calls.acquire().await.expect("never closed");
-                api.list(&params).await?
-            };
-            for run in &page.items {
-                ctx.tracking.observe(
-                    &run.uid().unwrap_or_default(),
-                    &run.spec,
-                    run.status.as_ref(),
-                );
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
-        }
-    }
-    ctx.tracking.set_warm();
-    Ok(())
-}
-
-/// Reads credentials from Secret data: `key` (default `token`) holds a bearer token;
-/// without an explicit key, `client_id` + `client_secret` (and optionally
-/// `token_url`) are OAuth client credentials. `principal`, if present, names who
-/// they start runs as. The error says what is missing.
-pub fn credentials_from_secret(secret: &Secret, key: Option<&str>) -> Result<Access, String> {
-    let data = secret.data.clone().unwrap_or_default();
-    let text = |k: &str| {
-        data.get(k)
-            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let principal = text(PRINCIPAL_KEY).map(|p| Principal::given(&cut(&p, 256)));
-    let access = |credentials| Access {
-        credentials,
-        principal: principal.clone(),
-    };
-    let token_key = key.unwrap_or(DEFAULT_TOKEN_KEY);
-    if let Some(token) = text(token_key) {
-        return Ok(access(Credentials::Token(SecretString::new(token))));
-    }
-    if key.is_none() {
-        if let (Some(id), Some(secret)) = (text(CLIENT_ID_KEY), text(CLIENT_SECRET_KEY)) {
-            let token_url = match text(TOKEN_URL_KEY) {
-                Some(u) => Some(url::Url::parse(&u).map_err(|_| {
-                    format!("key {TOKEN_URL_KEY:?} is not a URL: give the full https URL of the OAuth token endpoint")
-                })?),
-                None => None,
-            };
-            return Ok(access(Credentials::ClientCredentials {
-                client_id: cut(&id, 512),
-                client_secret: SecretString::new(secret),
-                token_url,
-            }));
-        }
-        return Err(format!(
-            "has neither key {DEFAULT_TOKEN_KEY:?} nor keys {CLIENT_ID_KEY:?} and {CLIENT_SECRET_KEY:?}: add an Amperity API token under {DEFAULT_TOKEN_KEY:?}"
-        ));
-    }
-    Err(format!(
-        "has no key {token_key:?} (spec.tokenSecretRef.key), or it is empty: add the Amperity API token under that key"
-    ))
-}
-
-/// A kube error in one line, without response bodies that could echo request data.
-fn kube_error_summary(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("HTTP {} {}", s.code, s.reason),
-        other => other.to_string(),
-    }
 }

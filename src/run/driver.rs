@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::amperity::credentials::Access;
 use crate::amperity::wire::{RunRequest, Workflow};
 use crate::amperity::{
     AllowList, AmperityClient, ClientError, Credentials, DeprecationNotice, ListQuery, Principal,
     Reply, Target, Turn,
 };
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
-use crate::decide::{
+use crate::run::decide::{
     Action, Answer, ApiFailure, Claims, Event, EventType, FailureKind, Memory, Search, SearchQuery,
     Settings, decide,
 };
@@ -67,13 +68,6 @@ pub const COME_BACK_EARLY: Duration = Duration::from_secs(1);
 pub struct CredentialsProblem {
     pub reason: String,
     pub message: String,
-}
-
-/// The credentials of a resource, and who they start runs as when the Secret says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Access {
-    pub credentials: Credentials,
-    pub principal: Option<Principal>,
 }
 
 /// Where the resource lives: status storage, credentials and events.

@@ -30,8 +30,8 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::amperity::wire::Workflow;
 use crate::amperity::{AmperityClient, Credentials, ListQuery, Target, Turn};
-use crate::controller::CachedRun;
 use crate::metrics::Metrics;
+use crate::run::controller::CachedRun;
 
 /// Tunables of the feed; the defaults are what the operator runs with.
 #[derive(Clone, Debug)]

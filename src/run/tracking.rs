@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use jiff::Timestamp;
 
 use crate::crd::{AmperityWorkflowRunSpec, AmperityWorkflowRunStatus, Phase};
-use crate::decide::{Claims, workflow_type_for};
+use crate::run::decide::{Claims, workflow_type_for};
 
 #[derive(Default)]
 pub struct Tracking {

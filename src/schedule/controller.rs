@@ -17,11 +17,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::controller::{FIELD_MANAGER, apply_finalizer};
+use crate::cluster::FIELD_MANAGER;
+use crate::cluster::events::{publish_event, reporter};
+use crate::cluster::finalizer::apply_finalizer;
 use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
-use crate::decide::Event;
 use crate::metrics::{Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels};
+use crate::run::decide::Event;
 use crate::schedule::{self, Plan, RUN_NOW_ANNOTATION, SCHEDULE_LABEL};
 
 /// Holds a schedule being deleted until its runs were told to go: clusters
@@ -63,7 +65,7 @@ pub struct ScheduleContext {
 impl ScheduleContext {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
         ScheduleContext {
-            reporter: crate::controller::reporter(),
+            reporter: reporter(),
             client,
             metrics,
         }
@@ -349,7 +351,6 @@ impl Reconcile<'_> {
     async fn publish(&self, schedule: &AmperityWorkflowSchedule, event: &Event) {
         let ctx = self.ctx;
         let regarding = schedule.object_ref(&());
-        crate::controller::publish_event(&ctx.client, &ctx.reporter, event, "Schedule", &regarding)
-            .await;
+        publish_event(&ctx.client, &ctx.reporter, event, "Schedule", &regarding).await;
     }
 }

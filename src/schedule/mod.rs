@@ -11,6 +11,7 @@
 //! downtime only the most recent missed slot is considered, never a burst.
 
 pub mod conditions;
+pub mod controller;
 pub mod cron;
 pub mod runs;
 pub mod spec;
@@ -25,8 +26,8 @@ use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{
     AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus, ConcurrencyPolicy,
 };
-use crate::decide::{Event, EventType};
-use crate::validate;
+use crate::run::decide::{Event, EventType};
+use crate::run::validate;
 use conditions::{LAST_RUN_SUCCEEDED, READY, STALLED, Wanted};
 use cron::CronSchedule;
 use runs::RunView;

@@ -8,7 +8,7 @@ use super::cron::CronSchedule;
 use crate::crd::schedule::{
     AmperityWorkflowSchedule, MAX_HISTORY_LIMIT, MAX_NAME_LENGTH, MAX_STARTING_DEADLINE_SECONDS,
 };
-use crate::validate::{self, FieldError};
+use crate::run::validate::{self, FieldError};
 
 /// The schedule's cron pattern parsed in its zone, or every problem of its spec.
 pub fn check(

@@ -394,6 +394,6 @@ pub async fn run(args: SimulatorArgs) -> std::io::Result<()> {
     );
     let app = routes::router(new_sim(config));
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::leader::shutdown_signal())
+        .with_graceful_shutdown(crate::signal::shutdown_signal())
         .await
 }

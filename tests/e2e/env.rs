@@ -223,7 +223,7 @@ impl Env {
         let mut envs: Vec<(&str, String)> = vec![
             ("KUBECONFIG", self.kubeconfig.display().to_string()),
             ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-            ("LOG_LEVEL", "info,amperity_operator=debug".into()),
+            ("RUST_LOG", "info,amperity_operator=debug".into()),
             ("RETRY_BACKOFF_SECS", "1".into()),
             // Many scenarios share the simulator's one tenant at once.
             ("AMPERITY_RATE_LIMIT", "10".into()),
@@ -515,7 +515,7 @@ pub fn render_chart(namespace: &str, kinds: &str) -> Result<Vec<Value>> {
     }
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in serde_norway::Deserializer::from_str(&text) {
         let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
         if !v.is_null() {
             docs.push(v);
@@ -547,7 +547,7 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
 /// silently drops them on create, so the test server gets the CRDs without them.
 pub fn crd_without_cel(file: &str) -> Value {
     let mut crd: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo().join("crds").join(file)).unwrap())
+        serde_norway::from_str(&std::fs::read_to_string(repo().join("crds").join(file)).unwrap())
             .unwrap();
     fn strip(v: &mut Value) {
         match v {

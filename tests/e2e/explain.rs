@@ -1,7 +1,7 @@
 //! `kubectl explain` on the real API server shows every field's description: what a
 //! person reads before writing a manifest or while reading a status.
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::env::{Env, Result};
 use crate::scenarios::ensure;
@@ -46,7 +46,7 @@ pub async fn kubectl_explain_describes_every_field(env: &Env) -> Result {
 fn explain_everything(env: &Env) -> Result {
     let crds: Vec<Value> = amperity_operator::crds()
         .iter()
-        .map(|(_, yaml)| serde_yaml::from_str(yaml).unwrap())
+        .map(|(_, yaml)| serde_norway::from_str(yaml).unwrap())
         .collect();
     let mut found = Vec::new();
     for crd in &crds {

@@ -31,7 +31,7 @@ use crate::amperity::Principal;
 use crate::amperity::wire::{RunRequest, Workflow};
 use crate::bounded::cut;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
-use crate::validate;
+use crate::run::validate;
 pub use conditions::Outcome;
 pub use start::normalise_range_bound;
 

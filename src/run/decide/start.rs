@@ -39,7 +39,7 @@ pub(super) enum Judgement {
 /// date-time. A bare date from the spec means that day's midnight UTC, and a time
 /// without seconds gets them.
 pub fn normalise_range_bound(bound: &str) -> String {
-    crate::validate::parse_range_bound(bound)
+    crate::run::validate::parse_range_bound(bound)
         .map(|t| t.to_string())
         .unwrap_or_else(|| bound.to_string())
 }

@@ -11,7 +11,7 @@ use super::{Action, ApiFailure, EventType, FailureKind, Outcome, Step};
 use crate::amperity::budget::backoff_ceiling;
 use crate::amperity::wire::Workflow;
 use crate::crd::{Phase, StopReason};
-use crate::validate;
+use crate::run::validate;
 
 impl Step<'_> {
     /// Why the run should be stopped now, if it should.

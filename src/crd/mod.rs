@@ -1,0 +1,7 @@
+//! The custom resources, as the API server stores and validates them: only kube,
+//! serde and schemars here, never the Amperity client or the decisions.
+
+mod run;
+pub mod schedule;
+
+pub use run::*;

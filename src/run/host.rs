@@ -1,0 +1,246 @@
+//! The Kubernetes [`Host`] of the driver: status in the resource, credentials in a
+//! Secret of its namespace, Events through the events API.
+
+//! The Kubernetes side: the `Context` every reconcile shares, `reconcile` (which runs
+//! the shared driver with a Kubernetes [`Host`]) and `error_policy`.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::warn;
+
+use super::controller::{Context, Error};
+use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
+use crate::amperity::{Credentials, DeprecationNotice, Target, Turn};
+use crate::cluster::FIELD_MANAGER;
+use crate::cluster::events::{kube_error_summary, publish_event};
+use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
+use crate::metrics::VersionLabels;
+use crate::run::decide::{Claims, Event, poll_interval};
+use crate::run::driver::{CredentialsProblem, Host};
+use crate::run::feed::Member;
+
+/// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its
+/// namespace, Events through the events API.
+pub(super) struct KubeHost<'a> {
+    pub(super) ctx: &'a Context,
+    pub(super) namespace: String,
+}
+
+impl Host for KubeHost<'_> {
+    type Error = Error;
+
+    async fn credentials(&self, run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let r = &run.spec.token_secret_ref;
+        let read = {
+            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
+            secrets.get_opt(&r.name).await
+        };
+        let secret = match read {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(CredentialsProblem {
+                    reason: "SecretNotFound".into(),
+                    message: format!(
+                        "Secret {}/{} (spec.tokenSecretRef.name) does not exist: create it with key {:?} holding an Amperity API token",
+                        self.namespace,
+                        r.name,
+                        r.key.as_deref().unwrap_or(DEFAULT_TOKEN_KEY)
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(CredentialsProblem {
+                    reason: "SecretUnreadable".into(),
+                    message: format!(
+                        "Secret {}/{} could not be read ({}): check that the operator may get Secrets in this namespace",
+                        self.namespace,
+                        r.name,
+                        kube_error_summary(&e)
+                    ),
+                });
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let value = |k: &str| data.get(k).map(|v| v.0.as_slice());
+        credentials::from_secret_data(value, r.key.as_deref()).map_err(|message| {
+            CredentialsProblem {
+                reason: "SecretKeyMissing".into(),
+                message: format!("Secret {}/{} {message}", self.namespace, r.name),
+            }
+        })
+    }
+
+    async fn save_status(
+        &self,
+        run: &AmperityWorkflowRun,
+        status: &AmperityWorkflowRunStatus,
+        exclusive: bool,
+    ) -> Result<Option<String>, Error> {
+        let api: Api<AmperityWorkflowRun> =
+            Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let name = run.name_any();
+        let mut patch = status_patch(status);
+        if exclusive {
+            // Only if nobody wrote since it was read: of two replicas that both
+            // believe they lead, one records the intent and POSTs; the other gets a
+            // conflict, reads again and finds the intent.
+            patch["metadata"] = json!({"resourceVersion": run.resource_version()});
+        }
+        self.ctx.metrics.status_writes.inc();
+        let written = {
+            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
+            api.patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+        };
+        let written = written.map_err(|source| Error::Kube {
+            what: if exclusive {
+                "recording the intent to start"
+            } else {
+                "writing status"
+            },
+            namespace: self.namespace.clone(),
+            name,
+            source,
+        })?;
+        self.ctx
+            .tracking
+            .observe(&run.uid().unwrap_or_default(), &run.spec, Some(status));
+        Ok(written.resource_version())
+    }
+
+    async fn claims(&self, run: &AmperityWorkflowRun, candidates: &[String]) -> Claims {
+        if !self.ctx.tracking.is_warm()
+            && let Err(e) = fill_tracking(self.ctx).await
+        {
+            warn!(error = %kube_error_summary(&e), "could not list the runs to rule out their Amperity runs");
+        }
+        self.ctx
+            .tracking
+            .claims(&run.uid().unwrap_or_default(), &run.spec, candidates)
+    }
+
+    fn poll_failed(&self, _run: &AmperityWorkflowRun) {
+        self.ctx.metrics.poll_failures.inc();
+    }
+
+    fn follow(
+        &self,
+        run: &AmperityWorkflowRun,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+    ) {
+        let Some(feed) = &self.ctx.feed else {
+            return;
+        };
+        let member = Member {
+            workflow_id: id.to_string(),
+            namespace: self.namespace.clone(),
+            name: run.name_any(),
+            poll_interval: poll_interval(run, &self.ctx.settings),
+            woken_for: None,
+            turn: None,
+        };
+        feed.follow(&run.uid().unwrap_or_default(), member, target, credentials);
+    }
+
+    fn waiting(&self, run: &AmperityWorkflowRun, turn: &Turn) {
+        if let Some(feed) = &self.ctx.feed {
+            feed.waiting(&run.uid().unwrap_or_default(), turn);
+        }
+    }
+
+    fn follows(&self, run: &AmperityWorkflowRun, id: &str) -> bool {
+        self.ctx
+            .feed
+            .as_ref()
+            .is_none_or(|f| f.follows(&run.uid().unwrap_or_default(), id))
+    }
+
+    async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
+        let ctx = self.ctx;
+        publish_event(
+            &ctx.client,
+            &ctx.reporter,
+            event,
+            "Reconcile",
+            &run.object_ref(&()),
+        )
+        .await;
+    }
+
+    async fn deprecation(&self, run: &AmperityWorkflowRun, notice: &DeprecationNotice) {
+        let api_version = run
+            .spec
+            .amperity_api_version
+            .clone()
+            .unwrap_or_else(|| self.ctx.defaults.api_version.clone());
+        self.ctx
+            .metrics
+            .deprecations
+            .get_or_create(&VersionLabels { api_version })
+            .inc();
+        warn!(
+            deprecation = notice.deprecation.as_deref().unwrap_or(""),
+            sunset = notice.sunset.as_deref().unwrap_or(""),
+            "the Amperity API announced a deprecation"
+        );
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// The server-side apply body for a status: the whole status, so that fields this
+/// manager no longer sets are removed.
+pub fn status_patch(status: &AmperityWorkflowRunStatus) -> serde_json::Value {
+    json!({
+        "apiVersion": AmperityWorkflowRun::api_version(&()),
+        "kind": AmperityWorkflowRun::kind(&()),
+        "status": status,
+    })
+}
+
+/// Fills `tracking` from every watched run, once (later changes come through
+/// reconciles and status writes).
+async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
+    let apis: Vec<Api<AmperityWorkflowRun>> = if ctx.namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        ctx.namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    for api in apis {
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = {
+                let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+                api.list(&params).await?
+            };
+            for run in &page.items {
+                ctx.tracking.observe(
+                    &run.uid().unwrap_or_default(),
+                    &run.spec,
+                    run.status.as_ref(),
+                );
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+    }
+    ctx.tracking.set_warm();
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! `AmperityWorkflowRun`: one Amperity workflow run per resource.
+//!
+//! - [`decide`]: pure decisions, from (resource, last answer, now) to the next status
+//!   and the one action to perform; where a start, a poll or a stop is decided.
+//! - [`driver`]: the decide/act loop, the only place that performs those actions
+//!   (through a [`driver::Host`]: the cluster or `local`).
+//! - [`controller`]: the Kubernetes side: the `Context`, reconcile and its errors;
+//!   `host` is the driver's Kubernetes [`driver::Host`] (status writes, Secrets, Events).
+//! - [`feed`]: the change feed that wakes runs whose end a list shows.
+//! - [`tracking`]: which runs each resource claims, for lost-start searches.
+//! - [`validate`]: the spec rules, for API servers that do not enforce CEL.
+
+pub mod controller;
+pub mod decide;
+pub mod driver;
+pub mod feed;
+pub mod host;
+pub mod tracking;
+pub mod validate;
