@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use kube::api::{DeleteParams, Preconditions};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
@@ -24,6 +23,7 @@ use crate::crd::{AmperityWorkflowRun, DeletionPolicy, Phase};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::run::decide::{Action, Settings, workflow_type_for};
 use crate::run::driver::{Defaults, Driver, RunMemory};
+pub use crate::run::feed::CachedRun;
 use crate::run::feed::Feed;
 use crate::run::tracking::Tracking;
 
@@ -182,12 +182,6 @@ impl Context {
         };
     }
 }
-
-/// What the controller's cache holds of a run: its metadata. Thousands of runs in
-/// flight would otherwise keep thousands of statuses in memory; a reconcile reads
-/// the one it works on from the API server instead (always current, so a status
-/// this operator wrote can never look unwritten).
-pub type CachedRun = PartialObjectMeta<AmperityWorkflowRun>;
 
 pub async fn reconcile(obj: Arc<CachedRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();

@@ -31,7 +31,15 @@ use kube::runtime::reflector::ObjectRef;
 use crate::amperity::wire::Workflow;
 use crate::amperity::{AmperityClient, Credentials, ListQuery, Target, Turn};
 use crate::metrics::Metrics;
-use crate::run::controller::CachedRun;
+use kube::core::PartialObjectMeta;
+
+use crate::crd::AmperityWorkflowRun;
+
+/// What the controller's cache holds of a run: its metadata. Thousands of runs in
+/// flight would otherwise keep thousands of statuses in memory; a reconcile reads
+/// the one it works on from the API server instead (always current, so a status
+/// this operator wrote can never look unwritten).
+pub type CachedRun = PartialObjectMeta<AmperityWorkflowRun>;
 
 /// Tunables of the feed; the defaults are what the operator runs with.
 #[derive(Clone, Debug)]
