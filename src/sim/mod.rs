@@ -2,10 +2,11 @@
 //! endpoint, with realistic runs and fault injection (see docs/simulator.md).
 //! Part of the product: `amperity-operator simulator`, `local --simulator`, tests.
 
+mod faults;
 mod routes;
 pub mod runs;
 
-pub use routes::{HUGE_BODY_BYTES, HUGE_MESSAGE_BYTES, REDIRECT_BODY, REDIRECT_TARGET};
+pub use faults::{HUGE_BODY_BYTES, HUGE_MESSAGE_BYTES, REDIRECT_BODY, REDIRECT_TARGET};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -130,7 +130,7 @@ impl Run {
             // Multi-byte characters, so that a cut in the wrong place would split one.
             let message = format!(
                 "Stitch failed: {}",
-                "ü".repeat(super::routes::HUGE_MESSAGE_BYTES / 2)
+                "ü".repeat(super::faults::HUGE_MESSAGE_BYTES / 2)
             );
             Some((
                 3,
