@@ -231,7 +231,7 @@ async fn exchange(
             "{shown} answered HTTP {status}, a redirect, which the operator never follows"
         )));
     }
-    let body = super::read_limited(response, max_body_bytes, Duration::from_secs(30))
+    let body = super::client::read_limited(response, max_body_bytes, Duration::from_secs(30))
         .await
         .map_err(|e| failed(format!("{shown}: {e}")))?;
     if !(200..300).contains(&status) {

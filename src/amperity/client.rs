@@ -1,0 +1,509 @@
+//! The calls: start, get and stop one run, each sent in the tenant's turn, with the
+//! token, bounded in time and size, and its answer checked.
+
+mod list;
+
+pub use list::ListQuery;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::amperity::{ClientConfig, Principal, Target};
+
+use crate::amperity::allow::AllowList;
+use crate::amperity::auth::Credentials;
+use crate::amperity::auth::{TokenCache, transport_summary};
+use crate::amperity::budget::Budgets;
+use crate::amperity::budget::Turn;
+use crate::amperity::error::ClientError;
+use crate::amperity::error::excerpt;
+use crate::amperity::wire::{RunRequest, Workflow};
+
+/// An answer with what its headers announced.
+#[derive(Clone, Debug)]
+pub struct Reply<T> {
+    pub body: T,
+    pub deprecation: Option<DeprecationNotice>,
+    /// The HTTP status it came with (a list's: its last page's).
+    pub status: u16,
+}
+
+/// `Deprecation` / `Sunset` headers: the API version is on its way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeprecationNotice {
+    pub deprecation: Option<String>,
+    pub sunset: Option<String>,
+}
+
+impl DeprecationNotice {
+    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let notice = DeprecationNotice {
+            deprecation: text("deprecation"),
+            sunset: text("sunset"),
+        };
+        (notice.deprecation.is_some() || notice.sunset.is_some()).then_some(notice)
+    }
+}
+
+#[derive(Clone)]
+pub struct AmperityClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    budgets: Budgets,
+    tokens: TokenCache,
+    /// What each credential was seen to start runs as, by [`principal_key`].
+    principals: Mutex<HashMap<u64, Principal>>,
+}
+
+/// Whether a request may be repeated after a failure whose outcome is unknown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    /// Only when the API certainly did not process it (429, refused connection).
+    OnlyIfUnprocessed,
+}
+
+/// The longest a request waits for a paused tenant in place; longer pauses are
+/// answered at once with the time left.
+const MAX_GATE_WAIT: Duration = Duration::from_secs(2);
+
+/// The most ids and pages a list may hold: beyond, the API keeps handing out tokens.
+const MAX_LIST_RUNS: usize = 100_000;
+/// Ids are opaque, but an id that is empty, very long or has control characters is
+/// not one Amperity hands out: refusing it keeps it out of URLs, status and labels.
+const MAX_ID_BYTES: usize = 256;
+
+impl AmperityClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let invalid = |what: String| ClientError::InvalidEndpoint(what);
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(config.user_agent.clone())
+            // A redirect would take the bearer token (or the OAuth client secret) to a
+            // URL the allow-list never saw.
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_built_in_webpki_certs(!config.tls.system_roots)
+            .tls_built_in_native_certs(config.tls.system_roots);
+        if let Some(path) = &config.tls.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("reading the CA file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                invalid(format!(
+                    "the CA file {} is not PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(invalid(format!(
+                    "the CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| invalid(format!("building the HTTP client: {e}")))?;
+        Ok(AmperityClient {
+            inner: Arc::new(Inner {
+                http,
+                budgets: Budgets::new(config.rate_limit_per_sec),
+                config,
+                tokens: TokenCache::default(),
+                principals: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The allow-list every request is checked against.
+    pub fn allow_list(&self) -> &AllowList {
+        &self.inner.config.allow
+    }
+
+    /// `POST /workflow/runs`. Never repeated when its outcome is unknown.
+    pub async fn start(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        request: &RunRequest,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        let body = serde_json::to_value(request).expect("a run request serializes");
+        let url = target.url(&["workflow", "runs"]);
+        self.send_for_run(
+            target,
+            credentials,
+            "start",
+            Method::POST,
+            url,
+            Some(body),
+            Repeat::OnlyIfUnprocessed,
+            turn,
+        )
+        .await
+    }
+
+    /// Reserves the tenant's next free turn for a routine request (see [`Budget`]):
+    /// a caller with nothing else to do can go away until [`Turn::wait`] is over.
+    ///
+    /// [`Budget`]: budget::Budget
+    pub fn reserve_turn(&self, target: &Target) -> Turn {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .reserve()
+    }
+
+    /// Reserves a turn for what a person or a failure is waiting on (a start, a
+    /// stop, a search): due now unless the tenant is paused after a 429, and ahead
+    /// of routine polls, which move back to make room.
+    pub fn reserve_urgent_turn(&self, target: &Target) -> Turn {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .reserve_urgent()
+    }
+
+    /// `GET /workflow/runs/{id}?view=verbose`, at once (after the budget's gate).
+    pub async fn get(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        self.get_in_turn(target, credentials, id, None).await
+    }
+
+    /// `GET /workflow/runs/{id}?view=verbose`, sent in a reserved turn (first
+    /// waiting until it is due).
+    pub async fn get_in_turn(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        let mut url = target.url(&["workflow", "runs", id]);
+        url.query_pairs_mut().append_pair("view", "verbose");
+        self.send_for_run(
+            target,
+            credentials,
+            "get",
+            Method::GET,
+            url,
+            None,
+            Repeat::Safe,
+            turn,
+        )
+        .await
+    }
+
+    /// `POST /workflow/runs/{id}/stop`. Stopping twice is harmless, so it is retried.
+    pub async fn stop(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        id: &str,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        let url = target.url(&["workflow", "runs", id, "stop"]);
+        self.send_for_run(
+            target,
+            credentials,
+            "stop",
+            Method::POST,
+            url,
+            None,
+            Repeat::Safe,
+            turn,
+        )
+        .await
+    }
+
+    /// How far apart a tenant's turns are: a routine poll of each of N runs takes
+    /// about N times this.
+    pub fn turn_period(&self) -> Duration {
+        self.inner.budgets.period()
+    }
+
+    /// How long a routine poll to `target` reserved now would wait for its turn.
+    pub fn routine_backlog(&self, target: &Target) -> Duration {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .backlog()
+    }
+
+    /// Forgets an exchanged token the API refused.
+    pub fn forget_token(&self, target: &Target, credentials: &Credentials) {
+        self.inner.tokens.forget(&target.base_url, credentials);
+    }
+
+    /// What `credentials` were seen to start runs as at `target`, if known.
+    pub fn learned_principal(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+    ) -> Option<Principal> {
+        self.inner
+            .principals
+            .lock()
+            .unwrap()
+            .get(&principal_key(target, credentials))
+            .cloned()
+    }
+
+    /// Records who `credentials` start runs as (from a run they started).
+    pub fn learn_principal(&self, target: &Target, credentials: &Credentials, p: Principal) {
+        let p = Principal {
+            id: crate::bounded::cut_opt(p.id.as_deref(), MAX_ID_BYTES),
+            name: crate::bounded::cut_opt(p.name.as_deref(), MAX_ID_BYTES),
+        };
+        let mut known = self.inner.principals.lock().unwrap();
+        // Bounded like every other per-credential table: credentials come and go
+        // with Secrets, and a forgotten principal is only learned again.
+        if known.len() >= 10_000 {
+            known.clear();
+        }
+        known.insert(principal_key(target, credentials), p);
+    }
+
+    /// [`send`](Self::send) for calls answered with one run, whose id must be one
+    /// Amperity could have handed out.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_for_run(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        endpoint: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        repeat: Repeat,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Workflow>, ClientError> {
+        let reply: Reply<Workflow> = self
+            .send(
+                target,
+                credentials,
+                endpoint,
+                method,
+                url,
+                body,
+                repeat,
+                turn,
+            )
+            .await?;
+        checked_id(&reply.body.id, reply.status)?;
+        Ok(reply)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send<T: DeserializeOwned>(
+        &self,
+        target: &Target,
+        credentials: &Credentials,
+        endpoint: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        repeat: Repeat,
+        turn: Option<Turn>,
+    ) -> Result<Reply<T>, ClientError> {
+        let inner = &self.inner;
+        // The target was checked when it was built; this guards every other way a
+        // URL could be made.
+        inner
+            .config
+            .allow
+            .check(&url)
+            .map_err(ClientError::EndpointNotAllowed)?;
+        let budget = inner.budgets.for_tenant(&target.budget_key());
+        // A tenant paused after a 429 is not waited for here: the caller comes back
+        // when the pause is over, holding nothing meanwhile.
+        if let Some(left) = budget.paused_for().filter(|left| *left > MAX_GATE_WAIT) {
+            return Err(ClientError::RateLimited {
+                message: format!(
+                    "requests to tenant {} are paused for {}s after a 429",
+                    target.tenant,
+                    left.as_secs()
+                ),
+                retry_after: Some(left),
+            });
+        }
+        let mut attempt = 0;
+        let mut turn = turn;
+        loop {
+            // The token first: a slow exchange must not hold a turn that then fires
+            // together with every turn queued behind it.
+            let token = inner
+                .tokens
+                .bearer(
+                    &inner.http,
+                    &inner.config.allow,
+                    inner.config.max_body_bytes,
+                    &target.base_url,
+                    &target.tenant,
+                    credentials,
+                )
+                .await?;
+            // A retry is what a failure is waiting on: it goes without a reservation.
+            let waited = budget.acquire(turn.take()).await;
+            if let Some(o) = &inner.config.observer {
+                o.waited(waited);
+            }
+            let mut request = inner
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose())
+                .header("amperity-tenant", &target.tenant)
+                .header("api-version", &target.api_version)
+                .header("accept", "application/json");
+            if let Some(b) = &body {
+                request = request.json(b);
+            }
+            let started = Instant::now();
+            let result = self.answer(request).await;
+            let status = match &result {
+                Ok((s, _, _)) => Some(s.as_u16()),
+                Err(e) => e.status(),
+            };
+            if let Some(o) = &inner.config.observer {
+                o.request(endpoint, &target.tenant, status, started.elapsed());
+            }
+            let error = match result {
+                Ok((status, headers, bytes)) => {
+                    let deprecation = DeprecationNotice::from_headers(&headers);
+                    if status.is_success() {
+                        return serde_json::from_slice::<T>(&bytes)
+                            .map(|body| Reply {
+                                body,
+                                deprecation,
+                                status: status.as_u16(),
+                            })
+                            .map_err(|_| ClientError::Decode {
+                                status: status.as_u16(),
+                                expected: std::any::type_name::<T>()
+                                    .rsplit("::")
+                                    .next()
+                                    .unwrap_or("JSON"),
+                                excerpt: excerpt(&String::from_utf8_lossy(&bytes)),
+                            });
+                    }
+                    let retry_after = headers
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| {
+                            crate::amperity::budget::parse_retry_after(v, jiff::Timestamp::now())
+                        });
+                    ClientError::from_response(status.as_u16(), &bytes, retry_after)
+                }
+                Err(e) => e,
+            };
+            if let ClientError::RateLimited { retry_after, .. } = &error {
+                budget.pause(
+                    retry_after.unwrap_or_else(|| crate::amperity::budget::backoff(attempt)),
+                );
+            }
+            let may_repeat =
+                error.is_retryable() && (repeat == Repeat::Safe || !error.outcome_unknown());
+            if !may_repeat || attempt >= inner.config.max_retries {
+                return Err(error);
+            }
+            let wait = error
+                .retry_after()
+                .unwrap_or_else(|| crate::amperity::budget::backoff(attempt));
+            tracing::debug!(endpoint, attempt, error = %error, ?wait, "retrying Amperity request");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Sends and reads the answer, classifying transport failures; refuses a
+    /// redirect unread and a body past the size limit while it streams in.
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), ClientError> {
+        let timeout = self.inner.config.request_timeout;
+        let response = request.send().await.map_err(|e| classify(&e, timeout))?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(ClientError::Redirect {
+                status: status.as_u16(),
+            });
+        }
+        let headers = response.headers().clone();
+        let bytes = read_limited(response, self.inner.config.max_body_bytes, timeout).await?;
+        Ok((status, headers, bytes))
+    }
+}
+
+/// A transport failure, by what it proves: a connection that was never made (DNS,
+/// refused, TLS handshake, connect timeout) means the request was never written.
+pub(crate) fn classify(e: &reqwest::Error, timeout: Duration) -> ClientError {
+    if e.is_connect() {
+        ClientError::Connect(transport_summary(e))
+    } else if e.is_timeout() {
+        ClientError::Timeout(timeout)
+    } else {
+        ClientError::Transport(transport_summary(e))
+    }
+}
+
+/// Reads a body chunk by chunk, giving up as soon as it passes `limit` bytes.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: u64,
+    timeout: Duration,
+) -> Result<bytes::Bytes, ClientError> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(ClientError::BodyTooLarge { limit });
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, timeout))? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(ClientError::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn checked_id(id: &str, status: u16) -> Result<(), ClientError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
+        return Err(ClientError::Decode {
+            status,
+            expected: "a workflow id",
+            excerpt: excerpt(id),
+        });
+    }
+    Ok(())
+}
+
+fn principal_key(target: &Target, credentials: &Credentials) -> u64 {
+    let mut h = DefaultHasher::new();
+    target.budget_key().hash(&mut h);
+    credentials.fingerprint().hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,187 @@
+//! Where a call goes (the base URL on the allow-list, the tenant, the API version)
+//! and whom a credential acts as.
+
+use url::Url;
+
+use crate::amperity::allow::AllowList;
+use crate::amperity::error::ClientError;
+use crate::amperity::wire::Workflow;
+
+/// Where requests go: base URL, tenant, API version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub base_url: Url,
+    pub tenant: String,
+    pub api_version: String,
+}
+
+impl Target {
+    /// `endpoint` overrides `default_template` (where `{tenant}` is replaced). The
+    /// URL must be on the allow-list.
+    pub fn new(
+        endpoint: Option<&str>,
+        default_template: &str,
+        tenant: &str,
+        api_version: &str,
+        allow: &AllowList,
+    ) -> Result<Target, ClientError> {
+        let raw = match endpoint {
+            Some(e) => e.to_string(),
+            None => default_template.replace("{tenant}", tenant),
+        };
+        let shown = crate::bounded::cut(&raw, 300);
+        let mut url = Url::parse(&raw)
+            .map_err(|e| ClientError::InvalidEndpoint(format!("{shown:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+            return Err(ClientError::InvalidEndpoint(format!(
+                "{shown:?} is not an http(s) URL with a host"
+            )));
+        }
+        allow.check(&url).map_err(ClientError::EndpointNotAllowed)?;
+        // Join relative paths under the base path, not beside it.
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(Target {
+            base_url: url,
+            tenant: tenant.to_string(),
+            api_version: api_version.to_string(),
+        })
+    }
+
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base_url.clone();
+        {
+            let mut path = url.path_segments_mut().expect("http(s) URLs have paths");
+            path.pop_if_empty();
+            // Each segment is percent-encoded: ids are opaque strings.
+            path.extend(segments);
+        }
+        url
+    }
+
+    /// Which budget requests to this target take turns in: the tenant at this
+    /// base URL.
+    pub fn budget_key(&self) -> String {
+        format!("{}|{}", self.tenant, self.base_url)
+    }
+}
+
+/// Who a credential starts runs as, as Amperity reports it on the runs it starts:
+/// the search for a run whose start answer was lost trusts only runs of this principal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Principal {
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Principal {
+    /// A principal given by a person (the Secret's `principal` key): an id or a name.
+    pub fn given(value: &str) -> Principal {
+        Principal {
+            id: Some(value.to_string()),
+            name: Some(value.to_string()),
+        }
+    }
+
+    /// From a run's fields; None when the run names no principal.
+    pub fn of(w: &Workflow) -> Option<Principal> {
+        let p = Principal {
+            id: w.principal_id.clone().filter(|s| !s.is_empty()),
+            name: w.principal_name.clone().filter(|s| !s.is_empty()),
+        };
+        (p.id.is_some() || p.name.is_some()).then_some(p)
+    }
+
+    /// Whether `w` names this principal. A run that names none does not.
+    pub fn started(&self, w: &Workflow) -> bool {
+        let eq = |mine: &Option<String>, theirs: &Option<String>| matches!((mine, theirs), (Some(a), Some(b)) if a == b);
+        eq(&self.id, &w.principal_id)
+            || eq(&self.name, &w.principal_name)
+            || eq(&self.id, &w.principal_name)
+            || eq(&self.name, &w.principal_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(endpoint: Option<&str>, allow: &[&str]) -> Result<Target, ClientError> {
+        Target::new(
+            endpoint,
+            "https://{tenant}.amperity.com/api",
+            "socktown",
+            "2024-04-01",
+            &AllowList::parse(allow).unwrap(),
+        )
+    }
+
+    #[test]
+    fn endpoints_must_be_on_the_allow_list() {
+        let default = ["https://*.amperity.com"];
+        assert_eq!(
+            target(None, &default).unwrap().base_url.as_str(),
+            "https://socktown.amperity.com/api/"
+        );
+        assert!(target(Some("https://app.amperity.com/api"), &default).is_ok());
+        for refused in [
+            "http://127.0.0.1:8470/api",
+            "http://app.amperity.com/api",
+            "https://evil.test/api",
+        ] {
+            let err = target(Some(refused), &default).unwrap_err();
+            assert!(
+                matches!(err, ClientError::EndpointNotAllowed(_)),
+                "{refused}: {err}"
+            );
+            assert!(
+                err.to_string().contains("AMPERITY_ALLOWED_ENDPOINTS"),
+                "{err}"
+            );
+        }
+        let sim = ["http://127.0.0.1:8470"];
+        assert!(target(Some("http://127.0.0.1:8470/api"), &sim).is_ok());
+        assert!(target(Some("http://127.0.0.1:8471/api"), &sim).is_err());
+        assert!(matches!(
+            target(Some("ftp://x/api"), &sim),
+            Err(ClientError::InvalidEndpoint(_))
+        ));
+        assert!(matches!(
+            target(Some("not a url"), &sim),
+            Err(ClientError::InvalidEndpoint(_))
+        ));
+    }
+
+    #[test]
+    fn principals_match_by_id_or_name() {
+        let run = |id: Option<&str>, name: Option<&str>| Workflow {
+            principal_id: id.map(str::to_string),
+            principal_name: name.map(str::to_string),
+            ..serde_json::from_value(serde_json::json!({"id": "wf-1", "state": "running"})).unwrap()
+        };
+        let p = Principal::given("api-key|sim-1");
+        assert!(p.started(&run(Some("api-key|sim-1"), None)));
+        assert!(p.started(&run(None, Some("api-key|sim-1"))));
+        assert!(!p.started(&run(Some("api-key|sim-2"), Some("API key 2"))));
+        assert!(
+            !p.started(&run(None, None)),
+            "a run naming no principal is no match"
+        );
+        assert!(Principal::of(&run(None, Some(""))).is_none());
+    }
+
+    #[test]
+    fn ids_are_encoded_as_one_path_segment() {
+        let t = target(
+            Some("https://app.amperity.com/api"),
+            &["https://*.amperity.com"],
+        )
+        .unwrap();
+        assert_eq!(
+            t.url(&["workflow", "runs", "wf-1/../x y"]).as_str(),
+            "https://app.amperity.com/api/workflow/runs/wf-1%2F..%2Fx%20y"
+        );
+    }
+}
