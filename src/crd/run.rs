@@ -4,7 +4,7 @@
 //! Rules that plain OpenAPI keywords can say (required, enum, pattern, minimum,
 //! maximum) are written as such so that every API server enforces them; CEL
 //! (`x-kubernetes-validations`) carries only cross-field and transition rules.
-//! `validate.rs` enforces the same rules in Rust for API servers that ignore CEL.
+//! `run/validate.rs` enforces the same rules in Rust for API servers that ignore CEL.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

@@ -1,6 +1,6 @@
 //! The spec rules, enforced in Rust: the reconciler checks them before any API call
 //! (API servers older than 1.25 ignore the CRD's CEL rules) and `local` checks a
-//! manifest with them. They mirror the schema in `crd.rs` one for one.
+//! manifest with them. They mirror the schema in `crd/run.rs` one for one.
 //!
 //! Validation works on the JSON form of the spec so that every problem is found at
 //! once, each with its field path, including ones a typed decode would stop at.

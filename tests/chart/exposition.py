@@ -1,5 +1,5 @@
 """The series the operator exports (tests/chart/exposition.txt, kept equal to what the
-code encodes by tests/metrics_exposition.rs), and checks that a PromQL expression or a
+code encodes by tests/shipped/metrics_exposition.rs), and checks that a PromQL expression or a
 promtool input series names only those: metric names, label names and label values."""
 import pathlib
 import re

@@ -17,7 +17,7 @@ fn opening(description: &str) -> String {
 
 /// Every object in the schema under `path` (dotted, as `kubectl explain` takes it).
 /// The fields inside a nullable object are left out: API servers before 1.21 (this
-/// suite's is 1.20) do not publish them; tests/crd_docs.rs checks their descriptions.
+/// suite's is 1.20) do not publish them; tests/shipped/crd_docs.rs checks their descriptions.
 fn objects<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
     let node = node.get("items").unwrap_or(node);
     if node.get("properties").is_none() || node.get("nullable") == Some(&Value::Bool(true)) {

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const OPENAPI: &str =
-    include_str!("../docs/amperity-api/openapi/control-plane-2024-04-01-openapi.json");
+    include_str!("../../docs/amperity-api/openapi/control-plane-2024-04-01-openapi.json");
 
 struct Sim {
     handle: SimHandle,

@@ -7,7 +7,7 @@
 //! name a series, a label or a label value the operator does not export. This test
 //! keeps the file equal to what the code encodes, and fails when a metric is added
 //! without a sample here. Regenerate it with
-//! `AMPERITY_BLESS=1 cargo test --test metrics_exposition`.
+//! `AMPERITY_BLESS=1 cargo test --test shipped metrics_exposition`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -123,7 +123,7 @@ fn the_fixture_is_what_the_operator_exports() {
     let committed = std::fs::read_to_string(fixture()).unwrap_or_default();
     assert!(
         committed == encoded,
-        "{} is out of date: run `AMPERITY_BLESS=1 cargo test --test metrics_exposition` and \
+        "{} is out of date: run `AMPERITY_BLESS=1 cargo test --test shipped metrics_exposition` and \
          check the chart's alerts and dashboard against the change",
         fixture().display()
     );
@@ -155,7 +155,7 @@ fn every_metric_has_a_sample_in_the_fixture() {
         .collect();
     assert!(
         empty.is_empty(),
-        "record a sample of {empty:?} in tests/metrics_exposition.rs, then regenerate the fixture"
+        "record a sample of {empty:?} in tests/shipped/metrics_exposition.rs, then regenerate the fixture"
     );
     assert!(!families.is_empty(), "no # TYPE line in:\n{text}");
 }

@@ -22,12 +22,12 @@ use amperity_operator::schedule::decide as schedule_decide;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-const SCRIPT: &str = include_str!("../examples/gitops/argocd-health.lua");
-const SCHEDULE_SCRIPT: &str = include_str!("../examples/gitops/argocd-health-schedule.lua");
-const ARGOCD_CM: &str = include_str!("../examples/gitops/argocd-cm.yaml");
-const ARGO_WORKFLOW: &str = include_str!("../examples/gitops/argo-workflows-step.yaml");
-const FLUX: &str = include_str!("../examples/gitops/flux-kustomization.yaml");
-const WAIT_JOB: &str = include_str!("../examples/gitops/wait-job.yaml");
+const SCRIPT: &str = include_str!("../../examples/gitops/argocd-health.lua");
+const SCHEDULE_SCRIPT: &str = include_str!("../../examples/gitops/argocd-health-schedule.lua");
+const ARGOCD_CM: &str = include_str!("../../examples/gitops/argocd-cm.yaml");
+const ARGO_WORKFLOW: &str = include_str!("../../examples/gitops/argo-workflows-step.yaml");
+const FLUX: &str = include_str!("../../examples/gitops/flux-kustomization.yaml");
+const WAIT_JOB: &str = include_str!("../../examples/gitops/wait-job.yaml");
 
 fn at(secs: i64) -> Timestamp {
     "2025-04-18T06:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_secs(secs)

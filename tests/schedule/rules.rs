@@ -3,17 +3,14 @@
 //! (`schedule::spec`). And examples/schedule.yaml: valid everywhere, and the run it
 //! makes is a valid AmperityWorkflowRun.
 
-#[path = "support/crd_schema.rs"]
-mod crd_schema;
-
-use crd_schema::refused;
+use crate::support::crd_schema::{self, refused};
 
 use amperity_operator::crd::AmperityWorkflowRun;
 use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::schedule::{decide, spec};
 use serde_json::{Value, json};
 
-const EXAMPLE: &str = include_str!("../examples/schedule.yaml");
+const EXAMPLE: &str = include_str!("../../examples/schedule.yaml");
 
 fn example() -> Value {
     let mut v: Value = serde_norway::from_str(EXAMPLE).unwrap();

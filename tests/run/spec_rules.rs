@@ -3,8 +3,7 @@
 //! Rust validator the reconciler and `local` use. A bad spec must be rejected by the
 //! Rust validator AND by the CRD, each naming the field.
 
-#[path = "support/crd_schema.rs"]
-mod crd_schema;
+use crate::support::crd_schema;
 
 use amperity_operator::crd::AmperityWorkflowRun;
 use amperity_operator::run::validate::validate_spec_value;

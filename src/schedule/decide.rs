@@ -1,0 +1,372 @@
+//! The schedule's decision: which slot is due (or missed), whether a run-now
+//! request fires, what the concurrency policy does with runs in flight, which old
+//! runs to prune, and the status and Events that say so.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::{Resource, ResourceExt};
+
+use super::conditions::{LAST_RUN_SUCCEEDED, READY, STALLED, Wanted};
+use super::cron::CronSchedule;
+use super::runs::RunView;
+use super::*;
+use crate::crd::AmperityWorkflowRun;
+use crate::crd::schedule::{
+    AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus, ConcurrencyPolicy,
+};
+use crate::run::decide::Event;
+use crate::run::validate;
+
+/// Decides one schedule at `now` from its spec, its status and the runs it owns:
+/// the [`Plan`] the controller performs (runs to create, stop and delete), the next
+/// status, the Events, and when to look again.
+pub fn decide(
+    schedule: &AmperityWorkflowSchedule,
+    all_runs: &[AmperityWorkflowRun],
+    now: Timestamp,
+) -> Plan {
+    let mut views: Vec<RunView> = owned(schedule, all_runs)
+        .into_iter()
+        .map(RunView::of)
+        .collect();
+    runs::newest_first(&mut views);
+    let previous = schedule.status.clone().unwrap_or_default();
+    let mut step = Step {
+        schedule,
+        views,
+        now,
+        status: previous.clone(),
+        previous,
+        stop: Vec::new(),
+        create: None,
+        events: Vec::new(),
+    };
+    if schedule.metadata.deletion_timestamp.is_some() {
+        return Plan {
+            delete: step
+                .views
+                .iter()
+                .filter(|r| !r.deleting)
+                .map(|r| r.name.clone())
+                .collect(),
+            release_finalizer: true,
+            status: step.previous,
+            stop: Vec::new(),
+            create: None,
+            events: Vec::new(),
+            wake: None,
+        };
+    }
+    step.observe_runs();
+    let wake = match spec::check(schedule, now) {
+        Err(errors) => {
+            step.invalid(&validate::describe(&errors));
+            None
+        }
+        Ok(slots) => step.operate(&slots),
+    };
+    let delete = step.history();
+    let generation = schedule.metadata.generation;
+    step.status.observed_generation = generation;
+    for c in &mut step.status.conditions {
+        c.observed_generation = generation;
+    }
+    Plan {
+        status: step.status,
+        stop: step.stop,
+        create: step.create,
+        delete,
+        release_finalizer: false,
+        events: step.events,
+        wake,
+    }
+}
+
+struct Step<'a> {
+    schedule: &'a AmperityWorkflowSchedule,
+    /// The schedule's runs, newest first.
+    views: Vec<RunView>,
+    now: Timestamp,
+    previous: AmperityWorkflowScheduleStatus,
+    status: AmperityWorkflowScheduleStatus,
+    stop: Vec<String>,
+    create: Option<NewRun>,
+    events: Vec<Event>,
+}
+
+impl Step<'_> {
+    fn name(&self) -> String {
+        self.schedule.name_any()
+    }
+
+    fn condition(&mut self, kind: &'static str, status: &'static str, reason: &str, message: &str) {
+        conditions::set(
+            &mut self.status.conditions,
+            Wanted {
+                kind,
+                status,
+                reason,
+                message,
+            },
+            self.schedule.metadata.generation,
+            Time(self.now),
+        );
+    }
+
+    /// Active runs, the last slot run, the last finished run and the last success,
+    /// from the runs.
+    fn observe_runs(&mut self) {
+        self.status.active = runs::active(&self.views);
+        // A run created just before a crash that lost the status write still counts.
+        self.status.last_schedule_time = self
+            .previous
+            .last_schedule_time
+            .as_ref()
+            .map(|t| t.0)
+            .max(runs::newest_slot(&self.views))
+            .map(Time);
+        if let Some(last) = runs::last_run(&self.views, self.previous.last_run.as_ref()) {
+            self.status.last_run = Some(last);
+        }
+        self.status.last_successful_time = runs::last_successful(
+            &self.views,
+            self.previous.last_successful_time.as_ref().map(|t| t.0),
+        )
+        .map(Time);
+        let (status, reason, message) = conditions::last_run(self.status.last_run.as_ref());
+        self.condition(LAST_RUN_SUCCEEDED, status, &reason, &message);
+    }
+
+    fn invalid(&mut self, problems: &str) {
+        let message = format!("the spec is invalid: {problems}; no run starts until it is fixed");
+        let already = conditions::get(&self.previous.conditions, STALLED)
+            .is_some_and(|c| c.status == "True" && c.message == message);
+        if !already {
+            self.events.push(warning("InvalidSpec", message.clone()));
+        }
+        self.status.next_schedule_time = None;
+        self.condition(READY, "False", "InvalidSpec", &message);
+        self.condition(STALLED, "True", "InvalidSpec", &message);
+    }
+
+    /// Handles the most recent due slot, or else a new run-now value; returns when
+    /// to look again.
+    fn operate(&mut self, slots: &CronSchedule) -> Option<Timestamp> {
+        let spec = &self.schedule.spec;
+        let run_now = self.pending_run_now();
+        let mut handled = false;
+        if let Some(slot) = self.due_slot(slots) {
+            self.slot(slot);
+            handled = true;
+        }
+        let next = slots.next_after(self.now);
+        let mut wake = next;
+        if let Some(value) = run_now {
+            if handled {
+                // One trigger per reconcile: the run-now then sees the slot's run in flight.
+                let soon = self.now.checked_add(SOON).ok();
+                wake = match (soon, next) {
+                    (Some(soon), Some(next)) => Some(soon.min(next)),
+                    (soon, next) => soon.or(next),
+                };
+            } else {
+                self.run_now(value);
+            }
+        }
+        // While suspended, the wake-ups still come at each slot, to record it skipped.
+        self.status.next_schedule_time = next.filter(|_| !spec.suspend).map(Time);
+        let (reason, message) = if spec.suspend {
+            (
+                "Suspended",
+                "suspended: no run starts on schedule until spec.suspend is false (amperity.dev/run-now still works)".to_string(),
+            )
+        } else {
+            let next = self
+                .status
+                .next_schedule_time
+                .as_ref()
+                .map(|t| format!("{}", slots.civil(t.0)))
+                .unwrap_or_else(|| "never".into());
+            (
+                "Scheduled",
+                format!(
+                    "{:?} in {}: next run at {next}",
+                    spec.schedule,
+                    spec.time_zone.as_deref().unwrap_or("UTC")
+                ),
+            )
+        };
+        self.condition(READY, "True", reason, &message);
+        self.condition(STALLED, "False", "Valid", "the spec is valid");
+        wake
+    }
+
+    /// The most recent slot at or before now that nothing has handled yet.
+    fn due_slot(&self, slots: &CronSchedule) -> Option<Timestamp> {
+        let slot = slots.latest_at_or_before(self.now)?;
+        let handled = [
+            self.previous.last_schedule_time.as_ref().map(|t| t.0),
+            self.previous.last_skipped_time.as_ref().map(|t| t.0),
+            runs::newest_slot(&self.views),
+            // Slots before the schedule existed are not missed, they never were.
+            self.schedule
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        (handled.is_none_or(|h| slot > h)).then_some(slot)
+    }
+
+    fn slot(&mut self, slot: Timestamp) {
+        let spec = &self.schedule.spec;
+        if spec.suspend {
+            // Quietly: a suspended schedule is meant to skip.
+            self.status.last_skipped_time = Some(Time(slot));
+            return;
+        }
+        let late = self.now.duration_since(slot);
+        if let Some(deadline) = spec.starting_deadline_seconds
+            && late > SignedDuration::from_secs(deadline)
+        {
+            self.status.last_skipped_time = Some(Time(slot));
+            self.events.push(warning(
+                "MissedSchedule",
+                format!(
+                    "skipped the run due at {slot}: it is {}s late, past startingDeadlineSeconds ({deadline}s)",
+                    late.as_secs()
+                ),
+            ));
+            return;
+        }
+        let name = slot_run_name(&self.name(), slot);
+        if !self.admit(&name, &format!("the run due at {slot}")) {
+            self.status.last_skipped_time = Some(Time(slot));
+            return;
+        }
+        self.status.last_schedule_time = Some(Time(slot));
+        self.create_run(name, Trigger::Slot(slot), slot, TRIGGER_SCHEDULE);
+    }
+
+    /// A run-now value not acted on yet.
+    fn pending_run_now(&self) -> Option<String> {
+        let value = self.schedule.annotations().get(RUN_NOW_ANNOTATION)?.trim();
+        let key = run_now_key(value);
+        (!value.is_empty() && self.previous.last_handled_run_now.as_deref() != Some(&key))
+            .then_some(key)
+    }
+
+    fn run_now(&mut self, key: String) {
+        let count = self.previous.run_now_count.saturating_add(1);
+        self.status.last_handled_run_now = Some(key.clone());
+        self.status.run_now_count = count;
+        let name = run_now_run_name(&self.name(), count);
+        if self.views.iter().any(|r| r.name == name) {
+            // Created before a restart that lost the status write: it is this request's run.
+            return;
+        }
+        if !self.admit(&name, &format!("the {RUN_NOW_ANNOTATION} run for {key:?}")) {
+            return;
+        }
+        self.create_run(name, Trigger::RunNow(key), self.now, TRIGGER_RUN_NOW);
+    }
+
+    /// Applies the concurrency policy before `name` starts: false when it must not
+    /// (Forbid with a run in flight, said in an Event); with Replace, the runs in
+    /// flight are stopped.
+    fn admit(&mut self, name: &str, what: &str) -> bool {
+        let in_flight: Vec<&RunView> = self.views.iter().filter(|r| r.active()).collect();
+        if in_flight.is_empty() {
+            return true;
+        }
+        let names = in_flight
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.schedule.spec.concurrency_policy.unwrap_or_default() {
+            ConcurrencyPolicy::Allow => true,
+            ConcurrencyPolicy::Forbid => {
+                self.events.push(normal(
+                    "Skipped",
+                    format!("skipped {what}: {names} still in flight (concurrencyPolicy Forbid)"),
+                ));
+                false
+            }
+            ConcurrencyPolicy::Replace => {
+                self.stop = in_flight
+                    .iter()
+                    .filter(|r| !r.stop_requested)
+                    .map(|r| r.name.clone())
+                    .collect();
+                self.events.push(normal(
+                    "Replaced",
+                    format!("stopping {names} to start {name} (concurrencyPolicy Replace)"),
+                ));
+                true
+            }
+        }
+    }
+
+    fn create_run(&mut self, name: String, trigger: Trigger, at: Timestamp, kind: &str) {
+        let schedule = self.schedule;
+        let template = &schedule.spec.run_template;
+        let meta = template.metadata.clone().unwrap_or_default();
+        let mut labels: BTreeMap<String, String> = meta.labels;
+        labels.insert(SCHEDULE_LABEL.into(), schedule.name_any());
+        let mut annotations = meta.annotations;
+        annotations.insert(SCHEDULED_AT_ANNOTATION.into(), at.to_string());
+        annotations.insert(TRIGGER_ANNOTATION.into(), kind.into());
+        let mut spec = template.spec.clone();
+        spec.stop = false;
+        spec.workflow_id = None;
+        let run = AmperityWorkflowRun {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: schedule.namespace(),
+                labels: Some(labels),
+                annotations: Some(annotations),
+                owner_references: schedule.controller_owner_ref(&()).map(|o| vec![o]),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        };
+        let why = match &trigger {
+            Trigger::Slot(slot) => format!("for {slot}"),
+            Trigger::RunNow(value) => format!("for {RUN_NOW_ANNOTATION} {value:?}"),
+        };
+        self.events
+            .push(normal("Created", format!("created run {name} {why}")));
+        self.status.active.push(crate::crd::schedule::ActiveRun {
+            name,
+            scheduled_time: Some(Time(at)),
+            phase: None,
+        });
+        self.create = Some(NewRun { run, trigger });
+    }
+
+    /// Finished runs beyond the history limits; an Event for each.
+    fn history(&mut self) -> Vec<String> {
+        let spec = &self.schedule.spec;
+        let successful = spec
+            .successful_runs_history_limit
+            .unwrap_or(DEFAULT_SUCCESSFUL_RUNS_HISTORY_LIMIT) as usize;
+        let failed = spec
+            .failed_runs_history_limit
+            .unwrap_or(DEFAULT_FAILED_RUNS_HISTORY_LIMIT) as usize;
+        let doomed = runs::beyond_history(&self.views, successful, failed);
+        for name in &doomed {
+            self.events.push(normal(
+                "Deleted",
+                format!("deleted run {name}: beyond the history limits"),
+            ));
+        }
+        doomed
+    }
+}

@@ -1,0 +1,11 @@
+//! Tests of `AmperityWorkflowRun` (src/run/): every decision by table and property, the controller against a mocked Kubernetes API, the change feed, a crash inside a start, and the spec rules.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod controller;
+mod decide_props;
+mod decide_table;
+mod feed;
+mod spec_rules;
+mod start_crash;

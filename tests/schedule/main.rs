@@ -1,0 +1,10 @@
+//! Tests of `AmperityWorkflowSchedule` (src/schedule/): its decisions by table, slots and time zones, the spec rules, and its controller against a mocked Kubernetes API.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod controller;
+mod rules;
+mod slots;
+mod table;
+mod tzdb;

@@ -1,0 +1,3 @@
+//! Fixtures shared by the test binaries.
+
+pub mod crd_schema;
