@@ -1,0 +1,147 @@
+//! How a run is stopped or removed: spec.stop, spec.timeout, deleting it (and
+//! deletionPolicy Orphan), ttlSecondsAfterFinished.
+
+use std::time::Duration;
+
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::env::{self, Env, Result, events, phase};
+use crate::scenarios::{FINISH, ensure, finished, sim_state};
+
+async fn running_hang(env: &Env, ns: &str, name: &str, extra: serde_json::Value) -> Result<String> {
+    let mut spec = json!({"configId": format!("cg-e2e-{name}-hang")});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    env.create_run(ns, name, spec).await?;
+    let run = env
+        .wait_for(ns, name, FINISH, "running", |r| {
+            phase(r) == "Running" && r.status.as_ref().is_some_and(|s| s.workflow_id.is_some())
+        })
+        .await?;
+    Ok(run.status.unwrap().workflow_id.unwrap())
+}
+
+pub async fn stop_cancels_the_run(env: &Env) -> Result {
+    let ns = env.namespace("stop", Some(env::TOKEN)).await?;
+    let id = running_hang(env, &ns, "stopme", json!({})).await?;
+    env.runs(&ns)
+        .patch(
+            "stopme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"stop": true}})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let run = env
+        .wait_for(&ns, "stopme", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "Canceled", phase(&run))?;
+    ensure(
+        run.status.as_ref().unwrap().observed_generation == Some(2),
+        "observedGeneration follows the stop edit",
+    )?;
+    let state = sim_state(env, &id).await;
+    ensure(
+        state == "canceled",
+        format!("the simulator's run is {state}"),
+    )
+}
+
+pub async fn timeout_stops_the_run(env: &Env) -> Result {
+    let ns = env.namespace("timeout", Some(env::TOKEN)).await?;
+    env.create_run(
+        &ns,
+        "slowpoke",
+        json!({"configId": "cg-e2e-slowpoke-hang", "timeout": "4s"}),
+    )
+    .await?;
+    let run = env
+        .wait_for(&ns, "slowpoke", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "TimedOut", phase(&run))?;
+    let id = run
+        .status
+        .as_ref()
+        .and_then(|s| s.workflow_id.clone())
+        .unwrap_or_default();
+    let state = sim_state(env, &id).await;
+    ensure(
+        state == "canceled",
+        format!("the simulator's run is {state}"),
+    )?;
+    ensure(
+        events(env, &ns).contains_key("TimedOut"),
+        "a TimedOut event",
+    )
+}
+
+pub async fn deleting_an_unfinished_run_stops_it(env: &Env) -> Result {
+    let ns = env.namespace("delete", Some(env::TOKEN)).await?;
+    let id = running_hang(env, &ns, "deleteme", json!({})).await?;
+    env.runs(&ns)
+        .delete("deleteme", &DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env
+        .runs(&ns)
+        .get_opt("deleteme")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        ensure(
+            std::time::Instant::now() < deadline,
+            "the resource was not deleted within 30s",
+        )?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let state = sim_state(env, &id).await;
+    ensure(
+        state == "canceled" || state == "stopping",
+        format!("the simulator's run is {state}"),
+    )?;
+    // Orphan leaves the run alone.
+    let orphan_id = running_hang(env, &ns, "orphan", json!({"deletionPolicy": "Orphan"})).await?;
+    env.runs(&ns)
+        .delete("orphan", &DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let state = sim_state(env, &orphan_id).await;
+    ensure(
+        state != "canceled" && state != "stopping",
+        format!("an orphaned run was stopped: {state}"),
+    )
+}
+
+pub async fn ttl_removes_finished_runs(env: &Env) -> Result {
+    let ns = env.namespace("ttl", Some(env::TOKEN)).await?;
+    // Long enough for this test to see the finished run between its looks while
+    // the other scenarios load the API server (with 2 s it once saw only the gap).
+    env.create_run(
+        &ns,
+        "shortlived",
+        json!({"configId": "cg-e2e-ttl", "ttlSecondsAfterFinished": 10}),
+    )
+    .await?;
+    env.wait_for(&ns, "shortlived", FINISH, "finished", finished)
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env
+        .runs(&ns)
+        .get_opt("shortlived")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        ensure(
+            std::time::Instant::now() < deadline,
+            "not deleted 30s after ttlSecondsAfterFinished",
+        )?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
