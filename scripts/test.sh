@@ -3,7 +3,7 @@
 # unit and table tests, the controller on a mocked Kubernetes API, the simulator
 # and client over HTTP, the examples through `local`, and the end-to-end suite on a
 # real kube-apiserver (built once per machine; see tests/e2e/README.md), the Helm
-# chart tests and a load run. Any failure fails the run; nothing is skipped.
+# chart tests, the linters of the Dockerfile and the workflows, and a load run. Any failure fails the run; nothing is skipped.
 #
 # Everything it needs it installs itself, before the first step that uses it: the
 # Rust components, the apt packages of the end-to-end environment (as root), the
@@ -69,6 +69,9 @@ cargo test -- --include-ignored
 
 step "Helm chart tests"
 scripts/chart-tests.sh
+
+step "packaging linters (hadolint, actionlint)"
+scripts/lint-packaging.sh
 
 step "load: 1000 runs in flight against the simulator, budget 5/s, runs ending at 2.5/s, change feed on (asserts end -> status p99 within pollInterval + 2 s and the budget targets)"
 LOAD_FEED=on LOAD_MAX_WINDOW=90 cargo bench --profile dev --bench load -- 1000
