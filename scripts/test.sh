@@ -3,7 +3,8 @@
 # unit and table tests, the controller on a mocked Kubernetes API, the simulator
 # and client over HTTP, the examples through `local`, and the end-to-end suite on a
 # real kube-apiserver (built once per machine; see tests/e2e/README.md), the Helm
-# chart tests, the linters of the Dockerfile and the workflows, and a load run. Any failure fails the run; nothing is skipped.
+# chart tests, the linters of the Dockerfile and the workflows, and a load run.
+# Any failure fails the run; nothing is skipped.
 #
 # Everything it needs it installs itself, before the first step that uses it: the
 # Rust components, the apt packages of the end-to-end environment (as root), the
