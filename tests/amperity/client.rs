@@ -666,7 +666,7 @@ async fn a_slow_token_exchange_does_not_release_a_burst() {
 }
 
 /// A server that answers every request with `status` and the JSON `body`.
-async fn fixed_answer(status: &'static str, body: String) -> String {
+pub(crate) async fn fixed_answer(status: &'static str, body: String) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
