@@ -134,6 +134,7 @@ impl TokenCache {
 
     /// The bearer token to send. A token URL, given or derived, must be on the
     /// allow-list like every API URL: the client secret goes nowhere else.
+    #[allow(clippy::too_many_arguments)]
     pub async fn bearer(
         &self,
         http: &reqwest::Client,
@@ -142,6 +143,7 @@ impl TokenCache {
         base_url: &Url,
         tenant: &str,
         credentials: &Credentials,
+        observer: Option<&dyn super::Observer>,
     ) -> Result<SecretString, ClientError> {
         let (client_id, client_secret, token_url) = match credentials {
             Credentials::Token(t) => return Ok(t.clone()),
@@ -172,7 +174,16 @@ impl TokenCache {
             client_secret,
             max_body_bytes,
         )
-        .await?;
+        .await;
+        if let Some(o) = observer {
+            let outcome = match &fresh {
+                Ok(_) => "ok",
+                Err(e) if e.is_auth() => "refused",
+                Err(_) => "failed",
+            };
+            o.token_exchange(tenant, outcome);
+        }
+        let fresh = fresh?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)

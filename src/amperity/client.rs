@@ -372,6 +372,7 @@ impl AmperityClient {
                     &target.base_url,
                     &target.tenant,
                     credentials,
+                    inner.config.observer.as_deref(),
                 )
                 .await?;
             // A retry is what a failure is waiting on: it goes without a reservation.

@@ -404,8 +404,8 @@ def test_metrics_service_and_service_monitor():
     [sm] = kinds(docs, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prom"
-    # honorLabels: the operator's own `endpoint` label survives the target label of that name.
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}]
+    # No honorLabels: target labels (namespace, job, endpoint, ...) are Prometheus' own.
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
     [svc] = kinds(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert not kinds(render({"metrics": {"service": {"enabled": False}}}), "Service")

@@ -65,8 +65,8 @@ impl AmperityClient {
         self.list_as("list", target, credentials, query, turn).await
     }
 
-    /// [`AmperityClient::list`], its requests counted in metrics as `endpoint`
-    /// (the change feed's as `feed`).
+    /// [`AmperityClient::list`], its requests counted in metrics as the call
+    /// `endpoint` names (the change feed's as `feed`).
     pub async fn list_as(
         &self,
         endpoint: &'static str,
