@@ -26,15 +26,22 @@ RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
-LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}]
+def lease_rules(lease_name="amperity-operator"):
+    """Create any Lease (RBAC cannot check a create's name), read and renew only the one."""
+    return [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease_name],
+             "verbs": ["get", "patch"]}]
+
+
+LEASE_RULES = lease_rules()
 
 
 def lease_roles(docs):
-    return [r for r in kinds(docs, "Role") if r["rules"] == LEASE_RULES]
+    return [r for r in kinds(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
 
 
 def watch_roles(docs):
-    return [r for r in kinds(docs, "Role") if r["rules"] != LEASE_RULES]
+    return [r for r in kinds(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
 
 
 def operator_cluster_roles(docs):
@@ -374,6 +381,11 @@ def test_leader_election_off_has_no_lease_role():
     deploy, c = container(docs)
     assert env(c)["LEADER_ELECTION"] == "false"
     assert deploy["spec"]["replicas"] == 1
+
+
+def test_the_lease_role_names_the_lease():
+    [lease] = lease_roles(render({"leaderElection": {"leaseName": "awr-leader"}}))
+    assert lease["rules"] == lease_rules("awr-leader")
 
 
 def test_no_rbac_rule_grants_more_than_the_table():
