@@ -264,8 +264,18 @@ def test_the_dashboard_shows_what_an_operator_team_asks():
         ("amperity_operator_amperity_throttled_total", "429s"),
         ("amperity_operator_amperity_request_seconds_bucket", "request latency"),
         ("amperity_operator_reconcile_errors_total", "reconcile errors"),
+        ("amperity_operator_runs_stalled", "runs waiting for a person"),
+        ("amperity_operator_schedule_runs_total", "what schedules did"),
+        ("amperity_operator_change_feed_looks_total", "the change feed"),
+        ("amperity_operator_poll_failures_total", "poll failures"),
+        ("amperity_operator_amperity_token_exchanges_total", "OAuth token exchanges"),
     ]:
         assert metric in by_metric, f"no panel shows {what}"
+    # Runs end a few times a day: a rate over $__rate_interval would show nothing.
+    for p in panels(d):
+        for t in p["targets"]:
+            if "workflow_duration_seconds" in t["expr"]:
+                assert "$__rate_interval" not in t["expr"] and "[1d]" in t["expr"], t["expr"]
     budget = [p for p in panels(d) if any(t["expr"] == "vector($rate_limit)" for t in p["targets"])]
     assert len(budget) == 1 and "budget" in budget[0]["title"].lower()
     ids = [p["id"] for p in d["panels"]]
