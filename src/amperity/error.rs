@@ -169,7 +169,8 @@ pub fn describe_body(body: &[u8]) -> String {
     if let Ok(parsed) = serde_json::from_slice::<ErrorResponse>(body)
         && let Some(m) = parsed.message.filter(|m| !m.trim().is_empty())
     {
-        let printable: String = m.chars().filter(|c| !c.is_control()).collect();
+        // Escaped, not dropped: the text reaches statuses, Events and terminals.
+        let printable = super::wire::printable(&m);
         return crate::bounded::cut(&printable, MAX_API_MESSAGE_BYTES);
     }
     let text = String::from_utf8_lossy(body);
