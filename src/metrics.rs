@@ -32,18 +32,37 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// `call` is which Amperity call (`start`, `get`, `list`, `stop`, `feed`); never
+/// `endpoint`, which Prometheus' own scrape target labels use.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub endpoint: String,
+    pub call: String,
     /// HTTP status code, or `error` when no response came back.
     pub code: String,
     pub tenant: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabels {
-    pub endpoint: String,
+pub struct CallLabels {
+    pub call: String,
     pub tenant: String,
+}
+
+/// An OAuth token exchange: `ok`, `refused` (the client credentials: fix the
+/// Secret) or `failed` (the token endpoint failed or did not answer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExchangeLabels {
+    pub outcome: String,
+    pub tenant: String,
+}
+
+/// Runs that wait for a person, by the namespace they are in (`run_namespace`:
+/// `namespace` is the scrape target's label, the operator's own namespace) and the
+/// reason of their `Stalled` condition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StalledLabels {
+    pub run_namespace: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,7 +111,7 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
-    pub request_seconds: Family<EndpointLabels, Histogram>,
+    pub request_seconds: Family<CallLabels, Histogram>,
     pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub throttled: Family<TenantLabels, Counter>,
     pub workflow_seconds: Family<OutcomeLabels, Histogram>,
@@ -109,9 +128,17 @@ pub struct Metrics {
     /// Resources the change feed woke because their run was listed ended.
     pub feed_wakes: Counter,
     pub schedule_runs: Family<ScheduleLabels, Counter>,
+    /// OAuth token exchanges by outcome and tenant.
+    pub token_exchanges: Family<ExchangeLabels, Counter>,
+    /// Runs in flight whose `Stalled` condition is True, by namespace and reason.
+    pub stalled: Family<StalledLabels, Gauge>,
+    /// The (namespace, reason) last counted in `stalled` for each resource (uid).
+    stalled_runs: Mutex<HashMap<String, StalledLabels>>,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
     tenants: TenantLabeller,
+    namespaces: Labeller,
+    api_versions: Labeller,
 }
 
 /// How many tenants get a label of their own; later ones share `other`. Tenants are
@@ -119,23 +146,55 @@ pub struct Metrics {
 /// operator's memory and every scrape without limit.
 pub const MAX_TENANT_LABELS: usize = 32;
 
-/// Hands out tenant label values, first come first served, up to the bound.
-#[derive(Default)]
-struct TenantLabeller {
+/// How many namespaces get a label of their own in `stalled`; later ones share `other`.
+pub const MAX_NAMESPACE_LABELS: usize = 32;
+
+/// How many api-versions get a label of their own in `deprecation_notices`.
+pub const MAX_API_VERSION_LABELS: usize = 8;
+
+/// Hands out label values, first come first served, up to a bound; later values
+/// share `other`.
+struct Labeller {
+    max: usize,
     known: Mutex<std::collections::HashSet<String>>,
 }
 
-impl TenantLabeller {
-    fn label(&self, tenant: &str) -> String {
-        let mut known = self.known.lock().unwrap();
-        if known.contains(tenant) {
-            return tenant.to_string();
+impl Labeller {
+    fn new(max: usize) -> Self {
+        Labeller {
+            max,
+            known: Mutex::default(),
         }
-        if known.len() < MAX_TENANT_LABELS && tenant.len() <= 253 {
-            known.insert(tenant.to_string());
-            return tenant.to_string();
+    }
+
+    /// `value`'s own label if it has one or may take a slot (`admit`), else `other`.
+    fn label(&self, value: &str, admit: bool) -> String {
+        let mut known = self.known.lock().unwrap();
+        if known.contains(value) {
+            return value.to_string();
+        }
+        if admit && known.len() < self.max && value.len() <= 253 && value != "other" {
+            known.insert(value.to_string());
+            return value.to_string();
         }
         "other".to_string()
+    }
+}
+
+/// Tenant label values. A tenant takes one of the [`MAX_TENANT_LABELS`] slots only
+/// once Amperity has answered it with success: a tenant made up in a spec (which
+/// never answers, or answers 401/403) cannot take the slot of a real one.
+struct TenantLabeller(Labeller);
+
+impl Default for TenantLabeller {
+    fn default() -> Self {
+        TenantLabeller(Labeller::new(MAX_TENANT_LABELS))
+    }
+}
+
+impl TenantLabeller {
+    fn label(&self, tenant: &str, answered: bool) -> String {
+        self.0.label(tenant, answered)
     }
 }
 
@@ -186,15 +245,15 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "amperity_requests",
-            "Amperity API requests by endpoint, status code and tenant",
+            "Amperity API requests by call, status code and tenant",
             requests.clone(),
         );
-        let request_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+        let request_seconds = Family::<CallLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
         registry.register(
             "amperity_request_seconds",
-            "Amperity API request latency by endpoint and tenant",
+            "Amperity API request latency by call and tenant",
             request_seconds.clone(),
         );
         let rate_limit_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
@@ -267,8 +326,25 @@ impl Default for Metrics {
             "What AmperityWorkflowSchedules did with due times and run-now requests, by outcome",
             schedule_runs.clone(),
         );
+        let token_exchanges = Family::<ExchangeLabels, Counter>::default();
+        registry.register(
+            "amperity_token_exchanges",
+            "OAuth client-credentials exchanges by outcome (ok, refused: the Secret's client is refused, failed: the token endpoint failed) and tenant",
+            token_exchanges.clone(),
+        );
+        let stalled = Family::<StalledLabels, Gauge>::default();
+        registry.register(
+            "runs_stalled",
+            "Runs waiting for a person (their Stalled condition is True), by the runs' namespace and reason",
+            stalled.clone(),
+        );
         Metrics {
             registry,
+            token_exchanges,
+            stalled,
+            stalled_runs: Mutex::new(HashMap::new()),
+            namespaces: Labeller::new(MAX_NAMESPACE_LABELS),
+            api_versions: Labeller::new(MAX_API_VERSION_LABELS),
             feed_looks,
             feed_wakes,
             leader,
@@ -311,14 +387,58 @@ impl Metrics {
         }
     }
 
-    pub fn record_request(
-        &self,
-        endpoint: &str,
-        tenant: &str,
-        code: Option<u16>,
-        latency: Duration,
-    ) {
-        let tenant = self.tenants.label(tenant);
+    /// Moves one resource between `stalled` gauges: `Some((namespace, reason))`
+    /// while its Stalled condition is True, `None` otherwise or once it is gone.
+    pub fn set_stalled(&self, uid: &str, stalled: Option<(&str, &str)>) {
+        let labels = stalled.map(|(namespace, reason)| StalledLabels {
+            run_namespace: self.namespaces.label(namespace, true),
+            reason: reason_label(reason),
+        });
+        let mut runs = self.stalled_runs.lock().unwrap();
+        let previous = match &labels {
+            Some(l) => runs.insert(uid.to_string(), l.clone()),
+            None => runs.remove(uid),
+        };
+        if previous == labels {
+            return;
+        }
+        if let Some(p) = previous {
+            self.stalled.get_or_create(&p).dec();
+        }
+        if let Some(l) = labels {
+            self.stalled.get_or_create(&l).inc();
+        }
+    }
+
+    /// A response announced a deprecation of `api_version` (from a spec, so bounded:
+    /// a date-shaped version takes one of [`MAX_API_VERSION_LABELS`] labels, anything
+    /// else is `other`).
+    pub fn deprecation(&self, api_version: &str) {
+        let dated = api_version.len() == 10
+            && api_version.char_indices().all(|(i, c)| match i {
+                4 | 7 => c == '-',
+                _ => c.is_ascii_digit(),
+            });
+        let api_version = self.api_versions.label(api_version, dated);
+        self.deprecations
+            .get_or_create(&VersionLabels { api_version })
+            .inc();
+    }
+
+    /// One OAuth token exchange for `tenant`: `ok`, `refused` or `failed`.
+    pub fn record_token_exchange(&self, tenant: &str, outcome: &'static str) {
+        let tenant = self.tenants.label(tenant, outcome == "ok");
+        self.token_exchanges
+            .get_or_create(&ExchangeLabels {
+                outcome: outcome.to_string(),
+                tenant,
+            })
+            .inc();
+    }
+
+    pub fn record_request(&self, call: &str, tenant: &str, code: Option<u16>, latency: Duration) {
+        let answered = code.is_some_and(|c| (200..300).contains(&c));
+        let tenant = self.tenants.label(tenant, answered);
         let code = code
             .map(|c| c.to_string())
             .unwrap_or_else(|| "error".into());
@@ -331,14 +451,14 @@ impl Metrics {
         }
         self.requests
             .get_or_create(&RequestLabels {
-                endpoint: endpoint.to_string(),
+                call: call.to_string(),
                 code,
                 tenant: tenant.clone(),
             })
             .inc();
         self.request_seconds
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.to_string(),
+            .get_or_create(&CallLabels {
+                call: call.to_string(),
                 tenant,
             })
             .observe(latency.as_secs_f64());
@@ -386,14 +506,12 @@ impl Metrics {
 
 /// The Amperity client reports every request and every budget wait here.
 impl crate::amperity::Observer for Metrics {
-    fn request(
-        &self,
-        endpoint: &'static str,
-        tenant: &str,
-        status: Option<u16>,
-        latency: Duration,
-    ) {
-        self.record_request(endpoint, tenant, status, latency);
+    fn request(&self, call: &'static str, tenant: &str, status: Option<u16>, latency: Duration) {
+        self.record_request(call, tenant, status, latency);
+    }
+
+    fn token_exchange(&self, tenant: &str, outcome: &'static str) {
+        self.record_token_exchange(tenant, outcome);
     }
 
     fn waited(&self, wait: Duration) {
@@ -484,8 +602,26 @@ mod tests {
     #[test]
     fn labels_chosen_outside_the_operator_stay_bounded() {
         let m = Metrics::default();
+        // Made-up tenants that never answered with success take no slot.
+        for i in 0..(MAX_TENANT_LABELS * 3) {
+            m.record_request("get", &format!("made-up-{i}"), None, Duration::ZERO);
+            m.record_request("get", &format!("refused-{i}"), Some(401), Duration::ZERO);
+            m.record_token_exchange(&format!("refused-{i}"), "refused");
+        }
         for i in 0..(MAX_TENANT_LABELS + 50) {
             m.record_request("get", &format!("tenant-{i}"), Some(200), Duration::ZERO);
+        }
+        // api-versions come from specs: bounded, and only date-shaped ones are kept.
+        for i in 0..(MAX_API_VERSION_LABELS + 20) {
+            m.deprecation(&format!("2024-01-{i:02}"));
+        }
+        m.deprecation("x\"} 1\nfake_metric{a=\"");
+        // Namespaces of stalled runs are bounded too.
+        for i in 0..(MAX_NAMESPACE_LABELS + 10) {
+            m.set_stalled(
+                &format!("uid-{i}"),
+                Some((&format!("ns-{i}"), "AuthFailed")),
+            );
         }
         m.record_request("get", "tenant-0", Some(429), Duration::ZERO);
         m.record_finished(
@@ -508,10 +644,31 @@ mod tests {
             .collect();
         assert_eq!(tenants.len(), MAX_TENANT_LABELS + 1, "{tenants:?}");
         assert!(tenants.contains("other"));
+        assert!(tenants.contains("tenant-0") && !tenants.contains("made-up-0"));
+        let versions: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("amperity_operator_amperity_deprecation_notices_total{"))
+            .filter_map(|l| l.split("api_version=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(versions.len(), MAX_API_VERSION_LABELS + 1, "{versions:?}");
+        assert!(!text.contains("fake_metric"), "{text}");
+        let namespaces = text
+            .lines()
+            .filter(|l| l.starts_with("amperity_operator_runs_stalled{"))
+            .count();
+        assert_eq!(namespaces, MAX_NAMESPACE_LABELS + 1, "{text}");
         assert!(
             line(
                 &text,
-                "amperity_operator_amperity_requests_total{endpoint=\"get\",code=\"200\",tenant=\"other\"} 50"
+                "amperity_operator_runs_stalled{run_namespace=\"other\",reason=\"AuthFailed\"} 10"
+            )
+            .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(
+                &text,
+                "amperity_operator_amperity_requests_total{call=\"get\",code=\"200\",tenant=\"other\"} 50"
             )
             .is_some(),
             "{text}"
@@ -545,6 +702,31 @@ mod tests {
             )
             .is_some()
         );
+    }
+
+    #[test]
+    fn the_stalled_gauge_follows_each_run() {
+        let m = Metrics::default();
+        let count = |m: &Metrics, reason: &str| {
+            m.stalled
+                .get_or_create(&StalledLabels {
+                    run_namespace: "marketing".into(),
+                    reason: reason.into(),
+                })
+                .get()
+        };
+        m.set_stalled("a", Some(("marketing", "AuthFailed")));
+        m.set_stalled("a", Some(("marketing", "AuthFailed")));
+        m.set_stalled("b", Some(("marketing", "AuthFailed")));
+        assert_eq!(count(&m, "AuthFailed"), 2);
+        m.set_stalled("a", Some(("marketing", "StartUnconfirmed")));
+        assert_eq!(count(&m, "AuthFailed"), 1);
+        assert_eq!(count(&m, "StartUnconfirmed"), 1);
+        m.set_stalled("a", None);
+        m.set_stalled("b", None);
+        m.set_stalled("b", None);
+        assert_eq!(count(&m, "AuthFailed"), 0);
+        assert_eq!(count(&m, "StartUnconfirmed"), 0);
     }
 
     #[tokio::test]

@@ -6,7 +6,10 @@
 //! default port, `:*` any port, and the path is a prefix matched segment by segment.
 //! URLs are compared after the `url` crate has normalised them (lower-case host,
 //! punycode for international names, `..` resolved), and a URL carrying user info
-//! (`https://x.amperity.com@evil.test/`) never matches.
+//! (`https://x.amperity.com@evil.test/`) never matches. Neither does a URL whose path
+//! a gateway could read as another path: a segment that decodes to a separator
+//! (`%2F`, `%5C`), carries path parameters (`..;`, `;jsessionid`), an escaped `%`
+//! (decoded twice, anything) or is a dot segment once decoded.
 
 use url::{Host, Url};
 
@@ -62,11 +65,17 @@ impl AllowList {
     }
 
     pub fn allows(&self, url: &Url) -> bool {
-        self.entries.iter().any(|e| e.matches(url))
+        ambiguous_path(url).is_none() && self.entries.iter().any(|e| e.matches(url))
     }
 
     /// Ok when `url` is allowed; otherwise the message a person reads.
     pub fn check(&self, url: &Url) -> Result<(), String> {
+        if let Some(why) = ambiguous_path(url) {
+            return Err(format!(
+                "{} is refused: its path {why}, which a gateway may read as another path; write the endpoint's path plainly",
+                crate::bounded::cut(shown(url).as_str(), 300),
+            ));
+        }
         if self.allows(url) {
             return Ok(());
         }
@@ -85,13 +94,65 @@ impl Default for AllowList {
     }
 }
 
-/// A URL without its query, for messages (no secrets travel in our URLs, but the
-/// query of a user's endpoint is noise).
-fn shown(url: &Url) -> String {
+/// A URL as it may be shown anywhere (a status, an Event, a log, an error): without
+/// user info, query or fragment, which may carry a password or an API key (a token
+/// URL comes from a Secret that readers of the status may not read).
+pub fn shown(url: &Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
     u.set_fragment(None);
+    if u.username() != "" || u.password().is_some() {
+        // Never fails for http(s) URLs with a host; if it did, show less.
+        if u.set_username("").is_err() || u.set_password(None).is_err() {
+            return format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?"));
+        }
+    }
     u.to_string()
+}
+
+/// `%XX` escapes decoded once (a `%` not followed by two hex digits is kept).
+fn percent_decoded(raw: &str) -> Vec<u8> {
+    let bytes = raw.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Why a URL's path is ambiguous, if it is: a segment that, percent-decoded, holds a
+/// separator (`/`, `\`), a `;` (path parameters: `..;` is `..` to some servers), a
+/// `%` (a second decoding could make anything of it), or is `.` or `..`.
+fn ambiguous_path(url: &Url) -> Option<&'static str> {
+    for raw in url.path_segments().into_iter().flatten() {
+        let decoded = percent_decoded(raw);
+        if decoded.iter().any(|b| matches!(b, b'/' | b'\\')) {
+            return Some("has an encoded path separator (%2F or %5C)");
+        }
+        if decoded.contains(&b';') {
+            return Some("has path parameters (;), as in ..;");
+        }
+        if decoded.contains(&b'%') {
+            return Some("has an encoded % (%25)");
+        }
+        if decoded == b"." || decoded == b".." {
+            return Some("has an encoded dot segment (%2e)");
+        }
+    }
+    None
 }
 
 impl Entry {
@@ -284,6 +345,51 @@ mod tests {
             !allowed(&l, "https://x.app.amperity.com/api"),
             "no wildcard, no subdomain"
         );
+    }
+
+    #[test]
+    fn encoded_separators_and_dot_segments_never_pass_a_path_prefix() {
+        let l = list(&["https://gw.example/amperity/api"]);
+        assert!(allowed(
+            &l,
+            "https://gw.example/amperity/api/workflow/runs/wf-1"
+        ));
+        for refused in [
+            "https://gw.example/amperity/api/..%2F..%2Fadmin",
+            "https://gw.example/amperity/api/..%2f..%2fadmin",
+            "https://gw.example/amperity/api/..%5C..%5Cadmin",
+            "https://gw.example/amperity/api/..;/..;/admin",
+            "https://gw.example/amperity/api/%2e%2e;/admin",
+            "https://gw.example/amperity/api;x=1/workflow",
+            "https://gw.example/amperity/api/%252e%252e%252fadmin",
+            "https://gw.example/amperity/api/%2e%2e/%2e%2e/admin",
+        ] {
+            assert!(!allowed(&l, refused), "{refused}");
+            let err = l.check(&Url::parse(refused).unwrap()).unwrap_err();
+            // (`%2e%2e` is resolved like `..` by the url crate, then off the prefix.)
+            assert!(
+                err.contains("its path") || err.contains("https://gw.example/admin is not on"),
+                "{refused}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_url_is_shown_without_user_info_or_query() {
+        let l = AllowList::default();
+        for url in [
+            "https://svc:PASSWORD@auth.example/token",
+            "https://svc:PASSWORD@auth.example/token?api_key=KEY",
+            "https://auth.example/token?api_key=KEY#KEY",
+            "https://PASSWORD@auth.example/a%2Fb?api_key=KEY",
+        ] {
+            let err = l.check(&Url::parse(url).unwrap()).unwrap_err();
+            assert!(
+                !err.contains("PASSWORD") && !err.contains("KEY") && !err.contains("svc"),
+                "{err}"
+            );
+            assert!(err.contains("https://auth.example/"), "{err}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl std::fmt::Display for SecretString {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     /// A bearer token (a JWT minted in the Amperity UI).
     Token(SecretString),
@@ -49,6 +49,26 @@ pub enum Credentials {
         client_secret: SecretString,
         token_url: Option<Url>,
     },
+}
+
+/// Shows neither secret, nor the token URL's user info or query (which a Secret
+/// may use to carry a password or an API key).
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(t) => f.debug_tuple("Token").field(t).finish(),
+            Credentials::ClientCredentials {
+                client_id,
+                client_secret,
+                token_url,
+            } => f
+                .debug_struct("ClientCredentials")
+                .field("client_id", client_id)
+                .field("client_secret", client_secret)
+                .field("token_url", &token_url.as_ref().map(super::allow::shown))
+                .finish(),
+        }
+    }
 }
 
 impl Credentials {
@@ -114,6 +134,7 @@ impl TokenCache {
 
     /// The bearer token to send. A token URL, given or derived, must be on the
     /// allow-list like every API URL: the client secret goes nowhere else.
+    #[allow(clippy::too_many_arguments)]
     pub async fn bearer(
         &self,
         http: &reqwest::Client,
@@ -122,6 +143,7 @@ impl TokenCache {
         base_url: &Url,
         tenant: &str,
         credentials: &Credentials,
+        observer: Option<&dyn super::Observer>,
     ) -> Result<SecretString, ClientError> {
         let (client_id, client_secret, token_url) = match credentials {
             Credentials::Token(t) => return Ok(t.clone()),
@@ -152,7 +174,16 @@ impl TokenCache {
             client_secret,
             max_body_bytes,
         )
-        .await?;
+        .await;
+        if let Some(o) = observer {
+            let outcome = match &fresh {
+                Ok(_) => "ok",
+                Err(e) if e.is_auth() => "refused",
+                Err(_) => "failed",
+            };
+            o.token_exchange(tenant, outcome);
+        }
+        let fresh = fresh?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
@@ -194,7 +225,10 @@ fn token_url_for(base_url: &Url, explicit: Option<&Url>) -> Result<Url, ClientEr
         base.set_path(&format!("{}/", base.path()));
     }
     base.join("v0/oauth2/token").map_err(|e| {
-        ClientError::InvalidEndpoint(format!("no token URL can be derived from {base_url}: {e}"))
+        ClientError::InvalidEndpoint(format!(
+            "no token URL can be derived from {}: {e}",
+            super::allow::shown(base_url)
+        ))
     })
 }
 
@@ -217,7 +251,8 @@ async fn exchange(
         refused: false,
         message,
     };
-    let shown = crate::bounded::cut(token_url.as_str(), 300);
+    // Never the URL itself: its user info or query may hold a password or a key.
+    let shown = crate::bounded::cut(&super::allow::shown(token_url), 300);
     let response = http
         .post(token_url.clone())
         .header("X-Amperity-Tenant", tenant)
@@ -316,6 +351,17 @@ mod tests {
         let t = Credentials::Token(SecretString::new("eyJhbGciOi.secret"));
         assert!(!format!("{t:?}").contains("eyJ"));
         assert_eq!(SecretString::new("x").to_string(), "<redacted>");
+        let c = Credentials::ClientCredentials {
+            client_id: "id".into(),
+            client_secret: SecretString::new("hunter2"),
+            token_url: Some(Url::parse("https://svc:PASSWORD@auth.example/t?api_key=KEY").unwrap()),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("PASSWORD") && !shown.contains("KEY") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("https://auth.example/t"), "{shown}");
     }
 
     #[test]

@@ -84,11 +84,13 @@ enum Repeat {
 /// answered at once with the time left.
 const MAX_GATE_WAIT: Duration = Duration::from_secs(2);
 
-/// The most ids and pages a list may hold: beyond, the API keeps handing out tokens.
+/// The most runs a list may hold: beyond, the API keeps handing out tokens.
 const MAX_LIST_RUNS: usize = 100_000;
-/// Ids are opaque, but an id that is empty, very long or has control characters is
-/// not one Amperity hands out: refusing it keeps it out of URLs, status and labels.
-const MAX_ID_BYTES: usize = 256;
+/// Principals' ids and names are cut to this.
+const MAX_ID_BYTES: usize = crate::amperity::wire::MAX_RUN_ID_BYTES;
+/// The bytes one call may read over all its answers (the pages of a list): this
+/// many times the limit on one answer.
+const CALL_BYTES_PER_BODY_LIMIT: u64 = 4;
 
 impl AmperityClient {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
@@ -203,6 +205,7 @@ impl AmperityClient {
         id: &str,
         turn: Option<Turn>,
     ) -> Result<Reply<Workflow>, ClientError> {
+        checked_request_id(id)?;
         let mut url = target.url(&["workflow", "runs", id]);
         url.query_pairs_mut().append_pair("view", "verbose");
         self.send_for_run(
@@ -226,6 +229,7 @@ impl AmperityClient {
         id: &str,
         turn: Option<Turn>,
     ) -> Result<Reply<Workflow>, ClientError> {
+        checked_request_id(id)?;
         let url = target.url(&["workflow", "runs", id, "stop"]);
         self.send_for_run(
             target,
@@ -302,7 +306,7 @@ impl AmperityClient {
         repeat: Repeat,
         turn: Option<Turn>,
     ) -> Result<Reply<Workflow>, ClientError> {
-        let reply: Reply<Workflow> = self
+        let (mut reply, _): (Reply<Workflow>, u64) = self
             .send(
                 target,
                 credentials,
@@ -315,9 +319,12 @@ impl AmperityClient {
             )
             .await?;
         checked_id(&reply.body.id, reply.status)?;
+        reply.body.make_printable();
         Ok(reply)
     }
 
+    /// Sends one request (retrying what may be retried) and decodes its answer;
+    /// also returns how many bytes the answer had, for bounds over a whole call.
     #[allow(clippy::too_many_arguments)]
     async fn send<T: DeserializeOwned>(
         &self,
@@ -329,7 +336,7 @@ impl AmperityClient {
         body: Option<serde_json::Value>,
         repeat: Repeat,
         turn: Option<Turn>,
-    ) -> Result<Reply<T>, ClientError> {
+    ) -> Result<(Reply<T>, u64), ClientError> {
         let inner = &self.inner;
         // The target was checked when it was built; this guards every other way a
         // URL could be made.
@@ -365,6 +372,7 @@ impl AmperityClient {
                     &target.base_url,
                     &target.tenant,
                     credentials,
+                    inner.config.observer.as_deref(),
                 )
                 .await?;
             // A retry is what a failure is waiting on: it goes without a reservation.
@@ -395,19 +403,25 @@ impl AmperityClient {
                 Ok((status, headers, bytes)) => {
                     let deprecation = DeprecationNotice::from_headers(&headers);
                     if status.is_success() {
+                        let size = bytes.len() as u64;
                         return serde_json::from_slice::<T>(&bytes)
-                            .map(|body| Reply {
-                                body,
-                                deprecation,
-                                status: status.as_u16(),
+                            .map(|body| {
+                                let reply = Reply {
+                                    body,
+                                    deprecation,
+                                    status: status.as_u16(),
+                                };
+                                (reply, size)
                             })
-                            .map_err(|_| ClientError::Decode {
-                                status: status.as_u16(),
-                                expected: std::any::type_name::<T>()
-                                    .rsplit("::")
-                                    .next()
-                                    .unwrap_or("JSON"),
-                                excerpt: excerpt(&String::from_utf8_lossy(&bytes)),
+                            .map_err(|e| {
+                                too_many(&e).unwrap_or(ClientError::Decode {
+                                    status: status.as_u16(),
+                                    expected: std::any::type_name::<T>()
+                                        .rsplit("::")
+                                        .next()
+                                        .unwrap_or("JSON"),
+                                    excerpt: excerpt(&String::from_utf8_lossy(&bytes)),
+                                })
                             });
                     }
                     let retry_after = headers
@@ -490,8 +504,32 @@ pub(crate) async fn read_limited(
     Ok(body.freeze())
 }
 
-fn checked_id(id: &str, status: u16) -> Result<(), ClientError> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
+/// The error for an answer refused while parsing for holding too many tasks or runs.
+fn too_many(e: &serde_json::Error) -> Option<ClientError> {
+    use crate::amperity::wire::{MAX_PAGE_RUNS, MAX_TASKS, TOO_MANY_MARK};
+    let text = e.to_string();
+    if !text.contains(TOO_MANY_MARK) {
+        return None;
+    }
+    Some(if text.contains(" tasks") {
+        ClientError::TooMuch {
+            what: "tasks in one run",
+            limit: MAX_TASKS as u64,
+            hint: "the run is far larger than any workflow the operator expects; follow it in Amperity's UI",
+        }
+    } else {
+        ClientError::TooMuch {
+            what: "runs in one list page",
+            limit: MAX_PAGE_RUNS as u64,
+            hint: "ask for smaller pages (limit)",
+        }
+    })
+}
+
+/// An id in an answer: one Amperity could have handed out (see
+/// [`run_id_problem`](crate::amperity::wire::run_id_problem)).
+pub(crate) fn checked_id(id: &str, status: u16) -> Result<(), ClientError> {
+    if crate::amperity::wire::run_id_problem(id).is_some() {
         return Err(ClientError::Decode {
             status,
             expected: "a workflow id",
@@ -499,6 +537,17 @@ fn checked_id(id: &str, status: u16) -> Result<(), ClientError> {
         });
     }
     Ok(())
+}
+
+/// An id a caller asks about: refused before it becomes part of a URL.
+fn checked_request_id(id: &str) -> Result<(), ClientError> {
+    match crate::amperity::wire::run_id_problem(id) {
+        Some(why) => Err(ClientError::InvalidRunId {
+            id: excerpt(id),
+            why,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn principal_key(target: &Target, credentials: &Credentials) -> u64 {

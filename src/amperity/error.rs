@@ -21,6 +21,20 @@ pub enum ClientError {
         "the Amperity API's answer was larger than {limit} bytes and was refused (AMPERITY_MAX_BODY_BYTES)"
     )]
     BodyTooLarge { limit: u64 },
+    /// An answer, or all the pages of one call together, held more than the
+    /// operator keeps (bytes of a whole call, tasks of a run, runs of a list).
+    #[error(
+        "the Amperity API's answer held more than {limit} {what}, more than the operator keeps for one call: {hint}"
+    )]
+    TooMuch {
+        what: &'static str,
+        limit: u64,
+        hint: &'static str,
+    },
+    /// A run id the caller passed could not name a run (empty, `.`, `..`, a
+    /// separator): nothing was sent.
+    #[error("the run id {id} {why}: it cannot name an Amperity run, so nothing was sent")]
+    InvalidRunId { id: String, why: &'static str },
     #[error(
         "the Amperity API rejected the credentials (HTTP {status}: {message}): check the token in the Secret, or mint a new one"
     )]
@@ -88,6 +102,7 @@ impl ClientError {
                 | ClientError::Decode { .. }
                 | ClientError::Redirect { .. }
                 | ClientError::BodyTooLarge { .. }
+                | ClientError::TooMuch { .. }
         )
     }
 
@@ -154,7 +169,8 @@ pub fn describe_body(body: &[u8]) -> String {
     if let Ok(parsed) = serde_json::from_slice::<ErrorResponse>(body)
         && let Some(m) = parsed.message.filter(|m| !m.trim().is_empty())
     {
-        let printable: String = m.chars().filter(|c| !c.is_control()).collect();
+        // Escaped, not dropped: the text reaches statuses, Events and terminals.
+        let printable = super::wire::printable(&m);
         return crate::bounded::cut(&printable, MAX_API_MESSAGE_BYTES);
     }
     let text = String::from_utf8_lossy(body);

@@ -27,8 +27,14 @@ pub use target::{Principal, Target};
 
 /// Sees every request, for metrics. The client itself stays free of any metrics crate.
 pub trait Observer: Send + Sync {
-    /// One answered (or failed: `status` None) request to `endpoint` of `tenant`.
-    fn request(&self, endpoint: &'static str, tenant: &str, status: Option<u16>, latency: Duration);
+    /// One answered (or failed: `status` None) request of `call` (`start`, `get`,
+    /// `list`, `stop`, `feed`) to `tenant`.
+    fn request(&self, call: &'static str, tenant: &str, status: Option<u16>, latency: Duration);
+    /// One OAuth token exchange for `tenant`: `ok`, `refused` (the token endpoint
+    /// refused the client credentials) or `failed` (it failed or did not answer).
+    fn token_exchange(&self, tenant: &str, outcome: &'static str) {
+        let _ = (tenant, outcome);
+    }
     /// Time a request waited for the tenant's budget.
     fn waited(&self, wait: Duration);
 }

@@ -39,7 +39,11 @@ pub struct Workflow {
     pub warn_after_ms: Option<u64>,
     /// `None` when the response left the field out (the overview view),
     /// as opposed to an empty list of tasks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_tasks"
+    )]
     pub task_instances: Option<Vec<TaskInstance>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WorkflowError>,
@@ -238,7 +242,7 @@ impl Serialize for WorkflowState {
 /// A page of `GET /workflow/runs` (`WorkflowList`).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct WorkflowList {
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "bounded_runs")]
     pub data: Vec<Workflow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -290,6 +294,209 @@ impl std::fmt::Debug for TokenResponse {
             .field("token_type", &self.token_type)
             .finish()
     }
+}
+
+/// The longest run id accepted: ids are opaque, but no id Amperity hands out is long.
+pub const MAX_RUN_ID_BYTES: usize = 256;
+
+/// What is wrong with a run id, if anything. An id becomes one path segment of
+/// `…/workflow/runs/{id}`: an empty id, `.` or `..` would be dropped or resolved by
+/// the URL library (a poll would become a list, a stop would stop `…/runs/stop`),
+/// and a separator, a control character or a very long id is not an id Amperity
+/// hands out. Every id that enters (a spec's `workflowId`, a start's or a list's
+/// answer, a call's argument) passes this rule.
+pub fn run_id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("is empty")
+    } else if id.len() > MAX_RUN_ID_BYTES {
+        Some("is longer than 256 bytes")
+    } else if id.chars().all(|c| c == '.') {
+        Some("is made of dots only (`.` and `..` are path segments, not ids)")
+    } else if id.contains(['/', '\\']) {
+        Some("contains a path separator (/ or \\)")
+    } else if id.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    }
+}
+
+/// `text` safe to store in a status and print on a terminal: tabs and line breaks
+/// become spaces, other control characters (ESC of a terminal escape sequence,
+/// DEL, C1 controls) and the bidirectional overrides that reorder what a reader
+/// sees are written as `\u{…}`. Text without any is returned as is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' | '\n' | '\r' => out.push(' '),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn clean(text: &mut String) {
+    if let std::borrow::Cow::Owned(o) = printable(text) {
+        *text = o;
+    }
+}
+
+fn clean_opt(text: &mut Option<String>) {
+    if let Some(t) = text {
+        clean(t);
+    }
+}
+
+impl WorkflowError {
+    fn make_printable(&mut self) {
+        clean(&mut self.error_type);
+        clean(&mut self.message);
+        if let Some(Attribution::Other(a)) = &mut self.attribution {
+            clean(a);
+        }
+    }
+}
+
+impl WorkflowState {
+    fn make_printable(&mut self) {
+        if let WorkflowState::Unknown(raw) = self {
+            clean(raw);
+        }
+    }
+}
+
+impl TaskInstance {
+    fn make_printable(&mut self) {
+        self.state.make_printable();
+        for t in [&mut self.id, &mut self.tenant] {
+            clean(t);
+        }
+        for t in [
+            &mut self.label,
+            &mut self.created_at,
+            &mut self.ended_at,
+            &mut self.execution_type,
+            &mut self.run_id,
+            &mut self.task_definition_id,
+            &mut self.task_definition_type,
+            &mut self.workflow_id,
+        ] {
+            clean_opt(t);
+        }
+        if let Some(e) = &mut self.error {
+            e.make_printable();
+        }
+    }
+}
+
+impl Workflow {
+    /// Escapes control characters in every text Amperity sent (see [`printable`]),
+    /// so none reaches a status, an Event, a log line or `local`'s terminal. The id
+    /// is left alone: ids with control characters are refused, not rewritten.
+    pub fn make_printable(&mut self) {
+        self.state.make_printable();
+        for t in [&mut self.workflow_type, &mut self.name, &mut self.tenant] {
+            clean(t);
+        }
+        for t in [
+            &mut self.created_at,
+            &mut self.ended_at,
+            &mut self.principal_id,
+            &mut self.principal_name,
+            &mut self.principal_email,
+            &mut self.launched_version,
+            &mut self.current_version,
+        ] {
+            clean_opt(t);
+        }
+        for task in self.task_instances.iter_mut().flatten() {
+            task.make_printable();
+        }
+        if let Some(e) = &mut self.error {
+            e.make_printable();
+        }
+    }
+}
+
+/// The most tasks kept of one run: a verbose answer lists a run's tasks, hundreds
+/// for the largest workflows. An answer with more is refused while it is parsed, so
+/// 8 MiB of tiny task objects never become hundreds of thousands of tasks in memory.
+pub const MAX_TASKS: usize = 5_000;
+
+/// The most runs kept of one list page (Amperity's pages hold at most 1,000).
+pub const MAX_PAGE_RUNS: usize = 10_000;
+
+/// In the message of the parse error of an answer over [`MAX_TASKS`] or
+/// [`MAX_PAGE_RUNS`], so the client can tell it from a malformed answer.
+pub const TOO_MANY_MARK: &str = "amperity-operator: too many items";
+
+/// A JSON array (or `null`) of at most `limit` items, refused as soon as it holds more.
+fn bounded_seq<'de, D, T>(
+    d: D,
+    limit: usize,
+    what: &'static str,
+) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T> {
+        limit: usize,
+        what: &'static str,
+        _t: std::marker::PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Option<Vec<T>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {} {}", self.limit, self.what)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if out.len() == self.limit {
+                    return Err(serde::de::Error::custom(format!(
+                        "{TOO_MANY_MARK}: more than {} {}",
+                        self.limit, self.what
+                    )));
+                }
+                out.push(item);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(Bounded {
+        limit,
+        what,
+        _t: std::marker::PhantomData,
+    })
+}
+
+fn bounded_tasks<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<TaskInstance>>, D::Error> {
+    bounded_seq(d, MAX_TASKS, "tasks")
+}
+
+fn bounded_runs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Workflow>, D::Error> {
+    bounded_seq(d, MAX_PAGE_RUNS, "runs").map(Option::unwrap_or_default)
 }
 
 /// `null` and absent both mean "the default" (an empty list or string).
@@ -390,5 +597,106 @@ mod tests {
             token_type: None,
         };
         assert!(!format!("{t:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn tasks_and_list_items_are_bounded_while_parsing() {
+        let task = r#"{"id":"t","state":"running"}"#;
+        let run = |n: usize| {
+            format!(
+                r#"{{"id":"wf-1","state":"running","task_instances":[{}]}}"#,
+                vec![task; n].join(",")
+            )
+        };
+        let w: Workflow = serde_json::from_str(&run(MAX_TASKS)).unwrap();
+        assert_eq!(w.task_instances.unwrap().len(), MAX_TASKS);
+        let e = serde_json::from_str::<Workflow>(&run(MAX_TASKS + 1)).unwrap_err();
+        assert!(e.to_string().contains(TOO_MANY_MARK), "{e}");
+        let w: Workflow =
+            serde_json::from_str(r#"{"id":"wf-1","state":"running","task_instances":null}"#)
+                .unwrap();
+        assert_eq!(w.task_instances, None);
+        let page = |n: usize| {
+            format!(
+                r#"{{"data":[{}]}}"#,
+                vec![r#"{"id":"w","state":"running"}"#; n].join(",")
+            )
+        };
+        assert_eq!(
+            serde_json::from_str::<WorkflowList>(&page(MAX_PAGE_RUNS))
+                .unwrap()
+                .data
+                .len(),
+            MAX_PAGE_RUNS
+        );
+        let e = serde_json::from_str::<WorkflowList>(&page(MAX_PAGE_RUNS + 1)).unwrap_err();
+        assert!(e.to_string().contains(TOO_MANY_MARK), "{e}");
+        let empty: WorkflowList = serde_json::from_str(r#"{"data":null}"#).unwrap();
+        assert!(empty.data.is_empty());
+    }
+
+    #[test]
+    fn run_ids_that_a_url_would_drop_or_split_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            "a/b",
+            "a\\b",
+            "wf\u{1b}[2J",
+            &"w".repeat(257),
+        ] {
+            assert!(run_id_problem(bad).is_some(), "{bad:?}");
+        }
+        for ok in ["wf-1", "wf-20250418-33851-Nf2Hx", "a.b", ".hidden", "x..y"] {
+            assert_eq!(run_id_problem(ok), None, "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_from_amperity_are_escaped_everywhere() {
+        let hostile = "ok\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}txt.exe\r\nnext\u{9b}1m";
+        let mut w: Workflow = serde_json::from_value(serde_json::json!({
+            "id": "wf-1", "state": hostile, "type": hostile, "name": hostile,
+            "tenant": hostile, "principal_name": hostile, "created_at": hostile,
+            "task_instances": [{"id": "t-1", "state": "running", "label": hostile,
+                "task_definition_type": hostile,
+                "error": {"type": hostile, "message": hostile, "attribution": hostile}}],
+            "error": {"type": hostile, "message": hostile}
+        }))
+        .unwrap();
+        w.make_printable();
+        let all = serde_json::to_string(&w).unwrap();
+        let decoded: serde_json::Value = serde_json::from_str(&all).unwrap();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s.clone()),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                serde_json::Value::Object(o) => o.values().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut texts = Vec::new();
+        walk(&decoded, &mut texts);
+        assert!(texts.len() > 10, "{texts:?}");
+        for t in &texts {
+            assert!(
+                !t.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{t:?}"
+            );
+        }
+        let label = w.task_instances.as_ref().unwrap()[0]
+            .label
+            .as_deref()
+            .unwrap();
+        assert_eq!(
+            label,
+            "ok\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{202e}txt.exe  next\\u{9b}1m"
+        );
+        assert!(matches!(
+            printable("plain é text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

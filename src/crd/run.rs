@@ -11,6 +11,10 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// Amperity config ids: courier group, orchestration group or campaign.
+/// A run id: at least one character other than a dot, and no separator or control
+/// character (the Amperity client's `run_id_problem` is the same rule).
+pub const WORKFLOW_ID_PATTERN: &str =
+    r"^[^/\\\x00-\x1f\x7f]*[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$";
 pub const CONFIG_ID_PATTERN: &str = r"^(cg|og|cc)-[A-Za-z0-9][A-Za-z0-9-]*$";
 /// An ISO 8601 date (`2025-04-18`) or a UTC date-time (`2025-04-18T06:00:00Z`).
 pub const RANGE_PATTERN: &str =
@@ -169,9 +173,10 @@ pub struct AmperityWorkflowRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
-    /// Track an existing run instead of starting one.
+    /// Track an existing run instead of starting one. One path segment: not `.` or
+    /// `..` (nor only dots), no `/` or `\`, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(WORKFLOW_ID_PATTERN))]
     pub workflow_id: Option<String>,
 }
 

@@ -150,6 +150,7 @@ impl Context {
     pub fn forget(&self, uid: &str) {
         self.store(uid, None);
         self.metrics.set_phase(uid, None);
+        self.metrics.set_stalled(uid, None);
         self.tracking.forget(uid);
         if let Some(feed) = &self.feed {
             feed.forget(uid);
@@ -407,6 +408,12 @@ pub fn error_policy(obj: Arc<CachedRun>, error: &Error, ctx: Arc<Context>) -> Re
 fn record_phase(metrics: &Metrics, uid: &str, before: Option<Phase>, run: &AmperityWorkflowRun) {
     let after = run.phase();
     metrics.set_phase(uid, after);
+    let stalled = run
+        .status
+        .as_ref()
+        .and_then(crate::run::decide::conditions::stalled_reason);
+    let namespace = run.metadata.namespace.as_deref().unwrap_or_default();
+    metrics.set_stalled(uid, stalled.map(|reason| (namespace, reason)));
     let Some(status) = run.status.as_ref() else {
         return;
     };

@@ -17,7 +17,6 @@ use crate::amperity::{Credentials, DeprecationNotice, Target, Turn};
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::{kube_error_summary, publish_event};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
-use crate::metrics::VersionLabels;
 use crate::run::decide::{Claims, Event, poll_interval};
 use crate::run::driver::{CredentialsProblem, Host};
 use crate::run::feed::Member;
@@ -183,11 +182,7 @@ impl Host for KubeHost<'_> {
             .amperity_api_version
             .clone()
             .unwrap_or_else(|| self.ctx.defaults.api_version.clone());
-        self.ctx
-            .metrics
-            .deprecations
-            .get_or_create(&VersionLabels { api_version })
-            .inc();
+        self.ctx.metrics.deprecation(&api_version);
         warn!(
             deprecation = notice.deprecation.as_deref().unwrap_or(""),
             sunset = notice.sunset.as_deref().unwrap_or(""),

@@ -235,8 +235,13 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         );
     }
 
-    if let Some("") = v.optional_str(obj.get("workflowId"), "spec.workflowId") {
-        v.err("spec.workflowId", "must not be empty when given");
+    if let Some(id) = v.optional_str(obj.get("workflowId"), "spec.workflowId")
+        && let Some(why) = crate::amperity::wire::run_id_problem(id)
+    {
+        v.err(
+            "spec.workflowId",
+            &format!("{why}: give the id of an existing Amperity run (wf-…)"),
+        );
     }
 
     v.errors

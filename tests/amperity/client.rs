@@ -666,7 +666,7 @@ async fn a_slow_token_exchange_does_not_release_a_burst() {
 }
 
 /// A server that answers every request with `status` and the JSON `body`.
-async fn fixed_answer(status: &'static str, body: String) -> String {
+pub(crate) async fn fixed_answer(status: &'static str, body: String) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -729,4 +729,62 @@ async fn a_run_id_amperity_could_not_have_handed_out_is_refused_with_its_status(
             "the id is cut in the error: {e}"
         );
     }
+}
+
+/// Records what the client reports of OAuth token exchanges.
+#[derive(Default)]
+struct Exchanges(std::sync::Mutex<Vec<(String, &'static str)>>);
+
+impl amperity_operator::amperity::Observer for Exchanges {
+    fn request(&self, _: &'static str, _: &str, _: Option<u16>, _: Duration) {}
+    fn waited(&self, _: Duration) {}
+    fn token_exchange(&self, tenant: &str, outcome: &'static str) {
+        self.0.lock().unwrap().push((tenant.to_string(), outcome));
+    }
+}
+
+#[tokio::test]
+async fn every_token_exchange_is_reported_by_outcome() {
+    let creds = |secret: &str| Credentials::ClientCredentials {
+        client_id: "operator".into(),
+        client_secret: SecretString::new(secret),
+        token_url: None,
+    };
+    let mut seen = Vec::new();
+    for (unavailable, secret, outcome) in [
+        (false, "client-s3cret", "ok"),
+        (false, "wrong", "refused"),
+        (true, "client-s3cret", "failed"),
+    ] {
+        let observer = std::sync::Arc::new(Exchanges::default());
+        let (_sim, client, target) = setup(
+            SimConfig {
+                client_id: Some("operator".into()),
+                client_secret: Some("client-s3cret".into()),
+                token_unavailable: unavailable,
+                ..fast()
+            },
+            ClientConfig {
+                observer: Some(observer.clone()),
+                ..quick_client()
+            },
+        )
+        .await;
+        let _ = client
+            .list(&target, &creds(secret), &ListQuery::default(), None)
+            .await;
+        // A cached token is no exchange.
+        let _ = client
+            .list(&target, &creds(secret), &ListQuery::default(), None)
+            .await;
+        let got = observer.0.lock().unwrap().clone();
+        let want = if outcome == "ok" { 1 } else { 2 };
+        assert_eq!(got.len(), want, "{outcome}: {got:?}");
+        assert!(
+            got.iter().all(|(t, o)| t == "socktown" && *o == outcome),
+            "{got:?}"
+        );
+        seen.push(outcome);
+    }
+    assert_eq!(seen, ["ok", "refused", "failed"]);
 }

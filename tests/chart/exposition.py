@@ -7,8 +7,8 @@ import re
 FIXTURE = pathlib.Path(__file__).resolve().parent / "exposition.txt"
 
 # Labels Prometheus adds to every scraped series (the ServiceMonitor's target labels).
-# The operator's own `endpoint` label wins over the target label of that name because
-# the chart's ServiceMonitor honours the scraped labels.
+# The operator exports none of them (test_monitoring checks), so they need no
+# honorLabels and mean the same under any scrape configuration.
 TARGET_LABELS = {"namespace", "job", "pod", "instance", "service", "endpoint", "container"}
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")

@@ -26,15 +26,22 @@ RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
-LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}]
+def lease_rules(lease_name="amperity-operator"):
+    """Create any Lease (RBAC cannot check a create's name), read and renew only the one."""
+    return [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease_name],
+             "verbs": ["get", "patch"]}]
+
+
+LEASE_RULES = lease_rules()
 
 
 def lease_roles(docs):
-    return [r for r in kinds(docs, "Role") if r["rules"] == LEASE_RULES]
+    return [r for r in kinds(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
 
 
 def watch_roles(docs):
-    return [r for r in kinds(docs, "Role") if r["rules"] != LEASE_RULES]
+    return [r for r in kinds(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
 
 
 def operator_cluster_roles(docs):
@@ -376,6 +383,11 @@ def test_leader_election_off_has_no_lease_role():
     assert deploy["spec"]["replicas"] == 1
 
 
+def test_the_lease_role_names_the_lease():
+    [lease] = lease_roles(render({"leaderElection": {"leaseName": "awr-leader"}}))
+    assert lease["rules"] == lease_rules("awr-leader")
+
+
 def test_no_rbac_rule_grants_more_than_the_table():
     for values in VARIANTS.values():
         for d in operator_roles(render(values)):
@@ -404,8 +416,8 @@ def test_metrics_service_and_service_monitor():
     [sm] = kinds(docs, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prom"
-    # honorLabels: the operator's own `endpoint` label survives the target label of that name.
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}]
+    # No honorLabels: target labels (namespace, job, endpoint, ...) are Prometheus' own.
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
     [svc] = kinds(docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert not kinds(render({"metrics": {"service": {"enabled": False}}}), "Service")

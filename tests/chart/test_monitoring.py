@@ -116,6 +116,14 @@ def test_the_checker_refuses_what_the_operator_does_not_export():
     assert series_problems('amperity_operator_amperity_requests_total{endpoint="get",code="200"}', exported)
 
 
+def test_no_exported_label_is_a_target_label():
+    """A label named like a target label (`endpoint`, `namespace`, ...) is renamed
+    exported_<label> by Prometheus unless the scrape honours labels, and then filters
+    on it match nothing; with honorLabels it hides which target a series came from."""
+    clashes = {name: sorted(set(labels) & TARGET_LABELS) for name, labels in series().items()}
+    assert not any(clashes.values()), {k: v for k, v in clashes.items() if v}
+
+
 def test_no_rule_reads_the_runs_gauge_or_up():
     """TTL deletion lowers runs{phase}, and `up` says nothing about leadership."""
     for name, r in alerts().items():
@@ -127,6 +135,35 @@ def test_every_alert_says_what_to_do():
     for name, r in alerts().items():
         assert r["labels"]["severity"] in ("critical", "warning", "info"), name
         assert r["annotations"]["summary"] and len(r["annotations"]["description"]) > 80, name
+
+
+RUNBOOK = CHART.parents[1] / "docs" / "runbook.md"
+
+
+def runbook_sections():
+    """The runbook's section anchors, as GitHub makes them from `## ` headings."""
+    return {re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+            for line in RUNBOOK.read_text().splitlines() if line.startswith("## ")}
+
+
+def test_every_alert_links_its_runbook_section():
+    sections = runbook_sections()
+    base = "https://github.com/amperity-operator/amperity-operator/blob/main/docs/runbook.md"
+    for name, r in alerts().items():
+        url = r["annotations"].get("runbook_url", "")
+        assert url == f"{base}#{name.lower()}", (name, url)
+        assert name.lower() in sections, f"docs/runbook.md has no section ## {name}"
+    assert sections == {name.lower() for name in alerts()}, "runbook sections of no alert"
+    moved = alerts({"prometheusRule": {"enabled": True, "runbookUrl": "https://wiki.example/amperity"}})
+    assert moved["AmperityThrottled"]["annotations"]["runbook_url"] == "https://wiki.example/amperity#amperitythrottled"
+
+
+def test_the_down_alert_is_scoped_to_its_installation():
+    down = alerts()["AmperityOperatorDown"]["expr"]
+    assert down == 'absent(amperity_operator_leader{namespace="amperity-system", job="amperity-operator-metrics"})'
+    [r] = [a for a in one(render({"prometheusRule": {"enabled": True}}, namespace="team-b", name="etl"),
+                          "PrometheusRule")["spec"]["groups"][0]["rules"] if a["alert"] == "AmperityOperatorDown"]
+    assert r["expr"] == 'absent(amperity_operator_leader{namespace="team-b", job="etl-amperity-operator-metrics"})'
 
 
 def test_the_budget_alert_follows_the_configured_rate():
@@ -227,8 +264,18 @@ def test_the_dashboard_shows_what_an_operator_team_asks():
         ("amperity_operator_amperity_throttled_total", "429s"),
         ("amperity_operator_amperity_request_seconds_bucket", "request latency"),
         ("amperity_operator_reconcile_errors_total", "reconcile errors"),
+        ("amperity_operator_runs_stalled", "runs waiting for a person"),
+        ("amperity_operator_schedule_runs_total", "what schedules did"),
+        ("amperity_operator_change_feed_looks_total", "the change feed"),
+        ("amperity_operator_poll_failures_total", "poll failures"),
+        ("amperity_operator_amperity_token_exchanges_total", "OAuth token exchanges"),
     ]:
         assert metric in by_metric, f"no panel shows {what}"
+    # Runs end a few times a day: a rate over $__rate_interval would show nothing.
+    for p in panels(d):
+        for t in p["targets"]:
+            if "workflow_duration_seconds" in t["expr"]:
+                assert "$__rate_interval" not in t["expr"] and "[1d]" in t["expr"], t["expr"]
     budget = [p for p in panels(d) if any(t["expr"] == "vector($rate_limit)" for t in p["targets"])]
     assert len(budget) == 1 and "budget" in budget[0]["title"].lower()
     ids = [p["id"] for p in d["panels"]]

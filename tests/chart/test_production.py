@@ -137,7 +137,10 @@ def test_the_network_policy_allows_dns_the_api_server_amperity_and_scrapes_only(
     assert spec["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
     dns, api, amperity = spec["egress"]
     assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
-    assert api == {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    # The API server's address unknown: any but link-local and cloud metadata ones.
+    assert api == {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}], "to": [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+        {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}}]}
     # Amperity by address: anything on 443 but link-local and cloud metadata addresses.
     assert amperity == {"ports": [{"port": 443, "protocol": "TCP"}], "to": [
         {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},

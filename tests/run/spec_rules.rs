@@ -68,6 +68,15 @@ fn the_example_spec_is_valid_everywhere() {
     });
     assert_eq!(rust_paths(&datetimes), Vec::<String>::new());
     assert_eq!(schema_errors(&resource(datetimes)), Vec::<String>::new());
+    for id in ["wf-20250418-33851-Nf2Hx", "a.b", ".x", "x.."] {
+        let tracked = with(|s| s["workflowId"] = json!(id));
+        assert_eq!(rust_paths(&tracked), Vec::<String>::new(), "{id}");
+        assert_eq!(
+            schema_errors(&resource(tracked)),
+            Vec::<String>::new(),
+            "{id}"
+        );
+    }
 }
 
 #[test]
@@ -229,6 +238,31 @@ fn every_bad_input_is_rejected_naming_its_field() {
                 s.as_object_mut().unwrap().remove("tokenSecretRef");
             }),
             "spec.tokenSecretRef",
+        ),
+        (
+            "workflowId ..",
+            with(|s| s["workflowId"] = json!("..")),
+            "spec.workflowId",
+        ),
+        (
+            "workflowId .",
+            with(|s| s["workflowId"] = json!(".")),
+            "spec.workflowId",
+        ),
+        (
+            "workflowId empty",
+            with(|s| s["workflowId"] = json!("")),
+            "spec.workflowId",
+        ),
+        (
+            "workflowId with a slash",
+            with(|s| s["workflowId"] = json!("wf-1/stop")),
+            "spec.workflowId",
+        ),
+        (
+            "workflowId with an escape",
+            with(|s| s["workflowId"] = json!("wf-1\u{1b}[2J")),
+            "spec.workflowId",
         ),
         (
             "missing tenant",

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use amperity_operator::crd::Phase;
 use amperity_operator::metrics::{
-    Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels, VersionLabels, WORKFLOW_TYPES,
+    Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels, WORKFLOW_TYPES,
 };
 
 fn fixture() -> PathBuf {
@@ -60,8 +60,25 @@ fn recorded() -> Metrics {
         ("feed", Some(500)),
         ("stop", Some(200)),
     ];
-    for (endpoint, code) in answers {
-        m.record_request(endpoint, "socktown", code, Duration::from_millis(120));
+    for (call, code) in answers {
+        m.record_request(call, "socktown", code, Duration::from_millis(120));
+    }
+    for outcome in ["ok", "refused", "failed"] {
+        m.record_token_exchange("socktown", outcome);
+    }
+    // Every reason a run stalls with (run/decide; the README's troubleshooting table).
+    for (i, reason) in [
+        "SecretNotFound",
+        "SecretKeyMissing",
+        "SecretUnreadable",
+        "AuthFailed",
+        "StartUnconfirmed",
+        "ApiRejected",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.set_stalled(&format!("stalled-{i}"), Some(("marketing", reason)));
     }
     m.rate_limit_wait_seconds.inc_by(0.5);
     let finished = [
@@ -76,11 +93,7 @@ fn recorded() -> Metrics {
         let workflow_type = WORKFLOW_TYPES[i % WORKFLOW_TYPES.len()];
         m.record_finished(workflow_type, phase, reason, Duration::from_secs(600));
     }
-    m.deprecations
-        .get_or_create(&VersionLabels {
-            api_version: "2024-04-01".into(),
-        })
-        .inc();
+    m.deprecation("2024-04-01");
     m.leader.set(1);
     m.reconcile_panics.inc();
     m.poll_failures.inc();

@@ -65,8 +65,8 @@ impl AmperityClient {
         self.list_as("list", target, credentials, query, turn).await
     }
 
-    /// [`AmperityClient::list`], its requests counted in metrics as `endpoint`
-    /// (the change feed's as `feed`).
+    /// [`AmperityClient::list`], its requests counted in metrics as the call
+    /// `endpoint` names (the change feed's as `feed`).
     pub async fn list_as(
         &self,
         endpoint: &'static str,
@@ -80,6 +80,12 @@ impl AmperityClient {
         let mut next: Option<String> = None;
         let mut seen_tokens = std::collections::HashSet::new();
         let mut turn = turn;
+        let call_limit = self
+            .inner
+            .config
+            .max_body_bytes
+            .saturating_mul(CALL_BYTES_PER_BODY_LIMIT);
+        let mut call_bytes: u64 = 0;
         for _ in 0..MAX_PAGES {
             let mut url = target.url(&["workflow", "runs"]);
             {
@@ -91,7 +97,7 @@ impl AmperityClient {
                     q.append_pair("next_token", token);
                 }
             }
-            let page: Reply<WorkflowList> = self
+            let (page, bytes): (Reply<WorkflowList>, u64) = self
                 .send(
                     target,
                     credentials,
@@ -103,16 +109,27 @@ impl AmperityClient {
                     turn.take(),
                 )
                 .await?;
+            call_bytes = call_bytes.saturating_add(bytes);
+            if call_bytes > call_limit {
+                return Err(ClientError::TooMuch {
+                    what: "bytes over the pages of one list",
+                    limit: call_limit,
+                    hint: "narrow the list (a shorter time range, a state or a type), or raise AMPERITY_MAX_BODY_BYTES, a quarter of the bound",
+                });
+            }
             deprecation = deprecation.or(page.deprecation);
             for w in &page.body.data {
                 checked_id(&w.id, page.status)?;
             }
-            runs.extend(page.body.data);
+            runs.extend(page.body.data.into_iter().map(|mut w| {
+                w.make_printable();
+                w
+            }));
             if runs.len() > MAX_LIST_RUNS {
-                return Err(ClientError::Decode {
-                    status: page.status,
-                    expected: "a last page",
-                    excerpt: format!("more than {MAX_LIST_RUNS} runs"),
+                return Err(ClientError::TooMuch {
+                    what: "runs over the pages of one list",
+                    limit: MAX_LIST_RUNS as u64,
+                    hint: "narrow the list (a shorter time range, a state or a type)",
                 });
             }
             match page.body.next_token.filter(|t| !t.is_empty()) {
