@@ -421,9 +421,7 @@ impl AmperityClient {
                 Err(e) => e,
             };
             if let ClientError::RateLimited { retry_after, .. } = &error {
-                budget.pause(
-                    retry_after.unwrap_or_else(|| crate::amperity::budget::backoff(attempt)),
-                );
+                budget.rate_limited(*retry_after, attempt);
             }
             let may_repeat =
                 error.is_retryable() && (repeat == Repeat::Safe || !error.outcome_unknown());

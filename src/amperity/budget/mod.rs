@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+mod adapt;
 mod backoff;
 mod tenants;
 mod turns;
 
+pub use adapt::Adaptive;
 pub use backoff::{backoff, backoff_ceiling, parse_retry_after};
 pub use tenants::Budgets;
 pub use turns::Turn;
@@ -53,12 +55,17 @@ pub struct Budget {
     paused_until: Mutex<Option<Instant>>,
     /// Waiters at the gate take turns in arrival order (tokio's mutex is fair).
     queue: tokio::sync::Mutex<()>,
-    /// Turns are this far apart: what the sliding-window guard lets through
-    /// (`WINDOW` / rate), not one second / rate. Handed out faster than the gate
-    /// passes them, turns would pile up at the gate, every poll would wait there
-    /// longer than the last, and the pile would hold the controller's reconcile
-    /// slots until requeued runs could not even start on time.
-    period: Duration,
+    /// The rate the tenant is sent: the configured budget, lowered after 429s
+    /// that name no `Retry-After` (see [`Adaptive`]). Turns are `WINDOW` / rate
+    /// apart: what the sliding-window guard lets through, not one second / rate.
+    /// Handed out faster than the gate passes them, turns would pile up at the
+    /// gate, every poll would wait there longer than the last, and the pile would
+    /// hold the controller's reconcile slots until requeued runs could not even
+    /// start on time.
+    adaptive: Mutex<Adaptive>,
+    /// When the gate last passed a request: while the rate is lowered, the next
+    /// passes no sooner than a second / rate after it.
+    last_pass: Mutex<Option<Instant>>,
     schedule: Mutex<Schedule>,
     /// Requests due and waiting at the gate.
     at_gate: std::sync::atomic::AtomicUsize,
@@ -79,7 +86,8 @@ impl Budget {
             per_second: per_second.get() as usize,
             paused_until: Mutex::new(None),
             queue: tokio::sync::Mutex::new(()),
-            period: WINDOW / per_second.get(),
+            adaptive: Mutex::new(Adaptive::new(f64::from(per_second.get()), now)),
+            last_pass: Mutex::new(None),
             schedule: Mutex::new(Schedule {
                 head_seq: 0,
                 head_due: now,
@@ -93,9 +101,31 @@ impl Budget {
         }
     }
 
-    /// How far apart turns are.
+    /// How far apart turns are (at the rate the tenant is sent now).
     pub fn period(&self) -> Duration {
-        self.period
+        WINDOW.div_f64(self.rate())
+    }
+
+    /// The rate the tenant is sent now, requests per second.
+    pub fn rate(&self) -> f64 {
+        self.adaptive.lock().unwrap().rate(Instant::now())
+    }
+
+    /// Whether 429s lowered the rate below the configured budget.
+    pub fn lowered(&self) -> bool {
+        self.adaptive.lock().unwrap().lowered(Instant::now())
+    }
+
+    /// A 429 came: the tenant pauses for its `Retry-After`; without one, for a
+    /// backoff of `attempt`, and its rate is lowered (see [`Adaptive`]).
+    pub fn rate_limited(&self, retry_after: Option<Duration>, attempt: u32) {
+        match retry_after {
+            Some(wait) => self.pause(wait),
+            None => {
+                self.adaptive.lock().unwrap().rate_limited(Instant::now());
+                self.pause(backoff(attempt));
+            }
+        }
     }
 
     fn paused_or(&self, now: Instant) -> Instant {
@@ -106,11 +136,8 @@ impl Budget {
     pub fn reserve(self: &Arc<Self>) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
-        let seq = self
-            .schedule
-            .lock()
-            .unwrap()
-            .routine(now, paused, self.period);
+        let period = self.period();
+        let seq = self.schedule.lock().unwrap().routine(now, paused, period);
         Turn::at(TurnAt::Routine {
             seq,
             budget: self.clone(),
@@ -123,11 +150,8 @@ impl Budget {
     pub fn reserve_urgent(&self) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
-        let at = self
-            .schedule
-            .lock()
-            .unwrap()
-            .urgent(now, paused, self.period);
+        let period = self.period();
+        let at = self.schedule.lock().unwrap().urgent(now, paused, period);
         Turn::at(TurnAt::Moment(at))
     }
 
@@ -136,15 +160,17 @@ impl Budget {
     fn promote(&self, seq: u64) -> Option<Instant> {
         let now = Instant::now();
         let paused = self.paused_or(now);
+        let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
-        schedule.due(seq, self.period).filter(|due| *due > now)?;
-        Some(schedule.promote(seq, now, paused, self.period))
+        schedule.due(seq, period).filter(|due| *due > now)?;
+        Some(schedule.promote(seq, now, paused, period))
     }
 
     fn routine_due(&self, seq: u64) -> Instant {
+        let period = self.period();
         let schedule = self.schedule.lock().unwrap();
         schedule
-            .due(seq, self.period)
+            .due(seq, period)
             .unwrap_or_else(|| schedule.head_due.min(Instant::now()))
     }
 
@@ -152,10 +178,11 @@ impl Budget {
     /// go when they are due, growing while they queue.
     pub fn backlog(&self) -> Duration {
         let now = Instant::now();
+        let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
-        schedule.advance(now, self.period);
+        schedule.advance(now, period);
         schedule
-            .due(schedule.next_seq, self.period)
+            .due(schedule.next_seq, period)
             .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
     }
 
@@ -195,6 +222,15 @@ impl Budget {
             }
         }
         self.limiter.until_ready().await;
+        // While the rate is lowered, a second / rate after the last request.
+        let rate = self.rate();
+        let last = *self.last_pass.lock().unwrap();
+        if let Some(last) = last
+            && let Some(due) = last.checked_add(Duration::from_secs(1).div_f64(rate))
+            && due > Instant::now()
+        {
+            tokio::time::sleep_until(due.into()).await;
+        }
         loop {
             let oldest_due = {
                 let mut recent = self.recent.lock().unwrap();
@@ -222,15 +258,14 @@ impl Budget {
         // for it would stretch every turn by it.)
         let waiting = self.at_gate.fetch_sub(1, SeqCst).saturating_sub(1);
         let now = Instant::now();
-        let free = now
-            + self
-                .period
-                .saturating_mul(u32::try_from(waiting + 1).unwrap_or(u32::MAX))
-            - self.period / 10;
+        *self.last_pass.lock().unwrap() = Some(now);
+        let period = self.period();
+        let free = now + period.saturating_mul(u32::try_from(waiting + 1).unwrap_or(u32::MAX))
+            - period / 10;
         self.schedule
             .lock()
             .unwrap()
-            .gate_busy_until(now, free, self.period);
+            .gate_busy_until(now, free, period);
         started.elapsed()
     }
 
@@ -245,7 +280,8 @@ impl Budget {
             *paused = Some(until);
         }
         drop(paused);
-        self.schedule.lock().unwrap().pause(now, until, self.period);
+        let period = self.period();
+        self.schedule.lock().unwrap().pause(now, until, period);
     }
 }
 

@@ -394,3 +394,40 @@ fn a_pause_moves_every_turn_to_come_past_it() {
     due_after(&turn, later.due(), Duration::from_millis(103));
     assert!(later.due() - base >= Duration::from_millis(2_990));
 }
+
+#[test]
+fn a_429_without_retry_after_lowers_the_rate_and_one_with_it_only_pauses() {
+    let budget = Budgets::new(5).for_tenant("t");
+    let full = budget.period();
+    budget.rate_limited(Some(Duration::from_millis(1)), 0);
+    assert!(!budget.lowered());
+    assert_eq!(budget.period(), full);
+    budget.rate_limited(None, 0);
+    assert!(budget.lowered());
+    assert!((budget.rate() - 2.5).abs() < 1e-9, "{}", budget.rate());
+    let lowered = budget.period().as_micros().abs_diff(2 * full.as_micros());
+    assert!(lowered <= 1, "{:?} against {full:?}", budget.period());
+}
+
+#[tokio::test]
+async fn permits_at_a_lowered_rate_are_spaced_by_it() {
+    let budget = Budgets::new(10).for_tenant("t");
+    // 10/s halved twice: 2.5/s, a permit every 400 ms.
+    budget.rate_limited(None, 0);
+    budget
+        .adaptive
+        .lock()
+        .unwrap()
+        .rate_limited(Instant::now() + Duration::from_secs(2));
+    budget.pause(Duration::ZERO);
+    let started = Instant::now();
+    for _ in 0..3 {
+        budget.acquire(None).await;
+    }
+    // At the configured 10/s the third would come 200 ms after the first.
+    assert!(
+        started.elapsed() >= Duration::from_millis(790),
+        "{:?}",
+        started.elapsed()
+    );
+}

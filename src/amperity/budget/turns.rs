@@ -213,11 +213,8 @@ impl Turn {
         let at = self.0.lock().unwrap().clone();
         if let TurnAt::Routine { seq, budget } = at {
             let now = Instant::now();
-            budget
-                .schedule
-                .lock()
-                .unwrap()
-                .release(seq, now, budget.period);
+            let period = budget.period();
+            budget.schedule.lock().unwrap().release(seq, now, period);
         }
     }
 }
