@@ -254,6 +254,15 @@ impl AmperityClient {
             .backlog()
     }
 
+    /// `local` (a moment by our clock) by the clock of `target`'s tenant, as its
+    /// answers' `Date` headers tell it.
+    pub fn in_tenant_clock(&self, target: &Target, local: jiff::Timestamp) -> jiff::Timestamp {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .in_tenant_clock(local)
+    }
+
     /// Forgets an exchanged token the API refused.
     pub fn forget_token(&self, target: &Target, credentials: &Credentials) {
         self.inner.tokens.forget(&target.base_url, credentials);
@@ -393,6 +402,9 @@ impl AmperityClient {
             }
             let error = match result {
                 Ok((status, headers, bytes)) => {
+                    if let Some(date) = headers.get("date").and_then(|v| v.to_str().ok()) {
+                        budget.observe_date(date, jiff::Timestamp::now());
+                    }
                     let deprecation = DeprecationNotice::from_headers(&headers);
                     if status.is_success() {
                         return serde_json::from_slice::<T>(&bytes)

@@ -89,6 +89,14 @@ struct Group {
     created: Timestamp,
     next_look: Instant,
     looking: bool,
+    /// Runs per page: the settings' page size until the API refused it or a page
+    /// was too large, then the smaller page that came through.
+    page_size: u32,
+    /// What the listed looks in a row since the last failure or skip covered, in
+    /// the tenant's clock: from the first one's window start to the last one's
+    /// start. An end in it that no look listed, and that the next window no
+    /// longer reaches, was missed.
+    covered: Option<(Timestamp, Timestamp)>,
 }
 
 /// A resource whose run the feed watches for.
@@ -201,6 +209,8 @@ impl Feed {
             created: now,
             next_look: first_look,
             looking: false,
+            page_size: self.settings.page_size,
+            covered: None,
         });
         group.credentials = credentials.clone();
         let (woken_for, turn) = group
@@ -251,6 +261,31 @@ impl Feed {
         let mut state = self.state.lock().unwrap();
         state.leave(uid);
         state.reported.remove(uid);
+    }
+
+    /// Resource `uid`'s run finished (its own poll read the end, `ended_at`): it
+    /// leaves the feed, and an end the feed's windows passed without listing it is
+    /// counted as missed (`amperity_operator_change_feed_missed_total`).
+    pub fn finished(&self, uid: &str, ended_at: Option<&str>) {
+        let mut state = self.state.lock().unwrap();
+        let missed = state
+            .group_of
+            .get(uid)
+            .and_then(|key| state.groups.get(key))
+            .is_some_and(|g| {
+                g.members.get(uid).is_some_and(|m| m.woken_for.is_none())
+                    && missed(
+                        g.covered,
+                        ended_at.and_then(|e| e.parse().ok()),
+                        self.settings.overlap,
+                    )
+            });
+        state.leave(uid);
+        state.reported.remove(uid);
+        drop(state);
+        if missed {
+            self.metrics.feed_missed.inc();
+        }
     }
 
     /// What the feed reported for resource `uid`, once.
@@ -339,8 +374,11 @@ impl Feed {
     }
 
     async fn look(&self, amperity: &AmperityClient, key: &GroupKey) -> Look {
-        let started = Timestamp::now();
-        let (target, credentials, from) = {
+        // Windows are kept in the tenant's clock (its answers' `Date`), so that an
+        // operator clock minutes off changes nothing; this look's start is set
+        // again once the list answered (the first answer tells the clock).
+        let local_start = Timestamp::now();
+        let (target, credentials, from, page_size) = {
             let mut state = self.state.lock().unwrap();
             let in_tenant: usize = state
                 .groups
@@ -356,29 +394,49 @@ impl Feed {
                 Duration::ZERO,
             );
             let backlog = amperity.routine_backlog(&group.target);
+            let started = amperity.in_tenant_clock(&group.target, local_start);
             if polls_keep_up(in_tenant, amperity.turn_period(), backlog, shortest) {
                 // Per-run polls see every end within its interval; when they stop
                 // keeping up, the feed starts from here.
                 group.looked_at = Some(started);
+                group.covered = None;
                 return Look::Skipped;
             }
-            let from = window_start(group.looked_at, group.created, started, &self.settings);
-            (group.target.clone(), group.credentials.clone(), from)
+            let created = amperity.in_tenant_clock(&group.target, group.created);
+            let from = window_start(group.looked_at, created, started, &self.settings);
+            (
+                group.target.clone(),
+                group.credentials.clone(),
+                from,
+                group.page_size,
+            )
         };
-        let query = ListQuery {
+        let mut query = ListQuery {
             ended_from: Some(list_time(from)),
-            limit: Some(self.settings.page_size),
+            limit: Some(page_size),
             ..ListQuery::default()
         };
         let turn = amperity.reserve_urgent_turn(&target);
-        let listed = match amperity
-            .list_as("feed", &target, &credentials, &query, Some(turn))
-            .await
+        let answer = amperity
+            .list_paged("feed", &target, &credentials, &mut query, Some(turn))
+            .await;
+        if let Some(limit) = query.limit.filter(|l| *l != page_size)
+            && let Some(group) = self.state.lock().unwrap().groups.get_mut(key)
         {
+            // A smaller page came through (or none did): the next look starts there.
+            group.page_size = limit;
+        }
+        let listed = match answer {
             Ok(reply) => reply.body,
             Err(e) => {
-                if e.is_auth() {
+                // A token the API no longer takes (401) is exchanged again; a 403
+                // says the token is good but may not list: exchanging it again
+                // every cycle would change nothing.
+                if e.is_auth() && e.status() != Some(403) {
                     amperity.forget_token(&target, &credentials);
+                }
+                if let Some(group) = self.state.lock().unwrap().groups.get_mut(key) {
+                    group.covered = None;
                 }
                 tracing::warn!(tenant = %target.tenant, error = %e, "the change feed's list failed; its next look covers the same window");
                 return Look::Failed(e.to_string());
@@ -392,7 +450,13 @@ impl Feed {
                     woken: Vec::new(),
                 };
             };
+            // This look's start, by the tenant's clock as the answer told it.
+            let started = amperity.in_tenant_clock(&target, local_start);
             group.looked_at = Some(started);
+            group.covered = Some(match group.covered {
+                Some((first, _)) if from >= first => (first, started),
+                _ => (from, started),
+            });
             let wakes = ended_members(&group.members, &listed);
             let mut given = Vec::new();
             for wake in wakes {
@@ -499,6 +563,24 @@ pub fn window_start(
         None => minus(created, settings.lookback),
     };
     from.max(minus(now, settings.lookback))
+}
+
+/// Whether an end at `ended_at` was missed: it lies in what listed looks
+/// `covered`, at least an `overlap` before the last of them started, so no window
+/// to come reaches it (and the feed did not wake its run).
+pub fn missed(
+    covered: Option<(Timestamp, Timestamp)>,
+    ended_at: Option<Timestamp>,
+    overlap: Duration,
+) -> bool {
+    let (Some((from, last)), Some(ended)) = (covered, ended_at) else {
+        return false;
+    };
+    let next_from = SignedDuration::try_from(overlap)
+        .ok()
+        .and_then(|o| last.checked_sub(o).ok())
+        .unwrap_or(Timestamp::MIN);
+    ended >= from && ended < next_from
 }
 
 /// A timestamp as the list's filters take it: whole seconds (rounded down, so
@@ -669,6 +751,34 @@ mod tests {
             list_time(at("2026-04-01T11:58:50.999Z")),
             "2026-04-01T11:58:50Z"
         );
+    }
+
+    #[test]
+    fn an_end_is_missed_only_once_the_windows_passed_it() {
+        let covered = Some((at("2026-04-01T12:00:00Z"), at("2026-04-01T12:05:00Z")));
+        let overlap = Duration::from_secs(60);
+        for (ended, expected) in [
+            // Before the feed looked: per-run polls' to find.
+            (Some("2026-04-01T11:59:59Z"), false),
+            (Some("2026-04-01T12:00:00Z"), true),
+            (Some("2026-04-01T12:03:59Z"), true),
+            // The next window still reaches it.
+            (Some("2026-04-01T12:04:00Z"), false),
+            (Some("2026-04-01T12:10:00Z"), false),
+            (None, false),
+        ] {
+            assert_eq!(
+                missed(covered, ended.map(at), overlap),
+                expected,
+                "{ended:?}"
+            );
+        }
+        assert!(!missed(None, Some(at("2026-04-01T12:01:00Z")), overlap));
+        assert!(!missed(
+            Some((Timestamp::MIN, Timestamp::MIN)),
+            Some(Timestamp::MIN),
+            Duration::MAX
+        ));
     }
 
     #[test]

@@ -69,7 +69,14 @@ pub struct Budget {
     schedule: Mutex<Schedule>,
     /// Requests due and waiting at the gate.
     at_gate: std::sync::atomic::AtomicUsize,
+    /// How far the tenant's clock (its answers' `Date`) is ahead of ours, as last
+    /// seen.
+    clock_offset: Mutex<Option<jiff::SignedDuration>>,
 }
+
+/// A `Date` further than this from our clock is not believed (a broken gateway
+/// must not move the change feed's windows by years).
+pub const MAX_CLOCK_OFFSET: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 impl Budget {
     fn new(per_second: NonZeroU32) -> Self {
@@ -98,7 +105,30 @@ impl Budget {
                 gate_free: now,
             }),
             at_gate: std::sync::atomic::AtomicUsize::new(0),
+            clock_offset: Mutex::new(None),
         }
+    }
+
+    /// An answer came with `Date: date` at `local` (our clock): the tenant's clock
+    /// is that far from ours. Unreadable or absurd dates are ignored.
+    pub fn observe_date(&self, date: &str, local: jiff::Timestamp) {
+        let Ok(at) = jiff::fmt::rfc2822::parse(date.trim()) else {
+            return;
+        };
+        let offset = at.timestamp().duration_since(local);
+        if offset.abs() <= MAX_CLOCK_OFFSET {
+            *self.clock_offset.lock().unwrap() = Some(offset);
+        }
+    }
+
+    /// `local` (a moment by our clock) by the tenant's clock, as far as its
+    /// answers told; `local` itself before any told. (A `Date` has whole seconds:
+    /// the result may be up to a second early.)
+    pub fn in_tenant_clock(&self, local: jiff::Timestamp) -> jiff::Timestamp {
+        let offset = *self.clock_offset.lock().unwrap();
+        offset
+            .and_then(|o| local.checked_add(o).ok())
+            .unwrap_or(local)
     }
 
     /// How far apart turns are (at the rate the tenant is sent now).

@@ -431,3 +431,28 @@ async fn permits_at_a_lowered_rate_are_spaced_by_it() {
         started.elapsed()
     );
 }
+
+#[test]
+fn the_tenant_clock_follows_its_date_headers_within_bounds() {
+    let budget = Budgets::new(5).for_tenant("t");
+    let local: jiff::Timestamp = "2026-04-01T12:00:00Z".parse().unwrap();
+    assert_eq!(budget.in_tenant_clock(local), local, "nothing told yet");
+    // Amperity's clock five minutes behind ours.
+    budget.observe_date("Wed, 01 Apr 2026 11:55:00 GMT", local);
+    let later: jiff::Timestamp = "2026-04-01T13:00:00Z".parse().unwrap();
+    assert_eq!(
+        budget.in_tenant_clock(later),
+        "2026-04-01T12:55:00Z".parse::<jiff::Timestamp>().unwrap()
+    );
+    // Garbage and absurd dates change nothing; saturating at the ends of time.
+    budget.observe_date("yesterday", local);
+    budget.observe_date("Fri, 01 Apr 2106 12:00:00 GMT", local);
+    assert_eq!(
+        budget.in_tenant_clock(later),
+        "2026-04-01T12:55:00Z".parse::<jiff::Timestamp>().unwrap()
+    );
+    assert_eq!(
+        budget.in_tenant_clock(jiff::Timestamp::MIN),
+        jiff::Timestamp::MIN
+    );
+}
