@@ -2,8 +2,10 @@
 //! number in flight, where polling each run in turn takes longer the more runs
 //! there are.
 //!
-//! Runs are grouped by where their requests go and with what credentials (tenant
-//! and base URL, credential fingerprint). Once per cycle (the group's shortest
+//! Runs are grouped by tenant ([`Target::budget_key`]): a list answers for the
+//! whole tenant, so one list a cycle serves every namespace and credential that
+//! uses it (one of the members' credentials lists; each woken run is still read
+//! with its own). Once per cycle (the group's shortest
 //! `pollInterval`, at least [`FeedSettings::min_cycle`]) the feed asks
 //! `GET /workflow/runs` for the runs that ended since its last look, minus an
 //! overlap for clock skew and list lag, follows every page in urgent turns of the
@@ -71,18 +73,22 @@ impl Default for FeedSettings {
 /// counted as given, so the next look gives it again.
 const WAKE_QUEUE: usize = 4096;
 
-/// Where requests for a group's runs go, and with what credentials.
+/// The tenant a group's runs belong to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct GroupKey {
     budget: String,
-    credentials: u64,
 }
 
 struct Group {
     target: Target,
-    credentials: Credentials,
     /// Members by resource uid.
     members: HashMap<String, Member>,
+    /// Which credentials (fingerprint) each member's polls use.
+    uses: HashMap<String, u64>,
+    /// The members' credentials by fingerprint, with how many members use each.
+    credentials: HashMap<u64, (Credentials, usize)>,
+    /// Credentials the list refused (401, 403): the next look lists with another.
+    refused: std::collections::HashSet<u64>,
     /// Where the next look starts, before the overlap (the start of the last
     /// successful look, or the group's creation).
     looked_at: Option<Timestamp>,
@@ -188,12 +194,10 @@ impl Feed {
     }
 
     /// Records that resource `uid` follows `member.workflow_id` at `target` with
-    /// `credentials` (the latest a poll used: a rotated Secret moves it to the
-    /// group of the new credentials).
+    /// `credentials` (the latest a poll used: a rotated Secret replaces them).
     pub fn follow(&self, uid: &str, member: Member, target: &Target, credentials: &Credentials) {
         let key = GroupKey {
             budget: target.budget_key(),
-            credentials: credentials.fingerprint(),
         };
         let mut state = self.state.lock().unwrap();
         if state.group_of.get(uid).is_some_and(|k| *k != key) {
@@ -203,8 +207,10 @@ impl Feed {
         let first_look = Instant::now() + self.settings.min_cycle;
         let group = state.groups.entry(key.clone()).or_insert_with(|| Group {
             target: target.clone(),
-            credentials: credentials.clone(),
             members: HashMap::new(),
+            uses: HashMap::new(),
+            credentials: HashMap::new(),
+            refused: Default::default(),
             looked_at: None,
             created: now,
             next_look: first_look,
@@ -212,7 +218,7 @@ impl Feed {
             page_size: self.settings.page_size,
             covered: None,
         });
-        group.credentials = credentials.clone();
+        group.use_credentials(uid, credentials);
         let (woken_for, turn) = group
             .members
             .get(uid)
@@ -380,13 +386,11 @@ impl Feed {
         let local_start = Timestamp::now();
         let (target, credentials, from, page_size) = {
             let mut state = self.state.lock().unwrap();
-            let in_tenant: usize = state
-                .groups
-                .iter()
-                .filter(|(k, _)| k.budget == key.budget)
-                .map(|(_, g)| g.members.len())
-                .sum();
             let Some(group) = state.groups.get_mut(key) else {
+                return Look::Skipped;
+            };
+            let in_tenant = group.members.len();
+            let Some(credentials) = group.lister() else {
                 return Look::Skipped;
             };
             let shortest = cycle(
@@ -404,12 +408,7 @@ impl Feed {
             }
             let created = amperity.in_tenant_clock(&group.target, group.created);
             let from = window_start(group.looked_at, created, started, &self.settings);
-            (
-                group.target.clone(),
-                group.credentials.clone(),
-                from,
-                group.page_size,
-            )
+            (group.target.clone(), credentials, from, group.page_size)
         };
         let mut query = ListQuery {
             ended_from: Some(list_time(from)),
@@ -437,6 +436,11 @@ impl Feed {
                 }
                 if let Some(group) = self.state.lock().unwrap().groups.get_mut(key) {
                     group.covered = None;
+                    if e.is_auth() {
+                        // These credentials may not list: the next look tries
+                        // another member's.
+                        group.refused.insert(credentials.fingerprint());
+                    }
                 }
                 tracing::warn!(tenant = %target.tenant, error = %e, "the change feed's list failed; its next look covers the same window");
                 return Look::Failed(e.to_string());
@@ -450,6 +454,7 @@ impl Feed {
                     woken: Vec::new(),
                 };
             };
+            group.refused.remove(&credentials.fingerprint());
             // This look's start, by the tenant's clock as the answer told it.
             let started = amperity.in_tenant_clock(&target, local_start);
             group.looked_at = Some(started);
@@ -510,12 +515,58 @@ impl Feed {
     }
 }
 
+impl Group {
+    /// Member `uid`'s polls use `credentials`.
+    fn use_credentials(&mut self, uid: &str, credentials: &Credentials) {
+        let fingerprint = credentials.fingerprint();
+        if self.uses.get(uid) != Some(&fingerprint) {
+            self.stop_using(uid);
+            self.uses.insert(uid.to_string(), fingerprint);
+            self.credentials
+                .entry(fingerprint)
+                .or_insert_with(|| (credentials.clone(), 0))
+                .1 += 1;
+        }
+        if let Some((kept, _)) = self.credentials.get_mut(&fingerprint) {
+            *kept = credentials.clone();
+        }
+    }
+
+    fn stop_using(&mut self, uid: &str) {
+        let Some(fingerprint) = self.uses.remove(uid) else {
+            return;
+        };
+        if let Some((_, count)) = self.credentials.get_mut(&fingerprint) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.credentials.remove(&fingerprint);
+                self.refused.remove(&fingerprint);
+            }
+        }
+    }
+
+    /// The credentials the group lists with: the same every look (the lowest
+    /// fingerprint) among those the list has not refused; when it refused them
+    /// all, it starts over.
+    fn lister(&mut self) -> Option<Credentials> {
+        if self.credentials.keys().all(|f| self.refused.contains(f)) {
+            self.refused.clear();
+        }
+        self.credentials
+            .iter()
+            .filter(|(f, _)| !self.refused.contains(f))
+            .min_by_key(|(f, _)| **f)
+            .map(|(_, (c, _))| c.clone())
+    }
+}
+
 impl State {
     fn leave(&mut self, uid: &str) {
         let Some(key) = self.group_of.remove(uid) else {
             return;
         };
         if let Some(group) = self.groups.get_mut(&key) {
+            group.stop_using(uid);
             group.members.remove(uid);
             if group.members.is_empty() {
                 self.groups.remove(&key);
@@ -751,6 +802,51 @@ mod tests {
             list_time(at("2026-04-01T11:58:50.999Z")),
             "2026-04-01T11:58:50Z"
         );
+    }
+
+    #[test]
+    fn a_group_lists_with_one_members_credentials_and_another_once_refused() {
+        let token = |t: &str| Credentials::Token(crate::amperity::SecretString::new(t.to_string()));
+        let mut group = Group {
+            target: Target::new(
+                Some("https://socktown.amperity.com/api"),
+                "",
+                "socktown",
+                "2024-04-01",
+                &crate::amperity::AllowList::parse(&["https://*.amperity.com"]).unwrap(),
+            )
+            .unwrap(),
+            members: HashMap::new(),
+            uses: HashMap::new(),
+            credentials: HashMap::new(),
+            refused: Default::default(),
+            looked_at: None,
+            created: Timestamp::now(),
+            next_look: Instant::now(),
+            looking: false,
+            page_size: 3,
+            covered: None,
+        };
+        assert!(group.lister().is_none());
+        group.use_credentials("u1", &token("a"));
+        group.use_credentials("u2", &token("b"));
+        group.use_credentials("u3", &token("b"));
+        let fp = |c: Option<Credentials>| c.map(|c| c.fingerprint());
+        let (a, b) = (token("a").fingerprint(), token("b").fingerprint());
+        let (low, high) = (a.min(b), a.max(b));
+        assert_eq!(fp(group.lister()), Some(low), "the same one every look");
+        assert_eq!(fp(group.lister()), Some(low));
+        group.refused.insert(low);
+        assert_eq!(fp(group.lister()), Some(high));
+        group.refused.insert(high);
+        assert_eq!(fp(group.lister()), Some(low), "all refused: start over");
+        // A member that rotates its Secret moves its count; unused credentials go.
+        group.use_credentials("u1", &token("b"));
+        assert_eq!(group.credentials.len(), 1);
+        assert_eq!(group.credentials[&b].1, 3);
+        group.stop_using("u2");
+        group.stop_using("u2");
+        assert_eq!(group.credentials[&b].1, 2);
     }
 
     #[test]

@@ -294,7 +294,7 @@ async fn no_list_is_asked_while_per_run_polls_keep_up() {
 }
 
 #[tokio::test]
-async fn runs_are_grouped_by_credentials_and_woken_only_where_a_controller_listens() {
+async fn one_list_serves_every_credential_of_a_tenant_and_wakes_only_where_a_controller_listens() {
     let mut s = setup(SimConfig::default(), 1, quick()).await;
     let ids = s.sim.seed_runs("cg-groups-hang", 12);
     for (i, id) in ids.iter().enumerate() {
@@ -319,11 +319,15 @@ async fn runs_are_grouped_by_credentials_and_woken_only_where_a_controller_liste
     s.sim.end_run(&ids[8], false).unwrap();
     let lists = s.lists();
     let looks = s.feed.look_now(&s.client).await;
-    assert_eq!(looks.len(), 2, "one look per credential: {looks:?}");
+    assert_eq!(
+        looks.len(),
+        1,
+        "one look per tenant, whatever the credentials: {looks:?}"
+    );
     assert_eq!(
         s.lists() - lists,
-        2 * 2,
-        "two pages each (four runs, pages of three)"
+        2,
+        "two pages (four runs, pages of three)"
     );
     let mut woken = s.woken();
     woken.sort();
@@ -334,7 +338,7 @@ async fn runs_are_grouped_by_credentials_and_woken_only_where_a_controller_liste
     s.feed.look_now(&s.client).await;
     let again: Vec<String> = elsewhere.take(1).map(|r| r.name).collect::<Vec<_>>().await;
     assert_eq!(again, ["run-0"]);
-    // A rotated Secret moves a resource to its new credentials' group.
+    // A rotated Secret changes a resource's credentials, not its group.
     s.feed.follow(
         "uid-1",
         member(&ids[1], "run-1", 10),
