@@ -184,6 +184,15 @@ impl AmperityClient {
             .reserve_urgent()
     }
 
+    /// Reserves a wake turn (the change feed's lists and the reads of runs it
+    /// reports ended): ahead of routine polls, behind starts and stops.
+    pub fn reserve_wake_turn(&self, target: &Target) -> Turn {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .reserve_wake()
+    }
+
     /// `GET /workflow/runs/{id}?view=verbose`, at once (after the budget's gate).
     pub async fn get(
         &self,

@@ -415,7 +415,7 @@ impl Feed {
             limit: Some(page_size),
             ..ListQuery::default()
         };
-        let turn = amperity.reserve_urgent_turn(&target);
+        let turn = amperity.reserve_wake_turn(&target);
         let answer = amperity
             .list_paged("feed", &target, &credentials, &mut query, Some(turn))
             .await;
@@ -474,10 +474,10 @@ impl Feed {
                     // runs ended); a new urgent one when it has none still to come.
                     let turn = match member.turn.take() {
                         Some(t) if !t.wait().is_zero() => {
-                            t.promote();
+                            t.promote_to_wake();
                             t
                         }
-                        _ => amperity.reserve_urgent_turn(&target),
+                        _ => amperity.reserve_wake_turn(&target),
                     };
                     let report = Report {
                         workflow_id: member.workflow_id.clone(),

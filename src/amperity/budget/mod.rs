@@ -101,6 +101,7 @@ impl Budget {
                 next_seq: 0,
                 holes: BTreeSet::new(),
                 next_urgent: now,
+                next_wake: now,
                 last_due: None,
                 gate_free: now,
             }),
@@ -185,15 +186,31 @@ impl Budget {
         Turn::at(TurnAt::Moment(at))
     }
 
-    /// Routine turn `seq` made urgent (see [`Turn::promote`]): the urgent turn's
-    /// moment, or None when `seq` is already due (it is used as it is).
-    fn promote(&self, seq: u64) -> Option<Instant> {
+    /// Reserves a wake turn (the read of a run the change feed reports ended, or
+    /// the feed's list): ahead of routine turns, which move back to make room,
+    /// but behind urgent ones, which never wait for wakes (a stop during a burst
+    /// of ends goes at once).
+    pub fn reserve_wake(&self) -> Turn {
+        let now = Instant::now();
+        let paused = self.paused_or(now);
+        let period = self.period();
+        let at = self.schedule.lock().unwrap().wake(now, paused, period);
+        Turn::at(TurnAt::Moment(at))
+    }
+
+    /// Routine turn `seq` made urgent, or a wake (see [`Turn::promote`]): the
+    /// new turn's moment, or None when `seq` is already due (it is used as it is).
+    fn promote_with(&self, seq: u64, wake: bool) -> Option<Instant> {
         let now = Instant::now();
         let paused = self.paused_or(now);
         let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
         schedule.due(seq, period).filter(|due| *due > now)?;
-        Some(schedule.promote(seq, now, paused, period))
+        Some(if wake {
+            schedule.promote_to_wake(seq, now, paused, period)
+        } else {
+            schedule.promote(seq, now, paused, period)
+        })
     }
 
     fn routine_due(&self, seq: u64) -> Instant {

@@ -201,6 +201,7 @@ proptest::proptest! {
             next_seq: 0,
             holes: BTreeSet::new(),
             next_urgent: start,
+            next_wake: start,
             last_due: None,
             gate_free: start,
         };
@@ -454,5 +455,33 @@ fn the_tenant_clock_follows_its_date_headers_within_bounds() {
     assert_eq!(
         budget.in_tenant_clock(jiff::Timestamp::MIN),
         jiff::Timestamp::MIN
+    );
+}
+
+#[test]
+fn urgent_turns_never_wait_behind_wakes_and_routine_turns_wait_for_both() {
+    let budget = Budgets::new(5).for_tenant("t");
+    let period = budget.period();
+    let ms = Duration::from_millis;
+    // A burst of ends: six hundred reads queued (two minutes at 5/s).
+    let wakes: Vec<Turn> = (0..600).map(|_| budget.reserve_wake()).collect();
+    let last_wake = wakes.last().unwrap().due();
+    assert!(last_wake > Instant::now() + period * 590);
+    // A stop decided now goes at once, not after them.
+    let stop = budget.reserve_urgent();
+    assert!(stop.wait() <= period * 2, "{stop:?}");
+    // The wakes to come make room for it; routine polls come after every wake.
+    let next = budget.reserve_wake();
+    assert!(next.due() + ms(1) >= last_wake + period * 2, "{next:?}");
+    let routine = budget.reserve();
+    assert!(routine.due() + ms(1) >= next.due() + period, "{routine:?}");
+    // A routine turn promoted to a wake goes behind the wakes, ahead of routine.
+    let later = budget.reserve();
+    later.promote_to_wake();
+    assert!(!later.is_routine());
+    assert!(later.due() + ms(1) >= next.due() + period, "{later:?}");
+    assert!(
+        later.due() < routine.due() + period,
+        "{later:?} {routine:?}"
     );
 }
