@@ -127,6 +127,8 @@ pub struct Metrics {
     pub feed_looks: Family<LookLabels, Counter>,
     /// Resources the change feed woke because their run was listed ended.
     pub feed_wakes: Counter,
+    /// Ends a per-run poll found that fell out of the change feed's windows unlisted.
+    pub feed_missed: Counter,
     pub schedule_runs: Family<ScheduleLabels, Counter>,
     /// OAuth token exchanges by outcome and tenant.
     pub token_exchanges: Family<ExchangeLabels, Counter>,
@@ -320,6 +322,12 @@ impl Default for Metrics {
             "Resources woken because the change feed listed their run ended",
             feed_wakes.clone(),
         );
+        let feed_missed = Counter::default();
+        registry.register(
+            "change_feed_missed",
+            "Runs whose end a per-run poll found after the change feed's windows had passed it unlisted (clock skew, list lag, a list that lies)",
+            feed_missed.clone(),
+        );
         let schedule_runs = Family::<ScheduleLabels, Counter>::default();
         registry.register(
             "schedule_runs",
@@ -347,6 +355,7 @@ impl Default for Metrics {
             api_versions: Labeller::new(MAX_API_VERSION_LABELS),
             feed_looks,
             feed_wakes,
+            feed_missed,
             leader,
             reconcile_panics,
             poll_failures,

@@ -186,6 +186,15 @@ impl AmperityClient {
             .reserve_urgent()
     }
 
+    /// Reserves a wake turn (the change feed's lists and the reads of runs it
+    /// reports ended): ahead of routine polls, behind starts and stops.
+    pub fn reserve_wake_turn(&self, target: &Target) -> Turn {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .reserve_wake()
+    }
+
     /// `GET /workflow/runs/{id}?view=verbose`, at once (after the budget's gate).
     pub async fn get(
         &self,
@@ -256,6 +265,15 @@ impl AmperityClient {
             .budgets
             .for_tenant(&target.budget_key())
             .backlog()
+    }
+
+    /// `local` (a moment by our clock) by the clock of `target`'s tenant, as its
+    /// answers' `Date` headers tell it.
+    pub fn in_tenant_clock(&self, target: &Target, local: jiff::Timestamp) -> jiff::Timestamp {
+        self.inner
+            .budgets
+            .for_tenant(&target.budget_key())
+            .in_tenant_clock(local)
     }
 
     /// Forgets an exchanged token the API refused.
@@ -401,6 +419,9 @@ impl AmperityClient {
             }
             let error = match result {
                 Ok((status, headers, bytes)) => {
+                    if let Some(date) = headers.get("date").and_then(|v| v.to_str().ok()) {
+                        budget.observe_date(date, jiff::Timestamp::now());
+                    }
                     let deprecation = DeprecationNotice::from_headers(&headers);
                     if status.is_success() {
                         let size = bytes.len() as u64;
@@ -435,9 +456,7 @@ impl AmperityClient {
                 Err(e) => e,
             };
             if let ClientError::RateLimited { retry_after, .. } = &error {
-                budget.pause(
-                    retry_after.unwrap_or_else(|| crate::amperity::budget::backoff(attempt)),
-                );
+                budget.rate_limited(*retry_after, attempt);
             }
             let may_repeat =
                 error.is_retryable() && (repeat == Repeat::Safe || !error.outcome_unknown());

@@ -61,10 +61,21 @@ impl Target {
         url
     }
 
-    /// Which budget requests to this target take turns in: the tenant at this
-    /// base URL.
+    /// Which budget requests to this target take turns in: one per tenant,
+    /// however its endpoint is spelled. The tenant is compared without case; the
+    /// path (`…/api` or `…/api/`) does not count, nor a default port (the URL
+    /// parser drops it, and lowercases the host); every documented Amperity host
+    /// (`*.amperity.com`) serves the same tenants, so they share one budget, while
+    /// any other host (a simulator, a proxy) is its own place.
     pub fn budget_key(&self) -> String {
-        format!("{}|{}", self.tenant, self.base_url)
+        let tenant = self.tenant.trim().to_lowercase();
+        let host = self.base_url.host_str().unwrap_or_default();
+        let host = host.trim_end_matches('.');
+        if host == "amperity.com" || host.ends_with(".amperity.com") {
+            return format!("{tenant}|amperity.com");
+        }
+        let port = self.base_url.port_or_known_default().unwrap_or_default();
+        format!("{tenant}|{}://{host}:{port}", self.base_url.scheme())
     }
 }
 
@@ -170,6 +181,39 @@ mod tests {
             "a run naming no principal is no match"
         );
         assert!(Principal::of(&run(None, Some(""))).is_none());
+    }
+
+    #[test]
+    fn one_budget_per_tenant_however_the_endpoint_is_spelled() {
+        let key = |endpoint: &str, tenant: &str| {
+            Target::new(
+                Some(endpoint),
+                "https://{tenant}.amperity.com/api",
+                tenant,
+                "2024-04-01",
+                &AllowList::parse(&["https://*.amperity.com", "http://127.0.0.1:*"]).unwrap(),
+            )
+            .unwrap()
+            .budget_key()
+        };
+        let one = key("https://socktown.amperity.com/api", "socktown");
+        for same in [
+            key("https://socktown.amperity.com/api/", "socktown"),
+            key("https://SockTown.Amperity.com/api", "socktown"),
+            key("https://socktown.amperity.com:443/api", "socktown"),
+            key("https://socktown.amperity.com/api", "SockTown"),
+            key("https://socktown.amperity.com.", "socktown"),
+            // Another documented host of the same tenant.
+            key("https://app.amperity.com/api", "socktown"),
+        ] {
+            assert_eq!(same, one);
+        }
+        assert_ne!(key("https://app.amperity.com/api", "acme"), one);
+        let sim = key("http://127.0.0.1:8470/api", "socktown");
+        assert_ne!(sim, one);
+        assert_eq!(key("http://127.0.0.1:8470/api/", "socktown"), sim);
+        assert_eq!(key("http://127.0.0.1:8470/other", "socktown"), sim);
+        assert_ne!(key("http://127.0.0.1:8471/api", "socktown"), sim);
     }
 
     #[test]

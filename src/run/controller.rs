@@ -329,7 +329,16 @@ async fn reconcile_in(
     if let Some(feed) = &ctx.feed
         && !matches!(run.phase(), Some(Phase::Running | Phase::Stopping))
     {
-        feed.forget(&uid);
+        if finished {
+            let ended_at = run
+                .status
+                .as_ref()
+                .and_then(|s| s.workflow.as_ref())
+                .and_then(|w| w.ended_at.as_deref());
+            feed.finished(&uid, ended_at);
+        } else {
+            feed.forget(&uid);
+        }
     }
     // Kept on failure too: a turn reserved before a failed status write is still
     // this run's place in the queue; losing it would put the run at the back.

@@ -2,8 +2,10 @@
 //! number in flight, where polling each run in turn takes longer the more runs
 //! there are.
 //!
-//! Runs are grouped by where their requests go and with what credentials (tenant
-//! and base URL, credential fingerprint). Once per cycle (the group's shortest
+//! Runs are grouped by tenant ([`Target::budget_key`]): a list answers for the
+//! whole tenant, so one list a cycle serves every namespace and credential that
+//! uses it (one of the members' credentials lists; each woken run is still read
+//! with its own). Once per cycle (the group's shortest
 //! `pollInterval`, at least [`FeedSettings::min_cycle`]) the feed asks
 //! `GET /workflow/runs` for the runs that ended since its last look, minus an
 //! overlap for clock skew and list lag, follows every page in urgent turns of the
@@ -71,24 +73,36 @@ impl Default for FeedSettings {
 /// counted as given, so the next look gives it again.
 const WAKE_QUEUE: usize = 4096;
 
-/// Where requests for a group's runs go, and with what credentials.
+/// The tenant a group's runs belong to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct GroupKey {
     budget: String,
-    credentials: u64,
 }
 
 struct Group {
     target: Target,
-    credentials: Credentials,
     /// Members by resource uid.
     members: HashMap<String, Member>,
+    /// Which credentials (fingerprint) each member's polls use.
+    uses: HashMap<String, u64>,
+    /// The members' credentials by fingerprint, with how many members use each.
+    credentials: HashMap<u64, (Credentials, usize)>,
+    /// Credentials the list refused (401, 403): the next look lists with another.
+    refused: std::collections::HashSet<u64>,
     /// Where the next look starts, before the overlap (the start of the last
     /// successful look, or the group's creation).
     looked_at: Option<Timestamp>,
     created: Timestamp,
     next_look: Instant,
     looking: bool,
+    /// Runs per page: the settings' page size until the API refused it or a page
+    /// was too large, then the smaller page that came through.
+    page_size: u32,
+    /// What the listed looks in a row since the last failure or skip covered, in
+    /// the tenant's clock: from the first one's window start to the last one's
+    /// start. An end in it that no look listed, and that the next window no
+    /// longer reaches, was missed.
+    covered: Option<(Timestamp, Timestamp)>,
 }
 
 /// A resource whose run the feed watches for.
@@ -180,12 +194,10 @@ impl Feed {
     }
 
     /// Records that resource `uid` follows `member.workflow_id` at `target` with
-    /// `credentials` (the latest a poll used: a rotated Secret moves it to the
-    /// group of the new credentials).
+    /// `credentials` (the latest a poll used: a rotated Secret replaces them).
     pub fn follow(&self, uid: &str, member: Member, target: &Target, credentials: &Credentials) {
         let key = GroupKey {
             budget: target.budget_key(),
-            credentials: credentials.fingerprint(),
         };
         let mut state = self.state.lock().unwrap();
         if state.group_of.get(uid).is_some_and(|k| *k != key) {
@@ -195,14 +207,18 @@ impl Feed {
         let first_look = Instant::now() + self.settings.min_cycle;
         let group = state.groups.entry(key.clone()).or_insert_with(|| Group {
             target: target.clone(),
-            credentials: credentials.clone(),
             members: HashMap::new(),
+            uses: HashMap::new(),
+            credentials: HashMap::new(),
+            refused: Default::default(),
             looked_at: None,
             created: now,
             next_look: first_look,
             looking: false,
+            page_size: self.settings.page_size,
+            covered: None,
         });
-        group.credentials = credentials.clone();
+        group.use_credentials(uid, credentials);
         let (woken_for, turn) = group
             .members
             .get(uid)
@@ -251,6 +267,31 @@ impl Feed {
         let mut state = self.state.lock().unwrap();
         state.leave(uid);
         state.reported.remove(uid);
+    }
+
+    /// Resource `uid`'s run finished (its own poll read the end, `ended_at`): it
+    /// leaves the feed, and an end the feed's windows passed without listing it is
+    /// counted as missed (`amperity_operator_change_feed_missed_total`).
+    pub fn finished(&self, uid: &str, ended_at: Option<&str>) {
+        let mut state = self.state.lock().unwrap();
+        let missed = state
+            .group_of
+            .get(uid)
+            .and_then(|key| state.groups.get(key))
+            .is_some_and(|g| {
+                g.members.get(uid).is_some_and(|m| m.woken_for.is_none())
+                    && missed(
+                        g.covered,
+                        ended_at.and_then(|e| e.parse().ok()),
+                        self.settings.overlap,
+                    )
+            });
+        state.leave(uid);
+        state.reported.remove(uid);
+        drop(state);
+        if missed {
+            self.metrics.feed_missed.inc();
+        }
     }
 
     /// What the feed reported for resource `uid`, once.
@@ -339,16 +380,17 @@ impl Feed {
     }
 
     async fn look(&self, amperity: &AmperityClient, key: &GroupKey) -> Look {
-        let started = Timestamp::now();
-        let (target, credentials, from) = {
+        // Windows are kept in the tenant's clock (its answers' `Date`), so that an
+        // operator clock minutes off changes nothing; this look's start is set
+        // again once the list answered (the first answer tells the clock).
+        let local_start = Timestamp::now();
+        let (target, credentials, from, page_size) = {
             let mut state = self.state.lock().unwrap();
-            let in_tenant: usize = state
-                .groups
-                .iter()
-                .filter(|(k, _)| k.budget == key.budget)
-                .map(|(_, g)| g.members.len())
-                .sum();
             let Some(group) = state.groups.get_mut(key) else {
+                return Look::Skipped;
+            };
+            let in_tenant = group.members.len();
+            let Some(credentials) = group.lister() else {
                 return Look::Skipped;
             };
             let shortest = cycle(
@@ -356,29 +398,49 @@ impl Feed {
                 Duration::ZERO,
             );
             let backlog = amperity.routine_backlog(&group.target);
+            let started = amperity.in_tenant_clock(&group.target, local_start);
             if polls_keep_up(in_tenant, amperity.turn_period(), backlog, shortest) {
                 // Per-run polls see every end within its interval; when they stop
                 // keeping up, the feed starts from here.
                 group.looked_at = Some(started);
+                group.covered = None;
                 return Look::Skipped;
             }
-            let from = window_start(group.looked_at, group.created, started, &self.settings);
-            (group.target.clone(), group.credentials.clone(), from)
+            let created = amperity.in_tenant_clock(&group.target, group.created);
+            let from = window_start(group.looked_at, created, started, &self.settings);
+            (group.target.clone(), credentials, from, group.page_size)
         };
-        let query = ListQuery {
+        let mut query = ListQuery {
             ended_from: Some(list_time(from)),
-            limit: Some(self.settings.page_size),
+            limit: Some(page_size),
             ..ListQuery::default()
         };
-        let turn = amperity.reserve_urgent_turn(&target);
-        let listed = match amperity
-            .list_as("feed", &target, &credentials, &query, Some(turn))
-            .await
+        let turn = amperity.reserve_wake_turn(&target);
+        let answer = amperity
+            .list_paged("feed", &target, &credentials, &mut query, Some(turn))
+            .await;
+        if let Some(limit) = query.limit.filter(|l| *l != page_size)
+            && let Some(group) = self.state.lock().unwrap().groups.get_mut(key)
         {
+            // A smaller page came through (or none did): the next look starts there.
+            group.page_size = limit;
+        }
+        let listed = match answer {
             Ok(reply) => reply.body,
             Err(e) => {
-                if e.is_auth() {
+                // A token the API no longer takes (401) is exchanged again; a 403
+                // says the token is good but may not list: exchanging it again
+                // every cycle would change nothing.
+                if e.is_auth() && e.status() != Some(403) {
                     amperity.forget_token(&target, &credentials);
+                }
+                if let Some(group) = self.state.lock().unwrap().groups.get_mut(key) {
+                    group.covered = None;
+                    if e.is_auth() {
+                        // These credentials may not list: the next look tries
+                        // another member's.
+                        group.refused.insert(credentials.fingerprint());
+                    }
                 }
                 tracing::warn!(tenant = %target.tenant, error = %e, "the change feed's list failed; its next look covers the same window");
                 return Look::Failed(e.to_string());
@@ -392,7 +454,14 @@ impl Feed {
                     woken: Vec::new(),
                 };
             };
+            group.refused.remove(&credentials.fingerprint());
+            // This look's start, by the tenant's clock as the answer told it.
+            let started = amperity.in_tenant_clock(&target, local_start);
             group.looked_at = Some(started);
+            group.covered = Some(match group.covered {
+                Some((first, _)) if from >= first => (first, started),
+                _ => (from, started),
+            });
             let wakes = ended_members(&group.members, &listed);
             let mut given = Vec::new();
             for wake in wakes {
@@ -405,10 +474,10 @@ impl Feed {
                     // runs ended); a new urgent one when it has none still to come.
                     let turn = match member.turn.take() {
                         Some(t) if !t.wait().is_zero() => {
-                            t.promote();
+                            t.promote_to_wake();
                             t
                         }
-                        _ => amperity.reserve_urgent_turn(&target),
+                        _ => amperity.reserve_wake_turn(&target),
                     };
                     let report = Report {
                         workflow_id: member.workflow_id.clone(),
@@ -446,12 +515,58 @@ impl Feed {
     }
 }
 
+impl Group {
+    /// Member `uid`'s polls use `credentials`.
+    fn use_credentials(&mut self, uid: &str, credentials: &Credentials) {
+        let fingerprint = credentials.fingerprint();
+        if self.uses.get(uid) != Some(&fingerprint) {
+            self.stop_using(uid);
+            self.uses.insert(uid.to_string(), fingerprint);
+            self.credentials
+                .entry(fingerprint)
+                .or_insert_with(|| (credentials.clone(), 0))
+                .1 += 1;
+        }
+        if let Some((kept, _)) = self.credentials.get_mut(&fingerprint) {
+            *kept = credentials.clone();
+        }
+    }
+
+    fn stop_using(&mut self, uid: &str) {
+        let Some(fingerprint) = self.uses.remove(uid) else {
+            return;
+        };
+        if let Some((_, count)) = self.credentials.get_mut(&fingerprint) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.credentials.remove(&fingerprint);
+                self.refused.remove(&fingerprint);
+            }
+        }
+    }
+
+    /// The credentials the group lists with: the same every look (the lowest
+    /// fingerprint) among those the list has not refused; when it refused them
+    /// all, it starts over.
+    fn lister(&mut self) -> Option<Credentials> {
+        if self.credentials.keys().all(|f| self.refused.contains(f)) {
+            self.refused.clear();
+        }
+        self.credentials
+            .iter()
+            .filter(|(f, _)| !self.refused.contains(f))
+            .min_by_key(|(f, _)| **f)
+            .map(|(_, (c, _))| c.clone())
+    }
+}
+
 impl State {
     fn leave(&mut self, uid: &str) {
         let Some(key) = self.group_of.remove(uid) else {
             return;
         };
         if let Some(group) = self.groups.get_mut(&key) {
+            group.stop_using(uid);
             group.members.remove(uid);
             if group.members.is_empty() {
                 self.groups.remove(&key);
@@ -499,6 +614,24 @@ pub fn window_start(
         None => minus(created, settings.lookback),
     };
     from.max(minus(now, settings.lookback))
+}
+
+/// Whether an end at `ended_at` was missed: it lies in what listed looks
+/// `covered`, at least an `overlap` before the last of them started, so no window
+/// to come reaches it (and the feed did not wake its run).
+pub fn missed(
+    covered: Option<(Timestamp, Timestamp)>,
+    ended_at: Option<Timestamp>,
+    overlap: Duration,
+) -> bool {
+    let (Some((from, last)), Some(ended)) = (covered, ended_at) else {
+        return false;
+    };
+    let next_from = SignedDuration::try_from(overlap)
+        .ok()
+        .and_then(|o| last.checked_sub(o).ok())
+        .unwrap_or(Timestamp::MIN);
+    ended >= from && ended < next_from
 }
 
 /// A timestamp as the list's filters take it: whole seconds (rounded down, so
@@ -669,6 +802,79 @@ mod tests {
             list_time(at("2026-04-01T11:58:50.999Z")),
             "2026-04-01T11:58:50Z"
         );
+    }
+
+    #[test]
+    fn a_group_lists_with_one_members_credentials_and_another_once_refused() {
+        let token = |t: &str| Credentials::Token(crate::amperity::SecretString::new(t.to_string()));
+        let mut group = Group {
+            target: Target::new(
+                Some("https://socktown.amperity.com/api"),
+                "",
+                "socktown",
+                "2024-04-01",
+                &crate::amperity::AllowList::parse(&["https://*.amperity.com"]).unwrap(),
+            )
+            .unwrap(),
+            members: HashMap::new(),
+            uses: HashMap::new(),
+            credentials: HashMap::new(),
+            refused: Default::default(),
+            looked_at: None,
+            created: Timestamp::now(),
+            next_look: Instant::now(),
+            looking: false,
+            page_size: 3,
+            covered: None,
+        };
+        assert!(group.lister().is_none());
+        group.use_credentials("u1", &token("a"));
+        group.use_credentials("u2", &token("b"));
+        group.use_credentials("u3", &token("b"));
+        let fp = |c: Option<Credentials>| c.map(|c| c.fingerprint());
+        let (a, b) = (token("a").fingerprint(), token("b").fingerprint());
+        let (low, high) = (a.min(b), a.max(b));
+        assert_eq!(fp(group.lister()), Some(low), "the same one every look");
+        assert_eq!(fp(group.lister()), Some(low));
+        group.refused.insert(low);
+        assert_eq!(fp(group.lister()), Some(high));
+        group.refused.insert(high);
+        assert_eq!(fp(group.lister()), Some(low), "all refused: start over");
+        // A member that rotates its Secret moves its count; unused credentials go.
+        group.use_credentials("u1", &token("b"));
+        assert_eq!(group.credentials.len(), 1);
+        assert_eq!(group.credentials[&b].1, 3);
+        group.stop_using("u2");
+        group.stop_using("u2");
+        assert_eq!(group.credentials[&b].1, 2);
+    }
+
+    #[test]
+    fn an_end_is_missed_only_once_the_windows_passed_it() {
+        let covered = Some((at("2026-04-01T12:00:00Z"), at("2026-04-01T12:05:00Z")));
+        let overlap = Duration::from_secs(60);
+        for (ended, expected) in [
+            // Before the feed looked: per-run polls' to find.
+            (Some("2026-04-01T11:59:59Z"), false),
+            (Some("2026-04-01T12:00:00Z"), true),
+            (Some("2026-04-01T12:03:59Z"), true),
+            // The next window still reaches it.
+            (Some("2026-04-01T12:04:00Z"), false),
+            (Some("2026-04-01T12:10:00Z"), false),
+            (None, false),
+        ] {
+            assert_eq!(
+                missed(covered, ended.map(at), overlap),
+                expected,
+                "{ended:?}"
+            );
+        }
+        assert!(!missed(None, Some(at("2026-04-01T12:01:00Z")), overlap));
+        assert!(!missed(
+            Some((Timestamp::MIN, Timestamp::MIN)),
+            Some(Timestamp::MIN),
+            Duration::MAX
+        ));
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub struct SimConfig {
     pub token_unavailable: bool,
     /// Latency added to the OAuth token endpoint's answers.
     pub token_latency: Duration,
+    /// The largest `limit` a list takes; a larger one is refused with a 400.
+    pub list_limit: usize,
+    /// How far the simulator's clock is ahead of the real one (negative: behind):
+    /// its `Date` header and every timestamp it hands out or filters on.
+    pub clock_offset: jiff::SignedDuration,
 }
 
 impl Default for SimConfig {
@@ -79,7 +84,17 @@ impl Default for SimConfig {
             list_lag: Duration::from_secs(5),
             token_unavailable: false,
             token_latency: Duration::ZERO,
+            list_limit: 1000,
+            clock_offset: jiff::SignedDuration::ZERO,
         }
+    }
+}
+
+impl SimConfig {
+    /// Now, by the simulator's clock ([`SimConfig::clock_offset`]).
+    pub fn now(&self) -> jiff::Timestamp {
+        let now = jiff::Timestamp::now();
+        now.checked_add(self.clock_offset).unwrap_or(now)
     }
 }
 
@@ -105,6 +120,8 @@ impl From<&SimulatorArgs> for SimConfig {
             list_lag: Duration::from_millis(a.list_lag_ms),
             token_unavailable: a.token_unavailable,
             token_latency: Duration::ZERO,
+            list_limit: 1000,
+            clock_offset: jiff::SignedDuration::ZERO,
         }
     }
 }
@@ -322,7 +339,7 @@ pub(crate) fn new_run(
 ) -> Run {
     let first = !state.runs.iter().any(|r| r.config_id == config_id);
     state.sequence += 1;
-    let now = jiff::Timestamp::now();
+    let now = config.now();
     let suffix: String = (0..5).map(|_| state.rng.alphanumeric()).collect();
     let version: String = (0..6).map(|_| state.rng.alphanumeric()).collect();
     Run {

@@ -1046,3 +1046,56 @@ async fn runs_end_on_demand_and_lists_can_lie_lag_or_fail() {
     );
     assert_eq!(s.handle.stats().lists, lists + 1);
 }
+
+#[tokio::test]
+async fn a_list_limit_above_the_configured_one_is_refused() {
+    let s = sim(SimConfig {
+        list_limit: 100,
+        ..fast()
+    })
+    .await;
+    let refused = s.call(Method::GET, "/workflow/runs?limit=101", None).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert!(refused.text.contains("1 to 100"), "{}", refused.text);
+    let taken = s.call(Method::GET, "/workflow/runs?limit=100", None).await;
+    assert_eq!(taken.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_clock_offset_moves_the_date_header_timestamps_and_filters() {
+    let behind = jiff::SignedDuration::from_secs(-600);
+    let s = sim(SimConfig {
+        clock_offset: behind,
+        ..fast()
+    })
+    .await;
+    let before = jiff::Timestamp::now();
+    let id = s.started_id("cg-clock-hang").await;
+    let run = s
+        .call(Method::GET, &format!("/workflow/runs/{id}"), None)
+        .await;
+    let date = jiff::fmt::rfc2822::parse(run.headers["date"].to_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let off = date.duration_since(before) - behind;
+    assert!(off.abs() < jiff::SignedDuration::from_secs(3), "{off:?}");
+    let created: jiff::Timestamp = run.json()["created_at"].as_str().unwrap().parse().unwrap();
+    let off = created.duration_since(before) - behind;
+    assert!(off.abs() < jiff::SignedDuration::from_secs(3), "{off:?}");
+    // Filters compare in the simulator's clock: created five minutes ago by ours
+    // is in the future by its.
+    let from = |at: jiff::Timestamp| at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mine = from(before - jiff::SignedDuration::from_secs(300));
+    let theirs = from(before + behind - jiff::SignedDuration::from_secs(5));
+    for (since, expected) in [(mine, 0), (theirs, 1)] {
+        let page = s
+            .call(
+                Method::GET,
+                &format!("/workflow/runs?created_from={since}"),
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(ids(&page).len(), expected, "{since}");
+    }
+}

@@ -294,7 +294,7 @@ async fn no_list_is_asked_while_per_run_polls_keep_up() {
 }
 
 #[tokio::test]
-async fn runs_are_grouped_by_credentials_and_woken_only_where_a_controller_listens() {
+async fn one_list_serves_every_credential_of_a_tenant_and_wakes_only_where_a_controller_listens() {
     let mut s = setup(SimConfig::default(), 1, quick()).await;
     let ids = s.sim.seed_runs("cg-groups-hang", 12);
     for (i, id) in ids.iter().enumerate() {
@@ -319,11 +319,15 @@ async fn runs_are_grouped_by_credentials_and_woken_only_where_a_controller_liste
     s.sim.end_run(&ids[8], false).unwrap();
     let lists = s.lists();
     let looks = s.feed.look_now(&s.client).await;
-    assert_eq!(looks.len(), 2, "one look per credential: {looks:?}");
+    assert_eq!(
+        looks.len(),
+        1,
+        "one look per tenant, whatever the credentials: {looks:?}"
+    );
     assert_eq!(
         s.lists() - lists,
-        2 * 2,
-        "two pages each (four runs, pages of three)"
+        2,
+        "two pages (four runs, pages of three)"
     );
     let mut woken = s.woken();
     woken.sort();
@@ -334,7 +338,7 @@ async fn runs_are_grouped_by_credentials_and_woken_only_where_a_controller_liste
     s.feed.look_now(&s.client).await;
     let again: Vec<String> = elsewhere.take(1).map(|r| r.name).collect::<Vec<_>>().await;
     assert_eq!(again, ["run-0"]);
-    // A rotated Secret moves a resource to its new credentials' group.
+    // A rotated Secret changes a resource's credentials, not its group.
     s.feed.follow(
         "uid-1",
         member(&ids[1], "run-1", 10),
@@ -366,4 +370,201 @@ async fn a_poll_already_waiting_for_its_turn_goes_first_once_its_run_is_listed_e
     assert!(report.turn.same(&turn));
     assert!(!turn.is_routine());
     assert!(turn.wait() < Duration::from_secs(3), "{turn:?}");
+}
+
+#[tokio::test]
+async fn a_list_limit_the_api_refuses_falls_back_to_a_smaller_page_that_sticks() {
+    // The API takes at most 100 a page; the feed asks for 1000.
+    let mut s = setup(
+        SimConfig {
+            list_limit: 100,
+            ..SimConfig::default()
+        },
+        1,
+        FeedSettings {
+            page_size: 1000,
+            ..quick()
+        },
+    )
+    .await;
+    let ids = s.follow_new("cg-limit-hang", 12, 0);
+    s.sim.end_run(&ids[2], false).unwrap();
+    let lists = s.lists();
+    let (_, woken) = listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(woken, ["uid-2"]);
+    // 1000 and 250 refused, 62 taken.
+    assert_eq!(s.lists() - lists, 3);
+    s.sim.end_run(&ids[5], false).unwrap();
+    let lists = s.lists();
+    let (_, woken) = listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(woken, ["uid-5"]);
+    assert_eq!(s.lists() - lists, 1, "the page that came through is kept");
+    assert!(s.woken().len() == 2);
+}
+
+#[tokio::test]
+async fn a_page_over_the_body_limit_is_fetched_again_in_smaller_pages() {
+    let mut s = setup(
+        SimConfig::default(),
+        1,
+        FeedSettings {
+            page_size: 1000,
+            ..quick()
+        },
+    )
+    .await;
+    let allow = AllowList::parse(&[s.sim.base_url()]).unwrap();
+    s.client = AmperityClient::new(ClientConfig {
+        // Sixty runs take 12.4 s to poll in turn at 5/s, over their interval.
+        rate_limit_per_sec: 5,
+        allow,
+        max_body_bytes: 8 * 1024,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let ids = s.follow_new("cg-big-hang", 60, 0);
+    for id in &ids {
+        s.sim.end_run(id, false).unwrap();
+    }
+    // All sixty in one page are over 8 KiB: the first look is refused pages
+    // until they are small enough, and wakes every run.
+    let lists = s.lists();
+    let (runs, woken) = listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(runs, 60);
+    assert_eq!(woken.len(), 60);
+    assert_eq!(s.woken().len(), 60);
+    let first = s.lists() - lists;
+    assert!(first > 2, "{first} requests");
+    // The next look starts from the page that came through: no page too large.
+    let lists = s.lists();
+    let (runs, _) = listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(runs, 60);
+    let second = s.lists() - lists;
+    assert!(second < first, "{second} against {first}");
+    // Plain lists fall back too.
+    let all = s
+        .client
+        .list(
+            &s.target,
+            &token("sim-token"),
+            &amperity_operator::amperity::ListQuery::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(all.body.len() >= 60);
+}
+
+#[tokio::test]
+async fn a_403_on_the_list_does_not_exchange_the_token_again_each_cycle() {
+    let s = setup(
+        SimConfig {
+            client_id: Some("operator".into()),
+            client_secret: Some("client-s3cret".into()),
+            ..SimConfig::default()
+        },
+        1,
+        quick(),
+    )
+    .await;
+    let creds = Credentials::ClientCredentials {
+        client_id: "operator".into(),
+        client_secret: SecretString::new("client-s3cret"),
+        token_url: None,
+    };
+    let ids = s.sim.seed_runs("cg-forbidden-hang", 12);
+    for (i, id) in ids.iter().enumerate() {
+        s.feed.follow(
+            &format!("uid-{i}"),
+            member(id, &format!("run-{i}"), 10),
+            &s.target,
+            &creds,
+        );
+    }
+    s.sim
+        .fail_lists(&[ListFault::Status(403), ListFault::Status(403)]);
+    for _ in 0..2 {
+        let looks = s.feed.look_now(&s.client).await;
+        assert!(matches!(looks.as_slice(), [Look::Failed(_)]), "{looks:?}");
+    }
+    listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(s.sim.stats().tokens_issued, 1);
+    assert!(
+        s.metric(r#"amperity_operator_change_feed_looks_total{outcome="failed"} 2"#)
+            .await
+    );
+}
+
+/// Two looks a little apart with the simulator's clock `offset_secs` off ours: a
+/// run that ends between them is woken by the second.
+async fn ends_are_seen_with_amperity_clock_off_by(offset_secs: i64) {
+    let mut s = setup(
+        SimConfig {
+            clock_offset: jiff::SignedDuration::from_secs(offset_secs),
+            ..SimConfig::default()
+        },
+        1,
+        quick(),
+    )
+    .await;
+    let ids = s.follow_new("cg-skew-hang", 12, 0);
+    let (_, woken) = listed(&s.feed.look_now(&s.client).await);
+    assert!(woken.is_empty());
+    s.sim.end_run(&ids[4], false).unwrap();
+    let (_, woken) = listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(woken, ["uid-4"], "clock off by {offset_secs} s");
+    assert_eq!(s.woken(), ["run-4"]);
+}
+
+#[tokio::test]
+async fn an_operator_clock_minutes_ahead_of_amperity_changes_nothing() {
+    ends_are_seen_with_amperity_clock_off_by(-300).await;
+}
+
+#[tokio::test]
+async fn an_operator_clock_minutes_behind_amperity_changes_nothing() {
+    ends_are_seen_with_amperity_clock_off_by(300).await;
+}
+
+#[tokio::test]
+async fn ends_the_windows_passed_unlisted_are_counted_as_missed() {
+    let s = setup(SimConfig::default(), 1, quick()).await;
+    // Runs the list never shows (an index that lost them), and ordinary ones.
+    let hidden = s.follow_new("cg-unlisted-hang", 2, 0);
+    let shown = s.follow_new("cg-shown-hang", 10, 2);
+    listed(&s.feed.look_now(&s.client).await);
+    for id in [&hidden[0], &shown[0]] {
+        s.sim.end_run(id, false).unwrap();
+    }
+    // An overlap (3 s) later, and the second a `Date` header may lag by (it has
+    // whole seconds), the next window starts after those ends.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let (_, woken) = listed(&s.feed.look_now(&s.client).await);
+    assert_eq!(woken, ["uid-2"]);
+    let ended_at = |id: &str| {
+        let (client, target) = (s.client.clone(), s.target.clone());
+        let id = id.to_string();
+        async move {
+            client
+                .get(&target, &token("sim-token"), &id)
+                .await
+                .unwrap()
+                .body
+                .ended_at
+        }
+    };
+    // Their own polls read the ends: the hidden one was missed, the listed one not.
+    s.feed
+        .finished("uid-0", ended_at(&hidden[0]).await.as_deref());
+    s.feed
+        .finished("uid-2", ended_at(&shown[0]).await.as_deref());
+    // A run that ends now is still within reach of the next window: not missed.
+    s.sim.end_run(&hidden[1], false).unwrap();
+    s.feed
+        .finished("uid-1", ended_at(&hidden[1]).await.as_deref());
+    assert!(
+        s.metric("amperity_operator_change_feed_missed_total 1")
+            .await
+    );
+    assert_eq!(s.feed.members(), 9);
 }

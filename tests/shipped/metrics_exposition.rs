@@ -101,6 +101,7 @@ fn recorded() -> Metrics {
         m.feed_look(outcome);
     }
     m.feed_wakes.inc();
+    m.feed_missed.inc();
     for outcome in SCHEDULE_OUTCOMES {
         m.schedule_runs
             .get_or_create(&ScheduleLabels { outcome })

@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+mod adapt;
 mod backoff;
 mod tenants;
 mod turns;
 
+pub use adapt::Adaptive;
 pub use backoff::{backoff, backoff_ceiling, parse_retry_after};
 pub use tenants::Budgets;
 pub use turns::Turn;
@@ -53,16 +55,28 @@ pub struct Budget {
     paused_until: Mutex<Option<Instant>>,
     /// Waiters at the gate take turns in arrival order (tokio's mutex is fair).
     queue: tokio::sync::Mutex<()>,
-    /// Turns are this far apart: what the sliding-window guard lets through
-    /// (`WINDOW` / rate), not one second / rate. Handed out faster than the gate
-    /// passes them, turns would pile up at the gate, every poll would wait there
-    /// longer than the last, and the pile would hold the controller's reconcile
-    /// slots until requeued runs could not even start on time.
-    period: Duration,
+    /// The rate the tenant is sent: the configured budget, lowered after 429s
+    /// that name no `Retry-After` (see [`Adaptive`]). Turns are `WINDOW` / rate
+    /// apart: what the sliding-window guard lets through, not one second / rate.
+    /// Handed out faster than the gate passes them, turns would pile up at the
+    /// gate, every poll would wait there longer than the last, and the pile would
+    /// hold the controller's reconcile slots until requeued runs could not even
+    /// start on time.
+    adaptive: Mutex<Adaptive>,
+    /// When the gate last passed a request: while the rate is lowered, the next
+    /// passes no sooner than a second / rate after it.
+    last_pass: Mutex<Option<Instant>>,
     schedule: Mutex<Schedule>,
     /// Requests due and waiting at the gate.
     at_gate: std::sync::atomic::AtomicUsize,
+    /// How far the tenant's clock (its answers' `Date`) is ahead of ours, as last
+    /// seen.
+    clock_offset: Mutex<Option<jiff::SignedDuration>>,
 }
+
+/// A `Date` further than this from our clock is not believed (a broken gateway
+/// must not move the change feed's windows by years).
+pub const MAX_CLOCK_OFFSET: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 impl Budget {
     fn new(per_second: NonZeroU32) -> Self {
@@ -79,23 +93,70 @@ impl Budget {
             per_second: per_second.get() as usize,
             paused_until: Mutex::new(None),
             queue: tokio::sync::Mutex::new(()),
-            period: WINDOW / per_second.get(),
+            adaptive: Mutex::new(Adaptive::new(f64::from(per_second.get()), now)),
+            last_pass: Mutex::new(None),
             schedule: Mutex::new(Schedule {
                 head_seq: 0,
                 head_due: now,
                 next_seq: 0,
                 holes: BTreeSet::new(),
                 next_urgent: now,
+                next_wake: now,
                 last_due: None,
                 gate_free: now,
             }),
             at_gate: std::sync::atomic::AtomicUsize::new(0),
+            clock_offset: Mutex::new(None),
         }
     }
 
-    /// How far apart turns are.
+    /// An answer came with `Date: date` at `local` (our clock): the tenant's clock
+    /// is that far from ours. Unreadable or absurd dates are ignored.
+    pub fn observe_date(&self, date: &str, local: jiff::Timestamp) {
+        let Ok(at) = jiff::fmt::rfc2822::parse(date.trim()) else {
+            return;
+        };
+        let offset = at.timestamp().duration_since(local);
+        if offset.abs() <= MAX_CLOCK_OFFSET {
+            *self.clock_offset.lock().unwrap() = Some(offset);
+        }
+    }
+
+    /// `local` (a moment by our clock) by the tenant's clock, as far as its
+    /// answers told; `local` itself before any told. (A `Date` has whole seconds:
+    /// the result may be up to a second early.)
+    pub fn in_tenant_clock(&self, local: jiff::Timestamp) -> jiff::Timestamp {
+        let offset = *self.clock_offset.lock().unwrap();
+        offset
+            .and_then(|o| local.checked_add(o).ok())
+            .unwrap_or(local)
+    }
+
+    /// How far apart turns are (at the rate the tenant is sent now).
     pub fn period(&self) -> Duration {
-        self.period
+        WINDOW.div_f64(self.rate())
+    }
+
+    /// The rate the tenant is sent now, requests per second.
+    pub fn rate(&self) -> f64 {
+        self.adaptive.lock().unwrap().rate(Instant::now())
+    }
+
+    /// Whether 429s lowered the rate below the configured budget.
+    pub fn lowered(&self) -> bool {
+        self.adaptive.lock().unwrap().lowered(Instant::now())
+    }
+
+    /// A 429 came: the tenant pauses for its `Retry-After`; without one, for a
+    /// backoff of `attempt`, and its rate is lowered (see [`Adaptive`]).
+    pub fn rate_limited(&self, retry_after: Option<Duration>, attempt: u32) {
+        match retry_after {
+            Some(wait) => self.pause(wait),
+            None => {
+                self.adaptive.lock().unwrap().rate_limited(Instant::now());
+                self.pause(backoff(attempt));
+            }
+        }
     }
 
     fn paused_or(&self, now: Instant) -> Instant {
@@ -106,11 +167,8 @@ impl Budget {
     pub fn reserve(self: &Arc<Self>) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
-        let seq = self
-            .schedule
-            .lock()
-            .unwrap()
-            .routine(now, paused, self.period);
+        let period = self.period();
+        let seq = self.schedule.lock().unwrap().routine(now, paused, period);
         Turn::at(TurnAt::Routine {
             seq,
             budget: self.clone(),
@@ -123,28 +181,43 @@ impl Budget {
     pub fn reserve_urgent(&self) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
-        let at = self
-            .schedule
-            .lock()
-            .unwrap()
-            .urgent(now, paused, self.period);
+        let period = self.period();
+        let at = self.schedule.lock().unwrap().urgent(now, paused, period);
         Turn::at(TurnAt::Moment(at))
     }
 
-    /// Routine turn `seq` made urgent (see [`Turn::promote`]): the urgent turn's
-    /// moment, or None when `seq` is already due (it is used as it is).
-    fn promote(&self, seq: u64) -> Option<Instant> {
+    /// Reserves a wake turn (the read of a run the change feed reports ended, or
+    /// the feed's list): ahead of routine turns, which move back to make room,
+    /// but behind urgent ones, which never wait for wakes (a stop during a burst
+    /// of ends goes at once).
+    pub fn reserve_wake(&self) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
+        let period = self.period();
+        let at = self.schedule.lock().unwrap().wake(now, paused, period);
+        Turn::at(TurnAt::Moment(at))
+    }
+
+    /// Routine turn `seq` made urgent, or a wake (see [`Turn::promote`]): the
+    /// new turn's moment, or None when `seq` is already due (it is used as it is).
+    fn promote_with(&self, seq: u64, wake: bool) -> Option<Instant> {
+        let now = Instant::now();
+        let paused = self.paused_or(now);
+        let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
-        schedule.due(seq, self.period).filter(|due| *due > now)?;
-        Some(schedule.promote(seq, now, paused, self.period))
+        schedule.due(seq, period).filter(|due| *due > now)?;
+        Some(if wake {
+            schedule.promote_to_wake(seq, now, paused, period)
+        } else {
+            schedule.promote(seq, now, paused, period)
+        })
     }
 
     fn routine_due(&self, seq: u64) -> Instant {
+        let period = self.period();
         let schedule = self.schedule.lock().unwrap();
         schedule
-            .due(seq, self.period)
+            .due(seq, period)
             .unwrap_or_else(|| schedule.head_due.min(Instant::now()))
     }
 
@@ -152,10 +225,11 @@ impl Budget {
     /// go when they are due, growing while they queue.
     pub fn backlog(&self) -> Duration {
         let now = Instant::now();
+        let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
-        schedule.advance(now, self.period);
+        schedule.advance(now, period);
         schedule
-            .due(schedule.next_seq, self.period)
+            .due(schedule.next_seq, period)
             .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
     }
 
@@ -195,6 +269,15 @@ impl Budget {
             }
         }
         self.limiter.until_ready().await;
+        // While the rate is lowered, a second / rate after the last request.
+        let rate = self.rate();
+        let last = *self.last_pass.lock().unwrap();
+        if let Some(last) = last
+            && let Some(due) = last.checked_add(Duration::from_secs(1).div_f64(rate))
+            && due > Instant::now()
+        {
+            tokio::time::sleep_until(due.into()).await;
+        }
         loop {
             let oldest_due = {
                 let mut recent = self.recent.lock().unwrap();
@@ -222,15 +305,14 @@ impl Budget {
         // for it would stretch every turn by it.)
         let waiting = self.at_gate.fetch_sub(1, SeqCst).saturating_sub(1);
         let now = Instant::now();
-        let free = now
-            + self
-                .period
-                .saturating_mul(u32::try_from(waiting + 1).unwrap_or(u32::MAX))
-            - self.period / 10;
+        *self.last_pass.lock().unwrap() = Some(now);
+        let period = self.period();
+        let free = now + period.saturating_mul(u32::try_from(waiting + 1).unwrap_or(u32::MAX))
+            - period / 10;
         self.schedule
             .lock()
             .unwrap()
-            .gate_busy_until(now, free, self.period);
+            .gate_busy_until(now, free, period);
         started.elapsed()
     }
 
@@ -245,7 +327,8 @@ impl Budget {
             *paused = Some(until);
         }
         drop(paused);
-        self.schedule.lock().unwrap().pause(now, until, self.period);
+        let period = self.period();
+        self.schedule.lock().unwrap().pause(now, until, period);
     }
 }
 

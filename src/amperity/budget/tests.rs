@@ -201,6 +201,7 @@ proptest::proptest! {
             next_seq: 0,
             holes: BTreeSet::new(),
             next_urgent: start,
+            next_wake: start,
             last_due: None,
             gate_free: start,
         };
@@ -404,4 +405,94 @@ fn a_pause_moves_every_turn_to_come_past_it() {
     assert!(later.wait() > Duration::from_millis(2_900), "{later:?}");
     due_after(&turn, later.due(), Duration::from_millis(103));
     assert!(later.due() - base >= Duration::from_millis(2_990));
+}
+
+#[test]
+fn a_429_without_retry_after_lowers_the_rate_and_one_with_it_only_pauses() {
+    let budget = Budgets::new(5).for_tenant("t");
+    let full = budget.period();
+    budget.rate_limited(Some(Duration::from_millis(1)), 0);
+    assert!(!budget.lowered());
+    assert_eq!(budget.period(), full);
+    budget.rate_limited(None, 0);
+    assert!(budget.lowered());
+    assert!((budget.rate() - 2.5).abs() < 1e-9, "{}", budget.rate());
+    let lowered = budget.period().as_micros().abs_diff(2 * full.as_micros());
+    assert!(lowered <= 1, "{:?} against {full:?}", budget.period());
+}
+
+#[tokio::test]
+async fn permits_at_a_lowered_rate_are_spaced_by_it() {
+    let budget = Budgets::new(10).for_tenant("t");
+    // 10/s halved twice: 2.5/s, a permit every 400 ms.
+    budget.rate_limited(None, 0);
+    budget
+        .adaptive
+        .lock()
+        .unwrap()
+        .rate_limited(Instant::now() + Duration::from_secs(2));
+    budget.pause(Duration::ZERO);
+    let started = Instant::now();
+    for _ in 0..3 {
+        budget.acquire(None).await;
+    }
+    // At the configured 10/s the third would come 200 ms after the first.
+    assert!(
+        started.elapsed() >= Duration::from_millis(790),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_tenant_clock_follows_its_date_headers_within_bounds() {
+    let budget = Budgets::new(5).for_tenant("t");
+    let local: jiff::Timestamp = "2026-04-01T12:00:00Z".parse().unwrap();
+    assert_eq!(budget.in_tenant_clock(local), local, "nothing told yet");
+    // Amperity's clock five minutes behind ours.
+    budget.observe_date("Wed, 01 Apr 2026 11:55:00 GMT", local);
+    let later: jiff::Timestamp = "2026-04-01T13:00:00Z".parse().unwrap();
+    assert_eq!(
+        budget.in_tenant_clock(later),
+        "2026-04-01T12:55:00Z".parse::<jiff::Timestamp>().unwrap()
+    );
+    // Garbage and absurd dates change nothing; saturating at the ends of time.
+    budget.observe_date("yesterday", local);
+    budget.observe_date("Fri, 01 Apr 2106 12:00:00 GMT", local);
+    assert_eq!(
+        budget.in_tenant_clock(later),
+        "2026-04-01T12:55:00Z".parse::<jiff::Timestamp>().unwrap()
+    );
+    assert_eq!(
+        budget.in_tenant_clock(jiff::Timestamp::MIN),
+        jiff::Timestamp::MIN
+    );
+}
+
+#[test]
+fn urgent_turns_never_wait_behind_wakes_and_routine_turns_wait_for_both() {
+    let budget = Budgets::new(5).for_tenant("t");
+    let period = budget.period();
+    let ms = Duration::from_millis;
+    // A burst of ends: six hundred reads queued (two minutes at 5/s).
+    let wakes: Vec<Turn> = (0..600).map(|_| budget.reserve_wake()).collect();
+    let last_wake = wakes.last().unwrap().due();
+    assert!(last_wake > Instant::now() + period * 590);
+    // A stop decided now goes at once, not after them.
+    let stop = budget.reserve_urgent();
+    assert!(stop.wait() <= period * 2, "{stop:?}");
+    // The wakes to come make room for it; routine polls come after every wake.
+    let next = budget.reserve_wake();
+    assert!(next.due() + ms(1) >= last_wake + period * 2, "{next:?}");
+    let routine = budget.reserve();
+    assert!(routine.due() + ms(1) >= next.due() + period, "{routine:?}");
+    // A routine turn promoted to a wake goes behind the wakes, ahead of routine.
+    let later = budget.reserve();
+    later.promote_to_wake();
+    assert!(!later.is_routine());
+    assert!(later.due() + ms(1) >= next.due() + period, "{later:?}");
+    assert!(
+        later.due() < routine.due() + period,
+        "{later:?} {routine:?}"
+    );
 }

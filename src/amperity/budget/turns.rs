@@ -29,6 +29,11 @@ pub(super) struct Schedule {
     /// ones, but are spaced too, so that a burst of them (many starts to one tenant)
     /// is spread out instead of piling up at the gate, each holding a reconcile.
     pub(super) next_urgent: Instant,
+    /// The first wake turn not yet handed out (the reads of runs the change feed
+    /// reports ended, and its lists): after urgent turns, ahead of routine ones.
+    /// Urgent turns do not wait behind wakes: each one handed out inside the
+    /// stretch of wakes still to come lengthens it by a turn.
+    pub(super) next_wake: Instant,
     /// When the last routine turn that came due was due: an urgent turn goes a
     /// period after it. Closer, the two would meet at the gate, one would wait for
     /// the other, and with every turn taken the time would never be made up.
@@ -80,6 +85,28 @@ impl Schedule {
             .max(after_routine)
             .max(self.gate_free);
         self.next_urgent = at + period;
+        self.next_wake = if self.next_wake > at {
+            self.next_wake + period
+        } else {
+            at + period
+        };
+        self.head_due = self.head_due.max(paused).max(at) + period;
+        at
+    }
+
+    /// A wake turn: the next wake slot, after urgent turns already handed out,
+    /// with every routine turn not yet due moved back one period to make room.
+    pub(super) fn wake(&mut self, now: Instant, paused: Instant, period: Duration) -> Instant {
+        self.advance(now, period);
+        let after_routine = self.last_due.map_or(now, |due| due + period);
+        let at = self
+            .next_wake
+            .max(self.next_urgent)
+            .max(now)
+            .max(paused)
+            .max(after_routine)
+            .max(self.gate_free);
+        self.next_wake = at + period;
         self.head_due = self.head_due.max(paused).max(at) + period;
         at
     }
@@ -106,7 +133,8 @@ impl Schedule {
         }
     }
 
-    /// Routine turn `seq` is given up for an urgent turn ahead of it.
+    /// Routine turn `seq` is given up for an urgent turn (or, `wake`, a wake
+    /// turn) ahead of it.
     pub(super) fn promote(
         &mut self,
         seq: u64,
@@ -116,6 +144,17 @@ impl Schedule {
     ) -> Instant {
         self.release(seq, now, period);
         self.urgent(now, paused, period)
+    }
+
+    pub(super) fn promote_to_wake(
+        &mut self,
+        seq: u64,
+        now: Instant,
+        paused: Instant,
+        period: Duration,
+    ) -> Instant {
+        self.release(seq, now, period);
+        self.wake(now, paused, period)
     }
 
     /// Nothing passes until `until`: routine turns not yet due move back past it.
@@ -201,9 +240,20 @@ impl Turn {
     pub fn promote(&self) {
         let mut at = self.0.lock().unwrap();
         if let TurnAt::Routine { seq, budget } = &*at
-            && let Some(urgent) = budget.promote(*seq)
+            && let Some(urgent) = budget.promote_with(*seq, false)
         {
             *at = TurnAt::Moment(urgent);
+        }
+    }
+
+    /// Makes a routine turn still to come a wake turn (the change feed reports
+    /// its run ended): ahead of routine turns, behind urgent ones.
+    pub fn promote_to_wake(&self) {
+        let mut at = self.0.lock().unwrap();
+        if let TurnAt::Routine { seq, budget } = &*at
+            && let Some(wake) = budget.promote_with(*seq, true)
+        {
+            *at = TurnAt::Moment(wake);
         }
     }
 
@@ -213,11 +263,8 @@ impl Turn {
         let at = self.0.lock().unwrap().clone();
         if let TurnAt::Routine { seq, budget } = at {
             let now = Instant::now();
-            budget
-                .schedule
-                .lock()
-                .unwrap()
-                .release(seq, now, budget.period);
+            let period = budget.period();
+            budget.schedule.lock().unwrap().release(seq, now, period);
         }
     }
 }

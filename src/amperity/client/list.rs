@@ -52,6 +52,28 @@ impl ListQuery {
 /// A list must end: more pages than this means the API keeps handing out tokens.
 const MAX_PAGES: usize = 1000;
 
+/// The smallest page a list falls back to.
+pub const MIN_PAGE: u32 = 10;
+/// Pages when the query names no `limit` (the API's documented default).
+const DEFAULT_PAGE: u32 = 100;
+
+/// The page to ask for after a page of `limit` could not be had: a quarter, at
+/// least [`MIN_PAGE`]; None when it is already that small.
+pub fn smaller_page(limit: u32) -> Option<u32> {
+    (limit > MIN_PAGE).then(|| (limit / 4).max(MIN_PAGE))
+}
+
+/// Whether a page that failed with `error` may come through smaller: its body
+/// was over the size limit, or the API refused the request while a `limit` was
+/// named (a limit above what the API takes).
+fn page_too_big(error: &ClientError, limit_named: bool) -> bool {
+    match error {
+        ClientError::BodyTooLarge { .. } => true,
+        ClientError::Rejected { status, .. } => limit_named && matches!(status, 400 | 413 | 422),
+        _ => false,
+    }
+}
+
 impl AmperityClient {
     /// `GET /workflow/runs`, following `next_token` to the last page. The first page
     /// goes in `turn`; later ones take urgent turns as they come.
@@ -73,6 +95,24 @@ impl AmperityClient {
         target: &Target,
         credentials: &Credentials,
         query: &ListQuery,
+        turn: Option<Turn>,
+    ) -> Result<Reply<Vec<Workflow>>, ClientError> {
+        let mut query = query.clone();
+        self.list_paged(endpoint, target, credentials, &mut query, turn)
+            .await
+    }
+
+    /// [`AmperityClient::list_as`], falling back to smaller pages: a page whose
+    /// answer is over the body limit, or a `limit` the API refuses, is asked for
+    /// again (the same page) with a quarter of the limit, down to [`MIN_PAGE`].
+    /// `query.limit` is left at the limit that worked, for the next list to start
+    /// from.
+    pub async fn list_paged(
+        &self,
+        endpoint: &'static str,
+        target: &Target,
+        credentials: &Credentials,
+        query: &mut ListQuery,
         turn: Option<Turn>,
     ) -> Result<Reply<Vec<Workflow>>, ClientError> {
         let mut runs = Vec::new();
@@ -97,7 +137,7 @@ impl AmperityClient {
                     q.append_pair("next_token", token);
                 }
             }
-            let (page, bytes): (Reply<WorkflowList>, u64) = self
+            let sent: Result<(Reply<WorkflowList>, u64), ClientError> = self
                 .send(
                     target,
                     credentials,
@@ -108,15 +148,31 @@ impl AmperityClient {
                     Repeat::Safe,
                     turn.take(),
                 )
-                .await?;
-            call_bytes = call_bytes.saturating_add(bytes);
-            if call_bytes > call_limit {
-                return Err(ClientError::TooMuch {
-                    what: "bytes over the pages of one list",
-                    limit: call_limit,
-                    hint: "narrow the list (a shorter time range, a state or a type), or raise AMPERITY_MAX_BODY_BYTES, a quarter of the bound",
-                });
-            }
+                .await;
+            let page = match sent {
+                Ok((page, bytes)) => {
+                    call_bytes = call_bytes.saturating_add(bytes);
+                    if call_bytes > call_limit {
+                        return Err(ClientError::TooMuch {
+                            what: "bytes over the pages of one list",
+                            limit: call_limit,
+                            hint: "narrow the list (a shorter time range, a state or a type), or raise AMPERITY_MAX_BODY_BYTES, a quarter of the bound",
+                        });
+                    }
+                    page
+                }
+                Err(e) => {
+                    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+                    match smaller_page(limit).filter(|_| page_too_big(&e, query.limit.is_some())) {
+                        Some(smaller) => {
+                            tracing::warn!(tenant = %target.tenant, limit, smaller, error = %e, "a page of the list could not be had; asking for smaller pages");
+                            query.limit = Some(smaller);
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
+            };
             deprecation = deprecation.or(page.deprecation);
             for w in &page.body.data {
                 checked_id(&w.id, page.status)?;
@@ -157,6 +213,36 @@ impl AmperityClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_fall_back_by_quarters_to_the_smallest() {
+        let mut limit = 1000;
+        let mut seen = vec![limit];
+        while let Some(smaller) = smaller_page(limit) {
+            limit = smaller;
+            seen.push(limit);
+        }
+        assert_eq!(seen, [1000, 250, 62, 15, 10]);
+        assert_eq!(smaller_page(0), None);
+        assert_eq!(smaller_page(u32::MAX), Some(u32::MAX / 4));
+        let refused = ClientError::Rejected {
+            status: 400,
+            message: "limit".into(),
+        };
+        assert!(page_too_big(&refused, true));
+        assert!(
+            !page_too_big(&refused, false),
+            "no limit named: another fault"
+        );
+        assert!(page_too_big(&ClientError::BodyTooLarge { limit: 1 }, false));
+        assert!(!page_too_big(
+            &ClientError::Rejected {
+                status: 404,
+                message: String::new()
+            },
+            true
+        ));
+    }
 
     #[test]
     fn list_query_names_every_filter() {

@@ -45,7 +45,7 @@ struct ListFilters {
 const MAX_LIMIT: usize = 1000;
 
 impl ListFilters {
-    fn parse(q: &HashMap<String, String>) -> Result<ListFilters, String> {
+    fn parse(q: &HashMap<String, String>, max_limit: usize) -> Result<ListFilters, String> {
         let bound = |k: &str| -> Result<Option<Timestamp>, String> {
             q.get(k)
                 .map(|v| {
@@ -59,8 +59,8 @@ impl ListFilters {
             Some(v) => v
                 .parse()
                 .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| format!("limit {v:?} must be an integer from 1 to {MAX_LIMIT}"))?,
+                .filter(|n| (1..=max_limit).contains(n))
+                .ok_or_else(|| format!("limit {v:?} must be an integer from 1 to {max_limit}"))?,
             None => 100,
         };
         let before = match q.get("next_token") {
@@ -139,7 +139,9 @@ fn list_inner(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> An
         q.get("api_version").map(String::as_str),
         Request::List,
     )?;
-    let filters = ListFilters::parse(q).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let max_limit = sim.config.list_limit.clamp(1, MAX_LIMIT);
+    let filters =
+        ListFilters::parse(q, max_limit).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     let mut state = sim.state.lock().unwrap();
     match state.list_faults.pop_front() {
         Some(ListFault::Status(code)) => {

@@ -239,6 +239,13 @@ async fn finish(sim: &Sim, answer: Answer) -> Reply {
             faults: f,
         };
     }
+    // The simulator's clock, as a gateway states it (hyper adds none when one is set).
+    reply.headers.push((
+        "date",
+        jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&sim.config.now())
+            .unwrap_or_default(),
+    ));
     if f.deprecated || sim.config.deprecation {
         reply.headers.push(("deprecation", "true".into()));
         reply
