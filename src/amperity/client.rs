@@ -461,8 +461,11 @@ impl AmperityClient {
 
 /// A transport failure, by what it proves: a connection that was never made (DNS,
 /// refused, TLS handshake, connect timeout) means the request was never written.
+/// A request that could not be built (`is_builder`) never left either.
 pub(crate) fn classify(e: &reqwest::Error, timeout: Duration) -> ClientError {
-    if e.is_connect() {
+    if e.is_builder() {
+        ClientError::Unsent(transport_summary(e))
+    } else if e.is_connect() {
         ClientError::Connect(transport_summary(e))
     } else if e.is_timeout() {
         ClientError::Timeout(timeout)

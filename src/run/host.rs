@@ -66,11 +66,9 @@ impl Host for KubeHost<'_> {
         };
         let data = secret.data.unwrap_or_default();
         let value = |k: &str| data.get(k).map(|v| v.0.as_slice());
-        credentials::from_secret_data(value, r.key.as_deref()).map_err(|message| {
-            CredentialsProblem {
-                reason: "SecretKeyMissing".into(),
-                message: format!("Secret {}/{} {message}", self.namespace, r.name),
-            }
+        credentials::from_secret_data(value, r.key.as_deref()).map_err(|p| CredentialsProblem {
+            reason: p.reason.into(),
+            message: format!("Secret {}/{} {}", self.namespace, r.name, p.message),
         })
     }
 

@@ -730,3 +730,30 @@ async fn a_run_id_amperity_could_not_have_handed_out_is_refused_with_its_status(
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_never_sent_and_never_shows_the_token() {
+    let (sim, client, target) = setup(fast(), quick_client()).await;
+    // A header value cannot hold a line break: the request builder refuses it.
+    let bad = "sim-token\nwith-a-line-break";
+    let creds = Credentials::Token(SecretString::new(bad));
+    let e = client
+        .start(&target, &creds, &start("cg-1"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Unsent(_)), "{e:?}");
+    assert!(
+        !e.outcome_unknown() && e.is_retryable(),
+        "nothing left, so nothing can have started: {e:?}"
+    );
+    assert_eq!(
+        sim.stats().requests,
+        0,
+        "the simulator got no request at all"
+    );
+    let shown = format!("{e} {e:?}");
+    assert!(
+        !shown.contains("sim-token") && !shown.contains("line-break"),
+        "{shown}"
+    );
+}

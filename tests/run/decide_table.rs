@@ -1148,7 +1148,8 @@ fn the_timeout_bounds_the_whole_life_retries_included() {
         at(601),
     );
     assert_eq!(d.status.phase, Some(Phase::Failed));
-    // Before any start attempt there is no clock yet (a missing Secret, say).
+    // Before any start attempt, the clock runs from creation; without a creation
+    // time (a resource never stored) there is none yet.
     let d = step(&run(json!({"timeout": "1s"})), None, at(100));
     assert!(matches!(d.action, Action::Start(_)));
 }

@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::amperity::Principal;
 use crate::amperity::wire::{RunRequest, Workflow};
 use crate::bounded::cut;
-use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
+use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
 use crate::run::validate;
 pub use conditions::Outcome;
 pub use start::normalise_range_bound;
@@ -334,6 +334,16 @@ impl Step<'_> {
     fn answered(&mut self, answer: Answer) -> Action {
         match answer {
             Answer::CredentialsUnavailable { reason, message } => {
+                // Nothing started and the timeout passed: it ends here, without a
+                // run, however long the Secret stays broken.
+                if self.status.workflow_id.is_none()
+                    && self.wanted_stop() == Some(StopReason::Timeout)
+                {
+                    return match self.status.phase {
+                        None | Some(Phase::Pending) => self.finish_timed_out_before_start(),
+                        _ => self.give_up_unconfirmed_start(StopReason::Timeout),
+                    };
+                }
                 // A recorded start (Starting) may have been sent: it keeps its
                 // intent and resumes its search once the credentials are back.
                 let phase = self.status.phase.unwrap_or(Phase::Pending);
@@ -402,6 +412,8 @@ impl Step<'_> {
         }
         let (event_type, event_reason) = match phase {
             Phase::Succeeded => (EventType::Normal, "Succeeded"),
+            // Something may be left running in Amperity: a person should look.
+            _ if reason == "StopUnconfirmed" => (EventType::Warning, "StopUnconfirmed"),
             Phase::TimedOut => (EventType::Warning, "TimedOut"),
             Phase::Canceled if reason == "Canceled" => (EventType::Normal, "Canceled"),
             Phase::Canceled => (EventType::Warning, "Canceled"),

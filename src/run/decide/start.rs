@@ -79,6 +79,9 @@ impl Step<'_> {
     pub(super) fn begin_start(&mut self) -> Action {
         let spec = &self.run.spec;
         self.status.started_at = Some(Time(self.now));
+        if self.status.first_attempt_at.is_none() {
+            self.status.first_attempt_at = Some(Time(self.now));
+        }
         self.status.search_started_at = None;
         self.status.workflow_id = None;
         self.set(Outcome::in_flight(
@@ -302,7 +305,7 @@ impl Step<'_> {
             // end of its request (and a skew). A run with no readable time may be.
             .filter(|w| created(w).is_none_or(|c| c >= floor && c <= ceiling))
             // A run that names another principal was started by someone else.
-            .filter(|w| principal.is_none_or(|p| p.started(w) || Principal::of(w).is_none()))
+            .filter(|w| principal.is_none_or(|p| !p.not_started(w)))
             .collect();
         // Another resource's unresolved start of the same kind could have made a run
         // created in its own window.
@@ -352,7 +355,7 @@ impl Step<'_> {
         self.resolve_start()
     }
 
-    fn give_up_unconfirmed_start(&mut self, reason: StopReason) -> Action {
+    pub(super) fn give_up_unconfirmed_start(&mut self, reason: StopReason) -> Action {
         self.give_up_unconfirmed_start_with(reason, &[])
     }
 
@@ -462,7 +465,7 @@ impl Step<'_> {
         self.finished_next()
     }
 
-    fn finish_timed_out_before_start(&mut self) -> Action {
+    pub(super) fn finish_timed_out_before_start(&mut self) -> Action {
         let message = format!(
             "spec.timeout ({}) passed before attempt {} could start; nothing more was started",
             self.run.spec.timeout.as_deref().unwrap_or("?"),

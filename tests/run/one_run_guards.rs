@@ -1,0 +1,421 @@
+//! Table tests of issue 21's scenarios: each one a way a resource could follow a
+//! run that is not its own, end with the wrong outcome, or never end.
+
+use amperity_operator::amperity::wire::Workflow;
+use amperity_operator::amperity::{ClientError, Principal};
+use amperity_operator::crd::{AmperityWorkflowRun, Phase, StopReason};
+use amperity_operator::run::decide::{
+    Action, Answer, ApiFailure, Claims, Decision, EventType, FailureKind, Memory, Search, Settings,
+    decide,
+};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
+
+const ME: &str = "api-key|me";
+
+fn t0() -> Timestamp {
+    "2025-04-18T06:00:00Z".parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    t0() + SignedDuration::from_secs(secs)
+}
+
+fn run(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
+    let mut spec = json!({
+        "tenant": "socktown",
+        "tokenSecretRef": {"name": "amperity-api", "key": "token"},
+        "configId": "cg-123ABc4DE",
+        "pollInterval": "30s"
+    });
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "amperity.dev/v1alpha1",
+        "kind": "AmperityWorkflowRun",
+        "metadata": {"name": "nightly", "namespace": "marketing", "generation": 1, "uid": "u1",
+                     "creationTimestamp": "2025-04-18T06:00:00Z"},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn workflow(id: &str, state: &str, principal_id: Option<&str>, name: Option<&str>) -> Workflow {
+    serde_json::from_value(json!({
+        "id": id, "state": state, "type": "courier.group/run", "name": "Daily",
+        "tenant": "socktown", "created_at": "2025-04-18T06:00:01Z",
+        "principal_id": principal_id, "principal_name": name
+    }))
+    .unwrap()
+}
+
+fn mine(id: &str, state: &str) -> Workflow {
+    workflow(id, state, Some(ME), Some("Automated workflow"))
+}
+
+fn failure(kind: FailureKind) -> ApiFailure {
+    ApiFailure {
+        kind,
+        message: "HTTP 503".into(),
+        retry_after: None,
+        throttled: false,
+    }
+}
+
+/// Decides, with `memory`, and persists the status as the driver does.
+fn apply_with(
+    r: &AmperityWorkflowRun,
+    answer: Option<Answer>,
+    now: Timestamp,
+    memory: Memory,
+) -> (AmperityWorkflowRun, Decision) {
+    let d = decide(r, answer, now, memory, &Settings::default());
+    let mut next = r.clone();
+    next.status = Some(d.status.clone());
+    (next, d)
+}
+
+fn apply(
+    r: &AmperityWorkflowRun,
+    answer: Option<Answer>,
+    now: Timestamp,
+) -> (AmperityWorkflowRun, Decision) {
+    apply_with(r, answer, now, Memory::default())
+}
+
+fn reason(d: &Decision, kind: &str) -> (String, String) {
+    let c = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition"));
+    (c.status.clone(), c.reason.clone())
+}
+
+fn message(d: &Decision, kind: &str) -> String {
+    d.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.message.clone())
+        .unwrap_or_else(|| panic!("no {kind} condition"))
+}
+
+/// A resource whose start's answer was lost at t0+1.
+fn lost_start() -> AmperityWorkflowRun {
+    let (starting, d) = apply(&run(json!({})), None, t0());
+    assert!(matches!(d.action, Action::Start(_)));
+    let (lost, _) = apply(
+        &starting,
+        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
+        at(1),
+    );
+    lost
+}
+
+/// A resource that is Running wf-1, started at t0.
+fn running(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
+    let (r, _) = apply(&run(extra_spec), None, t0());
+    let (r, _) = apply(&r, Some(Answer::Started(Ok(mine("wf-1", "running")))), t0());
+    assert_eq!(r.status.as_ref().unwrap().phase, Some(Phase::Running));
+    r
+}
+
+/// Scenario 2: another key with the same display name ("Automated workflow") is
+/// someone else; a run that shows only a name is never certain.
+#[test]
+fn scenario_2_a_principal_matches_by_id_never_by_name_alone() {
+    // What the operator learned from this credential's earlier starts.
+    let learned = Principal {
+        id: Some(ME.into()),
+        name: Some("Automated workflow".into()),
+    };
+    let search = |runs: Vec<Workflow>| {
+        Answer::Searched(Search {
+            result: Ok(runs),
+            principal: Some(learned.clone()),
+            claims: Claims::alone(),
+        })
+    };
+    let namesake = workflow(
+        "wf-other",
+        "running",
+        Some("api-key|other"),
+        Some("Automated workflow"),
+    );
+    let name_only = workflow("wf-name", "running", None, Some("Automated workflow"));
+    let given_as_name = workflow("wf-given", "running", None, Some(ME));
+    for (runs, listed) in [
+        (vec![namesake.clone()], vec![]),
+        (vec![name_only.clone()], vec!["wf-name"]),
+        (vec![given_as_name.clone()], vec!["wf-given"]),
+        (vec![namesake, name_only], vec!["wf-name"]),
+    ] {
+        let ids: Vec<String> = runs.iter().map(|w| w.id.clone()).collect();
+        let (r, d) = apply(&lost_start(), Some(search(runs.clone())), at(2));
+        assert_eq!(d.status.workflow_id, None, "{ids:?} adopted");
+        // Past the settle time, a person is asked, with only the possible runs listed.
+        let (_, d) = apply(&r, Some(search(runs)), at(2 + 61));
+        assert_eq!(d.status.workflow_id, None, "{ids:?} adopted");
+        assert_eq!(reason(&d, "Stalled").1, "StartUnconfirmed", "{ids:?}");
+        let stalled = message(&d, "Stalled");
+        assert!(
+            !stalled.contains("wf-other"),
+            "another's run listed: {stalled}"
+        );
+        for id in listed {
+            assert!(stalled.contains(id), "{id} not listed: {stalled}");
+        }
+    }
+    // The credential's own run, by id, is still adopted.
+    let (_, d) = apply(
+        &lost_start(),
+        Some(search(vec![mine("wf-mine", "running")])),
+        at(2),
+    );
+    assert_eq!(d.status.workflow_id.as_deref(), Some("wf-mine"));
+}
+
+/// Scenario 9: a token no header can carry is a Secret problem (Stalled, reason
+/// and message naming the Secret's key), and nothing is recorded as sent; an error
+/// raised before a byte left is "never sent", so a start is not searched for.
+#[test]
+fn scenario_9_what_was_never_sent_is_never_maybe_sent() {
+    let r = run(json!({}));
+    let d = decide(
+        &r,
+        Some(Answer::CredentialsUnavailable {
+            reason: "SecretKeyInvalid".into(),
+            message: "Secret marketing/amperity-api key \"token\" holds characters a bearer token cannot have".into(),
+        }),
+        t0(),
+        Memory::default(),
+        &Settings::default(),
+    );
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Pending),
+        "no intent: nothing sent"
+    );
+    assert_eq!(
+        reason(&d, "Stalled"),
+        ("True".into(), "SecretKeyInvalid".into())
+    );
+    assert!(matches!(d.action, Action::Requeue(_)));
+    assert!(d.events.iter().any(|e| e.type_ == EventType::Warning));
+
+    // The request builder's refusal is "never left": the start is deferred and
+    // repeated, never searched for.
+    let unsent = ClientError::Unsent("builder error: failed to parse header value".into());
+    let f = amperity_operator::run::driver::failure(&unsent);
+    assert_eq!(f.kind, FailureKind::Transient, "{f:?}");
+    let (starting, _) = apply(&r, None, t0());
+    let (r, d) = apply(&starting, Some(Answer::Started(Err(f))), at(1));
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    let (_, d) = apply(&r, None, at(10));
+    assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    // A transport failure after the request may have left is still searched for.
+    let mid = ClientError::Transport("connection reset".into());
+    assert_eq!(
+        amperity_operator::run::driver::failure(&mid).kind,
+        FailureKind::Unknown
+    );
+}
+
+/// Scenario 4: the timeout counts from the first attempt, whatever happens to the
+/// later ones; before any attempt, from the resource's creation.
+#[test]
+fn scenario_4_the_timeout_counts_from_the_first_attempt_or_creation() {
+    // Every start answered 429: deferred again and again, but not past the timeout.
+    let mut r = run(json!({"timeout": "2m"}));
+    let mut starts = 0;
+    let mut now = 5;
+    let end = loop {
+        let (next, d) = apply(&r, None, at(now));
+        r = next;
+        match d.action {
+            Action::Start(_) => {
+                starts += 1;
+                assert_eq!(
+                    d.status.first_attempt_at,
+                    Some(Time(at(5))),
+                    "the first attempt's time is kept"
+                );
+                let mut throttled = failure(FailureKind::Transient);
+                throttled.throttled = true;
+                let (next, _) = apply(&r, Some(Answer::Started(Err(throttled))), at(now));
+                r = next;
+            }
+            _ if d.status.phase.is_some_and(Phase::is_finished) => break d,
+            _ => {}
+        }
+        now += 10;
+        assert!(now < 1000, "never timed out after {starts} starts");
+    };
+    assert!(starts >= 2, "{starts}");
+    assert_eq!(end.status.phase, Some(Phase::TimedOut));
+    assert_eq!(reason(&end, "Succeeded").1, "TimedOut");
+    assert!(now <= 5 + 120 + 10, "timed out at {now}");
+    assert_eq!(end.status.workflow_id, None);
+
+    // A Secret that never appears: TimedOut from creation (t0), no run.
+    let r = run(json!({"timeout": "1m"}));
+    let missing = || Answer::CredentialsUnavailable {
+        reason: "SecretNotFound".into(),
+        message: "Secret marketing/amperity-api does not exist".into(),
+    };
+    let (r, d) = apply(&r, Some(missing()), at(30));
+    assert_eq!(reason(&d, "Stalled").1, "SecretNotFound");
+    let (_, d) = apply(&r, Some(missing()), at(60));
+    assert_eq!(d.status.phase, Some(Phase::TimedOut));
+    assert!(!matches!(d.action, Action::Start(_)));
+    let (_, d) = apply(&r, None, at(61));
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::TimedOut),
+        "nor on a plain recheck"
+    );
+
+    // Credentials refused on every start (AuthFailed stall): bounded too.
+    let (starting, _) = apply(&run(json!({"timeout": "1m"})), None, at(1));
+    let (r, _) = apply(
+        &starting,
+        Some(Answer::Started(Err(failure(FailureKind::Auth)))),
+        at(2),
+    );
+    let (_, d) = apply(&r, None, at(62));
+    assert_eq!(d.status.phase, Some(Phase::TimedOut));
+
+    // A start waiting for a person ends TimedOut at the deadline, starting nothing.
+    let r = lost_start();
+    let r = {
+        let mut r = r;
+        r.spec.timeout = Some("5m".into());
+        r
+    };
+    let nothing = || {
+        Answer::Searched(Search {
+            result: Ok(vec![]),
+            principal: Some(Principal::given(ME)),
+            claims: Claims::alone(),
+        })
+    };
+    let (r, _) = apply(&r, Some(nothing()), at(2));
+    let (r, d) = apply(&r, Some(nothing()), at(100));
+    assert_eq!(reason(&d, "Stalled").1, "StartUnconfirmed");
+    let (_, d) = apply(&r, None, at(301));
+    assert_eq!(d.status.phase, Some(Phase::TimedOut));
+    assert!(!matches!(d.action, Action::Start(_)));
+}
+
+/// Scenario 5: the reason to stop is recorded with the intent, so a stop whose
+/// answer was lost still ends the run for that reason.
+#[test]
+fn scenario_5_a_lost_stop_answer_keeps_the_reason_to_stop() {
+    let r = running(json!({"timeout": "1m"}));
+    let (r, d) = apply(
+        &r,
+        Some(Answer::Polled(Ok(mine("wf-1", "running")))),
+        at(61),
+    );
+    assert_eq!(d.action, Action::Stop("wf-1".into()));
+    assert_eq!(
+        d.status.stop_reason,
+        Some(StopReason::Timeout),
+        "recorded before the stop is sent"
+    );
+    assert_eq!(d.status.stop_requested_at, Some(Time(at(61))));
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Running),
+        "not Stopping before accepted"
+    );
+    // The stop's answer is lost (500), though Amperity stopped the run.
+    let (r, d) = apply_with(
+        &r,
+        Some(Answer::StopSent(Err(failure(FailureKind::Unknown)))),
+        at(62),
+        d.memory,
+    );
+    assert_eq!(d.action, Action::Poll("wf-1".into()));
+    let (_, d) = apply_with(
+        &r,
+        Some(Answer::Polled(Ok(mine("wf-1", "canceled")))),
+        at(70),
+        d.memory,
+    );
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::TimedOut),
+        "not 'stopped outside'"
+    );
+    assert_eq!(reason(&d, "Succeeded").1, "TimedOut");
+
+    // spec.stop: the same, ending Canceled as asked.
+    let mut r = running(json!({}));
+    r.spec.stop = true;
+    let (r, d) = apply(
+        &r,
+        Some(Answer::Polled(Ok(mine("wf-1", "running")))),
+        at(10),
+    );
+    assert_eq!(d.status.stop_reason, Some(StopReason::Requested));
+    let (_, d) = apply(
+        &r,
+        Some(Answer::Polled(Ok(mine("wf-1", "stopped")))),
+        at(20),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Canceled));
+    let m = message(&d, "Succeeded");
+    assert!(m.contains("as spec.stop asked"), "{m}");
+}
+
+/// Scenario 6: a stop Amperity keeps refusing ends StopUnconfirmed after the
+/// grace period, with a Warning Event, instead of being retried for ever.
+#[test]
+fn scenario_6_a_refused_stop_ends_stop_unconfirmed() {
+    let grace = Settings::default().stop_grace.as_secs() as i64;
+    let mut r = running(json!({"timeout": "1m"}));
+    let mut memory = Memory::default();
+    let mut now = 61;
+    let mut stops = 0;
+    let mut answer = Some(Answer::Polled(Ok(mine("wf-1", "running"))));
+    let end = loop {
+        let (next, d) = apply_with(&r, answer.take(), at(now), memory);
+        r = next;
+        memory = d.memory;
+        if d.status.phase.is_some_and(Phase::is_finished) {
+            break d;
+        }
+        match d.action {
+            Action::Stop(_) => {
+                stops += 1;
+                answer = Some(Answer::StopSent(Err(failure(FailureKind::Rejected))));
+            }
+            Action::Poll(_) => {
+                memory.last_polled = Some(at(now));
+                answer = Some(Answer::Polled(Ok(mine("wf-1", "running"))));
+            }
+            Action::Requeue(wait) => now += wait.as_secs().max(1) as i64,
+            other => panic!("{other:?}"),
+        }
+        assert!(now < 61 + 10 * grace, "still retrying after {stops} stops");
+    };
+    assert!(stops >= 2, "{stops}");
+    assert_eq!(end.status.phase, Some(Phase::TimedOut));
+    assert_eq!(reason(&end, "Succeeded").1, "StopUnconfirmed");
+    assert!(
+        now >= 61 + grace && now <= 61 + grace + 300,
+        "ended at {now}"
+    );
+    let event = end
+        .events
+        .iter()
+        .find(|e| e.reason == "StopUnconfirmed")
+        .expect("an Event says so");
+    assert_eq!(event.type_, EventType::Warning);
+    assert!(event.note.contains("did not accept"), "{}", event.note);
+}
