@@ -346,7 +346,12 @@ impl Host for LocalHost {
         })
     }
 
-    async fn claims(&self, _run: &AmperityWorkflowRun, _candidates: &[String]) -> Claims {
+    async fn claims(
+        &self,
+        _run: &AmperityWorkflowRun,
+        _candidates: &[String],
+        _principal: Option<&crate::amperity::Principal>,
+    ) -> Claims {
         Claims::alone()
     }
 

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::controller::{Context, Error};
 use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
-use crate::amperity::{Credentials, DeprecationNotice, Target, Turn};
+use crate::amperity::{Credentials, DeprecationNotice, Principal, Target, Turn};
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::{kube_error_summary, publish_event};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
@@ -114,7 +114,14 @@ impl Host for KubeHost<'_> {
         Ok(written.resource_version())
     }
 
-    async fn claims(&self, run: &AmperityWorkflowRun, candidates: &[String]) -> Claims {
+    async fn claims(
+        &self,
+        run: &AmperityWorkflowRun,
+        candidates: &[String],
+        principal: Option<&Principal>,
+    ) -> Claims {
+        let uid = run.uid().unwrap_or_default();
+        self.ctx.tracking.note_principal(&uid, principal);
         if !self.ctx.tracking.is_warm()
             && let Err(e) = fill_tracking(self.ctx).await
         {
@@ -122,7 +129,7 @@ impl Host for KubeHost<'_> {
         }
         self.ctx
             .tracking
-            .claims(&run.uid().unwrap_or_default(), &run.spec, candidates)
+            .claims(&uid, &run.spec, candidates, principal)
     }
 
     fn poll_failed(&self, _run: &AmperityWorkflowRun) {
@@ -208,9 +215,10 @@ pub fn status_patch(status: &AmperityWorkflowRunStatus) -> serde_json::Value {
     })
 }
 
-/// Fills `tracking` from every watched run, once (later changes come through
-/// reconciles and status writes).
+/// Fills `tracking` from every watched run, once per leadership term (later
+/// changes come through reconciles and status writes).
 async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
+    let term = ctx.tracking.term();
     let apis: Vec<Api<AmperityWorkflowRun>> = if ctx.namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
@@ -239,6 +247,6 @@ async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
             }
         }
     }
-    ctx.tracking.set_warm();
+    ctx.tracking.set_warm_for(term);
     Ok(())
 }

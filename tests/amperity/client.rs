@@ -757,3 +757,24 @@ async fn a_request_that_cannot_be_built_is_never_sent_and_never_shows_the_token(
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn answers_carry_amperitys_clock_from_its_date_header() {
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    let before = jiff::Timestamp::now();
+    let reply = client
+        .list(&target, &token(), &ListQuery::default(), None)
+        .await
+        .unwrap();
+    let date = reply.date.expect("the simulator's server sends Date");
+    let skew = date.duration_since(before).abs();
+    assert!(
+        skew < jiff::SignedDuration::from_secs(3),
+        "{date} vs {before}"
+    );
+    let started = client
+        .start(&target, &token(), &start("cg-1"), None)
+        .await
+        .unwrap();
+    assert!(started.date.is_some());
+}

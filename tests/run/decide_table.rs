@@ -99,6 +99,8 @@ fn searched_with(runs: Vec<Workflow>, principal: Option<Principal>, claims: Clai
         result: Ok(runs),
         principal,
         claims,
+        clock_offset: None,
+        config_name: None,
     })
 }
 
@@ -352,6 +354,8 @@ fn nothing_found_is_not_proof_a_person_is_asked() {
             result: Err(failure(FailureKind::Unknown)),
             principal: Some(Principal::given(ME)),
             claims: Claims::alone(),
+            clock_offset: None,
+            config_name: None,
         })),
         at(300),
     );

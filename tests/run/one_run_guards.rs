@@ -138,6 +138,8 @@ fn scenario_2_a_principal_matches_by_id_never_by_name_alone() {
             result: Ok(runs),
             principal: Some(learned.clone()),
             claims: Claims::alone(),
+            clock_offset: None,
+            config_name: None,
         })
     };
     let namesake = workflow(
@@ -301,6 +303,8 @@ fn scenario_4_the_timeout_counts_from_the_first_attempt_or_creation() {
             result: Ok(vec![]),
             principal: Some(Principal::given(ME)),
             claims: Claims::alone(),
+            clock_offset: None,
+            config_name: None,
         })
     };
     let (r, _) = apply(&r, Some(nothing()), at(2));
@@ -418,4 +422,177 @@ fn scenario_6_a_refused_stop_ends_stop_unconfirmed() {
         .expect("an Event says so");
     assert_eq!(event.type_, EventType::Warning);
     assert!(event.note.contains("did not accept"), "{}", event.note);
+}
+
+/// A run of this credential's principal, created `created` seconds after t0 (in
+/// Amperity's clock), ended `ended` seconds after t0 if it did.
+fn listed(id: &str, name: &str, created: i64, ended: Option<i64>) -> Workflow {
+    let mut w = mine(
+        id,
+        if ended.is_some() {
+            "succeeded"
+        } else {
+            "running"
+        },
+    );
+    w.name = name.into();
+    w.created_at = Some(at(created).to_string());
+    w.ended_at = ended.map(|e| at(e).to_string());
+    w
+}
+
+fn search_with(
+    runs: Vec<Workflow>,
+    claims: Claims,
+    clock_offset: Option<SignedDuration>,
+    config_name: Option<&str>,
+) -> Answer {
+    Answer::Searched(Search {
+        result: Ok(runs),
+        principal: Some(Principal::given(ME)),
+        claims,
+        clock_offset,
+        config_name: config_name.map(str::to_string),
+    })
+}
+
+/// Searches twice (the second past the settle time) and returns the last decision.
+fn settle(r: &AmperityWorkflowRun, answer: impl Fn() -> Answer) -> Decision {
+    let (r, d) = apply(r, Some(answer()), at(2));
+    if d.status.workflow_id.is_some() {
+        return d;
+    }
+    apply(&r, Some(answer()), at(2 + 61)).1
+}
+
+/// Scenario 1: what a deleted resource, a person or another installation started
+/// is never adopted: runs created before our request could have reached Amperity
+/// or ended before our intent, runs of another workflow name; and windows are
+/// drawn in Amperity's clock.
+#[test]
+fn scenario_1_runs_made_before_our_request_or_of_another_name_are_never_adopted() {
+    let exact = Some(SignedDuration::ZERO);
+    // B (deletionPolicy Orphan, deleted, so nobody claims its run) started 100 s
+    // before A's intent; A's start was answered 503 and created nothing.
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-b", "Daily", -100, None)],
+            Claims::alone(),
+            exact,
+            None,
+        )
+    });
+    assert_eq!(
+        d.status.workflow_id, None,
+        "adopted a run made before our request"
+    );
+    assert_eq!(reason(&d, "Stalled").1, "StartUnconfirmed");
+    assert!(
+        !message(&d, "Stalled").contains("wf-b"),
+        "not even a candidate"
+    );
+    // The same with ttlSecondsAfterFinished: 0 (B's run ended, B is gone).
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-b", "Daily", -100, Some(-10))],
+            Claims::alone(),
+            exact,
+            None,
+        )
+    });
+    assert!(
+        !message(&d, "Stalled").contains("wf-b"),
+        "ended before the intent"
+    );
+    // Without a Date header, the wide skew (120 s) is all there is: a run created
+    // and ended before that is still no candidate.
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-b", "Daily", -300, Some(-130))],
+            Claims::alone(),
+            None,
+            None,
+        )
+    });
+    assert!(!message(&d, "Stalled").contains("wf-b"));
+    // Within the tolerance, ours is still found.
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-a", "Daily", -3, None)],
+            Claims::alone(),
+            exact,
+            None,
+        )
+    });
+    assert_eq!(d.status.workflow_id.as_deref(), Some("wf-a"));
+
+    // Amperity's clock runs 4 minutes ahead of ours: our run, created just after
+    // the request left, is found in its clock; a run made 30 s before is not.
+    let ahead = Some(SignedDuration::from_secs(240));
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-a", "Daily", 241, None)],
+            Claims::alone(),
+            ahead,
+            None,
+        )
+    });
+    assert_eq!(d.status.workflow_id.as_deref(), Some("wf-a"));
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-b", "Daily", 210, None)],
+            Claims::alone(),
+            ahead,
+            None,
+        )
+    });
+    assert_eq!(d.status.workflow_id, None);
+    assert!(!message(&d, "Stalled").contains("wf-b"));
+
+    // A run of another workflow name than this config id's is never it.
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-w", "Weekly digest", 1, None)],
+            Claims::alone(),
+            exact,
+            Some("Daily"),
+        )
+    });
+    assert_eq!(d.status.workflow_id, None);
+    assert!(!message(&d, "Stalled").contains("wf-w"));
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-a", "Daily", 1, None)],
+            Claims::alone(),
+            exact,
+            Some("Daily"),
+        )
+    });
+    assert_eq!(d.status.workflow_id.as_deref(), Some("wf-a"));
+
+    // Another resource's lost start 170 s before ours contests only what it could
+    // have made while its request was in flight: our run, made now, is ours.
+    let contested_by = |secs: i64| Claims {
+        other_starts: vec![at(secs)],
+        ..Claims::alone()
+    };
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-a", "Daily", 1, None)],
+            contested_by(-170),
+            exact,
+            None,
+        )
+    });
+    assert_eq!(d.status.workflow_id.as_deref(), Some("wf-a"));
+    // One sent at about the same time still contests it.
+    let d = settle(&lost_start(), || {
+        search_with(
+            vec![listed("wf-a", "Daily", 1, None)],
+            contested_by(-2),
+            exact,
+            None,
+        )
+    });
+    assert_eq!(d.status.workflow_id, None);
 }

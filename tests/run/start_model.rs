@@ -163,6 +163,7 @@ struct World {
     credential_reads: usize,
     persisted: Option<AmperityWorkflowRunStatus>,
     learned: Option<Principal>,
+    learned_name: Option<String>,
     /// Runs of another resource, which it follows: the operator's claims.
     others_tracked: BTreeSet<String>,
 }
@@ -218,6 +219,7 @@ fn reply<T>(body: T) -> Reply<T> {
         body,
         deprecation: None,
         status: 200,
+        date: None,
     }
 }
 
@@ -357,6 +359,14 @@ impl Api for Model {
     fn learn_principal(&self, _t: &Target, _c: &Credentials, p: Principal) {
         self.world.lock().unwrap().learned = Some(p);
     }
+
+    fn learned_name(&self, _t: &Target, _config_id: &str) -> Option<String> {
+        self.world.lock().unwrap().learned_name.clone()
+    }
+
+    fn learn_name(&self, _t: &Target, _config_id: &str, name: &str) {
+        self.world.lock().unwrap().learned_name = Some(name.to_string());
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -400,7 +410,12 @@ impl Host for Model {
 
     async fn deprecation(&self, _run: &AmperityWorkflowRun, _n: &DeprecationNotice) {}
 
-    async fn claims(&self, _run: &AmperityWorkflowRun, candidates: &[String]) -> Claims {
+    async fn claims(
+        &self,
+        _run: &AmperityWorkflowRun,
+        candidates: &[String],
+        _principal: Option<&Principal>,
+    ) -> Claims {
         let w = self.world.lock().unwrap();
         Claims {
             tracked: candidates
@@ -472,6 +487,7 @@ async fn play(s: Scenario) -> Result<(), String> {
             credential_reads: 0,
             persisted: None,
             learned: None,
+            learned_name: None,
             others_tracked: ["wf-b-tracked".to_string()].into(),
         }),
         allow: AllowList::default(),

@@ -125,6 +125,7 @@ impl AmperityClient {
                         body: runs,
                         deprecation,
                         status: page.status,
+                        date: page.date,
                     });
                 }
             }

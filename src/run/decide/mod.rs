@@ -50,6 +50,10 @@ pub struct Settings {
     /// How far before the recorded start the search for a lost start looks (clocks
     /// may be skewed).
     pub start_search_skew: Duration,
+    /// How far apart Amperity's clock (read from its `Date` header, to the second)
+    /// and the intent's time can be once the offset between the clocks is known:
+    /// the header's resolution, the list's latency and skew between replicas.
+    pub amperity_clock_tolerance: Duration,
     /// How long after its intent a start's run can have been created: the request
     /// timeout, with a margin. A run created later was not made by that start.
     pub start_request_window: Duration,
@@ -74,6 +78,7 @@ impl Default for Settings {
             stalled_recheck: Duration::from_secs(30),
             start_search_skew: Duration::from_secs(120),
             start_request_window: Duration::from_secs(60),
+            amperity_clock_tolerance: Duration::from_secs(5),
             retry_backoff: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(120),
             start_settle: Duration::from_secs(60),
@@ -115,6 +120,12 @@ pub struct Search {
     /// own starts, or given in the Secret).
     pub principal: Option<Principal>,
     pub claims: Claims,
+    /// Amperity's clock less ours when it answered (from its `Date` header), when
+    /// known: the search's windows are drawn in Amperity's clock.
+    pub clock_offset: Option<SignedDuration>,
+    /// The workflow name this config id's runs carry, once learned from Amperity's
+    /// answers: a run of another name is never this resource's.
+    pub config_name: Option<String>,
 }
 
 /// Which candidate runs other resources already follow.

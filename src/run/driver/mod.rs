@@ -260,10 +260,12 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
             Action::Start(req) => {
                 let r = retrying_auth!(self, run, target, credentials, start, &req, turn.clone());
                 // The run this credential just started names who it starts runs as.
-                if let Ok(reply) = &r
-                    && let Some(p) = Principal::of(&reply.body)
-                {
-                    self.amperity.learn_principal(target, credentials, p);
+                if let Ok(reply) = &r {
+                    if let Some(p) = Principal::of(&reply.body) {
+                        self.amperity.learn_principal(target, credentials, p);
+                    }
+                    self.amperity
+                        .learn_name(target, &run.spec.config_id, &reply.body.name);
                 }
                 Answer::Started(self.settle(run, r, memory).await)
             }
@@ -276,6 +278,8 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                         if let Some(p) = Principal::of(&reply.body) {
                             self.amperity.learn_principal(target, credentials, p);
                         }
+                        self.amperity
+                            .learn_name(target, &run.spec.config_id, &reply.body.name);
                     }
                     Err(e) if e.is_retryable() || e.outcome_unknown() => self.host.poll_failed(run),
                     _ => {}
@@ -289,22 +293,30 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
             Action::Search(query) => {
                 let q = list_query(&query);
                 let r = retrying_auth!(self, run, target, credentials, list, &q, turn.clone());
+                // Amperity's clock against ours, at its answer.
+                let clock_offset = r
+                    .as_ref()
+                    .ok()
+                    .and_then(|reply| reply.date)
+                    .map(|date| date.duration_since(self.host.now()));
                 let result = self.settle(run, r, memory).await;
-                let claims = match &result {
-                    Ok(runs) => {
-                        let ids: Vec<String> = runs.iter().map(|w| w.id.clone()).collect();
-                        self.host.claims(run, &ids).await
-                    }
-                    Err(_) => Claims::default(),
-                };
                 let principal = access
                     .principal
                     .clone()
                     .or_else(|| self.amperity.learned_principal(target, credentials));
+                let claims = match &result {
+                    Ok(runs) => {
+                        let ids: Vec<String> = runs.iter().map(|w| w.id.clone()).collect();
+                        self.host.claims(run, &ids, principal.as_ref()).await
+                    }
+                    Err(_) => Claims::default(),
+                };
                 Answer::Searched(Search {
                     result,
                     principal,
                     claims,
+                    clock_offset,
+                    config_name: self.amperity.learned_name(target, &run.spec.config_id),
                 })
             }
             _ => unreachable!("only Amperity calls are performed"),

@@ -52,12 +52,15 @@ pub trait Host: Sync {
         notice: &DeprecationNotice,
     ) -> impl Future<Output = ()> + Send;
 
-    /// Which of `candidates` (run ids a search found) other resources follow, and
-    /// whether another start of the same kind is unresolved.
+    /// Which of `candidates` (run ids a search found) other resources follow (or
+    /// followed, recently), and whether another start of the same kind, at the
+    /// same tenant and endpoint, by the same principal (`principal`: this
+    /// resource's, when known) is unresolved.
     fn claims(
         &self,
         run: &AmperityWorkflowRun,
         candidates: &[String],
+        principal: Option<&Principal>,
     ) -> impl Future<Output = Claims> + Send;
 
     /// A poll got no usable answer (counted for metrics).
@@ -132,6 +135,11 @@ pub trait Api: Sync {
     fn learned_principal(&self, target: &Target, credentials: &Credentials) -> Option<Principal>;
 
     fn learn_principal(&self, target: &Target, credentials: &Credentials, principal: Principal);
+
+    /// The workflow name runs of `config_id` at `target` carry, once seen.
+    fn learned_name(&self, target: &Target, config_id: &str) -> Option<String>;
+
+    fn learn_name(&self, target: &Target, config_id: &str, name: &str);
 }
 
 impl Api for AmperityClient {
@@ -197,5 +205,13 @@ impl Api for AmperityClient {
 
     fn learn_principal(&self, target: &Target, credentials: &Credentials, principal: Principal) {
         AmperityClient::learn_principal(self, target, credentials, principal)
+    }
+
+    fn learned_name(&self, target: &Target, config_id: &str) -> Option<String> {
+        AmperityClient::learned_name(self, target, config_id)
+    }
+
+    fn learn_name(&self, target: &Target, config_id: &str, name: &str) {
+        AmperityClient::learn_name(self, target, config_id, name)
     }
 }
