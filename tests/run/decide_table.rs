@@ -531,8 +531,24 @@ fn the_resolve_start_annotation_is_acted_on_once() {
     assert_eq!(adopted.status.unwrap().workflow_id.as_deref(), Some("wf-x"));
 
     let mut retry = stalled.clone();
-    retry.metadata.annotations =
-        Some([(RESOLVE_START_ANNOTATION.to_string(), "retry".to_string())].into());
+    let shown = &stalled
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    let from = shown.find("'retry ").unwrap() + "'retry ".len();
+    let token = shown[from..].split('\'').next().unwrap();
+    retry.metadata.annotations = Some(
+        [(
+            RESOLVE_START_ANNOTATION.to_string(),
+            format!("retry {token}"),
+        )]
+        .into(),
+    );
     let (retried, d) = apply(&retry, None, at(90));
     assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
     assert_eq!(d.status.started_at, Some(Time(at(90))));
@@ -546,7 +562,13 @@ fn the_resolve_start_annotation_is_acted_on_once() {
     let (lost, _) = apply(&lost, Some(searched(two_candidates())), at(170));
     assert_eq!(step(&lost, None, at(180)).action, Action::AwaitChange);
 
-    for nonsense in ["please", "adopt ../../admin", "adopt a b"] {
+    for nonsense in [
+        "please",
+        "adopt ../../admin",
+        "adopt a b",
+        "retry",
+        "retry 12",
+    ] {
         let mut r = stalled.clone();
         r.metadata.annotations =
             Some([(RESOLVE_START_ANNOTATION.to_string(), nonsense.to_string())].into());

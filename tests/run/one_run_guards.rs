@@ -596,3 +596,72 @@ fn scenario_1_runs_made_before_our_request_or_of_another_name_are_never_adopted(
     });
     assert_eq!(d.status.workflow_id, None);
 }
+
+fn annotated(mut r: AmperityWorkflowRun, value: &str) -> AmperityWorkflowRun {
+    r.metadata.annotations = Some(
+        [(
+            amperity_operator::run::decide::RESOLVE_START_ANNOTATION.to_string(),
+            value.to_string(),
+        )]
+        .into(),
+    );
+    r
+}
+
+/// Stalls a lost start (intent at `intent` seconds) waiting for a person.
+fn stalled_at(r: &AmperityWorkflowRun, intent: i64) -> AmperityWorkflowRun {
+    let (starting, d) = apply(r, None, at(intent));
+    assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    let (lost, _) = apply(
+        &starting,
+        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
+        at(intent + 1),
+    );
+    let nothing = || search_with(vec![], Claims::alone(), Some(SignedDuration::ZERO), None);
+    let (lost, _) = apply(&lost, Some(nothing()), at(intent + 2));
+    let (stalled, d) = apply(&lost, Some(nothing()), at(intent + 70));
+    assert_eq!(reason(&d, "Stalled").1, "StartUnconfirmed");
+    stalled
+}
+
+/// The token in a StartUnconfirmed message's "'retry <token>'".
+fn token_in(message: &str) -> String {
+    let at = message.find("'retry ").expect(message) + "'retry ".len();
+    message[at..].split('\'').next().unwrap().to_string()
+}
+
+/// Scenario 8: resolve-start is acted on only when it answers the stall at hand:
+/// `retry` repeats the token the stalled status shows; one set in advance (on a
+/// new resource, or copied from a template) is never acted on; and a later stall
+/// can be answered again.
+#[test]
+fn scenario_8_resolve_start_answers_only_the_stall_it_was_set_after() {
+    // Set in advance, on the new resource: the stall does not act on it.
+    for early in ["retry", "retry 0", "retry 1744956000", "retry 00000000"] {
+        let r = stalled_at(&annotated(run(json!({})), early), 0);
+        let d = decide(&r, None, at(100), Memory::default(), &Settings::default());
+        assert_eq!(d.action, Action::AwaitChange, "{early}: {:?}", d.action);
+    }
+    let r = stalled_at(&run(json!({})), 0);
+    let token = token_in(&message(&apply(&r, None, at(80)).1, "Stalled"));
+    // A person repeats the token: a new start.
+    let (retried, d) = apply(&annotated(r, &format!("retry {token}")), None, at(90));
+    assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    // That start is lost too and stalls again: the old answer does nothing more...
+    let (lost, _) = apply(
+        &retried,
+        Some(Answer::Started(Err(failure(FailureKind::Unknown)))),
+        at(91),
+    );
+    let nothing = || search_with(vec![], Claims::alone(), Some(SignedDuration::ZERO), None);
+    let (lost, _) = apply(&lost, Some(nothing()), at(92));
+    let (again, d) = apply(&lost, Some(nothing()), at(160));
+    assert_eq!(reason(&d, "Stalled").1, "StartUnconfirmed");
+    assert_eq!(apply(&again, None, at(170)).1.action, Action::AwaitChange);
+    // ...and `retry` with the new stall's token is acted on again.
+    let new_token = token_in(&message(&d, "Stalled"));
+    assert_ne!(new_token, token, "each stall its own token");
+    let token = new_token;
+    let d = apply(&annotated(again, &format!("retry {token}")), None, at(180)).1;
+    assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
+}

@@ -382,9 +382,10 @@ impl Step<'_> {
         }
         let message = format!(
             "a start was sent at {} but its answer was lost, and {}: {why}; to continue, annotate this resource with \
-             {RESOLVE_START_ANNOTATION}='adopt <workflow id>' to follow a run, or {RESOLVE_START_ANNOTATION}=retry to start a new one",
+             {RESOLVE_START_ANNOTATION}='adopt <workflow id>' to follow a run, or {RESOLVE_START_ANNOTATION}='retry {}' to start a new one",
             self.intent_time(),
             found(candidates, workflow_type_for(&self.run.spec.config_id)),
+            self.stall_token(),
         );
         self.stall(Phase::Starting, "StartUnconfirmed", message);
         self.resolve_start()
@@ -435,6 +436,26 @@ impl Step<'_> {
             .unwrap_or_else(|| "an unknown time".to_string())
     }
 
+    /// What a `retry` answer must repeat: a digest of the resource's uid and the
+    /// time of the intent whose outcome is unknown, which only the stalled status
+    /// shows. An annotation set in advance (on a new resource, or copied from a
+    /// template) cannot know it, and each stall has its own, so `retry` can answer
+    /// a later stall again. (FNV-1a: stable across versions and restarts.)
+    fn stall_token(&self) -> String {
+        let uid = self.run.metadata.uid.as_deref().unwrap_or_default();
+        let at = self
+            .status
+            .started_at
+            .as_ref()
+            .map_or(0, |t| t.0.as_nanosecond());
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in uid.bytes().chain(at.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{:08x}", h >> 32)
+    }
+
     fn resolve_start_answer(&self) -> Option<String> {
         self.run
             .metadata
@@ -466,7 +487,7 @@ impl Step<'_> {
                     &format!("adopted {id} as told by the {RESOLVE_START_ANNOTATION} annotation"),
                 )
             }
-            (Some("retry"), None, None) => {
+            (Some("retry"), Some(token), None) if token == self.stall_token() => {
                 self.status.start_resolution = Some(answer.clone());
                 self.event(
                     EventType::Normal,
@@ -479,7 +500,8 @@ impl Step<'_> {
             }
             _ => {
                 let message = format!(
-                    "the {RESOLVE_START_ANNOTATION} annotation {answer:?} is not understood: use 'adopt <workflow id>' or 'retry'"
+                    "the {RESOLVE_START_ANNOTATION} annotation {answer:?} is not understood, or answers an earlier stall: use 'adopt <workflow id>' or 'retry {}'",
+                    self.stall_token()
                 );
                 self.set(Outcome::stalled(
                     Phase::Starting,
