@@ -85,7 +85,8 @@ impl Host for KubeHost<'_> {
         if exclusive {
             // Only if nobody wrote since it was read: of two replicas that both
             // believe they lead, one records the intent and POSTs; the other gets a
-            // conflict, reads again and finds the intent.
+            // conflict, reads again and finds the intent. The same for every write
+            // that changes where the start stands (see `driver::moves_start`).
             patch["metadata"] = json!({"resourceVersion": run.resource_version()});
         }
         self.ctx.metrics.status_writes.inc();
@@ -99,10 +100,12 @@ impl Host for KubeHost<'_> {
             .await
         };
         let written = written.map_err(|source| Error::Kube {
-            what: if exclusive {
-                "recording the intent to start"
-            } else {
-                "writing status"
+            what: match (exclusive, status.phase) {
+                (true, Some(crate::crd::Phase::Starting)) if status.workflow_id.is_none() => {
+                    "recording the intent to start"
+                }
+                (true, _) => "writing status over the version it was decided from",
+                (false, _) => "writing status",
             },
             namespace: self.namespace.clone(),
             name,

@@ -220,6 +220,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
         exclusive: bool,
     ) -> Result<(), H::Error> {
         if run.status.as_ref() != Some(&status) {
+            let exclusive = exclusive || moves_start(run.status.as_ref(), &status);
             let version = self.host.save_status(run, &status, exclusive).await?;
             run.status = Some(status);
             if version.is_some() {
@@ -361,6 +362,29 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
             Err(e) => Err(failure(&e)),
         }
     }
+}
+
+/// Whether writing `new` over `old` changes where the start stands (the phase,
+/// the run followed, the attempts, the intent's times, a person's answer, the
+/// reason to stop): such a write goes only over the version it was decided from,
+/// so a paused or deposed leader's stale decision (a `Pending` over a newer
+/// attempt, say) is refused as a conflict, and the next reconcile reads again
+/// and decides afresh. Mirrors of a run's progress need no such guard.
+pub fn moves_start(
+    old: Option<&AmperityWorkflowRunStatus>,
+    new: &AmperityWorkflowRunStatus,
+) -> bool {
+    let blank = AmperityWorkflowRunStatus::default();
+    let old = old.unwrap_or(&blank);
+    old.phase != new.phase
+        || old.workflow_id != new.workflow_id
+        || old.attempts != new.attempts
+        || old.started_at != new.started_at
+        || old.first_attempt_at != new.first_attempt_at
+        || old.search_started_at != new.search_started_at
+        || old.start_resolution != new.start_resolution
+        || old.stop_reason != new.stop_reason
+        || old.stop_requested_at != new.stop_requested_at
 }
 
 fn unavailable(p: CredentialsProblem) -> Answer {

@@ -35,7 +35,9 @@ pub trait Host: Sync {
 
     /// Persists the status; the driver calls it only when the status changed.
     /// `exclusive`: only if the resource is still the version read (the intent to
-    /// start: two writers must never both record one). Returns the new version.
+    /// start, which two writers must never both record, and every write that
+    /// changes where the start stands: see [`super::moves_start`]); a conflict is
+    /// an error, and the next reconcile reads again. Returns the new version.
     fn save_status(
         &self,
         run: &AmperityWorkflowRun,
