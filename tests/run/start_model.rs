@@ -623,23 +623,24 @@ async fn play(s: Scenario) -> Result<(), String> {
 /// Records the run ids the status's messages name (what a person was shown).
 fn note_listed(model: &Model) {
     let mut w = model.world.lock().unwrap();
-    let Some(status) = w.persisted.clone() else {
-        return;
+    let named: Vec<String> = {
+        let Some(status) = &w.persisted else {
+            return;
+        };
+        let shown: BTreeSet<&str> = status
+            .conditions
+            .iter()
+            .flat_map(|c| {
+                c.message
+                    .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
+            })
+            .collect();
+        w.runs
+            .iter()
+            .filter(|r| shown.contains(r.id.as_str()))
+            .map(|r| r.id.clone())
+            .collect()
     };
-    let shown: BTreeSet<&str> = status
-        .conditions
-        .iter()
-        .flat_map(|c| {
-            c.message
-                .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
-        })
-        .collect();
-    let named: Vec<String> = w
-        .runs
-        .iter()
-        .filter(|r| shown.contains(r.id.as_str()))
-        .map(|r| r.id.clone())
-        .collect();
     w.listed.extend(named);
 }
 
