@@ -269,7 +269,7 @@ pub fn phase_exit(phase: Phase) -> u8 {
 /// A local run stalled on credentials cannot be fixed by anyone while it waits.
 fn stalled_exit(status: &AmperityWorkflowRunStatus) -> Option<u8> {
     match conditions::stalled_reason(status) {
-        Some("AuthFailed" | "SecretNotFound" | "SecretKeyMissing")
+        Some("AuthFailed" | "SecretNotFound" | "SecretKeyMissing" | "SecretKeyInvalid")
             if !status.phase.is_some_and(Phase::is_finished) =>
         {
             Some(exit::AUTH_FAILED)
@@ -346,7 +346,12 @@ impl Host for LocalHost {
         })
     }
 
-    async fn claims(&self, _run: &AmperityWorkflowRun, _candidates: &[String]) -> Claims {
+    async fn claims(
+        &self,
+        _run: &AmperityWorkflowRun,
+        _candidates: &[String],
+        _principal: Option<&crate::amperity::Principal>,
+    ) -> Claims {
         Claims::alone()
     }
 

@@ -33,6 +33,15 @@ pub struct Reply<T> {
     pub deprecation: Option<DeprecationNotice>,
     /// The HTTP status it came with (a list's: its last page's).
     pub status: u16,
+    /// Amperity's clock when it answered (its `Date` header), when it sent one:
+    /// windows over Amperity's timestamps are drawn in its clock, not ours.
+    pub date: Option<jiff::Timestamp>,
+}
+
+/// The `Date` header (an HTTP-date, one-second resolution), if readable.
+pub(crate) fn date_header(headers: &HeaderMap) -> Option<jiff::Timestamp> {
+    let value = headers.get("date")?.to_str().ok()?;
+    Some(jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp())
 }
 
 /// `Deprecation` / `Sunset` headers: the API version is on its way out.
@@ -70,6 +79,8 @@ struct Inner {
     tokens: TokenCache,
     /// What each credential was seen to start runs as, by [`principal_key`].
     principals: Mutex<HashMap<u64, Principal>>,
+    /// The workflow name each config id's runs carry, by target and config id.
+    names: Mutex<HashMap<(String, String), String>>,
 }
 
 /// Whether a request may be repeated after a failure whose outcome is unknown.
@@ -133,6 +144,7 @@ impl AmperityClient {
                 config,
                 tokens: TokenCache::default(),
                 principals: Mutex::new(HashMap::new()),
+                names: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -295,6 +307,34 @@ impl AmperityClient {
             .cloned()
     }
 
+    /// The workflow name runs of `config_id` at `target` were seen to carry.
+    pub fn learned_name(&self, target: &Target, config_id: &str) -> Option<String> {
+        self.inner
+            .names
+            .lock()
+            .unwrap()
+            .get(&(target.budget_key(), config_id.to_string()))
+            .cloned()
+    }
+
+    /// Records the workflow name of `config_id`'s runs (from a run it started).
+    pub fn learn_name(&self, target: &Target, config_id: &str, name: &str) {
+        if name.is_empty() {
+            return;
+        }
+        let mut known = self.inner.names.lock().unwrap();
+        if known.len() >= 10_000 {
+            known.clear();
+        }
+        known.insert(
+            (
+                target.budget_key(),
+                crate::bounded::cut(config_id, MAX_ID_BYTES),
+            ),
+            crate::bounded::cut(name, 512),
+        );
+    }
+
     /// Records who `credentials` start runs as (from a run they started).
     pub fn learn_principal(&self, target: &Target, credentials: &Credentials, p: Principal) {
         let p = Principal {
@@ -425,12 +465,14 @@ impl AmperityClient {
                     let deprecation = DeprecationNotice::from_headers(&headers);
                     if status.is_success() {
                         let size = bytes.len() as u64;
+                        let date = date_header(&headers);
                         return serde_json::from_slice::<T>(&bytes)
                             .map(|body| {
                                 let reply = Reply {
                                     body,
                                     deprecation,
                                     status: status.as_u16(),
+                                    date,
                                 };
                                 (reply, size)
                             })
@@ -494,8 +536,11 @@ impl AmperityClient {
 
 /// A transport failure, by what it proves: a connection that was never made (DNS,
 /// refused, TLS handshake, connect timeout) means the request was never written.
+/// A request that could not be built (`is_builder`) never left either.
 pub(crate) fn classify(e: &reqwest::Error, timeout: Duration) -> ClientError {
-    if e.is_connect() {
+    if e.is_builder() {
+        ClientError::Unsent(transport_summary(e))
+    } else if e.is_connect() {
         ClientError::Connect(transport_summary(e))
     } else if e.is_timeout() {
         ClientError::Timeout(timeout)

@@ -60,6 +60,10 @@ pub enum ClientError {
     Connect(String),
     #[error("the connection to the Amperity API failed mid-request: {0}")]
     Transport(String),
+    /// The request could not be built (a header value it cannot carry, say): not
+    /// a byte was sent, so nothing can have been started.
+    #[error("the request to the Amperity API could not be built and was not sent: {0}")]
+    Unsent(String),
     #[error(
         "unreadable answer from the Amperity API (HTTP {status}): expected {expected}, got {excerpt}"
     )]
@@ -86,6 +90,7 @@ impl ClientError {
                 | ClientError::Timeout(_)
                 | ClientError::Connect(_)
                 | ClientError::Transport(_)
+                | ClientError::Unsent(_)
                 | ClientError::Decode { .. }
                 | ClientError::TokenExchange { refused: false, .. }
         )

@@ -88,30 +88,36 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// A principal given by a person (the Secret's `principal` key): an id or a name.
+    /// A principal given by a person (the Secret's `principal` key): its id, as
+    /// Amperity's runs show it in `principal_id`. A display name is not enough: many
+    /// keys share one ("Automated workflow").
     pub fn given(value: &str) -> Principal {
         Principal {
             id: Some(value.to_string()),
-            name: Some(value.to_string()),
+            name: None,
         }
     }
 
-    /// From a run's fields; None when the run names no principal.
+    /// From a run's fields; None when the run names no principal id (a display
+    /// name alone identifies nobody).
     pub fn of(w: &Workflow) -> Option<Principal> {
-        let p = Principal {
-            id: w.principal_id.clone().filter(|s| !s.is_empty()),
+        let id = w.principal_id.clone().filter(|s| !s.is_empty())?;
+        Some(Principal {
+            id: Some(id),
             name: w.principal_name.clone().filter(|s| !s.is_empty()),
-        };
-        (p.id.is_some() || p.name.is_some()).then_some(p)
+        })
     }
 
-    /// Whether `w` names this principal. A run that names none does not.
+    /// Whether `w` was started by this principal: the ids match. A run that names
+    /// no principal id, or a principal known by name only, never matches.
     pub fn started(&self, w: &Workflow) -> bool {
-        let eq = |mine: &Option<String>, theirs: &Option<String>| matches!((mine, theirs), (Some(a), Some(b)) if a == b);
-        eq(&self.id, &w.principal_id)
-            || eq(&self.name, &w.principal_name)
-            || eq(&self.id, &w.principal_name)
-            || eq(&self.name, &w.principal_id)
+        matches!((&self.id, &w.principal_id), (Some(a), Some(b)) if !a.is_empty() && a == b)
+    }
+
+    /// Whether `w` names a principal id other than this one (a run that names
+    /// none may still be this principal's, unconfirmed).
+    pub fn not_started(&self, w: &Workflow) -> bool {
+        w.principal_id.as_deref().is_some_and(|b| !b.is_empty()) && !self.started(w)
     }
 }
 
@@ -166,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn principals_match_by_id_or_name() {
+    fn principals_match_by_id_never_by_name_alone() {
         let run = |id: Option<&str>, name: Option<&str>| Workflow {
             principal_id: id.map(str::to_string),
             principal_name: name.map(str::to_string),
@@ -174,13 +180,23 @@ mod tests {
         };
         let p = Principal::given("api-key|sim-1");
         assert!(p.started(&run(Some("api-key|sim-1"), None)));
-        assert!(p.started(&run(None, Some("api-key|sim-1"))));
-        assert!(!p.started(&run(Some("api-key|sim-2"), Some("API key 2"))));
         assert!(
-            !p.started(&run(None, None)),
-            "a run naming no principal is no match"
+            !p.started(&run(None, Some("api-key|sim-1"))),
+            "a name equal to the given id is not the id"
         );
-        assert!(Principal::of(&run(None, Some(""))).is_none());
+        assert!(!p.started(&run(Some("api-key|sim-2"), Some("API key 2"))));
+        assert!(p.not_started(&run(Some("api-key|sim-2"), None)));
+        assert!(
+            !p.started(&run(None, None)) && !p.not_started(&run(None, None)),
+            "a run naming no principal is no match, and not proof of another"
+        );
+        // Learned from a run: the same display name with another id is someone else.
+        let learned =
+            Principal::of(&run(Some("api-key|sim-1"), Some("Automated workflow"))).unwrap();
+        let namesake = run(Some("api-key|other"), Some("Automated workflow"));
+        assert!(!learned.started(&namesake) && learned.not_started(&namesake));
+        assert!(Principal::of(&run(None, Some("Automated workflow"))).is_none());
+        assert!(Principal::of(&run(Some(""), None)).is_none());
     }
 
     #[test]

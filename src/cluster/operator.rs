@@ -161,6 +161,9 @@ async fn controllers(
     ctx: Arc<Context>,
     readiness: Arc<Readiness>,
 ) {
+    // A new leadership term: what another leader recorded meanwhile is unknown
+    // until a full relist, so claims are incomplete until then.
+    ctx.tracking.begin_term();
     let apis: Vec<(Option<String>, Api<CachedRun>)> = if namespaces.is_empty() {
         vec![(None, Api::all(client))]
     } else {

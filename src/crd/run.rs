@@ -326,6 +326,11 @@ pub struct AmperityWorkflowRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Option<Time>,
+    /// When the first start attempt was made (its intent recorded): `spec.timeout`
+    /// counts from it, deferred starts, retries and a person's `retry` included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub first_attempt_at: Option<Time>,
     /// When the run reached its final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]
@@ -335,11 +340,14 @@ pub struct AmperityWorkflowRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]
     pub search_started_at: Option<Time>,
-    /// Set when a stop was sent, and why: Requested (spec.stop), Timeout or Deletion.
+    /// Why the run is being stopped (Requested: spec.stop; Timeout; Deletion),
+    /// recorded with the intent to stop, before the request is sent: it decides
+    /// whether the run ends Canceled or TimedOut, even when the stop's answer is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
-    /// When Amperity accepted the stop: a run still not stopped `STOP_GRACE_SECS`
-    /// later ends with reason StopUnconfirmed.
+    /// When the stop was first asked for: a run still not stopped `STOP_GRACE_SECS`
+    /// later (the stop refused, or accepted and never carried out) ends with reason
+    /// StopUnconfirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "timestamp_schema")]
     pub stop_requested_at: Option<Time>,

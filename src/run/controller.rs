@@ -108,6 +108,7 @@ impl Context {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let tracking = Tracking::with_default_endpoint(&defaults.endpoint);
         Context {
             reporter: reporter(),
             client,
@@ -117,7 +118,7 @@ impl Context {
             memory: Mutex::new(HashMap::new()),
             metrics,
             kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
-            tracking: Tracking::default(),
+            tracking,
             namespaces: Vec::new(),
             failures: Mutex::new(HashMap::new()),
             feed: None,

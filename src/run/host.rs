@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::controller::{Context, Error};
 use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
-use crate::amperity::{Credentials, DeprecationNotice, Target, Turn};
+use crate::amperity::{Credentials, DeprecationNotice, Principal, Target, Turn};
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::{kube_error_summary, publish_event};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
@@ -65,11 +65,9 @@ impl Host for KubeHost<'_> {
         };
         let data = secret.data.unwrap_or_default();
         let value = |k: &str| data.get(k).map(|v| v.0.as_slice());
-        credentials::from_secret_data(value, r.key.as_deref()).map_err(|message| {
-            CredentialsProblem {
-                reason: "SecretKeyMissing".into(),
-                message: format!("Secret {}/{} {message}", self.namespace, r.name),
-            }
+        credentials::from_secret_data(value, r.key.as_deref()).map_err(|p| CredentialsProblem {
+            reason: p.reason.into(),
+            message: format!("Secret {}/{} {}", self.namespace, r.name, p.message),
         })
     }
 
@@ -86,7 +84,8 @@ impl Host for KubeHost<'_> {
         if exclusive {
             // Only if nobody wrote since it was read: of two replicas that both
             // believe they lead, one records the intent and POSTs; the other gets a
-            // conflict, reads again and finds the intent.
+            // conflict, reads again and finds the intent. The same for every write
+            // that changes where the start stands (see `driver::moves_start`).
             patch["metadata"] = json!({"resourceVersion": run.resource_version()});
         }
         self.ctx.metrics.status_writes.inc();
@@ -100,10 +99,12 @@ impl Host for KubeHost<'_> {
             .await
         };
         let written = written.map_err(|source| Error::Kube {
-            what: if exclusive {
-                "recording the intent to start"
-            } else {
-                "writing status"
+            what: match (exclusive, status.phase) {
+                (true, Some(crate::crd::Phase::Starting)) if status.workflow_id.is_none() => {
+                    "recording the intent to start"
+                }
+                (true, _) => "writing status over the version it was decided from",
+                (false, _) => "writing status",
             },
             namespace: self.namespace.clone(),
             name,
@@ -115,7 +116,14 @@ impl Host for KubeHost<'_> {
         Ok(written.resource_version())
     }
 
-    async fn claims(&self, run: &AmperityWorkflowRun, candidates: &[String]) -> Claims {
+    async fn claims(
+        &self,
+        run: &AmperityWorkflowRun,
+        candidates: &[String],
+        principal: Option<&Principal>,
+    ) -> Claims {
+        let uid = run.uid().unwrap_or_default();
+        self.ctx.tracking.note_principal(&uid, principal);
         if !self.ctx.tracking.is_warm()
             && let Err(e) = fill_tracking(self.ctx).await
         {
@@ -123,7 +131,7 @@ impl Host for KubeHost<'_> {
         }
         self.ctx
             .tracking
-            .claims(&run.uid().unwrap_or_default(), &run.spec, candidates)
+            .claims(&uid, &run.spec, candidates, principal)
     }
 
     fn poll_failed(&self, _run: &AmperityWorkflowRun) {
@@ -205,9 +213,10 @@ pub fn status_patch(status: &AmperityWorkflowRunStatus) -> serde_json::Value {
     })
 }
 
-/// Fills `tracking` from every watched run, once (later changes come through
-/// reconciles and status writes).
+/// Fills `tracking` from every watched run, once per leadership term (later
+/// changes come through reconciles and status writes).
 async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
+    let term = ctx.tracking.term();
     let apis: Vec<Api<AmperityWorkflowRun>> = if ctx.namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
@@ -236,6 +245,6 @@ async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
             }
         }
     }
-    ctx.tracking.set_warm();
+    ctx.tracking.set_warm_for(term);
     Ok(())
 }

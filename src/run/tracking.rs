@@ -1,23 +1,54 @@
 //! Which resource follows which Amperity run, across every resource the operator
 //! watches: the search for a lost start must never adopt a run that another
-//! resource follows, nor a run that may be another resource's own unresolved
-//! start. Kept up to date by every reconcile and status write, filled once from a
-//! full list before the first search after a start (the watch cache holds metadata
-//! only), and pruned when resources go.
+//! resource follows (or followed, until it has been gone longer than any search
+//! window), nor a run that may be another resource's own unresolved start. Kept up
+//! to date by every reconcile and status write, filled from a full list before the
+//! first search of each leadership term (the watch cache holds metadata only, and
+//! another leader may have written what this replica never saw), and pruned when
+//! resources go.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
+use crate::amperity::Principal;
 use crate::crd::{AmperityWorkflowRunSpec, AmperityWorkflowRunStatus, Phase};
 use crate::run::decide::{Claims, workflow_type_for};
 
-#[derive(Default)]
+/// How long the runs of a resource that is gone stay claimed: longer than any
+/// search for a lost start looks back (the skew, the request window and the
+/// settle time are minutes).
+pub const DEPARTED_RETENTION: Duration = Duration::from_secs(3600);
+
+/// The default endpoint template, as the driver's defaults have it.
+const DEFAULT_ENDPOINT: &str = "https://{tenant}.amperity.com/api";
+
 pub struct Tracking {
     state: Mutex<State>,
-    /// Every watched resource has been seen at least once.
-    warm: std::sync::atomic::AtomicBool,
+    /// The leadership term (bumped each time this replica starts leading).
+    term: AtomicU64,
+    /// The term whose full relist completed (0: none).
+    warm_term: AtomicU64,
+    /// Where a spec without `endpoint` goes (`{tenant}` replaced).
+    default_endpoint: String,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking::with_default_endpoint(DEFAULT_ENDPOINT)
+    }
+}
+
+/// Where and as whom a start goes: the tenant, the endpoint's host, and (once
+/// known) the principal's id. Starts contest each other only when all agree.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct StartKey {
+    tenant: String,
+    host: String,
+    kind: &'static str,
 }
 
 #[derive(Default)]
@@ -26,12 +57,46 @@ struct State {
     ids_of: HashMap<String, Vec<String>>,
     /// Who follows each run id.
     follower: HashMap<String, String>,
-    /// Resources whose start's outcome is not known yet: (tenant, workflow type,
-    /// when the intent was recorded).
-    unresolved: HashMap<String, (String, &'static str, Timestamp)>,
+    /// Resources whose start's outcome is not known yet: where it went, and when
+    /// the intent was recorded.
+    unresolved: HashMap<String, (StartKey, Timestamp)>,
+    /// Who each resource's credential starts runs as, once a search of its told.
+    principal_of: HashMap<String, String>,
+    /// Runs of resources that are gone, and when they went: still claimed for
+    /// [`DEPARTED_RETENTION`].
+    departed: HashMap<String, Timestamp>,
 }
 
 impl Tracking {
+    pub fn with_default_endpoint(template: &str) -> Tracking {
+        Tracking {
+            state: Mutex::new(State::default()),
+            term: AtomicU64::new(1),
+            warm_term: AtomicU64::new(0),
+            default_endpoint: template.to_string(),
+        }
+    }
+
+    /// The host a spec's calls go to (lower case), or the raw text when unparsable.
+    fn host_of(&self, spec: &AmperityWorkflowRunSpec) -> String {
+        let raw = match &spec.endpoint {
+            Some(e) => e.clone(),
+            None => self.default_endpoint.replace("{tenant}", &spec.tenant),
+        };
+        url::Url::parse(&raw)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or(raw)
+    }
+
+    fn key(&self, spec: &AmperityWorkflowRunSpec) -> StartKey {
+        StartKey {
+            tenant: spec.tenant.clone(),
+            host: self.host_of(spec),
+            kind: workflow_type_for(&spec.config_id),
+        }
+    }
+
     /// Records what resource `uid` follows, from its spec and status.
     pub fn observe(
         &self,
@@ -47,12 +112,12 @@ impl Tracking {
             if s.phase == Some(Phase::Starting) && s.workflow_id.is_none() {
                 // An intent without a time is as old as time: it contests everything.
                 let at = s.started_at.as_ref().map_or(Timestamp::MIN, |t| t.0);
-                unresolved = Some((spec.tenant.clone(), workflow_type_for(&spec.config_id), at));
+                unresolved = Some((self.key(spec), at));
             }
         }
         ids.extend(spec.workflow_id.iter().cloned());
         let mut state = self.state.lock().unwrap();
-        state.forget(uid);
+        state.drop_live(uid);
         for id in &ids {
             state.follower.insert(id.clone(), uid.to_string());
         }
@@ -64,13 +129,21 @@ impl Tracking {
         }
     }
 
-    /// The resource is gone.
+    /// The resource is gone: its runs stay claimed for [`DEPARTED_RETENTION`].
     pub fn forget(&self, uid: &str) {
-        self.state.lock().unwrap().forget(uid);
+        self.forget_at(uid, Timestamp::now());
+    }
+
+    /// [`Tracking::forget`] at a given time.
+    pub fn forget_at(&self, uid: &str, now: Timestamp) {
+        let mut state = self.state.lock().unwrap();
+        state.depart(uid, now);
+        state.prune_departed(now);
     }
 
     /// Keeps only the resources in `present` (after a relist).
     pub fn retain(&self, present: &HashSet<String>) {
+        let now = Timestamp::now();
         let mut state = self.state.lock().unwrap();
         let gone: Vec<String> = state
             .ids_of
@@ -80,38 +153,83 @@ impl Tracking {
             .cloned()
             .collect();
         for uid in gone {
-            state.forget(&uid);
+            state.depart(&uid, now);
+        }
+        state.prune_departed(now);
+    }
+
+    /// This replica starts leading (again): what it knew may be stale (another
+    /// leader wrote meanwhile), so claims are incomplete until the next full
+    /// relist. Returns the new term.
+    pub fn begin_term(&self) -> u64 {
+        self.term.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The current leadership term, to hand to [`Tracking::set_warm_for`] after a
+    /// relist that began in it.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
+    }
+
+    /// Every watched resource has been listed in the current term.
+    pub fn is_warm(&self) -> bool {
+        self.warm_term.load(Ordering::SeqCst) == self.term()
+    }
+
+    /// A full relist that began in `term` completed: warm, if the term is still current.
+    pub fn set_warm_for(&self, term: u64) {
+        if term == self.term() {
+            self.warm_term.store(term, Ordering::SeqCst);
         }
     }
 
-    pub fn is_warm(&self) -> bool {
-        self.warm.load(std::sync::atomic::Ordering::SeqCst)
+    /// Warm for the current term (a host that manages every resource itself).
+    pub fn set_warm(&self) {
+        self.set_warm_for(self.term());
     }
 
-    pub fn set_warm(&self) {
-        self.warm.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// Records who resource `uid`'s credential starts runs as (its search knew).
+    pub fn note_principal(&self, uid: &str, principal: Option<&Principal>) {
+        let Some(id) = principal.and_then(|p| p.id.clone()) else {
+            return;
+        };
+        let mut state = self.state.lock().unwrap();
+        state.principal_of.insert(uid.to_string(), id);
     }
 
     /// What other resources claim of `candidates`, for resource `uid` searching for
-    /// a start of `spec`.
+    /// a start of `spec` with a credential that starts runs as `principal`.
     pub fn claims(
         &self,
         uid: &str,
         spec: &AmperityWorkflowRunSpec,
         candidates: &[String],
+        principal: Option<&Principal>,
     ) -> Claims {
         let state = self.state.lock().unwrap();
         let tracked: BTreeSet<String> = candidates
             .iter()
-            .filter(|id| state.follower.get(*id).is_some_and(|who| who != uid))
+            .filter(|id| {
+                state.follower.get(*id).is_some_and(|who| who != uid)
+                    || state.departed.contains_key(*id)
+            })
             .cloned()
             .collect();
-        let kind = workflow_type_for(&spec.config_id);
+        let key = self.key(spec);
+        let mine = principal.and_then(|p| p.id.as_deref());
         let other_starts = state
             .unresolved
             .iter()
-            .filter(|(other, (tenant, k, _))| *other != uid && *tenant == spec.tenant && *k == kind)
-            .map(|(_, (_, _, at))| *at)
+            .filter(|(other, (k, _))| *other != uid && *k == key)
+            // Another principal's start makes another principal's runs, which the
+            // principal check already rules out; unknown on either side contests.
+            .filter(
+                |(other, _)| match (mine, state.principal_of.get(*other).map(String::as_str)) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                },
+            )
+            .map(|(_, (_, at))| *at)
             .collect();
         Claims {
             tracked,
@@ -134,7 +252,8 @@ impl Tracking {
 }
 
 impl State {
-    fn forget(&mut self, uid: &str) {
+    /// Drops what `uid` follows now (before recording it afresh).
+    fn drop_live(&mut self, uid: &str) {
         if let Some(ids) = self.ids_of.remove(uid) {
             for id in ids {
                 if self.follower.get(&id).is_some_and(|who| who == uid) {
@@ -143,6 +262,30 @@ impl State {
             }
         }
         self.unresolved.remove(uid);
+    }
+
+    /// `uid` is gone: its runs move to the departed.
+    fn depart(&mut self, uid: &str, now: Timestamp) {
+        if let Some(ids) = self.ids_of.get(uid) {
+            for id in ids.clone() {
+                self.departed.insert(id, now);
+            }
+        }
+        self.drop_live(uid);
+        self.principal_of.remove(uid);
+    }
+
+    fn prune_departed(&mut self, now: Timestamp) {
+        let keep = SignedDuration::try_from(DEPARTED_RETENTION).unwrap_or_default();
+        let since = now.saturating_sub(keep).unwrap_or(Timestamp::MIN);
+        self.departed.retain(|_, at| *at >= since);
+        // Bounded whatever the churn: the oldest go first.
+        if self.departed.len() > 100_000 {
+            let mut ages: Vec<Timestamp> = self.departed.values().copied().collect();
+            ages.sort();
+            let cut = ages[ages.len() - 100_000];
+            self.departed.retain(|_, at| *at >= cut);
+        }
     }
 }
 
@@ -187,7 +330,12 @@ mod tests {
             Some(&status(Phase::Starting, None, &[])),
         );
         let mine = spec("cg-a");
-        let claims = t.claims("a", &mine, &["wf-b1".into(), "wf-b2".into(), "wf-x".into()]);
+        let claims = t.claims(
+            "a",
+            &mine,
+            &["wf-b1".into(), "wf-b2".into(), "wf-x".into()],
+            None,
+        );
         assert_eq!(
             claims.tracked,
             ["wf-b1".to_string(), "wf-b2".to_string()].into()
@@ -203,20 +351,24 @@ mod tests {
             Some(&status(Phase::Starting, None, &[])),
         );
         t.set_warm();
-        let claims = t.claims("a", &mine, &[]);
+        let claims = t.claims("a", &mine, &[], None);
         assert!(claims.other_starts.len() == 1 && claims.complete);
         // A resource's own runs and own start are never claims against it.
-        let claims = t.claims("b", &spec("cg-b"), &["wf-b2".into()]);
+        let claims = t.claims("b", &spec("cg-b"), &["wf-b2".into()], None);
         assert!(claims.tracked.is_empty());
-        // Once d has its run, its start is resolved; once b is gone, its runs are free.
+        // Once d has its run, its start is resolved; once b is gone, its runs stay
+        // claimed (a search must not adopt a deleted resource's run).
         t.observe(
             "d",
             &spec("cg-d"),
             Some(&status(Phase::Running, Some("wf-d"), &[])),
         );
         t.forget("b");
-        let claims = t.claims("a", &mine, &["wf-b2".into(), "wf-d".into()]);
-        assert_eq!(claims.tracked, ["wf-d".to_string()].into());
+        let claims = t.claims("a", &mine, &["wf-b2".into(), "wf-d".into()], None);
+        assert_eq!(
+            claims.tracked,
+            ["wf-b2".to_string(), "wf-d".to_string()].into()
+        );
         assert!(claims.other_starts.is_empty());
         t.retain(&["d".to_string()].into());
         assert_eq!(t.len(), 1);
@@ -229,8 +381,108 @@ mod tests {
         s.workflow_id = Some("wf-e".into());
         t.observe("e", &s, None);
         assert_eq!(
-            t.claims("a", &spec("cg-a"), &["wf-e".into()]).tracked.len(),
+            t.claims("a", &spec("cg-a"), &["wf-e".into()], None)
+                .tracked
+                .len(),
             1
+        );
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        "2026-03-01T09:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_deleted_resources_runs_stay_claimed_for_the_retention() {
+        let t = Tracking::default();
+        t.observe(
+            "b",
+            &spec("cg-b"),
+            Some(&status(Phase::Succeeded, Some("wf-b"), &["wf-b0"])),
+        );
+        t.forget_at("b", at(0));
+        let claims = t.claims("a", &spec("cg-a"), &["wf-b".into(), "wf-b0".into()], None);
+        assert_eq!(claims.tracked.len(), 2, "{claims:?}");
+        assert_eq!(t.len(), 0, "b itself is gone");
+        // Long after any search window, pruned on the next departure.
+        t.forget_at("x", at(DEPARTED_RETENTION.as_secs() as i64 + 1));
+        assert!(
+            t.claims("a", &spec("cg-a"), &["wf-b".into()], None)
+                .tracked
+                .is_empty()
+        );
+        // A relist that no longer shows a resource departs it too.
+        t.observe(
+            "c",
+            &spec("cg-c"),
+            Some(&status(Phase::Running, Some("wf-c"), &[])),
+        );
+        t.retain(&HashSet::new());
+        assert_eq!(
+            t.claims("a", &spec("cg-a"), &["wf-c".into()], None)
+                .tracked
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn claims_are_complete_only_after_a_relist_in_the_current_term() {
+        let t = Tracking::default();
+        let term = t.term();
+        t.set_warm_for(term);
+        assert!(t.claims("a", &spec("cg-a"), &[], None).complete);
+        // Leading again: what the other leader wrote is unknown until a relist.
+        let next = t.begin_term();
+        assert!(!t.claims("a", &spec("cg-a"), &[], None).complete);
+        // A relist that began in the earlier term does not count.
+        t.set_warm_for(term);
+        assert!(!t.is_warm());
+        t.set_warm_for(next);
+        assert!(t.is_warm());
+    }
+
+    #[test]
+    fn unresolved_starts_contest_only_the_same_tenant_endpoint_and_principal() {
+        let t = Tracking::default();
+        let with = |endpoint: Option<&str>| {
+            let mut s = spec("cg-x");
+            s.endpoint = endpoint.map(str::to_string);
+            s
+        };
+        let starting = status(Phase::Starting, None, &[]);
+        // Same tenant name, another endpoint (another team's same-named tenant).
+        t.observe(
+            "other-host",
+            &with(Some("https://app.amperity.com/api")),
+            Some(&starting),
+        );
+        // The default endpoint, spelled out: the same host.
+        t.observe(
+            "same-host",
+            &with(Some("https://SOCKTOWN.amperity.com/api")),
+            Some(&starting),
+        );
+        // Same place, another principal.
+        t.observe("other-key", &with(None), Some(&starting));
+        t.note_principal("other-key", Some(&Principal::given("api-key|other")));
+        // Same place, principal unknown: contests.
+        t.observe("unknown-key", &with(None), Some(&starting));
+        let me = Principal::given("api-key|me");
+        let claims = t.claims("a", &with(None), &[], Some(&me));
+        assert_eq!(
+            claims.other_starts.len(),
+            2,
+            "same-host and unknown-key: {claims:?}"
+        );
+        // Without knowing our own principal, every start at the same place contests.
+        assert_eq!(t.claims("a", &with(None), &[], None).other_starts.len(), 3);
+        t.note_principal("unknown-key", Some(&me));
+        assert_eq!(
+            t.claims("a", &with(None), &[], Some(&me))
+                .other_starts
+                .len(),
+            2
         );
     }
 }

@@ -68,6 +68,20 @@ pub fn check(
             );
         }
     }
+    if let Some(meta) = &spec.run_template.metadata {
+        for key in meta
+            .annotations
+            .keys()
+            .filter(|k| k.starts_with("amperity.dev/"))
+        {
+            err(
+                "spec.runTemplate.metadata.annotations",
+                format!(
+                    "{key:?}: annotations under amperity.dev/ are the operator's and a person's answers to one run (a copied resolve-start would act with no person involved): remove it"
+                ),
+            );
+        }
+    }
     let template = &spec.run_template.spec;
     if template.stop {
         err(

@@ -788,3 +788,51 @@ async fn every_token_exchange_is_reported_by_outcome() {
     }
     assert_eq!(seen, ["ok", "refused", "failed"]);
 }
+
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_never_sent_and_never_shows_the_token() {
+    let (sim, client, target) = setup(fast(), quick_client()).await;
+    // A header value cannot hold a line break: the request builder refuses it.
+    let bad = "sim-token\nwith-a-line-break";
+    let creds = Credentials::Token(SecretString::new(bad));
+    let e = client
+        .start(&target, &creds, &start("cg-1"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Unsent(_)), "{e:?}");
+    assert!(
+        !e.outcome_unknown() && e.is_retryable(),
+        "nothing left, so nothing can have started: {e:?}"
+    );
+    assert_eq!(
+        sim.stats().requests,
+        0,
+        "the simulator got no request at all"
+    );
+    let shown = format!("{e} {e:?}");
+    assert!(
+        !shown.contains("sim-token") && !shown.contains("line-break"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn answers_carry_amperitys_clock_from_its_date_header() {
+    let (_sim, client, target) = setup(fast(), quick_client()).await;
+    let before = jiff::Timestamp::now();
+    let reply = client
+        .list(&target, &token(), &ListQuery::default(), None)
+        .await
+        .unwrap();
+    let date = reply.date.expect("the simulator's server sends Date");
+    let skew = date.duration_since(before).abs();
+    assert!(
+        skew < jiff::SignedDuration::from_secs(3),
+        "{date} vs {before}"
+    );
+    let started = client
+        .start(&target, &token(), &start("cg-1"), None)
+        .await
+        .unwrap();
+    assert!(started.date.is_some());
+}

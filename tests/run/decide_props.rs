@@ -172,6 +172,8 @@ fn answer() -> BoxedStrategy<Option<Answer>> {
                     other_starts: if busy { vec![Timestamp::now()] } else { vec![] },
                     ..Claims::alone()
                 },
+                clock_offset: None,
+                config_name: None,
             }))),
     ]
     .boxed()

@@ -99,6 +99,8 @@ fn searched_with(runs: Vec<Workflow>, principal: Option<Principal>, claims: Clai
         result: Ok(runs),
         principal,
         claims,
+        clock_offset: None,
+        config_name: None,
     })
 }
 
@@ -352,6 +354,8 @@ fn nothing_found_is_not_proof_a_person_is_asked() {
             result: Err(failure(FailureKind::Unknown)),
             principal: Some(Principal::given(ME)),
             claims: Claims::alone(),
+            clock_offset: None,
+            config_name: None,
         })),
         at(300),
     );
@@ -527,8 +531,24 @@ fn the_resolve_start_annotation_is_acted_on_once() {
     assert_eq!(adopted.status.unwrap().workflow_id.as_deref(), Some("wf-x"));
 
     let mut retry = stalled.clone();
-    retry.metadata.annotations =
-        Some([(RESOLVE_START_ANNOTATION.to_string(), "retry".to_string())].into());
+    let shown = &stalled
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    let from = shown.find("'retry ").unwrap() + "'retry ".len();
+    let token = shown[from..].split('\'').next().unwrap();
+    retry.metadata.annotations = Some(
+        [(
+            RESOLVE_START_ANNOTATION.to_string(),
+            format!("retry {token}"),
+        )]
+        .into(),
+    );
     let (retried, d) = apply(&retry, None, at(90));
     assert!(matches!(d.action, Action::Start(_)), "{:?}", d.action);
     assert_eq!(d.status.started_at, Some(Time(at(90))));
@@ -542,7 +562,13 @@ fn the_resolve_start_annotation_is_acted_on_once() {
     let (lost, _) = apply(&lost, Some(searched(two_candidates())), at(170));
     assert_eq!(step(&lost, None, at(180)).action, Action::AwaitChange);
 
-    for nonsense in ["please", "adopt ../../admin", "adopt a b"] {
+    for nonsense in [
+        "please",
+        "adopt ../../admin",
+        "adopt a b",
+        "retry",
+        "retry 12",
+    ] {
         let mut r = stalled.clone();
         r.metadata.annotations =
             Some([(RESOLVE_START_ANNOTATION.to_string(), nonsense.to_string())].into());
@@ -1148,7 +1174,8 @@ fn the_timeout_bounds_the_whole_life_retries_included() {
         at(601),
     );
     assert_eq!(d.status.phase, Some(Phase::Failed));
-    // Before any start attempt there is no clock yet (a missing Secret, say).
+    // Before any start attempt, the clock runs from creation; without a creation
+    // time (a resource never stored) there is none yet.
     let d = step(&run(json!({"timeout": "1s"})), None, at(100));
     assert!(matches!(d.action, Action::Start(_)));
 }

@@ -7,5 +7,6 @@ mod controller;
 mod decide_props;
 mod decide_table;
 mod feed;
+mod one_run_guards;
 mod spec_rules;
 mod start_crash;

@@ -56,7 +56,12 @@ impl Host for Store {
         }
     }
 
-    async fn claims(&self, _: &AmperityWorkflowRun, _: &[String]) -> Claims {
+    async fn claims(
+        &self,
+        _: &AmperityWorkflowRun,
+        _: &[String],
+        _: Option<&amperity_operator::amperity::Principal>,
+    ) -> Claims {
         Claims::alone()
     }
 

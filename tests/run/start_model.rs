@@ -5,9 +5,19 @@
 //! every search, credential reads that fail, an operator that dies at any status
 //! write and restarts with nothing but the persisted status, and a clock that jumps.
 //!
+//! Foreign runs of the same type in every search: one another resource follows,
+//! one a person started, runs of a deleted resource (running and ended, created
+//! shortly before the start, same principal and name), and a run of another key
+//! with the same display name. Amperity's clock is off from the operator's by up
+//! to five minutes (its `Date` header says by how much); errors raised before a
+//! request was sent are among the outcomes.
+//!
 //! Invariants, for every case:
-//! - no more runs are created for a resource than `retry.limit + 1` attempts allow;
-//! - a run another resource follows, or another principal started, is never adopted;
+//! - every run Amperity created for the resource is, once it settles, the run it
+//!   follows, a recorded earlier attempt, or a candidate it listed for a person (or
+//!   its latest attempt's, when it ends asking a person about that attempt);
+//! - a run created for another (another resource, a deleted one, a person,
+//!   another key) is never followed, at any step;
 //! - once the faults stop, the resource ends in a final phase, or stalls with a
 //!   reason for a person;
 //! - nothing panics.
@@ -32,6 +42,9 @@ use serde_json::json;
 
 const ME: &str = "api-key|me";
 const THEM: &str = "person|alice";
+/// Another key, with the same display name as ours.
+const NAMESAKE: &str = "api-key|namesake";
+const DISPLAY_NAME: &str = "Automated workflow";
 
 /// How Amperity answers one call.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +62,8 @@ enum Outcome {
     TimeoutBefore,
     /// The connection was refused: nothing was sent.
     Refused,
+    /// The request could not be built (a header it cannot carry): nothing was sent.
+    Unsent,
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -60,6 +75,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         1 => Just(Outcome::TimeoutAfter),
         1 => Just(Outcome::TimeoutBefore),
         1 => Just(Outcome::Refused),
+        1 => Just(Outcome::Unsent),
     ]
 }
 
@@ -69,7 +85,9 @@ struct ModelRun {
     /// The resource that created it ("" for runs of others); the operator never sees this.
     owner: &'static str,
     principal: &'static str,
+    /// Amperity's clock.
     created_at: Timestamp,
+    ended_at: Option<Timestamp>,
     state: &'static str,
     error: Option<&'static str>,
 }
@@ -78,7 +96,10 @@ impl ModelRun {
     fn workflow(&self) -> Workflow {
         let mut w = json!({"id": self.id, "state": self.state, "type": "campaign.send",
             "name": "Spring sale", "tenant": "socktown", "created_at": self.created_at.to_string(),
-            "principal_id": self.principal, "task_instances": []});
+            "principal_id": self.principal, "principal_name": DISPLAY_NAME, "task_instances": []});
+        if let Some(e) = self.ended_at {
+            w["ended_at"] = json!(e.to_string());
+        }
         if let Some(attribution) = self.error {
             w["error"] = json!({"type": "t", "message": "it broke", "attribution": attribution});
         }
@@ -106,6 +127,10 @@ struct Scenario {
     retry_limit: u32,
     stop_at_step: Option<usize>,
     timeout: bool,
+    /// Amperity's clock less the operator's, in seconds.
+    clock_offset_secs: i64,
+    /// Which foreign runs exist (a bit each).
+    foreign: u8,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -119,7 +144,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         any::<bool>(),
         0u32..3,
         proptest::option::of(0usize..30),
-        any::<bool>(),
+        (any::<bool>(), -300i64..300, any::<u8>()),
     )
         .prop_map(
             |(
@@ -132,7 +157,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 principal,
                 retry,
                 stop,
-                timeout,
+                (timeout, clock_offset_secs, foreign),
             )| {
                 Scenario {
                     outcomes,
@@ -145,6 +170,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     retry_limit: retry,
                     stop_at_step: stop,
                     timeout,
+                    clock_offset_secs,
+                    foreign,
                 }
             },
         )
@@ -163,11 +190,19 @@ struct World {
     credential_reads: usize,
     persisted: Option<AmperityWorkflowRunStatus>,
     learned: Option<Principal>,
+    learned_name: Option<String>,
+    /// Run ids the resource listed for a person (in a Stalled or final message).
+    listed: BTreeSet<String>,
     /// Runs of another resource, which it follows: the operator's claims.
     others_tracked: BTreeSet<String>,
 }
 
 impl World {
+    /// Amperity's clock now.
+    fn amperity_now(&self) -> Timestamp {
+        self.now + SignedDuration::from_secs(self.scenario.clock_offset_secs)
+    }
+
     fn next_outcome(&mut self) -> Outcome {
         if self.calm {
             return Outcome::Ok;
@@ -209,15 +244,17 @@ fn error_for(outcome: Outcome) -> ClientError {
             ClientError::Timeout(Duration::from_secs(30))
         }
         Outcome::Refused => ClientError::Connect("connection refused".into()),
+        Outcome::Unsent => ClientError::Unsent("builder error".into()),
         Outcome::Ok => unreachable!(),
     }
 }
 
-fn reply<T>(body: T) -> Reply<T> {
+fn reply<T>(body: T, w: &World) -> Reply<T> {
     Reply {
         body,
         deprecation: None,
         status: 200,
+        date: Some(w.amperity_now()),
     }
 }
 
@@ -254,13 +291,14 @@ impl Api for Model {
             id: format!("wf-{}-{}", self.resource, w.runs.len()),
             owner: self.resource,
             principal: ME,
-            created_at: w.now,
+            created_at: w.amperity_now(),
+            ended_at: None,
             state: "scheduled",
             error: None,
         };
         w.runs.push(run.clone());
         match o {
-            Outcome::Ok => Ok(reply(run.workflow())),
+            Outcome::Ok => Ok(reply(run.workflow(), &w)),
             other => Err(error_for(other)),
         }
     }
@@ -278,6 +316,7 @@ impl Api for Model {
             return Err(error_for(o));
         }
         let ending = w.next_ending();
+        let amperity_now = w.amperity_now();
         let Some(run) = w.runs.iter_mut().find(|r| r.id == id) else {
             return Err(ClientError::NotFound {
                 message: "no such run".into(),
@@ -293,8 +332,12 @@ impl Api for Model {
             if run.state == "failed" {
                 run.error = Some(if ending == 3 { "platform" } else { "customer" });
             }
+            if run.ended() {
+                run.ended_at = Some(amperity_now);
+            }
         }
-        Ok(reply(run.workflow()))
+        let body = run.workflow();
+        Ok(reply(body, &w))
     }
 
     async fn stop(
@@ -318,8 +361,9 @@ impl Api for Model {
         if took_effect(o) {
             run.state = "stopping";
         }
+        let body = run.workflow();
         match o {
-            Outcome::Ok => Ok(reply(run.workflow())),
+            Outcome::Ok => Ok(reply(body, &w)),
             other => Err(error_for(other)),
         }
     }
@@ -338,14 +382,15 @@ impl Api for Model {
         }
         let from: Timestamp = q.created_from.as_deref().unwrap().parse().unwrap();
         let lag = if w.calm { 0 } else { w.scenario.list_lag_secs };
-        let visible_until = w.now - SignedDuration::from_secs(lag);
-        Ok(reply(
-            w.runs
-                .iter()
-                .filter(|r| r.created_at >= from && r.created_at <= visible_until)
-                .map(ModelRun::workflow)
-                .collect(),
-        ))
+        // The query's bound is in the operator's clock; Amperity applies it to its own.
+        let visible_until = w.amperity_now() - SignedDuration::from_secs(lag);
+        let runs = w
+            .runs
+            .iter()
+            .filter(|r| r.created_at >= from && r.created_at <= visible_until)
+            .map(ModelRun::workflow)
+            .collect();
+        Ok(reply(runs, &w))
     }
 
     fn forget_token(&self, _t: &Target, _c: &Credentials) {}
@@ -356,6 +401,14 @@ impl Api for Model {
 
     fn learn_principal(&self, _t: &Target, _c: &Credentials, p: Principal) {
         self.world.lock().unwrap().learned = Some(p);
+    }
+
+    fn learned_name(&self, _t: &Target, _config_id: &str) -> Option<String> {
+        self.world.lock().unwrap().learned_name.clone()
+    }
+
+    fn learn_name(&self, _t: &Target, _config_id: &str, name: &str) {
+        self.world.lock().unwrap().learned_name = Some(name.to_string());
     }
 }
 
@@ -400,7 +453,12 @@ impl Host for Model {
 
     async fn deprecation(&self, _run: &AmperityWorkflowRun, _n: &DeprecationNotice) {}
 
-    async fn claims(&self, _run: &AmperityWorkflowRun, candidates: &[String]) -> Claims {
+    async fn claims(
+        &self,
+        _run: &AmperityWorkflowRun,
+        candidates: &[String],
+        _principal: Option<&Principal>,
+    ) -> Claims {
         let w = self.world.lock().unwrap();
         Claims {
             tracked: candidates
@@ -440,26 +498,37 @@ fn resource(s: &Scenario) -> AmperityWorkflowRun {
 /// Drives one scenario to its end; returns a violated invariant, if any.
 async fn play(s: Scenario) -> Result<(), String> {
     let t0: Timestamp = "2026-03-01T09:00:00Z".parse().unwrap();
-    // Runs of others, created a minute after the start is decided, all of the same
-    // type: one another resource follows (same principal), one a person started.
-    let others = vec![
-        ModelRun {
-            id: "wf-b-tracked".into(),
-            owner: "",
-            principal: ME,
-            created_at: t0 + SignedDuration::from_secs(1),
-            state: "running",
-            error: None,
+    // Runs of others, all of the same type, in Amperity's clock: one another
+    // resource follows (same principal), one a person started, two of a deleted
+    // resource (same principal and name, nobody claims them: one running, made
+    // 100 s before the start; one made and ended before it), and one of another
+    // key with our key's display name, made as the start is sent.
+    let amperity = |secs: i64| t0 + SignedDuration::from_secs(secs + s.clock_offset_secs);
+    let other = |id: &str, principal, created, ended: Option<i64>| ModelRun {
+        id: id.into(),
+        owner: "",
+        principal,
+        created_at: amperity(created),
+        ended_at: ended.map(amperity),
+        state: if ended.is_some() {
+            "succeeded"
+        } else {
+            "running"
         },
-        ModelRun {
-            id: "wf-ui".into(),
-            owner: "",
-            principal: THEM,
-            created_at: t0 + SignedDuration::from_secs(2),
-            state: "running",
-            error: None,
-        },
-    ];
+        error: None,
+    };
+    let others: Vec<ModelRun> = [
+        other("wf-b-tracked", ME, 1, None),
+        other("wf-ui", THEM, 2, None),
+        other("wf-deleted-running", ME, -100, None),
+        other("wf-deleted-ended", ME, -110, Some(-20)),
+        other("wf-namesake", NAMESAKE, 1, None),
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| s.foreign & (1 << i) != 0)
+    .map(|(_, r)| r)
+    .collect();
     let model = Model {
         world: Mutex::new(World {
             scenario: s.clone(),
@@ -472,6 +541,8 @@ async fn play(s: Scenario) -> Result<(), String> {
             credential_reads: 0,
             persisted: None,
             learned: None,
+            learned_name: None,
+            listed: BTreeSet::new(),
             others_tracked: ["wf-b-tracked".to_string()].into(),
         }),
         allow: AllowList::default(),
@@ -503,7 +574,9 @@ async fn play(s: Scenario) -> Result<(), String> {
         if restart {
             // A new process: nothing remembered, nothing learned.
             memory = RunMemory::default();
-            model.world.lock().unwrap().learned = None;
+            let mut w = model.world.lock().unwrap();
+            w.learned = None;
+            w.learned_name = None;
         }
         let wait = match &result {
             Ok(Action::Requeue(d)) => d.as_secs().min(3600),
@@ -513,7 +586,8 @@ async fn play(s: Scenario) -> Result<(), String> {
             let mut w = model.world.lock().unwrap();
             w.now += SignedDuration::from_secs((wait.max(1) + if calm { 0 } else { jump }) as i64);
         }
-        check_invariants(&model, &s)?;
+        note_listed(&model);
+        check_invariants(&model)?;
         let status = model
             .world
             .lock()
@@ -535,6 +609,7 @@ async fn play(s: Scenario) -> Result<(), String> {
         let w = model.world.lock().unwrap();
         return Err(format!("never settled: {:?}", w.persisted));
     };
+    every_run_accounted_for(&model, &status)?;
     if !status.phase.is_some_and(|p| p.is_finished()) {
         let reason = conditions::stalled_reason(&status).unwrap_or("");
         if reason.is_empty() {
@@ -545,16 +620,33 @@ async fn play(s: Scenario) -> Result<(), String> {
     Ok(())
 }
 
-fn check_invariants(model: &Model, s: &Scenario) -> Result<(), String> {
+/// Records the run ids the status's messages name (what a person was shown).
+fn note_listed(model: &Model) {
+    let mut w = model.world.lock().unwrap();
+    let named: Vec<String> = {
+        let Some(status) = &w.persisted else {
+            return;
+        };
+        let shown: BTreeSet<&str> = status
+            .conditions
+            .iter()
+            .flat_map(|c| {
+                c.message
+                    .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
+            })
+            .collect();
+        w.runs
+            .iter()
+            .filter(|r| shown.contains(r.id.as_str()))
+            .map(|r| r.id.clone())
+            .collect()
+    };
+    w.listed.extend(named);
+}
+
+/// At every step: the resource follows only runs created for it.
+fn check_invariants(model: &Model) -> Result<(), String> {
     let w = model.world.lock().unwrap();
-    let created = w.runs.iter().filter(|r| r.owner == model.resource).count();
-    let allowed = s.retry_limit as usize + 1;
-    if created > allowed {
-        return Err(format!(
-            "{created} runs created for one resource, {allowed} attempts allowed: {:?}",
-            w.runs
-        ));
-    }
     if let Some(status) = &w.persisted {
         let followed = status
             .workflow_id
@@ -566,15 +658,59 @@ fn check_invariants(model: &Model, s: &Scenario) -> Result<(), String> {
             };
             if run.owner != model.resource {
                 return Err(format!(
-                    "adopted {id}, a run of {}",
-                    if run.principal == ME {
-                        "another resource"
-                    } else {
-                        "another principal"
-                    }
+                    "adopted {id}, a run of {} (clock offset {} s)",
+                    match run.principal {
+                        ME => "another resource, or a deleted one",
+                        NAMESAKE => "another key with the same display name",
+                        _ => "another principal",
+                    },
+                    w.scenario.clock_offset_secs
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Once settled: every run Amperity created for the resource is the run it
+/// follows, a recorded earlier attempt, or a candidate it listed for a person; or,
+/// when it ends asking a person about its latest attempt (StartUnconfirmed, or
+/// StopUnconfirmed with nothing confirmed), that attempt's run.
+fn every_run_accounted_for(
+    model: &Model,
+    status: &AmperityWorkflowRunStatus,
+) -> Result<(), String> {
+    let w = model.world.lock().unwrap();
+    let followed: BTreeSet<&String> = status
+        .workflow_id
+        .iter()
+        .chain(status.attempts.iter().map(|a| &a.workflow_id))
+        .collect();
+    let asking = status.workflow_id.is_none()
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.reason == "StartUnconfirmed" || c.reason == "StopUnconfirmed");
+    let mine: Vec<&ModelRun> = w
+        .runs
+        .iter()
+        .filter(|r| r.owner == model.resource)
+        .collect();
+    let unaccounted: Vec<&String> = mine
+        .iter()
+        .map(|r| &r.id)
+        .filter(|id| !followed.contains(id) && !w.listed.contains(*id))
+        .collect();
+    let allowed = usize::from(asking);
+    let latest_only = unaccounted
+        .iter()
+        .all(|id| mine.last().is_some_and(|last| &&last.id == id));
+    if unaccounted.len() > allowed || !latest_only {
+        return Err(format!(
+            "runs created for the resource but neither followed nor listed for a person: {unaccounted:?} \
+             (follows {followed:?}, listed {:?}, runs {:?})",
+            w.listed, w.runs
+        ));
     }
     Ok(())
 }
@@ -610,8 +746,10 @@ fn main() -> std::process::ExitCode {
         Ok(())
     });
     println!(
-        "model: {} cases ({} steps) of starts, polls, stops and searches under faults, crashes, \
-         failed Secret reads and clock jumps in {:.1}s; {} ended waiting for a person",
+        "model: {} cases ({} steps) of starts, polls, stops and searches under faults (errors \
+         before sending included), crashes, failed Secret reads, clock jumps, Amperity's clock \
+         off by up to 5 minutes and foreign runs (deleted resources', another key's with our \
+         display name, a person's, a followed one) in {:.1}s; {} ended waiting for a person",
         CASES.load(Ordering::Relaxed),
         STEPS.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),

@@ -604,6 +604,11 @@ fn an_invalid_spec_is_stalled_starts_nothing_and_says_why_once() {
             json!({"runTemplate": {"spec": {"tenant": "socktown", "tokenSecretRef": {"name": "a"}, "configId": "cg-1", "pollInterval": "1s"}}}),
             "spec.runTemplate.spec.pollInterval",
         ),
+        (
+            json!({"runTemplate": {"metadata": {"annotations": {"amperity.dev/resolve-start": "retry"}},
+                "spec": {"tenant": "socktown", "tokenSecretRef": {"name": "a"}, "configId": "cg-1"}}}),
+            "spec.runTemplate.metadata.annotations",
+        ),
     ] {
         let s = with_annotation(schedule(spec.clone(), None), RUN_NOW_ANNOTATION, "1");
         let plan = decide(&s, &[], now);

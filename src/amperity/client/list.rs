@@ -198,6 +198,7 @@ impl AmperityClient {
                         body: runs,
                         deprecation,
                         status: page.status,
+                        date: page.date,
                     });
                 }
             }

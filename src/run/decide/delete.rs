@@ -50,7 +50,13 @@ impl Step<'_> {
             Some(Answer::Later(wait)) => Action::Requeue(wait.min(left)),
             Some(Answer::Searched(search)) => match search.result {
                 Ok(runs) => {
-                    match self.judge(&runs, search.principal.as_ref(), &search.claims) {
+                    match self.judge(
+                        &runs,
+                        search.principal.as_ref(),
+                        &search.claims,
+                        search.clock_offset,
+                        search.config_name.as_deref(),
+                    ) {
                         Judgement::Certain(w) => {
                             // Recorded, so that the stop's answer knows which run it was.
                             self.status.workflow_id = Some(w.id.clone());

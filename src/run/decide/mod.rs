@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::amperity::Principal;
 use crate::amperity::wire::{RunRequest, Workflow};
 use crate::bounded::cut;
-use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
+use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
 use crate::run::validate;
 pub use conditions::Outcome;
 pub use start::normalise_range_bound;
@@ -50,6 +50,10 @@ pub struct Settings {
     /// How far before the recorded start the search for a lost start looks (clocks
     /// may be skewed).
     pub start_search_skew: Duration,
+    /// How far apart Amperity's clock (read from its `Date` header, to the second)
+    /// and the intent's time can be once the offset between the clocks is known:
+    /// the header's resolution, the list's latency and skew between replicas.
+    pub amperity_clock_tolerance: Duration,
     /// How long after its intent a start's run can have been created: the request
     /// timeout, with a margin. A run created later was not made by that start.
     pub start_request_window: Duration,
@@ -74,6 +78,7 @@ impl Default for Settings {
             stalled_recheck: Duration::from_secs(30),
             start_search_skew: Duration::from_secs(120),
             start_request_window: Duration::from_secs(60),
+            amperity_clock_tolerance: Duration::from_secs(5),
             retry_backoff: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(120),
             start_settle: Duration::from_secs(60),
@@ -115,6 +120,12 @@ pub struct Search {
     /// own starts, or given in the Secret).
     pub principal: Option<Principal>,
     pub claims: Claims,
+    /// Amperity's clock less ours when it answered (from its `Date` header), when
+    /// known: the search's windows are drawn in Amperity's clock.
+    pub clock_offset: Option<SignedDuration>,
+    /// The workflow name this config id's runs carry, once learned from Amperity's
+    /// answers: a run of another name is never this resource's.
+    pub config_name: Option<String>,
 }
 
 /// Which candidate runs other resources already follow.
@@ -334,6 +345,16 @@ impl Step<'_> {
     fn answered(&mut self, answer: Answer) -> Action {
         match answer {
             Answer::CredentialsUnavailable { reason, message } => {
+                // Nothing started and the timeout passed: it ends here, without a
+                // run, however long the Secret stays broken.
+                if self.status.workflow_id.is_none()
+                    && self.wanted_stop() == Some(StopReason::Timeout)
+                {
+                    return match self.status.phase {
+                        None | Some(Phase::Pending) => self.finish_timed_out_before_start(),
+                        _ => self.give_up_unconfirmed_start(StopReason::Timeout),
+                    };
+                }
                 // A recorded start (Starting) may have been sent: it keeps its
                 // intent and resumes its search once the credentials are back.
                 let phase = self.status.phase.unwrap_or(Phase::Pending);
@@ -402,6 +423,8 @@ impl Step<'_> {
         }
         let (event_type, event_reason) = match phase {
             Phase::Succeeded => (EventType::Normal, "Succeeded"),
+            // Something may be left running in Amperity: a person should look.
+            _ if reason == "StopUnconfirmed" => (EventType::Warning, "StopUnconfirmed"),
             Phase::TimedOut => (EventType::Warning, "TimedOut"),
             Phase::Canceled if reason == "Canceled" => (EventType::Normal, "Canceled"),
             Phase::Canceled => (EventType::Warning, "Canceled"),

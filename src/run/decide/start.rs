@@ -79,6 +79,9 @@ impl Step<'_> {
     pub(super) fn begin_start(&mut self) -> Action {
         let spec = &self.run.spec;
         self.status.started_at = Some(Time(self.now));
+        if self.status.first_attempt_at.is_none() {
+            self.status.first_attempt_at = Some(Time(self.now));
+        }
         self.status.search_started_at = None;
         self.status.workflow_id = None;
         self.set(Outcome::in_flight(
@@ -234,7 +237,13 @@ impl Step<'_> {
             .search_started_at
             .get_or_insert(Time(self.now))
             .0;
-        match self.judge(&runs, search.principal.as_ref(), &search.claims) {
+        match self.judge(
+            &runs,
+            search.principal.as_ref(),
+            &search.claims,
+            search.clock_offset,
+            search.config_name.as_deref(),
+        ) {
             Judgement::Certain(w) => {
                 let message = format!(
                     "the start's answer was lost; found and adopted {} (the only run this credential started since)",
@@ -273,42 +282,71 @@ impl Step<'_> {
         }
     }
 
+    /// When a run made by the start recorded at `intent` (our clock) can have been
+    /// created, in Amperity's clock: with its offset known, from the intent less a
+    /// small tolerance (the `Date` header's second, the request's latency, skew
+    /// between replicas) to a request's lifetime after it; without, the wide skew.
+    fn made_between_in_amperity(
+        &self,
+        intent: Timestamp,
+        clock: Option<SignedDuration>,
+    ) -> (Timestamp, Timestamp) {
+        let Some(offset) = clock else {
+            return self.made_between(intent);
+        };
+        let tolerance =
+            SignedDuration::try_from(self.settings.amperity_clock_tolerance).unwrap_or_default();
+        let window = SignedDuration::try_from(self.settings.start_request_window)
+            .unwrap_or_default()
+            .saturating_add(tolerance);
+        let at = intent.saturating_add(offset).unwrap_or(intent);
+        (
+            at.saturating_sub(tolerance).unwrap_or(Timestamp::MIN),
+            at.saturating_add(window).unwrap_or(Timestamp::MAX),
+        )
+    }
+
     /// Which of `runs` can be this resource's lost start, and whether one is certain.
+    /// `clock`: Amperity's clock less ours, when its answer said; `name`: the
+    /// workflow name this config id's runs carry, once learned.
     pub(super) fn judge(
         &self,
         runs: &[Workflow],
         principal: Option<&Principal>,
         claims: &Claims,
+        clock: Option<SignedDuration>,
+        name: Option<&str>,
     ) -> Judgement {
         let wanted_type = workflow_type_for(&self.run.spec.config_id);
-        let (floor, ceiling) = self.made_between(self.intent());
+        let (floor, ceiling) = self.made_between_in_amperity(self.intent(), clock);
         let own: Vec<&str> = self
             .status
             .attempts
             .iter()
             .map(|a| a.workflow_id.as_str())
             .collect();
-        let created = |w: &Workflow| {
-            w.created_at
-                .as_deref()
-                .and_then(|c| c.parse::<Timestamp>().ok())
-        };
+        let time = |t: Option<&str>| t.and_then(|c| c.parse::<Timestamp>().ok());
+        let created = |w: &Workflow| time(w.created_at.as_deref());
         let candidates: Vec<&Workflow> = runs
             .iter()
             .filter(|w| w.workflow_type.is_empty() || w.workflow_type == wanted_type)
+            // Another workflow than the one this config id starts.
+            .filter(|w| name.is_none_or(|n| w.name.is_empty() || w.name == n))
             .filter(|w| !own.contains(&w.id.as_str()))
             .filter(|w| !claims.tracked.contains(&w.id))
-            // Made by this start: created between the intent (less a skew) and the
-            // end of its request (and a skew). A run with no readable time may be.
+            // Made by this start: created between the intent (less a tolerance) and
+            // the end of its request. A run with no readable time may be.
             .filter(|w| created(w).is_none_or(|c| c >= floor && c <= ceiling))
+            // A run that ended before the intent was written is someone else's.
+            .filter(|w| time(w.ended_at.as_deref()).is_none_or(|e| e >= floor))
             // A run that names another principal was started by someone else.
-            .filter(|w| principal.is_none_or(|p| p.started(w) || Principal::of(w).is_none()))
+            .filter(|w| principal.is_none_or(|p| !p.not_started(w)))
             .collect();
         // Another resource's unresolved start of the same kind could have made a run
-        // created in its own window.
+        // created while its own request could have been in flight.
         let contested = |w: &Workflow| {
             claims.other_starts.iter().any(|t| {
-                let (from, to) = self.made_between(*t);
+                let (from, to) = self.made_between_in_amperity(*t, clock);
                 created(w).is_none_or(|c| c >= from && c <= to)
             })
         };
@@ -344,15 +382,16 @@ impl Step<'_> {
         }
         let message = format!(
             "a start was sent at {} but its answer was lost, and {}: {why}; to continue, annotate this resource with \
-             {RESOLVE_START_ANNOTATION}='adopt <workflow id>' to follow a run, or {RESOLVE_START_ANNOTATION}=retry to start a new one",
+             {RESOLVE_START_ANNOTATION}='adopt <workflow id>' to follow a run, or {RESOLVE_START_ANNOTATION}='retry {}' to start a new one",
             self.intent_time(),
             found(candidates, workflow_type_for(&self.run.spec.config_id)),
+            self.stall_token(),
         );
         self.stall(Phase::Starting, "StartUnconfirmed", message);
         self.resolve_start()
     }
 
-    fn give_up_unconfirmed_start(&mut self, reason: StopReason) -> Action {
+    pub(super) fn give_up_unconfirmed_start(&mut self, reason: StopReason) -> Action {
         self.give_up_unconfirmed_start_with(reason, &[])
     }
 
@@ -397,6 +436,26 @@ impl Step<'_> {
             .unwrap_or_else(|| "an unknown time".to_string())
     }
 
+    /// What a `retry` answer must repeat: a digest of the resource's uid and the
+    /// time of the intent whose outcome is unknown, which only the stalled status
+    /// shows. An annotation set in advance (on a new resource, or copied from a
+    /// template) cannot know it, and each stall has its own, so `retry` can answer
+    /// a later stall again. (FNV-1a: stable across versions and restarts.)
+    fn stall_token(&self) -> String {
+        let uid = self.run.metadata.uid.as_deref().unwrap_or_default();
+        let at = self
+            .status
+            .started_at
+            .as_ref()
+            .map_or(0, |t| t.0.as_nanosecond());
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in uid.bytes().chain(at.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{:08x}", h >> 32)
+    }
+
     fn resolve_start_answer(&self) -> Option<String> {
         self.run
             .metadata
@@ -428,7 +487,7 @@ impl Step<'_> {
                     &format!("adopted {id} as told by the {RESOLVE_START_ANNOTATION} annotation"),
                 )
             }
-            (Some("retry"), None, None) => {
+            (Some("retry"), Some(token), None) if token == self.stall_token() => {
                 self.status.start_resolution = Some(answer.clone());
                 self.event(
                     EventType::Normal,
@@ -441,7 +500,8 @@ impl Step<'_> {
             }
             _ => {
                 let message = format!(
-                    "the {RESOLVE_START_ANNOTATION} annotation {answer:?} is not understood: use 'adopt <workflow id>' or 'retry'"
+                    "the {RESOLVE_START_ANNOTATION} annotation {answer:?} is not understood, or answers an earlier stall: use 'adopt <workflow id>' or 'retry {}'",
+                    self.stall_token()
                 );
                 self.set(Outcome::stalled(
                     Phase::Starting,
@@ -462,7 +522,7 @@ impl Step<'_> {
         self.finished_next()
     }
 
-    fn finish_timed_out_before_start(&mut self) -> Action {
+    pub(super) fn finish_timed_out_before_start(&mut self) -> Action {
         let message = format!(
             "spec.timeout ({}) passed before attempt {} could start; nothing more was started",
             self.run.spec.timeout.as_deref().unwrap_or("?"),

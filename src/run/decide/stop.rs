@@ -23,8 +23,10 @@ impl Step<'_> {
         (self.now >= deadline).then_some(StopReason::Timeout)
     }
 
-    /// When `timeout` runs out: its length after the first start attempt (retries
-    /// included). None without a timeout, before any attempt, or past the end of time.
+    /// When `timeout` runs out: its length after the first start attempt (retries,
+    /// deferred starts and a person's `retry` included), or, before any attempt was
+    /// recorded, after the resource's creation: a resource that can never start is
+    /// bounded too. None without a timeout, or past the end of time.
     fn deadline(&self) -> Option<jiff::Timestamp> {
         let timeout = self
             .run
@@ -34,51 +36,89 @@ impl Step<'_> {
             .and_then(validate::parse_duration)?;
         let first_attempt = self
             .status
-            .attempts
-            .first()
-            .and_then(|a| a.started_at.as_ref())
-            .or(self.status.started_at.as_ref())?
+            .first_attempt_at
+            .as_ref()
+            // Statuses written before firstAttemptAt existed.
+            .or_else(|| {
+                self.status
+                    .attempts
+                    .first()
+                    .and_then(|a| a.started_at.as_ref())
+            })
+            .or(self.status.started_at.as_ref())
+            .or(self.run.metadata.creation_timestamp.as_ref())?
             .0;
         Self::after(first_attempt, timeout)
     }
 
-    /// A stop is wanted, not sent yet, and not held back by a recent failure.
+    /// Why the run is being stopped: the reason recorded with the intent to stop,
+    /// else the one that holds now.
+    pub(super) fn stop_cause(&self) -> Option<StopReason> {
+        self.status.stop_reason.or_else(|| self.wanted_stop())
+    }
+
+    /// A stop is wanted and not accepted yet (phase Stopping), and not held back by
+    /// a recent failure.
     pub(super) fn stop_due(&self) -> bool {
-        self.status.stop_reason.is_none()
-            && self.wanted_stop().is_some()
+        self.status.phase != Some(Phase::Stopping)
+            && self.stop_cause().is_some()
             && self.memory.next_stop_at.is_none_or(|at| self.now >= at)
     }
 
-    /// Stopping for longer than the grace period: Amperity never confirmed the stop.
+    /// Sends the stop, recording first why and when it was asked for: an answer
+    /// lost on the way back still leaves the reason on record, and it decides the
+    /// phase the run ends in.
+    pub(super) fn stop(&mut self, id: String) -> Action {
+        if self.status.stop_reason.is_none() {
+            self.status.stop_reason = self.wanted_stop();
+        }
+        if self.status.stop_requested_at.is_none() {
+            self.status.stop_requested_at = Some(Time(self.now));
+        }
+        Action::Stop(id)
+    }
+
+    /// A stop asked for longer than the grace period ago and not seen done (refused
+    /// every time, or accepted and never carried out): the run ends StopUnconfirmed.
     pub(super) fn stop_overdue(&mut self) -> Option<Action> {
-        if self.status.phase != Some(Phase::Stopping) {
+        if !matches!(self.status.phase, Some(Phase::Running | Phase::Stopping)) {
             return None;
         }
+        let reason = self.status.stop_reason?;
         let sent = self.status.stop_requested_at.as_ref()?.0;
         if self.since(sent) < self.settings.stop_grace {
             return None;
         }
         let id = self.status.workflow_id.clone().unwrap_or_default();
-        let phase = match self.status.stop_reason {
-            Some(StopReason::Timeout) => Phase::TimedOut,
+        let phase = match reason {
+            StopReason::Timeout => Phase::TimedOut,
             _ => Phase::Canceled,
         };
-        let message = format!(
-            "Amperity accepted the stop of run {id} at {sent} but has not reported it stopped after {}s; check the run in Amperity",
-            self.settings.stop_grace.as_secs()
-        );
+        let grace = self.settings.stop_grace.as_secs();
+        let message = if self.status.phase == Some(Phase::Stopping) {
+            format!(
+                "Amperity accepted the stop of run {id} (first asked at {sent}) but has not reported it stopped after {grace}s; check the run in Amperity"
+            )
+        } else {
+            format!(
+                "Amperity did not accept the stop of run {id} (first asked at {sent}, {} failure(s) since this operator started) within {grace}s; the run may still be going: stop it in Amperity",
+                self.memory.stop_failures
+            )
+        };
         self.finish(phase, "StopUnconfirmed", message);
         Some(self.finished_next())
     }
 
     pub(super) fn stop_sent(&mut self, result: Result<Workflow, ApiFailure>) -> Action {
         self.note_throttling(result.as_ref().err());
-        let reason = self.wanted_stop().unwrap_or(StopReason::Requested);
+        let reason = self.stop_cause().unwrap_or(StopReason::Requested);
         let id = self.status.workflow_id.clone().unwrap_or_default();
         match result {
             Ok(w) => {
                 self.status.stop_reason = Some(reason);
-                self.status.stop_requested_at = Some(Time(self.now));
+                if self.status.stop_requested_at.is_none() {
+                    self.status.stop_requested_at = Some(Time(self.now));
+                }
                 self.memory.stop_failures = 0;
                 self.memory.next_stop_at = None;
                 self.observe(&w);

@@ -27,7 +27,7 @@ impl Step<'_> {
         }
         let stop_due = self.stop_due();
         if stop_due && self.polled_within(self.settings.quick_poll) {
-            return Action::Stop(id);
+            return self.stop(id);
         }
         let interval = if stop_due || self.status.phase == Some(Phase::Stopping) {
             // A stop is sent right after a poll has shown the run still going.
@@ -84,7 +84,8 @@ impl Step<'_> {
                         format!("Amperity reports the undocumented state {raw:?} for {id}; treating the run as still running"),
                     );
                 }
-                let phase = if self.status.stop_reason.is_some() {
+                // Stopping once Amperity accepted the stop; until then, Running.
+                let phase = if self.status.phase == Some(Phase::Stopping) {
                     Phase::Stopping
                 } else {
                     Phase::Running
@@ -96,8 +97,8 @@ impl Step<'_> {
                     "Running"
                 };
                 // While a refused stop is being retried, the condition keeps saying so.
-                let stop_backing_off = self.status.stop_reason.is_none()
-                    && self.wanted_stop().is_some()
+                let stop_backing_off = self.status.phase != Some(Phase::Stopping)
+                    && self.stop_cause().is_some()
                     && self.memory.stop_failures > 0;
                 if self.status.phase != Some(phase)
                     || (!stop_backing_off
@@ -111,7 +112,7 @@ impl Step<'_> {
                     return action;
                 }
                 if self.stop_due() {
-                    return Action::Stop(id);
+                    return self.stop(id);
                 }
                 let interval = if phase == Phase::Stopping {
                     self.settings.quick_poll

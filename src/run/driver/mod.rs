@@ -220,6 +220,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
         exclusive: bool,
     ) -> Result<(), H::Error> {
         if run.status.as_ref() != Some(&status) {
+            let exclusive = exclusive || moves_start(run.status.as_ref(), &status);
             let version = self.host.save_status(run, &status, exclusive).await?;
             run.status = Some(status);
             if version.is_some() {
@@ -260,10 +261,12 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
             Action::Start(req) => {
                 let r = retrying_auth!(self, run, target, credentials, start, &req, turn.clone());
                 // The run this credential just started names who it starts runs as.
-                if let Ok(reply) = &r
-                    && let Some(p) = Principal::of(&reply.body)
-                {
-                    self.amperity.learn_principal(target, credentials, p);
+                if let Ok(reply) = &r {
+                    if let Some(p) = Principal::of(&reply.body) {
+                        self.amperity.learn_principal(target, credentials, p);
+                    }
+                    self.amperity
+                        .learn_name(target, &run.spec.config_id, &reply.body.name);
                 }
                 Answer::Started(self.settle(run, r, memory).await)
             }
@@ -276,6 +279,8 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                         if let Some(p) = Principal::of(&reply.body) {
                             self.amperity.learn_principal(target, credentials, p);
                         }
+                        self.amperity
+                            .learn_name(target, &run.spec.config_id, &reply.body.name);
                     }
                     Err(e) if e.is_retryable() || e.outcome_unknown() => self.host.poll_failed(run),
                     _ => {}
@@ -289,22 +294,30 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
             Action::Search(query) => {
                 let q = list_query(&query);
                 let r = retrying_auth!(self, run, target, credentials, list, &q, turn.clone());
+                // Amperity's clock against ours, at its answer.
+                let clock_offset = r
+                    .as_ref()
+                    .ok()
+                    .and_then(|reply| reply.date)
+                    .map(|date| date.duration_since(self.host.now()));
                 let result = self.settle(run, r, memory).await;
-                let claims = match &result {
-                    Ok(runs) => {
-                        let ids: Vec<String> = runs.iter().map(|w| w.id.clone()).collect();
-                        self.host.claims(run, &ids).await
-                    }
-                    Err(_) => Claims::default(),
-                };
                 let principal = access
                     .principal
                     .clone()
                     .or_else(|| self.amperity.learned_principal(target, credentials));
+                let claims = match &result {
+                    Ok(runs) => {
+                        let ids: Vec<String> = runs.iter().map(|w| w.id.clone()).collect();
+                        self.host.claims(run, &ids, principal.as_ref()).await
+                    }
+                    Err(_) => Claims::default(),
+                };
                 Answer::Searched(Search {
                     result,
                     principal,
                     claims,
+                    clock_offset,
+                    config_name: self.amperity.learned_name(target, &run.spec.config_id),
                 })
             }
             _ => unreachable!("only Amperity calls are performed"),
@@ -349,6 +362,29 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
             Err(e) => Err(failure(&e)),
         }
     }
+}
+
+/// Whether writing `new` over `old` changes where the start stands (the phase,
+/// the run followed, the attempts, the intent's times, a person's answer, the
+/// reason to stop): such a write goes only over the version it was decided from,
+/// so a paused or deposed leader's stale decision (a `Pending` over a newer
+/// attempt, say) is refused as a conflict, and the next reconcile reads again
+/// and decides afresh. Mirrors of a run's progress need no such guard.
+pub fn moves_start(
+    old: Option<&AmperityWorkflowRunStatus>,
+    new: &AmperityWorkflowRunStatus,
+) -> bool {
+    let blank = AmperityWorkflowRunStatus::default();
+    let old = old.unwrap_or(&blank);
+    old.phase != new.phase
+        || old.workflow_id != new.workflow_id
+        || old.attempts != new.attempts
+        || old.started_at != new.started_at
+        || old.first_attempt_at != new.first_attempt_at
+        || old.search_started_at != new.search_started_at
+        || old.start_resolution != new.start_resolution
+        || old.stop_reason != new.stop_reason
+        || old.stop_requested_at != new.stop_requested_at
 }
 
 fn unavailable(p: CredentialsProblem) -> Answer {

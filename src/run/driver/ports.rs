@@ -35,7 +35,9 @@ pub trait Host: Sync {
 
     /// Persists the status; the driver calls it only when the status changed.
     /// `exclusive`: only if the resource is still the version read (the intent to
-    /// start: two writers must never both record one). Returns the new version.
+    /// start, which two writers must never both record, and every write that
+    /// changes where the start stands: see [`super::moves_start`]); a conflict is
+    /// an error, and the next reconcile reads again. Returns the new version.
     fn save_status(
         &self,
         run: &AmperityWorkflowRun,
@@ -52,12 +54,15 @@ pub trait Host: Sync {
         notice: &DeprecationNotice,
     ) -> impl Future<Output = ()> + Send;
 
-    /// Which of `candidates` (run ids a search found) other resources follow, and
-    /// whether another start of the same kind is unresolved.
+    /// Which of `candidates` (run ids a search found) other resources follow (or
+    /// followed, recently), and whether another start of the same kind, at the
+    /// same tenant and endpoint, by the same principal (`principal`: this
+    /// resource's, when known) is unresolved.
     fn claims(
         &self,
         run: &AmperityWorkflowRun,
         candidates: &[String],
+        principal: Option<&Principal>,
     ) -> impl Future<Output = Claims> + Send;
 
     /// A poll got no usable answer (counted for metrics).
@@ -132,6 +137,11 @@ pub trait Api: Sync {
     fn learned_principal(&self, target: &Target, credentials: &Credentials) -> Option<Principal>;
 
     fn learn_principal(&self, target: &Target, credentials: &Credentials, principal: Principal);
+
+    /// The workflow name runs of `config_id` at `target` carry, once seen.
+    fn learned_name(&self, target: &Target, config_id: &str) -> Option<String>;
+
+    fn learn_name(&self, target: &Target, config_id: &str, name: &str);
 }
 
 impl Api for AmperityClient {
@@ -197,5 +207,13 @@ impl Api for AmperityClient {
 
     fn learn_principal(&self, target: &Target, credentials: &Credentials, principal: Principal) {
         AmperityClient::learn_principal(self, target, credentials, principal)
+    }
+
+    fn learned_name(&self, target: &Target, config_id: &str) -> Option<String> {
+        AmperityClient::learned_name(self, target, config_id)
+    }
+
+    fn learn_name(&self, target: &Target, config_id: &str, name: &str) {
+        AmperityClient::learn_name(self, target, config_id, name)
     }
 }
