@@ -29,6 +29,14 @@ pub fn crds() -> Vec<(&'static str, String)> {
             "amperityworkflowschedules.amperity.dev.yaml",
             shipped(crd::schedule::AmperityWorkflowSchedule::crd()),
         ),
+        (
+            "amperityconnections.amperity.dev.yaml",
+            shipped(crd::connection::AmperityConnection::crd()),
+        ),
+        (
+            "clusteramperityconnections.amperity.dev.yaml",
+            shipped(crd::connection::ClusterAmperityConnection::crd()),
+        ),
     ]
 }
 

@@ -104,7 +104,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         settings(&args),
         metrics.clone(),
     )
-    .watching(&args.namespaces);
+    .watching(&args.namespaces)
+    .in_namespace(&args.lease_namespace);
     if args.change_feed {
         ctx = ctx.with_feed(Arc::new(Feed::new(
             FeedSettings::default(),

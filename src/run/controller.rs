@@ -14,6 +14,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, field, info_span, warn};
 
+use super::connection;
 use super::host::KubeHost;
 use crate::amperity::{AmperityClient, Turn};
 use crate::bounded::cut;
@@ -98,6 +99,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// The change feed, when it is on: runs join it when their poll is scheduled.
     pub feed: Option<Arc<Feed>>,
+    /// The operator's own namespace: where a cluster connection's Secret is by default.
+    pub operator_namespace: String,
 }
 
 impl Context {
@@ -121,7 +124,14 @@ impl Context {
             namespaces: Vec::new(),
             failures: Mutex::new(HashMap::new()),
             feed: None,
+            operator_namespace: "default".into(),
         }
+    }
+
+    /// The same, running in `namespace` (where cluster connections' Secrets are by default).
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.operator_namespace = namespace.to_string();
+        self
     }
 
     /// The same, with the change feed on.
@@ -272,6 +282,14 @@ async fn reconcile_in(
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
         tracing::Span::current().record("workflow_id", id);
     }
+    // A run that names a connection takes its tenant, endpoint and Secret from it:
+    // filled in here, before anything is tracked or decided.
+    let found = {
+        let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+        connection::read(&ctx.client, &namespace, &run).await
+    }
+    .map_err(kube_err("reading the connection it names"))?;
+    let source = connection::resolve(&mut run, &namespace, found, &ctx.operator_namespace);
     let uid = run.uid().unwrap_or_default();
     ctx.tracking.observe(&uid, &run.spec, run.status.as_ref());
     let mut memory = ctx.remember(&uid);
@@ -312,6 +330,7 @@ async fn reconcile_in(
     let host = KubeHost {
         ctx: &ctx,
         namespace: namespace.clone(),
+        source,
     };
     let driver = Driver {
         host: &host,

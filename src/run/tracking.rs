@@ -47,7 +47,11 @@ impl Tracking {
             if s.phase == Some(Phase::Starting) && s.workflow_id.is_none() {
                 // An intent without a time is as old as time: it contests everything.
                 let at = s.started_at.as_ref().map_or(Timestamp::MIN, |t| t.0);
-                unresolved = Some((spec.tenant.clone(), workflow_type_for(&spec.config_id), at));
+                unresolved = Some((
+                    spec.tenant().to_string(),
+                    workflow_type_for(&spec.config_id),
+                    at,
+                ));
             }
         }
         ids.extend(spec.workflow_id.iter().cloned());
@@ -110,7 +114,9 @@ impl Tracking {
         let other_starts = state
             .unresolved
             .iter()
-            .filter(|(other, (tenant, k, _))| *other != uid && *tenant == spec.tenant && *k == kind)
+            .filter(|(other, (tenant, k, _))| {
+                *other != uid && *tenant == spec.tenant() && *k == kind
+            })
             .map(|(_, (_, _, at))| *at)
             .collect();
         Claims {
