@@ -5,6 +5,7 @@ pub mod amperity;
 pub mod bounded;
 pub mod cli;
 pub mod cluster;
+pub mod connection;
 pub mod crd;
 pub mod local;
 pub mod memory;

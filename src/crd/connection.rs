@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::run::{MAX_ENDPOINT_CHARS, SECRET_KEY_PATTERN, SECRET_NAME_PATTERN, TokenSecretRef};
 
-/// The most requests a second Amperity documents for one tenant.
-pub const MAX_REQUESTS_PER_SECOND: u32 = 10;
 /// A namespace's name (RFC 1123 label), as Kubernetes requires.
 pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
@@ -70,12 +68,6 @@ pub struct AmperityConnectionSpec {
     /// Secret in this namespace holding `token` (a bearer JWT) or `client_id` +
     /// `client_secret` (OAuth client credentials), as runs accept them.
     pub token_secret_ref: TokenSecretRef,
-
-    /// Requests a second this connection's runs may send, at most the operator's
-    /// budget for the tenant (never above Amperity's documented 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = MAX_REQUESTS_PER_SECOND))]
-    pub requests_per_second: Option<u32>,
 }
 
 /// A tenant and the credentials to reach it, for the runs and schedules of the
@@ -133,12 +125,6 @@ pub struct ClusterAmperityConnectionSpec {
     /// The Secret holding `token` or `client_id` + `client_secret`, in `namespace`
     /// (default: the operator's own namespace).
     pub token_secret_ref: ClusterTokenSecretRef,
-
-    /// Requests a second this connection's runs may send, at most the operator's
-    /// budget for the tenant (never above Amperity's documented 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = MAX_REQUESTS_PER_SECOND))]
-    pub requests_per_second: Option<u32>,
 
     /// Which namespaces' runs and schedules may use this connection. Required:
     /// `{}` chooses every namespace.

@@ -129,6 +129,15 @@ pub fn resolve(
     }
 }
 
+/// Where the credentials of a run naming a connection come from when this operator
+/// serves no connections: nowhere, until it does.
+pub fn disabled() -> Source {
+    Source::Refused(problem(
+        "ConnectionsDisabled",
+        "the run names a connection (spec.connectionRef), but this operator serves none: start it with --connections (the chart's connections.enabled)".into(),
+    ))
+}
+
 fn problem(reason: &str, message: String) -> CredentialsProblem {
     CredentialsProblem {
         reason: reason.to_string(),
@@ -260,7 +269,6 @@ mod tests {
                     name: "acme-api".into(),
                     key: None,
                 },
-                requests_per_second: None,
             },
         );
         c.metadata.generation = Some(2);
@@ -283,7 +291,6 @@ mod tests {
                     key: Some("token".into()),
                     namespace: secret_namespace.map(str::to_string),
                 },
-                requests_per_second: None,
                 namespace_selector: serde_json::from_value(selector).unwrap(),
             },
         );
@@ -398,7 +405,13 @@ mod tests {
     #[test]
     fn a_cluster_connection_serves_only_the_namespaces_it_chooses() {
         let kind = Some(ConnectionKind::ClusterAmperityConnection);
-        let cases: Vec<(&str, serde_json::Value, &[(&str, &str)], &str)> = vec![
+        type Case<'a> = (
+            &'a str,
+            serde_json::Value,
+            &'a [(&'a str, &'a str)],
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             ("{} chooses all", json!({}), &[], "Secret"),
             (
                 "matchLabels",

@@ -20,6 +20,7 @@ use crate::amperity::{AmperityClient, Turn};
 use crate::bounded::cut;
 use crate::cluster::events::reporter;
 use crate::cluster::finalizer::apply_finalizer;
+use crate::crd::connection::ConnectionKind;
 use crate::crd::{AmperityWorkflowRun, DeletionPolicy, Phase};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::run::decide::{Action, Settings, workflow_type_for};
@@ -101,6 +102,10 @@ pub struct Context {
     pub feed: Option<Arc<Feed>>,
     /// The operator's own namespace: where a cluster connection's Secret is by default.
     pub operator_namespace: String,
+    /// Whether connections are served (`--connections`).
+    pub connections: bool,
+    /// Unfinished runs by the connection they name, for the connection's status.
+    pub connections_in_use: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Context {
@@ -125,7 +130,15 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             feed: None,
             operator_namespace: "default".into(),
+            connections: false,
+            connections_in_use: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, serving connections or not (`--connections`).
+    pub fn serving_connections(mut self, on: bool) -> Self {
+        self.connections = on;
+        self
     }
 
     /// The same, running in `namespace` (where cluster connections' Secrets are by default).
@@ -158,11 +171,36 @@ impl Context {
     /// Drops everything kept for a resource that is gone: its memory, its phase
     /// in the `runs` gauge, the run it tracks, its place in the change feed.
     pub fn forget(&self, uid: &str) {
+        self.uses_connection(uid, None);
         self.store(uid, None);
         self.metrics.set_phase(uid, None);
         self.tracking.forget(uid);
         if let Some(feed) = &self.feed {
             feed.forget(uid);
+        }
+    }
+
+    /// How many unfinished runs name the connection (`namespace/name` of an
+    /// `AmperityConnection`, `name` of a cluster one).
+    pub fn connection_users(&self, kind: ConnectionKind, key: &str) -> u32 {
+        let users = self.connections_in_use.lock().unwrap();
+        let count = users
+            .get(&format!("{kind:?}/{key}"))
+            .map_or(0, HashSet::len);
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Records which connection an unfinished run uses now (None: none).
+    fn uses_connection(&self, uid: &str, connection: Option<String>) {
+        let mut users = self.connections_in_use.lock().unwrap();
+        users.retain(|key, uids| {
+            if connection.as_deref() != Some(key.as_str()) {
+                uids.remove(uid);
+            }
+            !uids.is_empty()
+        });
+        if let Some(key) = connection {
+            users.entry(key).or_default().insert(uid.to_string());
         }
     }
 
@@ -284,12 +322,16 @@ async fn reconcile_in(
     }
     // A run that names a connection takes its tenant, endpoint and Secret from it:
     // filled in here, before anything is tracked or decided.
-    let found = {
-        let _slot = ctx.kube_calls.acquire().await.expect("never closed");
-        connection::read(&ctx.client, &namespace, &run).await
-    }
-    .map_err(kube_err("reading the connection it names"))?;
-    let source = connection::resolve(&mut run, &namespace, found, &ctx.operator_namespace);
+    let source = if run.spec.connection_ref.is_some() && !ctx.connections {
+        connection::disabled()
+    } else {
+        let found = {
+            let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+            connection::read(&ctx.client, &namespace, &run).await
+        }
+        .map_err(kube_err("reading the connection it names"))?;
+        connection::resolve(&mut run, &namespace, found, &ctx.operator_namespace)
+    };
     let uid = run.uid().unwrap_or_default();
     ctx.tracking.observe(&uid, &run.spec, run.status.as_ref());
     let mut memory = ctx.remember(&uid);
@@ -344,6 +386,19 @@ async fn reconcile_in(
         tracing::Span::current().record("workflow_id", id);
     }
     let finished = run.phase().is_some_and(|p| p.is_finished());
+    let in_use = run
+        .spec
+        .connection_ref
+        .as_ref()
+        .filter(|_| !finished)
+        .map(|r| {
+            let key = match r.kind() {
+                ConnectionKind::AmperityConnection => format!("{namespace}/{}", r.name),
+                ConnectionKind::ClusterAmperityConnection => r.name.clone(),
+            };
+            format!("{:?}/{key}", r.kind())
+        });
+    ctx.uses_connection(&uid, in_use);
     if let Some(feed) = &ctx.feed
         && !matches!(run.phase(), Some(Phase::Running | Phase::Stopping))
     {

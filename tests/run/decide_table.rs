@@ -1506,7 +1506,10 @@ fn a_missing_or_unready_connection_stalls_until_it_is_fixed() {
         assert_eq!(cond(&d, "Stalled"), ("True", reason));
         assert_eq!(d.action, Action::Requeue(Duration::from_secs(30)));
         let d = step(&stalled, None, at(30));
-        assert!(matches!(d.action, Action::Start(_)), "{reason}: tried again");
+        assert!(
+            matches!(d.action, Action::Start(_)),
+            "{reason}: tried again"
+        );
     }
 }
 
