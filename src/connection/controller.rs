@@ -1,5 +1,5 @@
-//! Looks at every connection once a minute: verifies its credentials when they are
-//! new, changed or five minutes old (one `GET /workflow/runs?limit=1`), and writes
+//! Looks at every connection as often as at a stalled run: verifies its credentials
+//! when they are new, changed or five minutes old (one `GET /workflow/runs?limit=1`), and writes
 //! what [`super::status`] decides with server-side apply.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{LOOK_EVERY, Verification, due, status};
+use super::{Verification, due, status};
 use crate::amperity::credentials::{self, DEFAULT_TOKEN_KEY};
 use crate::amperity::{ListQuery, Target};
 use crate::cluster::FIELD_MANAGER;
@@ -181,7 +181,7 @@ where
     if !due(last.as_ref(), c.generation, &version, now) {
         // Verified recently: only the count of runs may need writing.
         if c.status.as_ref().is_some_and(unchanged_since) {
-            return Ok(Action::requeue(LOOK_EVERY));
+            return Ok(Action::requeue(ctx.runs.settings.stalled_recheck));
         }
     }
     let (outcome, principal) = verify(ctx, &c, secret).await;
@@ -215,7 +215,7 @@ where
         .await
         .map_err(kube_err("writing the status"))?;
     }
-    Ok(Action::requeue(LOOK_EVERY))
+    Ok(Action::requeue(ctx.runs.settings.stalled_recheck))
 }
 
 /// One authenticated call with the connection's credentials, and who they act as
@@ -285,10 +285,10 @@ async fn verify(
         Ok(_) => Verification::Verified,
         Err(e) if e.is_not_allowed() => Verification::EndpointNotAllowed(e.to_string()),
         Err(e) if e.is_auth() => Verification::Rejected(format!(
-            "Amperity refused the credentials from {named} ({e}): put valid credentials in the Secret, they are verified again within a minute"
+            "Amperity refused the credentials from {named} ({e}): put valid credentials in the Secret, a changed Secret is verified at once"
         )),
         Err(e) => Verification::Unavailable(format!(
-            "Amperity could not be asked ({e}); verified again within a minute"
+            "Amperity could not be asked ({e}); verified again shortly"
         )),
     };
     let principal = access

@@ -1,5 +1,7 @@
 //! `AmperityConnection` and `ClusterAmperityConnection`: their credentials are
 //! verified with one cheap authenticated call, and the outcome is their status.
+//! A connection is looked at as often as a stalled run (`STALLED_RECHECK_SECS`):
+//! its Secret is read, and a rotated one is verified at once.
 //! The decisions here are pure (what the status says, when to verify again); the
 //! controller ([`controller`]) reads the Secret, makes the call and writes status.
 
@@ -14,8 +16,6 @@ use crate::amperity::Principal;
 use crate::bounded::cut;
 use crate::crd::connection::ConnectionStatus;
 
-/// How often a connection is looked at: a rotated Secret is verified within this.
-pub const LOOK_EVERY: Duration = Duration::from_secs(60);
 /// How old a verification may get before it is made again (one list call).
 pub const VERIFY_EVERY: Duration = Duration::from_secs(300);
 /// Condition messages are cut to what the API server's Condition accepts.
