@@ -79,7 +79,11 @@ pub fn status(
         Verification::Rejected(m) => (false, true, "AuthFailed", m.clone()),
         Verification::Unavailable(m) => (false, false, "ApiUnavailable", m.clone()),
     };
-    let message = cut(&message, MAX_MESSAGE_BYTES);
+    let message = if message.trim().is_empty() {
+        reason.to_string()
+    } else {
+        cut(&message, MAX_MESSAGE_BYTES)
+    };
     let previous = before.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let condition = |type_: &str, on: bool, reason: &str, message: &str| {
         let status = if on { "True" } else { "False" };
@@ -106,7 +110,13 @@ pub fn status(
                 "Stalled",
                 stalled,
                 if stalled { reason } else { "Verified" },
-                if stalled { &message } else { "" },
+                // Never empty: an empty message is serialized as nothing, which the
+                // API server refuses in a Condition.
+                if stalled {
+                    &message
+                } else {
+                    "nothing needs a person"
+                },
             ),
         ],
         observed_generation: Some(generation),
@@ -172,6 +182,7 @@ mod tests {
         ];
         for (outcome, ready, stalled) in cases {
             let s = status(None, 3, &outcome, None, 0, at(0));
+            assert!(s.conditions.iter().all(|c| !c.message.is_empty()), "{outcome:?}");
             assert_eq!(cond(&s, "Ready"), ready, "{outcome:?}");
             assert_eq!(cond(&s, "Stalled"), stalled, "{outcome:?}");
             assert!(
