@@ -3,6 +3,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -83,7 +84,10 @@ fn crd_without_cel() -> String {
 
 pub struct Operator {
     child: Child,
-    metrics: String,
+    /// Its /metrics URL, once known: it binds port 0, and the port it got is read
+    /// from /proc (`listening.rs`). A port found free beforehand and handed to it
+    /// could be taken in between, and the operator would go on without metrics.
+    metrics: OnceLock<String>,
 }
 
 impl Drop for Operator {
@@ -117,11 +121,6 @@ impl Operator {
         feed: bool,
         label: &str,
     ) -> Operator {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let wrapper = std::env::var("LOAD_WRAPPER").unwrap_or_default();
         let (log_level, log_file) = match std::env::var("LOAD_LOG") {
             Ok(filter) => (
@@ -147,14 +146,36 @@ impl Operator {
                 .env("AMPERITY_RATE_LIMIT", rate.to_string())
                 .env("AMPERITY_CHANGE_FEED", feed.to_string())
                 .env("AMPERITY_ALLOWED_ENDPOINTS", allowed)
-                .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+                .env("METRICS_ADDR", "127.0.0.1:0")
                 .env("RUST_LOG", log_level)
                 .stdout(Stdio::null())
                 .stderr(log_file)
                 .spawn()
                 .unwrap(),
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            metrics: OnceLock::new(),
         }
+    }
+
+    /// The operator's /metrics URL, waiting until it listens. The operator may run
+    /// under LOAD_WRAPPER: the port is looked for in the whole process group.
+    async fn metrics_url(&self) -> &str {
+        if let Some(url) = self.metrics.get() {
+            return url;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            let group = group_members(self.child.id());
+            if let Some(port) = crate::listening::listening_ports(&group).first() {
+                break *port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator listened on no port within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.metrics
+            .get_or_init(|| format!("http://127.0.0.1:{port}/metrics"))
     }
 
     pub fn cpu_seconds(&self) -> f64 {
@@ -190,7 +211,7 @@ impl Operator {
 
     /// A counter's value, summed over its labels.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(&self.metrics)
+        let text = reqwest::get(self.metrics_url().await)
             .await
             .unwrap()
             .text()
@@ -205,4 +226,31 @@ impl Operator {
             // From +0: an f64 sum of no series is -0, which prints as "-0".
             .fold(0.0, |total, v| total + v)
     }
+}
+
+/// The processes in process group `group` (the operator, or its wrapper and it).
+fn group_members(group: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command name: state, ppid, pgrp.
+        let pgrp = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(2))
+            .and_then(|g| g.parse::<u32>().ok());
+        if pgrp == Some(group) {
+            members.push(pid);
+        }
+    }
+    // The group leader first: its network namespace is the one read.
+    members.sort_by_key(|pid| *pid != group);
+    members
 }

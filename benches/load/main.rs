@@ -22,6 +22,8 @@
 
 mod case;
 mod env;
+#[path = "../../tests/e2e/listening.rs"]
+mod listening;
 mod observe;
 
 use std::time::Instant;

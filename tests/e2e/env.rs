@@ -2,14 +2,17 @@
 //! testenv.sh), the project's simulator and the real operator binary as processes.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use amperity_operator::crd::AmperityWorkflowRun;
 use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -17,20 +20,25 @@ use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_amperity-operator");
-pub const TOKEN: &str = "sim-token";
-pub const ROTATED_TOKEN: &str = "rotated-token";
-/// A credential of its own for the scenario that kills the leader inside starts:
-/// its searches look only at runs this principal made, so runs that other
-/// scenarios' resources started (and since deleted) cannot make them ambiguous.
-pub const KILL_TOKEN: &str = "kill-token";
-/// Who the simulator says each token starts runs as.
-pub fn principal_of(token: &str) -> Option<&'static str> {
-    match token {
-        TOKEN => Some("api-key|sim-1"),
-        ROTATED_TOKEN => Some("api-key|sim-2"),
-        KILL_TOKEN => Some("api-key|sim-3"),
-        _ => None,
-    }
+/// Every token the simulator accepts starts with this, and is handed to one
+/// scenario (`Env::own_token`): a search for a lost start looks only at runs its
+/// principal made, so another scenario's runs (started at the same time, or by a
+/// resource since deleted) can never make it ambiguous.
+pub const TOKEN_PREFIX: &str = "e2e-token-";
+/// More than the suite's scenarios ask for.
+const TOKENS: usize = 200;
+
+fn token(i: usize) -> String {
+    format!("{TOKEN_PREFIX}{i}")
+}
+
+/// Who the simulator says a token starts runs as (`api-key|sim-N` for the Nth of
+/// the tokens it was given).
+pub fn principal_of(token: &str) -> Option<String> {
+    let i: usize = token.strip_prefix(TOKEN_PREFIX)?.parse().ok()?;
+    (1..=TOKENS)
+        .contains(&i)
+        .then(|| format!("api-key|sim-{i}"))
 }
 pub const CLIENT_ID: &str = "e2e-operator";
 pub const CLIENT_SECRET: &str = "e2e-client-s3cret";
@@ -41,18 +49,44 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A task aborted when dropped: a scenario that returns early, fails or runs out
+/// of time leaves nothing running behind it.
+pub struct TaskGuard(pub tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls `check` until it holds, or fails with its last complaint after `timeout`.
+/// For what must happen; what must not happen is checked once, after something
+/// that comes later has been seen.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("{e} (still so after {timeout:?})"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// A child process killed when dropped, its output in a log file.
 pub struct Proc {
+    /// What it was started as: an operator's POD_NAME, its identity in the Lease.
+    pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    /// Killed by the suite (its pid may since be another process's).
+    killed: bool,
 }
 
 impl Proc {
@@ -70,28 +104,65 @@ impl Proc {
             cmd.env(k, v);
         }
         let child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
-        Ok(Proc { child, log })
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log,
+            killed: false,
+        })
     }
 
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.killed = true;
     }
 
     /// The process still runs (it has not exited, nor become a zombie).
     pub fn is_running(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .map(|rest| rest.trim_start().to_string())
-            })
-            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+        !self.killed
+            && std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .map(|rest| rest.trim_start().to_string())
+                })
+                .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The TCP port the process listens on, once it does. The suite's children bind
+    /// port 0 and are asked afterwards (listening.rs): a port found free beforehand
+    /// could be taken before the child binds it.
+    pub async fn listen_port(&self, timeout: Duration) -> Result<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(port) = crate::listening::listening_ports(&[self.child.id()])
+                .first()
+                .copied()
+            {
+                return Ok(port);
+            }
+            if !self.is_running() {
+                return Err(format!(
+                    "{} exited before it listened:\n{}",
+                    self.log.display(),
+                    self.log_text()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} listened on no port within {timeout:?}:\n{}",
+                    self.log.display(),
+                    self.log_text()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -112,10 +183,12 @@ pub struct Env {
     pub _sim: Proc,
     pub operator: Option<Proc>,
     pub metrics_port: u16,
+    /// How many of the simulator's tokens have been handed out.
+    tokens_used: AtomicUsize,
 }
 
 /// The suite's Python (scripts/python-venv.sh creates its venv when missing).
-pub fn python() -> Result<PathBuf> {
+fn python() -> Result<PathBuf> {
     let out = Command::new(repo().join("scripts/python-venv.sh"))
         .output()
         .map_err(|e| format!("cannot run scripts/python-venv.sh: {e}"))?;
@@ -161,19 +234,20 @@ impl Env {
             .ok_or("testenv.sh env printed no E2E_KUBECTL")?;
         let client = client_for(&kubeconfig).await?;
         install_crds(&client).await?;
+        clear_leftovers(&client).await?;
 
-        let sim_port = free_port();
+        let tokens: Vec<String> = (1..=TOKENS).map(token).collect();
         let sim = Proc::spawn(
             "simulator",
             &["simulator"],
             &[
-                ("SIM_LISTEN", format!("127.0.0.1:{sim_port}")),
-                (
-                    "SIM_TOKENS",
-                    format!("{TOKEN},{ROTATED_TOKEN},{KILL_TOKEN}"),
-                ),
+                ("SIM_LISTEN", "127.0.0.1:0".into()),
+                ("SIM_TOKENS", tokens.join(",")),
                 ("SIM_SPEED", "10".into()),
-                ("SIM_SEED", "7".into()),
+                // A seed of its own: the workflow ids it hands out are not those an
+                // earlier run's simulator handed out (and an earlier run's resource
+                // could still claim).
+                ("SIM_SEED", fastrand::u64(..).to_string()),
                 ("SIM_CLIENT_ID", CLIENT_ID.into()),
                 ("SIM_CLIENT_SECRET", CLIENT_SECRET.into()),
                 // `slowstart` answers late enough to kill the operator inside a start;
@@ -182,6 +256,7 @@ impl Env {
                 ("SIM_LIST_LAG_MS", "4000".into()),
             ],
         )?;
+        let sim_port = sim.listen_port(Duration::from_secs(20)).await?;
         let sim_url = format!("http://127.0.0.1:{sim_port}/api");
         wait_http(
             &format!("http://127.0.0.1:{sim_port}/_sim/stats"),
@@ -196,33 +271,59 @@ impl Env {
             sim_port,
             _sim: sim,
             operator: None,
-            metrics_port: free_port(),
+            metrics_port: 0,
+            tokens_used: AtomicUsize::new(0),
         };
-        env.operator = Some(env.spawn_operator("operator", env.metrics_port, &[])?);
-        wait_http(
-            &format!("http://127.0.0.1:{}/readyz", env.metrics_port),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "{e}\noperator log:\n{}",
-                env.operator.as_ref().unwrap().log_text()
-            )
-        })?;
+        env.restart_operator("operator").await?;
         Ok(env)
     }
 
-    /// Starts an operator process with the test settings (fast retries and re-checks).
-    pub fn spawn_operator(
+    /// Starts the shared operator as `name` (replacing one that runs), and waits
+    /// until it answers /readyz.
+    pub async fn restart_operator(&mut self, name: &str) -> Result {
+        if let Some(mut old) = self.operator.take() {
+            old.kill();
+        }
+        let (op, port) = self.start_operator(name, &[]).await?;
+        let ready = wait_http(
+            &format!("http://127.0.0.1:{port}/readyz"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| format!("{e}\noperator log:\n{}", op.log_text()));
+        self.operator = Some(op);
+        self.metrics_port = port;
+        ready
+    }
+
+    /// After a scenario that kills or replaces operators: the shared operator runs,
+    /// whatever path the scenario took out (an error, its time limit).
+    pub async fn ensure_operator(&mut self, name: &str) -> Result {
+        if self.operator.as_ref().is_some_and(Proc::is_running) {
+            return Ok(());
+        }
+        self.restart_operator(name).await
+    }
+
+    /// Starts an operator process with the test settings (fast retries and re-checks),
+    /// its metrics on a port of its own choosing; returns it with that port once it
+    /// listens.
+    pub async fn start_operator(
         &self,
         name: &str,
-        metrics_port: u16,
         extra: &[(&str, String)],
-    ) -> Result<Proc> {
+    ) -> Result<(Proc, u16)> {
+        let op = self.spawn_operator(name, extra)?;
+        let port = op.listen_port(Duration::from_secs(30)).await?;
+        Ok((op, port))
+    }
+
+    /// Starts an operator process without waiting for it (`start_operator` waits
+    /// until it listens).
+    pub fn spawn_operator(&self, name: &str, extra: &[(&str, String)]) -> Result<Proc> {
         let mut envs: Vec<(&str, String)> = vec![
             ("KUBECONFIG", self.kubeconfig.display().to_string()),
-            ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+            ("METRICS_ADDR", "127.0.0.1:0".into()),
             ("RUST_LOG", "info,amperity_operator=debug".into()),
             ("RETRY_BACKOFF_SECS", "1".into()),
             // Many scenarios share the simulator's one tenant at once.
@@ -247,7 +348,8 @@ impl Env {
     }
 
     /// Runs `checks` with the shared operator stopped (it would reconcile the
-    /// scenario's runs too), then starts it again as `name`.
+    /// scenario's runs too), then starts it again as `name`. (Should `checks` run
+    /// out of time, the suite starts it again: `ensure_operator`.)
     pub async fn without_shared_operator<F>(&mut self, name: &str, checks: F) -> Result
     where
         F: for<'a> FnOnce(
@@ -259,14 +361,8 @@ impl Env {
             op.kill();
         }
         let result = checks(self).await;
-        let port = self.metrics_port;
-        self.operator = Some(self.spawn_operator(name, port, &[])?);
-        wait_http(
-            &format!("http://127.0.0.1:{port}/readyz"),
-            Duration::from_secs(30),
-        )
-        .await?;
-        result
+        let restarted = self.restart_operator(name).await;
+        result.and(restarted)
     }
 
     pub async fn sim_stats(&self) -> Value {
@@ -284,16 +380,33 @@ impl Env {
             .unwrap_or(0)
     }
 
+    /// A token of the simulator's that no other scenario uses.
+    pub fn own_token(&self) -> String {
+        let i = self.tokens_used.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(i <= TOKENS, "the simulator has only {TOKENS} tokens");
+        token(i)
+    }
+
     /// A fresh namespace with the token Secret.
     pub async fn namespace(&self, name: &str, token: Option<&str>) -> Result<String> {
-        let ns = format!("{name}-{}", fastrand::u32(..) % 100_000);
         let api: Api<Namespace> = Api::all(self.client.clone());
-        api.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .map_err(|e| format!("creating namespace {ns}: {e}"))?;
+        let mut attempts = 0;
+        let ns = loop {
+            let ns = format!("{name}-{}", fastrand::u32(..) % 100_000);
+            match api
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+                )
+                .await
+            {
+                Ok(_) => break ns,
+                // Namespaces outlive a run of the suite (nothing here deletes them):
+                // a name an earlier run drew is drawn again.
+                Err(kube::Error::Api(e)) if e.code == 409 && attempts < 10 => attempts += 1,
+                Err(e) => return Err(format!("creating namespace {ns}: {e}")),
+            }
+        };
         if let Some(token) = token {
             self.put_secret(&ns, token).await?;
         }
@@ -480,16 +593,20 @@ impl Env {
         ))
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
-        self.kubectl_as(&self.kubeconfig, args)
+    pub async fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        self.kubectl_as(&self.kubeconfig, args).await
     }
 
-    /// The suite's kubectl with another identity's kubeconfig.
-    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-        let out = Command::new(&self.kubectl)
-            .env("KUBECONFIG", kubeconfig)
-            .args(args)
-            .output()
+    /// The suite's kubectl with another identity's kubeconfig. On a thread of its
+    /// own: the scenarios that share the operator run as one task, and a kubectl
+    /// that blocked it (`kubectl wait` for a run's end, `explain` after `explain`)
+    /// would stop every other scenario's clock-bound checks meanwhile.
+    pub async fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.env("KUBECONFIG", kubeconfig).args(args);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("the kubectl thread ends")
             .expect("the suite's kubectl runs");
         let text = format!(
             "{}{}",
@@ -501,8 +618,16 @@ impl Env {
 }
 
 /// The chart's objects of the given kinds (comma-separated), rendered with Helm's
-/// engine for a release in `namespace` (tests/chart/render.py).
-pub fn render_chart(namespace: &str, kinds: &str) -> Result<Vec<Value>> {
+/// engine for a release in `namespace` (tests/chart/render.py). On a thread of its
+/// own, as kubectl: the venv may be created first.
+pub async fn render_chart(namespace: &str, kinds: &str) -> Result<Vec<Value>> {
+    let (namespace, kinds) = (namespace.to_string(), kinds.to_string());
+    tokio::task::spawn_blocking(move || render_chart_now(&namespace, &kinds))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+fn render_chart_now(namespace: &str, kinds: &str) -> Result<Vec<Value>> {
     let out = Command::new(python()?)
         .arg(repo().join("tests/chart/render.py"))
         .arg(format!("--kinds={kinds}"))
@@ -536,6 +661,29 @@ pub fn is_aggregated(doc: &Value) -> bool {
         })
 }
 
+/// Whether the API server's authorizer lets the user of `client` do `verb` on
+/// `resource` (`name/subresource` allowed) in `namespace`: a SelfSubjectAccessReview.
+pub async fn can(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+) -> Result<bool> {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"namespace": namespace, "verb": verb, "group": group,
+                                        "resource": resource, "subresource": subresource}},
+    }))
+    .map_err(|e| e.to_string())?;
+    let answer = Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| format!("SelfSubjectAccessReview: {e}"))?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .map_err(|e| format!("reading {}: {e}", kubeconfig.display()))?;
@@ -563,6 +711,47 @@ pub fn crd_without_cel(file: &str) -> Value {
     }
     strip(&mut crd);
     crd
+}
+
+/// Removes the runs and schedules that earlier runs of the suite left in the API
+/// server (nothing here deletes them, and without a namespace controller deleting
+/// a namespace would not either), finalizers and all, before this run's operator
+/// starts. Left, the operator would take them up: runs following workflow ids this
+/// run's simulator may hand out again to other runs, schedules still creating a
+/// run every minute, all of them spending the simulator's rate budget.
+async fn clear_leftovers(client: &Client) -> Result {
+    let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let runs = Api::<AmperityWorkflowRun>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("listing leftover runs: {e}"))?;
+    for run in runs {
+        let (ns, name) = (
+            run.metadata.namespace.unwrap_or_default(),
+            run.metadata.name.unwrap_or_default(),
+        );
+        let api: Api<AmperityWorkflowRun> = Api::namespaced(client.clone(), &ns);
+        let _ = api
+            .patch(&name, &PatchParams::default(), &no_finalizers)
+            .await;
+        let _ = api.delete(&name, &Default::default()).await;
+    }
+    let schedules = Api::<AmperityWorkflowSchedule>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("listing leftover schedules: {e}"))?;
+    for schedule in schedules {
+        let (ns, name) = (
+            schedule.metadata.namespace.unwrap_or_default(),
+            schedule.metadata.name.unwrap_or_default(),
+        );
+        let api: Api<AmperityWorkflowSchedule> = Api::namespaced(client.clone(), &ns);
+        let _ = api
+            .patch(&name, &PatchParams::default(), &no_finalizers)
+            .await;
+        let _ = api.delete(&name, &Default::default()).await;
+    }
+    Ok(())
 }
 
 async fn install_crds(client: &Client) -> Result {
@@ -640,14 +829,43 @@ pub fn phase(run: &AmperityWorkflowRun) -> String {
         .unwrap_or_default()
 }
 
-pub fn events(env: &Env, ns: &str) -> BTreeMap<String, usize> {
-    let (_, out) = env.kubectl(&["-n", ns, "get", "events.events.k8s.io", "-o", "json"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+/// The Events (events.k8s.io) in `ns`.
+pub async fn event_list(env: &Env, ns: &str) -> Result<Vec<Event>> {
+    let api: Api<Event> = Api::namespaced(env.client.clone(), ns);
+    api.list(&Default::default())
+        .await
+        .map(|list| list.items)
+        .map_err(|e| format!("listing the Events in {ns}: {e}"))
+}
+
+/// How many Events in `ns` give each reason.
+pub async fn events(env: &Env, ns: &str) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
-    for item in v["items"].as_array().cloned().unwrap_or_default() {
-        if let Some(r) = item["reason"].as_str() {
-            *counts.entry(r.to_string()).or_insert(0) += 1;
+    for event in event_list(env, ns).await.unwrap_or_default() {
+        if let Some(r) = event.reason {
+            *counts.entry(r).or_insert(0) += 1;
         }
     }
     counts
+}
+
+/// Waits until the Events in `ns` include one with each of `reasons` (the operator
+/// writes an Event after the status it tells of, so a status seen does not mean
+/// its Event is there yet); returns the counts by reason.
+pub async fn wait_events(
+    env: &Env,
+    ns: &str,
+    reasons: &[&str],
+    timeout: Duration,
+) -> Result<BTreeMap<String, usize>> {
+    eventually(timeout, || async {
+        let seen = events(env, ns).await;
+        let missing: Vec<&&str> = reasons.iter().filter(|r| !seen.contains_key(**r)).collect();
+        if missing.is_empty() {
+            Ok(seen)
+        } else {
+            Err(format!("no {missing:?} Event in {ns}: {seen:?}"))
+        }
+    })
+    .await
 }

@@ -17,7 +17,7 @@ fn opening(description: &str) -> String {
 
 /// Every object in the schema under `path` (dotted, as `kubectl explain` takes it).
 /// The fields inside a nullable object are left out: API servers before 1.21 (this
-/// suite's is 1.20) do not publish them; tests/shipped/crd_docs.rs checks their descriptions.
+/// suite's is 1.20) do not publish them; tests/crd_docs.rs checks their descriptions.
 fn objects<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
     let node = node.get("items").unwrap_or(node);
     if node.get("properties").is_none() || node.get("nullable") == Some(&Value::Bool(true)) {
@@ -33,7 +33,7 @@ pub async fn kubectl_explain_describes_every_field(env: &Env) -> Result {
     // The API server republishes its OpenAPI a few seconds after a CRD changes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match explain_everything(env) {
+        match explain_everything(env).await {
             Err(e) if std::time::Instant::now() < deadline => {
                 let _ = e;
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -43,7 +43,7 @@ pub async fn kubectl_explain_describes_every_field(env: &Env) -> Result {
     }
 }
 
-fn explain_everything(env: &Env) -> Result {
+async fn explain_everything(env: &Env) -> Result {
     let crds: Vec<Value> = amperity_operator::crds()
         .iter()
         .map(|(_, yaml)| serde_norway::from_str(yaml).unwrap())
@@ -66,7 +66,7 @@ fn explain_everything(env: &Env) -> Result {
         if path.contains(".conditions") {
             continue;
         }
-        let (ok, out) = env.kubectl(&["explain", &path]);
+        let (ok, out) = env.kubectl(&["explain", &path]).await;
         ensure(ok, format!("kubectl explain {path}: {out}"))?;
         let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
         for (name, field) in node["properties"].as_mapping().unwrap() {
@@ -84,7 +84,9 @@ fn explain_everything(env: &Env) -> Result {
     }
     ensure(checked > 80, format!("only {checked} fields explained"))?;
     // --recursive lists them all, status included.
-    let (ok, out) = env.kubectl(&["explain", "amperityworkflowrun.status", "--recursive"]);
+    let (ok, out) = env
+        .kubectl(&["explain", "amperityworkflowrun.status", "--recursive"])
+        .await;
     ensure(ok, out.clone())?;
     for field in [
         "phase",
@@ -98,7 +100,9 @@ fn explain_everything(env: &Env) -> Result {
             format!("--recursive lacks {field}:\n{out}"),
         )?;
     }
-    let (ok, out) = env.kubectl(&["explain", "awsched.status", "--recursive"]);
+    let (ok, out) = env
+        .kubectl(&["explain", "awsched.status", "--recursive"])
+        .await;
     ensure(ok, out.clone())?;
     for field in [
         "lastScheduleTime",

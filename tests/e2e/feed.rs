@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::env::{self, Env, Result, free_port, phase, wait_http};
+use crate::env::{Env, Result, phase, wait_http};
 use crate::scenarios::{ensure, finished};
 
 pub async fn the_change_feed_wakes_ended_runs_and_a_lying_list_changes_nothing(
@@ -24,20 +24,20 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 async fn feed_checks(env: &mut Env) -> Result {
-    let ns = env.namespace("feed", Some(env::TOKEN)).await?;
+    let ns = env.namespace("feed", Some(&env.own_token())).await?;
     // A budget of 2/s: the twenty runs below are polled in turn every ten
     // seconds or so, twice their 5 s interval, so the feed looks every 5 s.
-    let port = free_port();
-    let mut op = env.spawn_operator(
-        "operator-feed",
-        port,
-        &[
-            ("WATCH_NAMESPACES", ns.clone()),
-            ("LEADER_ELECTION", "false".into()),
-            ("AMPERITY_RATE_LIMIT", "2".into()),
-            ("AMPERITY_CHANGE_FEED", "true".into()),
-        ],
-    )?;
+    let (mut op, port) = env
+        .start_operator(
+            "operator-feed",
+            &[
+                ("WATCH_NAMESPACES", ns.clone()),
+                ("LEADER_ELECTION", "false".into()),
+                ("AMPERITY_RATE_LIMIT", "2".into()),
+                ("AMPERITY_CHANGE_FEED", "true".into()),
+            ],
+        )
+        .await?;
     let scrape = || async {
         reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await

@@ -1,23 +1,38 @@
 //! Leader election between replicas: only the leader reconciles, a follower takes
 //! over when the leader dies, and a leader that loses its Lease stops.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use crate::env::{self, Env, Result, free_port, phase, wait_http};
+use crate::env::{Env, Result, TaskGuard, eventually, phase, wait_http};
 use crate::scenarios::{FINISH, ensure, finished};
+
+/// The value of the unlabelled series `name` on an operator's /metrics.
+async fn series(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+}
 
 pub async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env) -> Result {
     // With the current operator alone, a finished run proves it leads.
-    let ns = env.namespace("leader", Some(env::TOKEN)).await?;
+    let ns = env.namespace("leader", Some(&env.own_token())).await?;
     env.create_run(&ns, "first", json!({"configId": "cg-e2e-leader-1"}))
         .await?;
     env.wait_for(&ns, "first", FINISH, "finished", finished)
         .await?;
-    let follower_port = free_port();
-    let follower = env.spawn_operator("operator-follower", follower_port, &[])?;
+    let (follower, follower_port) = env.start_operator("operator-follower", &[]).await?;
     wait_http(
         &format!("http://127.0.0.1:{follower_port}/readyz"),
         Duration::from_secs(30),
@@ -27,24 +42,13 @@ pub async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env)
         .await?;
     env.wait_for(&ns, "between", FINISH, "finished", finished)
         .await?;
-    let reconciles = |port: u16| async move {
-        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|l| l.starts_with("amperity_operator_reconciles_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok())
-    };
+    let reconciles = |port: u16| series(port, "amperity_operator_reconciles_total");
     ensure(
         reconciles(follower_port).await == Some(0.0),
         "the follower reconciled while not leading",
     )?;
     // Kill the leader: the follower takes over once the lease expires.
-    env.operator.as_mut().unwrap().kill();
+    env.operator.as_mut().ok_or("no operator")?.kill();
     env.operator = Some(follower);
     env.metrics_port = follower_port;
     env.create_run(&ns, "second", json!({"configId": "cg-e2e-leader-2"}))
@@ -59,66 +63,102 @@ pub async fn only_the_leader_reconciles_and_a_follower_takes_over(env: &mut Env)
     )
 }
 
+/// An operator of its own, on a Lease of its own in the scenario's namespace: what
+/// the scenario does to its Lease can outlast it in no other scenario.
 pub async fn a_leader_that_loses_its_lease_stops_reconciling(env: &mut Env) -> Result {
-    let ns = env.namespace("lease", Some(env::TOKEN)).await?;
+    env.without_shared_operator("operator-after-lease", |env| Box::pin(lease_checks(env)))
+        .await
+}
+
+async fn lease_checks(env: &mut Env) -> Result {
+    let ns = env.namespace("lease", Some(&env.own_token())).await?;
+    let lease = "amperity-operator-lease";
+    let (_operator, port) = env
+        .start_operator(
+            "operator-lease",
+            &[
+                ("POD_NAMESPACE", ns.clone()),
+                ("LEASE_NAME", lease.to_string()),
+            ],
+        )
+        .await?;
+    // A finished run proves it leads (and that its Lease exists); how long the run
+    // took to be taken up bounds the wait for something that must not happen.
+    let created = Instant::now();
     env.create_run(&ns, "before", json!({"configId": "cg-e2e-lease-before"}))
         .await?;
+    env.wait_for(&ns, "before", FINISH, "taken up", |r| r.status.is_some())
+        .await?;
+    let taken_up = created.elapsed();
     env.wait_for(&ns, "before", FINISH, "finished", finished)
         .await?;
     // Someone else takes the lease (as a partitioned leader finds on its return)
-    // and keeps renewing it.
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(env.client.clone(), "default");
+    // and keeps renewing it, until the scenario ends whichever way it does. (For
+    // 10 s at a time: the operator waits out what the holder last wrote, even
+    // after the expiry below.)
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &ns);
     let micro = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    let intruder = {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let mut intruder = {
         let leases = leases.clone();
-        tokio::spawn(async move {
-            loop {
+        TaskGuard(tokio::spawn(async move {
+            while !*stopped.borrow() {
                 let now = jiff::Timestamp::now();
-                let spec = json!({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 30,
+                let spec = json!({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 10,
                     "acquireTime": micro(now), "renewTime": micro(now)}});
                 let _ = leases
-                    .patch(
-                        "amperity-operator-e2e",
-                        &PatchParams::default(),
-                        &Patch::Merge(spec),
-                    )
+                    .patch(lease, &PatchParams::default(), &Patch::Merge(spec))
                     .await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stopped.changed() => {}
+                }
             }
-        })
+        }))
     };
-    // Within one check period the operator notices and stops reconciling.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The operator notices and says it no longer leads.
+    eventually(Duration::from_secs(30), || async {
+        let leader = series(port, "amperity_operator_leader").await;
+        ensure(
+            leader == Some(0.0),
+            format!("amperity_operator_leader is {leader:?} with the lease taken"),
+        )
+    })
+    .await?;
+    // A run created now stays untouched, for several times as long as the leading
+    // operator took to take one up.
+    let hold = (taken_up * 4).max(Duration::from_secs(5));
     env.create_run(&ns, "during", json!({"configId": "cg-e2e-lease-during"}))
         .await?;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let during = env
-        .runs(&ns)
-        .get("during")
-        .await
-        .map_err(|e| e.to_string())?;
-    intruder.abort();
-    ensure(
-        during.status.is_none(),
-        format!(
-            "reconciled without the lease: {:?}",
-            during.status.map(|s| s.phase)
-        ),
-    )?;
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        let during = env
+            .runs(&ns)
+            .get("during")
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure(
+            during.status.is_none(),
+            format!(
+                "reconciled without the lease: {:?}",
+                during.status.map(|s| s.phase)
+            ),
+        )?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     ensure(
         env.starts_for("cg-e2e-lease-during").await == 0,
-        "started a run without the lease",
+        format!("started a run without the lease (within {hold:?})"),
     )?;
+    // The intruder stops after its last renewal has landed (aborted, a renewal in
+    // flight could land after the expiry below).
+    let _ = stop.send(true);
+    let _ = (&mut intruder.0).await;
     // The lease expires: the operator leads again and the run proceeds.
     let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     let expired = json!({"spec": {"leaseDurationSeconds": 1, "renewTime": micro(past)}});
     leases
-        .patch(
-            "amperity-operator-e2e",
-            &PatchParams::default(),
-            &Patch::Merge(expired),
-        )
+        .patch(lease, &PatchParams::default(), &Patch::Merge(expired))
         .await
         .map_err(|e| format!("expiring the lease: {e}"))?;
     let run = env

@@ -15,6 +15,7 @@ mod env;
 mod explain;
 mod feed;
 mod leadership;
+mod listening;
 mod one_run;
 mod operator_rbac;
 mod outcomes;
@@ -125,6 +126,12 @@ fn main() -> ExitCode {
             if report(name, started.elapsed().as_secs_f32(), outcome) {
                 passed += 1;
             } else {
+                failed += 1;
+            }
+            // Whichever way it ended (early, or cut off at its limit), the next
+            // scenario finds the shared operator running.
+            if let Err(e) = env.ensure_operator(&format!("operator-after-{name}")).await {
+                println!("  the shared operator could not be started again: {e}");
                 failed += 1;
             }
         }

@@ -8,7 +8,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::json;
 
-use crate::env::{self, Env, Proc, Result, condition, free_port, phase, wait_http};
+use crate::env::{Env, Proc, Result, condition, phase, wait_http};
 use crate::scenarios::{FINISH, ensure, finished};
 
 const LEASE: &str = "amperity-operator-e2e";
@@ -41,17 +41,18 @@ fn kill_config(i: usize) -> String {
 }
 
 pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut Env) -> Result {
-    let ns = env.namespace("killleader", Some(env::KILL_TOKEN)).await?;
+    // A token of its own: its searches look only at runs this principal made, so
+    // runs that other scenarios' resources started (and since deleted) cannot
+    // make them ambiguous.
+    let ns = env.namespace("killleader", Some(&env.own_token())).await?;
     // Two replicas: the one running now, and a second one waiting for the Lease.
+    // (Should the scenario end early, they are killed as it drops them, and the
+    // suite starts a shared operator again.)
     let mut replicas: Vec<(String, Proc, u16)> = Vec::new();
     let first = env.operator.take().ok_or("no operator")?;
-    replicas.push(("operator".into(), first, env.metrics_port));
-    let port = free_port();
-    replicas.push((
-        "replica-1".into(),
-        env.spawn_operator("replica-1", port, &[])?,
-        port,
-    ));
+    replicas.push((first.name.clone(), first, env.metrics_port));
+    let (replica, port) = env.start_operator("replica-1", &[]).await?;
+    replicas.push(("replica-1".into(), replica, port));
     wait_http(
         &format!("http://127.0.0.1:{port}/readyz"),
         Duration::from_secs(30),
@@ -85,8 +86,8 @@ pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut E
         let (_, mut dead, _) = replicas.remove(at);
         dead.kill();
         let name = format!("replica-{}", i + 2);
-        let port = free_port();
-        replicas.push((name.clone(), env.spawn_operator(&name, port, &[])?, port));
+        let (replica, port) = env.start_operator(&name, &[]).await?;
+        replicas.push((name, replica, port));
     }
     if result.is_ok() {
         for i in 0..3 {
@@ -134,8 +135,10 @@ pub async fn killing_the_leader_inside_its_starts_never_starts_twice(env: &mut E
 }
 
 pub async fn a_search_skips_other_resources_runs_and_waits_out_a_lagging_list(env: &Env) -> Result {
-    let mine_ns = env.namespace("search-mine", Some(env::TOKEN)).await?;
-    let theirs_ns = env.namespace("search-theirs", Some(env::TOKEN)).await?;
+    // One credential for both, and for nothing else.
+    let token = env.own_token();
+    let mine_ns = env.namespace("search-mine", Some(&token)).await?;
+    let theirs_ns = env.namespace("search-theirs", Some(&token)).await?;
     // Mine: the run is created, its answer lost (a 500), and lists show it only
     // after 4 s. Theirs: a campaign of the same type, same credential, same minute.
     let mine = "cc-e2e-mine-lostanswer-listlag";

@@ -1,20 +1,26 @@
 //! The operator's own RBAC from the chart, on the real API server: it is enough for
 //! everything a user expects, and removing any one rule breaks something.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use kube::Client;
 use kube::api::DeleteParams;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::env::{self, Env, Result, condition, events, free_port, phase};
+use crate::env::{self, Env, Result, can, client_for, condition, events, eventually, phase};
 use crate::scenarios::ensure;
 
+/// How long the operator has, under the chart's full RBAC, to do everything.
+const FULL: Duration = Duration::from_secs(60);
+
 /// The chart's RBAC objects for a release in `namespace`.
-fn chart_rbac(namespace: &str) -> Result<Vec<serde_json::Value>> {
+async fn chart_rbac(namespace: &str) -> Result<Vec<Value>> {
     let docs = env::render_chart(
         namespace,
         "ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding",
-    )?;
+    )
+    .await?;
     // The operator's own RBAC: the users' aggregated roles grant it nothing (roles.rs).
     Ok(docs
         .into_iter()
@@ -24,23 +30,77 @@ fn chart_rbac(namespace: &str) -> Result<Vec<serde_json::Value>> {
 
 /// Applies RBAC objects, replacing earlier versions wholesale. The ServiceAccount
 /// is created once and kept: recreating it would revoke its token.
-fn apply_rbac(env: &Env, docs: &[serde_json::Value]) -> Result {
+async fn apply_rbac(env: &Env, docs: &[Value]) -> Result {
     let path = std::env::temp_dir().join(format!("e2e-rbac-{}.json", fastrand::u32(..)));
-    let docs: Vec<&serde_json::Value> = docs
+    let docs: Vec<&Value> = docs
         .iter()
         .filter(|d| d["kind"] != "ServiceAccount")
         .collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
     std::fs::write(&path, list.to_string()).unwrap();
-    let (_, _) = env.kubectl(&["delete", "--ignore-not-found", "-f", path.to_str().unwrap()]);
-    let (ok, out) = env.kubectl(&["create", "-f", path.to_str().unwrap()]);
+    let (_, _) = env
+        .kubectl(&["delete", "--ignore-not-found", "-f", path.to_str().unwrap()])
+        .await;
+    let (ok, out) = env.kubectl(&["create", "-f", path.to_str().unwrap()]).await;
     let _ = std::fs::remove_file(&path);
     ensure(ok, format!("applying RBAC: {out}"))
 }
 
+/// One request each rule of `docs`' roles allows: (verb, group, resource, namespace).
+fn probes(docs: &[Value], release_ns: &str) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for doc in docs {
+        if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
+            continue;
+        }
+        let namespace = doc["metadata"]["namespace"].as_str().unwrap_or(release_ns);
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            out.push(probe(rule, namespace));
+        }
+    }
+    out
+}
+
+fn probe(rule: &Value, namespace: &str) -> (String, String, String, String) {
+    let first = |field: &str| rule[field][0].as_str().unwrap_or_default().to_string();
+    (
+        first("verbs"),
+        first("apiGroups"),
+        first("resources"),
+        namespace.to_string(),
+    )
+}
+
+/// Waits until the API server's authorizer answers for the ServiceAccount as the
+/// RBAC just applied says: every remaining rule allows, the removed one does not.
+/// (It learns of RBAC objects through a watch: a request made at once could still
+/// be judged by the previous set.)
+async fn until_authorized(
+    sa: &Client,
+    allowed: &[(String, String, String, String)],
+    denied: Option<&(String, String, String, String)>,
+) -> Result {
+    eventually(Duration::from_secs(30), || async {
+        for (verb, group, resource, ns) in allowed {
+            ensure(
+                can(sa, verb, group, resource, ns).await?,
+                format!("the ServiceAccount may not yet {verb} {group}/{resource} in {ns}"),
+            )?;
+        }
+        if let Some((verb, group, resource, ns)) = denied {
+            ensure(
+                !can(sa, verb, group, resource, ns).await?,
+                format!("the ServiceAccount may still {verb} {group}/{resource} in {ns}"),
+            )?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest,
 /// through the API: the suite's kubectl 1.20 has no `create token`).
-async fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::path::PathBuf> {
+async fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<PathBuf> {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(env.client.clone(), namespace);
@@ -60,27 +120,65 @@ async fn service_account_kubeconfig(env: &Env, namespace: &str) -> Result<std::p
     env.kubeconfig_with_token(&format!("sa-{namespace}"), &token)
 }
 
-/// Runs one workflow and one schedule under `kubeconfig`; true when everything a
-/// user expects happened: the run Succeeded, with a Started event, and was deleted
-/// after its TTL; the schedule started a run on `amperity.dev/run-now` and recorded
-/// its success in status.
+/// A log line without its colours, cut to a readable length.
+fn short(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // An ANSI colour: ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    match plain.find("error=") {
+        Some(at) => plain[at..].chars().take(200).collect(),
+        None => plain.chars().take(200).collect(),
+    }
+}
+
+/// How a check under some RBAC went.
+struct Verdict {
+    works: bool,
+    why: String,
+    /// A line of the operator's log where the API server refused it.
+    refused: Option<String>,
+}
+
+/// Runs one workflow and one schedule under `kubeconfig`; works when everything a
+/// user expects happened within `limit`: the run Succeeded, with a Started event,
+/// and was deleted after its TTL; the schedule started a run on
+/// `amperity.dev/run-now` and recorded its success in status. With `refusal_breaks`,
+/// the check ends as soon as the operator's log shows the API server refusing it.
 async fn works_under(
     env: &Env,
-    kubeconfig: &std::path::Path,
-    lease_ns: &str,
+    kubeconfig: &Path,
+    release_ns: &str,
     label: &str,
-) -> Result<(bool, String)> {
-    let port = free_port();
+    limit: Duration,
+    refusal_breaks: bool,
+) -> Result<Verdict> {
     let mut op = env.spawn_operator(
         &format!("operator-rbac-{label}"),
-        port,
         &[
             ("KUBECONFIG", kubeconfig.display().to_string()),
-            ("POD_NAMESPACE", lease_ns.to_string()),
+            ("POD_NAMESPACE", release_ns.to_string()),
             ("LEASE_NAME", format!("rbac-{label}")),
         ],
     )?;
-    let ns = env.namespace("rbac", Some(env::TOKEN)).await?;
+    // As the API server words a refusal of the ServiceAccount.
+    let account = format!("system:serviceaccount:{release_ns}:amperity-operator");
+    let refused = |log: &str| {
+        log.lines()
+            .find(|l| l.contains(&account) && l.contains("forbidden"))
+            .map(short)
+    };
+    let ns = env.namespace("rbac", Some(&env.own_token())).await?;
     env.create_run(
         &ns,
         "checked",
@@ -95,10 +193,11 @@ async fn works_under(
         json!({amperity_operator::schedule::RUN_NOW_ANNOTATION: "1"}),
     )
     .await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    let deadline = Instant::now() + limit;
     let mut last = String::from("no status");
     let (mut succeeded, mut run_done, mut schedule_done) = (false, false, false);
-    while std::time::Instant::now() < deadline {
+    let mut verdict = None;
+    while Instant::now() < deadline {
         match env
             .runs(&ns)
             .get_opt("checked")
@@ -113,7 +212,11 @@ async fn works_under(
                     break;
                 }
             }
-            None if succeeded => run_done = true,
+            // The run lives a second after it ends: a look can miss its Succeeded
+            // phase, never its Succeeded Event.
+            None if succeeded || events(env, &ns).await.contains_key("Succeeded") => {
+                run_done = true;
+            }
             None => last = "the run was deleted before it succeeded".into(),
         }
         let schedule = env
@@ -139,6 +242,14 @@ async fn works_under(
             last = format!("the operator exited ({status})");
             break;
         }
+        if refusal_breaks && let Some(line) = refused(&op.log_text()) {
+            verdict = Some(Verdict {
+                works: false,
+                why: format!("refused: {line}"),
+                refused: Some(line),
+            });
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     op.kill();
@@ -147,18 +258,27 @@ async fn works_under(
         .schedules(&ns)
         .delete("checked", &DeleteParams::default())
         .await;
-    if !(run_done && schedule_done) {
-        return Ok((false, last));
+    if let Some(verdict) = verdict {
+        return Ok(verdict);
     }
-    let started = events(env, &ns).contains_key("Started");
-    Ok((
-        started,
-        if started {
+    let refused = refused(&op.log_text());
+    if !(run_done && schedule_done) {
+        return Ok(Verdict {
+            works: false,
+            why: last,
+            refused,
+        });
+    }
+    let started = events(env, &ns).await.contains_key("Started");
+    Ok(Verdict {
+        works: started,
+        why: if started {
             "ok".into()
         } else {
             "no Started event".into()
         },
-    ))
+        refused,
+    })
 }
 
 pub async fn the_charts_rbac_is_enough_and_every_rule_is_needed(env: &mut Env) -> Result {
@@ -169,20 +289,35 @@ pub async fn the_charts_rbac_is_enough_and_every_rule_is_needed(env: &mut Env) -
 
 async fn rbac_checks(env: &mut Env) -> Result {
     let release_ns = env.namespace("operator", None).await?;
-    let full = chart_rbac(&release_ns)?;
-    let accounts: Vec<&serde_json::Value> = full
+    let full = chart_rbac(&release_ns).await?;
+    let accounts: Vec<&Value> = full
         .iter()
         .filter(|d| d["kind"] == "ServiceAccount")
         .collect();
     ensure(accounts.len() == 1, "the chart renders one ServiceAccount")?;
     let sa = std::env::temp_dir().join(format!("e2e-sa-{release_ns}.json"));
     std::fs::write(&sa, accounts[0].to_string()).unwrap();
-    let (ok, out) = env.kubectl(&["create", "-f", sa.to_str().unwrap()]);
+    let (ok, out) = env.kubectl(&["create", "-f", sa.to_str().unwrap()]).await;
     ensure(ok, format!("creating the ServiceAccount: {out}"))?;
-    apply_rbac(env, &full)?;
+    apply_rbac(env, &full).await?;
     let kubeconfig = service_account_kubeconfig(env, &release_ns).await?;
-    let (ok, why) = works_under(env, &kubeconfig, &release_ns, "full").await?;
-    ensure(ok, format!("the chart's RBAC is not enough: {why}"))?;
+    let sa_client = client_for(&kubeconfig).await?;
+    until_authorized(&sa_client, &probes(&full, &release_ns), None).await?;
+    let started = Instant::now();
+    let verdict = works_under(env, &kubeconfig, &release_ns, "full", FULL, false).await?;
+    ensure(
+        verdict.works,
+        format!("the chart's RBAC is not enough: {}", verdict.why),
+    )?;
+    // Each check below must break within twice the time everything took here, or
+    // it would have worked. And when nothing was refused here, a refusal there is
+    // proof enough that the rule removed is used.
+    eprintln!(
+        "    the chart's RBAC: everything done in {:.1}s",
+        started.elapsed().as_secs_f32()
+    );
+    let limit = (started.elapsed() * 2).max(Duration::from_secs(15));
+    let refusal_breaks = verdict.refused.is_none();
 
     // Remove each rule in turn: something must break.
     let roles: Vec<usize> = full
@@ -197,11 +332,22 @@ async fn rbac_checks(env: &mut Env) -> Result {
         for rule in 0..count {
             let mut reduced = full.clone();
             let removed = reduced[role]["rules"].as_array_mut().unwrap().remove(rule);
-            apply_rbac(env, &reduced)?;
+            apply_rbac(env, &reduced).await?;
+            let scope = reduced[role]["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(&release_ns)
+                .to_string();
+            until_authorized(
+                &sa_client,
+                &probes(&reduced, &release_ns),
+                Some(&probe(&removed, &scope)),
+            )
+            .await?;
             let label = format!("without-{checked}");
-            let (ok, why) = works_under(env, &kubeconfig, &release_ns, &label).await?;
-            ensure(!ok, format!("removing {removed} broke nothing"))?;
-            eprintln!("    without {}: {why}", removed["resources"]);
+            let verdict =
+                works_under(env, &kubeconfig, &release_ns, &label, limit, refusal_breaks).await?;
+            ensure(!verdict.works, format!("removing {removed} broke nothing"))?;
+            eprintln!("    without {}: {}", removed["resources"], verdict.why);
             checked += 1;
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::env::{self, Env, Result};
+use crate::env::{self, Env, Result, can, client_for, eventually};
 
 const EDITOR: &str = "e2e-editor";
 const VIEWER: &str = "e2e-viewer";
@@ -20,7 +20,8 @@ fn ensure(ok: bool, what: impl Into<String>) -> Result {
 pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease(
     env: &Env,
 ) -> Result {
-    let roles: Vec<Value> = env::render_chart("amperity-system", "ClusterRole")?
+    let roles: Vec<Value> = env::render_chart("amperity-system", "ClusterRole")
+        .await?
         .into_iter()
         .filter(env::is_aggregated)
         .collect();
@@ -31,34 +32,47 @@ pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_leas
             roles.len()
         ),
     )?;
-    apply(env, &roles)?;
+    apply(env, &roles).await?;
     wait_until_aggregated(env, "edit", "create").await?;
     wait_until_aggregated(env, "view", "list").await?;
 
-    let ns = env.namespace("roles", Some(env::TOKEN)).await?;
-    bind(env, &ns, EDITOR, "edit")?;
-    bind(env, &ns, VIEWER, "view")?;
+    let ns = env.namespace("roles", Some(&env.own_token())).await?;
+    bind(env, &ns, EDITOR, "edit").await?;
+    bind(env, &ns, VIEWER, "view").await?;
     let editor = user_kubeconfig(env, EDITOR)?;
     let viewer = user_kubeconfig(env, VIEWER)?;
+    // The authorizer learns of new bindings through a watch: wait until they hold.
+    let (as_editor, as_viewer) = (client_for(&editor).await?, client_for(&viewer).await?);
+    eventually(Duration::from_secs(30), || async {
+        let runs = "amperityworkflowruns";
+        ensure(
+            can(&as_editor, "create", "amperity.dev", runs, &ns).await?
+                && can(&as_viewer, "list", "amperity.dev", runs, &ns).await?,
+            format!("the bindings in {ns} are not in force"),
+        )
+    })
+    .await?;
 
     // The editor creates a run: the operator takes it up.
     let manifest = std::env::temp_dir().join(format!("e2e-roles-{ns}.json"));
     let run = env.run_manifest(&ns, "by-editor", json!({"configId": "cg-e2e-roles"}));
     std::fs::write(&manifest, run.to_string()).map_err(|e| e.to_string())?;
     let manifest = manifest.to_str().unwrap();
-    let (ok, out) = env.kubectl_as(&viewer, &["create", "-f", manifest]);
+    let (ok, out) = env.kubectl_as(&viewer, &["create", "-f", manifest]).await;
     ensure(
         !ok && out.contains("Forbidden"),
         format!("a viewer created a run: {out}"),
     )?;
-    let (ok, out) = env.kubectl_as(&editor, &["create", "-f", manifest]);
+    let (ok, out) = env.kubectl_as(&editor, &["create", "-f", manifest]).await;
     ensure(ok, format!("an editor could not create a run: {out}"))?;
     env.wait_for(&ns, "by-editor", Duration::from_secs(30), "taken up", |r| {
         r.status.is_some()
     })
     .await?;
     for (user, kubeconfig) in [(EDITOR, &editor), (VIEWER, &viewer)] {
-        let (ok, out) = env.kubectl_as(kubeconfig, &["-n", &ns, "get", "awr", "by-editor"]);
+        let (ok, out) = env
+            .kubectl_as(kubeconfig, &["-n", &ns, "get", "awr", "by-editor"])
+            .await;
         ensure(ok, format!("{user} cannot read the run: {out}"))?;
     }
 
@@ -162,7 +176,7 @@ pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_leas
         ),
     ] {
         let kubeconfig = if user == EDITOR { &editor } else { &viewer };
-        let allowed = allowed(env, kubeconfig, verb, group, resource, namespace)?;
+        let allowed = allowed(env, kubeconfig, verb, group, resource, namespace).await?;
         ensure(
             allowed == want,
             format!("{user} may {verb} {group}/{resource} in {namespace}: {allowed}, want {want}"),
@@ -177,27 +191,31 @@ pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_leas
         "leases.coordination.k8s.io",
         "amperity-operator-e2e",
     ];
-    let (ok, out) = env.kubectl_as(&editor, &lease);
+    let (ok, out) = env.kubectl_as(&editor, &lease).await;
     ensure(
         !ok && out.contains("Forbidden"),
         format!("an editor read the operator's Lease: {out}"),
     )?;
-    let (ok, out) = env.kubectl(&lease);
+    let (ok, out) = env.kubectl(&lease).await;
     ensure(
         ok,
         format!("the operator's Lease exists (the check above is not vacuous): {out}"),
     )?;
 
     // The editor deletes the run: the operator stops it and lets it go.
-    let (ok, out) = env.kubectl_as(&viewer, &["-n", &ns, "delete", "awr", "by-editor"]);
+    let (ok, out) = env
+        .kubectl_as(&viewer, &["-n", &ns, "delete", "awr", "by-editor"])
+        .await;
     ensure(
         !ok && out.contains("Forbidden"),
         format!("a viewer deleted a run: {out}"),
     )?;
-    let (ok, out) = env.kubectl_as(
-        &editor,
-        &["-n", &ns, "delete", "awr", "by-editor", "--timeout=60s"],
-    );
+    let (ok, out) = env
+        .kubectl_as(
+            &editor,
+            &["-n", &ns, "delete", "awr", "by-editor", "--timeout=60s"],
+        )
+        .await;
     ensure(ok, format!("an editor could not delete the run: {out}"))?;
     let gone = env
         .runs(&ns)
@@ -210,7 +228,7 @@ pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_leas
 
 /// Whether the user of `kubeconfig` may do `verb` on `resource` (`name/subresource`
 /// allowed) in `namespace`, as the API server's RBAC answers a SelfSubjectAccessReview.
-fn allowed(
+async fn allowed(
     env: &Env,
     kubeconfig: &Path,
     verb: &str,
@@ -226,10 +244,12 @@ fn allowed(
     });
     let path = std::env::temp_dir().join(format!("e2e-review-{}.json", fastrand::u32(..)));
     std::fs::write(&path, review.to_string()).map_err(|e| e.to_string())?;
-    let (ok, out) = env.kubectl_as(
-        kubeconfig,
-        &["create", "-f", path.to_str().unwrap(), "-o", "json"],
-    );
+    let (ok, out) = env
+        .kubectl_as(
+            kubeconfig,
+            &["create", "-f", path.to_str().unwrap(), "-o", "json"],
+        )
+        .await;
     let _ = std::fs::remove_file(&path);
     ensure(ok, format!("SelfSubjectAccessReview: {out}"))?;
     let answer: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
@@ -237,11 +257,11 @@ fn allowed(
 }
 
 /// Applies objects with the admin's kubectl.
-fn apply(env: &Env, docs: &[Value]) -> Result {
+async fn apply(env: &Env, docs: &[Value]) -> Result {
     let path = std::env::temp_dir().join(format!("e2e-roles-{}.json", fastrand::u32(..)));
     let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
     std::fs::write(&path, list.to_string()).map_err(|e| e.to_string())?;
-    let (ok, out) = env.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    let (ok, out) = env.kubectl(&["apply", "-f", path.to_str().unwrap()]).await;
     let _ = std::fs::remove_file(&path);
     ensure(ok, format!("applying {}: {out}", path.display()))
 }
@@ -252,7 +272,9 @@ async fn wait_until_aggregated(env: &Env, role: &str, verb: &str) -> Result {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
-        let (ok, out) = env.kubectl(&["get", "clusterrole", role, "-o", "json"]);
+        let (ok, out) = env
+            .kubectl(&["get", "clusterrole", role, "-o", "json"])
+            .await;
         if ok {
             let role: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
             let granted = role["rules"].as_array().into_iter().flatten().any(|rule| {
@@ -279,14 +301,14 @@ async fn wait_until_aggregated(env: &Env, role: &str, verb: &str) -> Result {
 }
 
 /// Binds `user` to the built-in ClusterRole `role` in `ns`.
-fn bind(env: &Env, ns: &str, user: &str, role: &str) -> Result {
+async fn bind(env: &Env, ns: &str, user: &str, role: &str) -> Result {
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": format!("{user}-{role}"), "namespace": ns},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     });
-    apply(env, &[binding])
+    apply(env, &[binding]).await
 }
 
 /// A kubeconfig for a static-token user of testenv.sh (its line in tokens.csv).

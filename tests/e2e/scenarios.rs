@@ -44,6 +44,9 @@ use crate::trust::{
 use crate::{Scenario, Shared};
 
 pub const FINISH: Duration = Duration::from_secs(90);
+/// How long an Event may follow the status it tells of (the operator writes the
+/// status, then the Event).
+pub const EVENTS: Duration = Duration::from_secs(30);
 
 macro_rules! scenarios {
     (shared: [$($shared:ident),* $(,)?], exclusive: [$($exclusive:ident),* $(,)?] $(,)?) => {
@@ -89,12 +92,13 @@ scenarios!(
     ],
 );
 
-/// Scenarios that wait for real minutes to pass get longer than the usual 180 s.
+/// Scenarios that wait for real minutes to pass, or check one thing after another
+/// each with its own operator, get longer than the usual 180 s.
 pub fn time_limit(name: &str) -> Duration {
-    if name == "schedules_run_once_a_minute_across_a_sigkill_and_two_replicas" {
-        Duration::from_secs(300)
-    } else {
-        Duration::from_secs(180)
+    match name {
+        "schedules_run_once_a_minute_across_a_sigkill_and_two_replicas"
+        | "the_charts_rbac_is_enough_and_every_rule_is_needed" => Duration::from_secs(300),
+        _ => Duration::from_secs(180),
     }
 }
 

@@ -1,15 +1,18 @@
 //! AmperityWorkflowSchedules on the real API server. The minute-by-minute checks
 //! share one scenario so that their real minutes pass together.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::schedule::RUN_NOW_ANNOTATION;
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::env::{self, Env, Result, events, free_port, phase, schedule_condition, wait_http};
-use crate::scenarios::ensure;
+use crate::env::{
+    Env, Result, events, eventually, phase, schedule_condition, wait_events, wait_http,
+};
+use crate::scenarios::{EVENTS, ensure};
 
 /// The run name of the slot at minute boundary `minute` (minutes since the epoch).
 fn slot_run(schedule: &str, minute: i64) -> String {
@@ -27,6 +30,14 @@ async fn until_minute(minute: i64, secs: f64) {
     if at > now {
         tokio::time::sleep(Duration::from_secs_f64(at - now)).await;
     }
+}
+
+/// The slot a schedule last skipped, as a timestamp.
+fn skipped(s: &AmperityWorkflowSchedule) -> Option<String> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.last_skipped_time.as_ref())
+        .map(|t| t.0.to_string())
 }
 
 fn unique(prefix: &str) -> String {
@@ -63,7 +74,9 @@ async fn lease_holder(env: &Env) -> Option<String> {
 pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
     env: &mut Env,
 ) -> Result {
-    let ns = env.namespace("sched-minutes", Some(env::TOKEN)).await?;
+    let ns = env
+        .namespace("sched-minutes", Some(&env.own_token()))
+        .await?;
     // Late in a minute, the schedules could be created after the boundary taken as
     // their first: start afresh just after it.
     if Timestamp::now().as_second().rem_euclid(60) >= 50 {
@@ -109,9 +122,10 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
     let b1 = created + 1;
     let (b2, b3) = (b1 + 1, b1 + 2);
 
-    // A second replica, a follower while the first leads.
-    let follower_port = free_port();
-    let follower = env.spawn_operator("operator-sched-follower", follower_port, &[])?;
+    // A second replica, a follower while the first leads. (Should the scenario end
+    // early, the replicas it started are killed as it drops them, and the suite
+    // starts a shared operator again.)
+    let (follower, follower_port) = env.start_operator("operator-sched-follower", &[]).await?;
     wait_http(
         &format!("http://127.0.0.1:{follower_port}/readyz"),
         Duration::from_secs(30),
@@ -119,12 +133,27 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
     .await?;
 
     // Minute one: one run each for ticker and forbid; idle skips it.
-    until_minute(b1, 4.0).await;
+    until_minute(b1, 0.0).await;
+    let first = [slot_run("ticker", b1), slot_run("forbid", b1)];
+    eventually(Duration::from_secs(40), || async {
+        let names = env.run_names(&ns).await?;
+        ensure(
+            first.iter().all(|n| names.contains(n)),
+            format!("after the first slot: {names:?}"),
+        )
+    })
+    .await?;
+    // Its skip recorded, a run for the slot would have been created by now.
+    let slot1 = format!("{}", Timestamp::from_second(b1 * 60).unwrap());
+    env.wait_for_schedule(
+        &ns,
+        "idle",
+        Duration::from_secs(40),
+        "skipping the first slot",
+        |s| skipped(s) == Some(slot1.clone()),
+    )
+    .await?;
     let names = env.run_names(&ns).await?;
-    ensure(
-        names.contains(&slot_run("ticker", b1)) && names.contains(&slot_run("forbid", b1)),
-        format!("after the first slot: {names:?}"),
-    )?;
     ensure(
         !names.iter().any(|n| n.starts_with("idle-")),
         format!("a suspended schedule ran: {names:?}"),
@@ -132,9 +161,10 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
 
     // Minute two: SIGKILL the leader a moment after the slot; a new replica starts.
     until_minute(b2, fastrand::f64() * 0.5).await;
-    env.operator.as_mut().unwrap().kill();
-    let replacement_port = free_port();
-    let replacement = env.spawn_operator("operator-sched-replacement", replacement_port, &[])?;
+    env.operator.as_mut().ok_or("no operator")?.kill();
+    let (replacement, replacement_port) = env
+        .start_operator("operator-sched-replacement", &[])
+        .await?;
     let slot2 = format!("{}", Timestamp::from_second(b2 * 60).unwrap());
     // The suspended schedule records the slot skipped; only then is it resumed.
     env.wait_for_schedule(
@@ -142,13 +172,7 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
         "idle",
         Duration::from_secs(40),
         "skipping the second slot",
-        |s| {
-            s.status
-                .as_ref()
-                .and_then(|st| st.last_skipped_time.as_ref())
-                .map(|t| t.0.to_string())
-                == Some(slot2.clone())
-        },
+        |s| skipped(s) == Some(slot2.clone()),
     )
     .await?;
     env.schedules(&ns)
@@ -190,42 +214,87 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
             },
         )
         .await?;
-    let names = env.run_names(&ns).await?;
     // One Amperity run per minute; the first pruned (history limit 1) once the second
-    // succeeded; the newest never pruned.
-    let tickers: Vec<&String> = names.iter().filter(|n| n.starts_with("ticker-")).collect();
-    ensure(
-        tickers.contains(&&recent[1]) && tickers.iter().all(|n| recent.contains(n)),
-        format!("ticker: one run per minute, the oldest pruned: {names:?}"),
-    )?;
+    // succeeded (the pruning may follow the status above); the newest never pruned.
+    eventually(Duration::from_secs(30), || async {
+        let names = env.run_names(&ns).await?;
+        let tickers: Vec<&String> = names.iter().filter(|n| n.starts_with("ticker-")).collect();
+        ensure(
+            tickers.contains(&&recent[1]) && tickers.iter().all(|n| recent.contains(n)),
+            format!("ticker: one run per minute, the oldest pruned: {names:?}"),
+        )
+    })
+    .await?;
     // The newest run's start may still be on its way.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.starts_for(&tick).await < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let starts = env.starts_for(&tick).await;
-    ensure(
-        starts == 3,
-        format!("ticker started {starts} Amperity runs, not 3"),
-    )?;
+    eventually(Duration::from_secs(30), || async {
+        let starts = env.starts_for(&tick).await;
+        ensure(
+            starts >= 3,
+            format!("ticker started {starts} Amperity runs, not 3"),
+        )
+    })
+    .await?;
     let (ok, reason, _) =
         schedule_condition(&ticker, "LastRunSucceeded").ok_or("no LastRunSucceeded")?;
     ensure(
         ok == "True" && reason == "Succeeded",
         format!("LastRunSucceeded {ok} {reason}"),
     )?;
-    let seen = events(env, &ns);
+    // Before what must not have happened, what comes after it: forbid skipped the
+    // third slot, idle ran it.
+    let forbid = env
+        .wait_for_schedule(
+            &ns,
+            "forbid",
+            Duration::from_secs(40),
+            "skipping the third slot",
+            |s| {
+                s.status
+                    .as_ref()
+                    .and_then(|st| st.last_skipped_time.as_ref())
+                    .map(|t| t.0.as_second() / 60)
+                    == Some(b3)
+            },
+        )
+        .await?;
+    env.wait_for_schedule(
+        &ns,
+        "idle",
+        Duration::from_secs(40),
+        "running the third slot",
+        |s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.last_schedule_time.as_ref())
+                .map(|t| t.0.as_second() / 60)
+                == Some(b3)
+        },
+    )
+    .await?;
     // Three ticker runs, one forbid run, one idle run; a leader killed right after
     // creating the second ticker run may not have said so.
+    let seen = eventually(EVENTS, || async {
+        let seen = events(env, &ns).await;
+        ensure(
+            seen.get("Created").copied().unwrap_or(0) >= 4
+                && seen.contains_key("Deleted")
+                && seen.contains_key("Skipped"),
+            format!("Created (4 or 5), Deleted (the pruned run) and Skipped events: {seen:?}"),
+        )?;
+        Ok(seen)
+    })
+    .await?;
+    let starts = env.starts_for(&tick).await;
+    ensure(
+        starts == 3,
+        format!("ticker started {starts} Amperity runs, not 3"),
+    )?;
     let created_events = seen.get("Created").copied().unwrap_or(0);
     ensure(
         (4..=5).contains(&created_events),
         format!("Created events: {seen:?}"),
     )?;
-    ensure(
-        seen.contains_key("Deleted"),
-        format!("a Deleted event for the pruned run: {seen:?}"),
-    )?;
+    let names = env.run_names(&ns).await?;
 
     // Forbid: the hanging run of minute one is still the only one; minutes two and three were skipped.
     ensure(
@@ -236,20 +305,7 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
         env.starts_for(&hang).await == 1,
         "forbid started a second Amperity run",
     )?;
-    ensure(
-        seen.contains_key("Skipped"),
-        format!("Skipped events: {seen:?}"),
-    )?;
-    let forbid = env
-        .schedules(&ns)
-        .get("forbid")
-        .await
-        .map_err(|e| e.to_string())?;
     let status = forbid.status.clone().unwrap_or_default();
-    ensure(
-        status.last_skipped_time.map(|t| t.0.as_second() / 60) == Some(b3),
-        "forbid: the third slot skipped",
-    )?;
     ensure(
         status.active.len() == 1 && status.active[0].name == slot_run("forbid", b1),
         format!("forbid active: {:?}", status.active),
@@ -263,7 +319,7 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
     )?;
 
     // kubectl shows what a person asks.
-    let (ok, out) = env.kubectl(&["-n", &ns, "get", "awsched"]);
+    let (ok, out) = env.kubectl(&["-n", &ns, "get", "awsched"]).await;
     ensure(ok, out.clone())?;
     for header in [
         "SCHEDULE",
@@ -299,8 +355,7 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
         .delete("forbid", &DeleteParams::default())
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
+    eventually(Duration::from_secs(40), || async {
         let gone = env
             .schedules(&ns)
             .get_opt("forbid")
@@ -312,15 +367,9 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
                 .await?
                 .iter()
                 .any(|n| n.starts_with("forbid-"));
-        if gone {
-            break;
-        }
-        ensure(
-            Instant::now() < deadline,
-            "the deleted schedule or its run is still there after 40s",
-        )?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        ensure(gone, "the deleted schedule or its run is still there")
+    })
+    .await?;
     let state = crate::scenarios::sim_state(env, &id).await;
     ensure(
         state == "canceled" || state == "stopping",
@@ -339,21 +388,19 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
     drop(follower);
     env.operator = Some(replacement);
     env.metrics_port = replacement_port;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lease_holder(env).await.as_deref() != Some("operator-sched-replacement") {
+    eventually(Duration::from_secs(30), || async {
         ensure(
-            Instant::now() < deadline,
+            lease_holder(env).await.as_deref() == Some("operator-sched-replacement"),
             "the remaining replica did not take the lease",
-        )?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Ok(())
+        )
+    })
+    .await
 }
 
 /// run-now starts one run per new value, Replace stops the run in flight, and bad
 /// schedules are refused by the API server or reported by the operator.
 pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Result {
-    let ns = env.namespace("sched-now", Some(env::TOKEN)).await?;
+    let ns = env.namespace("sched-now", Some(&env.own_token())).await?;
     let config = unique("cg-e2e-now");
     env.create_schedule(
         &ns,
@@ -364,7 +411,7 @@ pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Re
     )
     .await?;
     let finished = |name: &'static str| {
-        move |s: &amperity_operator::crd::schedule::AmperityWorkflowSchedule| {
+        move |s: &AmperityWorkflowSchedule| {
             s.status
                 .as_ref()
                 .and_then(|st| st.last_run.as_ref())
@@ -396,15 +443,22 @@ pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Re
     // The same value again starts nothing; a new one starts the next run.
     annotate(env, &ns, "adhoc", "1").await?;
     annotate(env, &ns, "adhoc", "2").await?;
-    env.wait_for_schedule(
-        &ns,
-        "adhoc",
-        Duration::from_secs(60),
-        "finished its second run",
-        finished("adhoc-now-2"),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = env
+        .wait_for_schedule(
+            &ns,
+            "adhoc",
+            Duration::from_secs(60),
+            "finished its second run",
+            finished("adhoc-now-2"),
+        )
+        .await?;
+    // Both values handled, the later one last: a run for the repeated value would
+    // have been created before the second run, which has finished.
+    let status = s.status.clone().unwrap();
+    ensure(
+        status.last_handled_run_now.as_deref() == Some("2") && status.run_now_count == 2,
+        format!("{status:?}"),
+    )?;
     ensure(
         env.run_names(&ns).await? == ["adhoc-now-1", "adhoc-now-2"],
         "exactly two run-now runs",
@@ -448,10 +502,7 @@ pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Re
         state == "canceled",
         format!("the replaced run is {state} in Amperity"),
     )?;
-    ensure(
-        events(env, &ns).contains_key("Replaced"),
-        "a Replaced event",
-    )?;
+    wait_events(env, &ns, &["Replaced"], EVENTS).await?;
     env.schedules(&ns)
         .delete("swap", &DeleteParams::default())
         .await
@@ -468,7 +519,9 @@ pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Re
         );
         let path = std::env::temp_dir().join(format!("e2e-bad-sched-{}.yaml", fastrand::u32(..)));
         std::fs::write(&path, manifest).unwrap();
-        let (ok, out) = env.kubectl(&["apply", "--validate=false", "-f", path.to_str().unwrap()]);
+        let (ok, out) = env
+            .kubectl(&["apply", "--validate=false", "-f", path.to_str().unwrap()])
+            .await;
         let _ = std::fs::remove_file(&path);
         ensure(
             !ok && out.contains(field),
@@ -499,10 +552,7 @@ pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Re
             format!("{name}: {ready} {reason} {message}"),
         )?;
     }
-    ensure(
-        events(env, &ns).contains_key("InvalidSpec"),
-        "an InvalidSpec event",
-    )?;
+    wait_events(env, &ns, &["InvalidSpec"], EVENTS).await?;
     env.schedules(&ns)
         .delete_collection(&DeleteParams::default(), &Default::default())
         .await

@@ -6,8 +6,8 @@ use std::time::Duration;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::env::{self, Env, Result, events, phase};
-use crate::scenarios::{FINISH, ensure, finished, sim_state};
+use crate::env::{Env, Result, eventually, phase, wait_events};
+use crate::scenarios::{EVENTS, FINISH, ensure, finished, sim_state};
 
 async fn running_hang(env: &Env, ns: &str, name: &str, extra: serde_json::Value) -> Result<String> {
     let mut spec = json!({"configId": format!("cg-e2e-{name}-hang")});
@@ -24,7 +24,7 @@ async fn running_hang(env: &Env, ns: &str, name: &str, extra: serde_json::Value)
 }
 
 pub async fn stop_cancels_the_run(env: &Env) -> Result {
-    let ns = env.namespace("stop", Some(env::TOKEN)).await?;
+    let ns = env.namespace("stop", Some(&env.own_token())).await?;
     let id = running_hang(env, &ns, "stopme", json!({})).await?;
     env.runs(&ns)
         .patch(
@@ -50,7 +50,7 @@ pub async fn stop_cancels_the_run(env: &Env) -> Result {
 }
 
 pub async fn timeout_stops_the_run(env: &Env) -> Result {
-    let ns = env.namespace("timeout", Some(env::TOKEN)).await?;
+    let ns = env.namespace("timeout", Some(&env.own_token())).await?;
     env.create_run(
         &ns,
         "slowpoke",
@@ -71,33 +71,19 @@ pub async fn timeout_stops_the_run(env: &Env) -> Result {
         state == "canceled",
         format!("the simulator's run is {state}"),
     )?;
-    ensure(
-        events(env, &ns).contains_key("TimedOut"),
-        "a TimedOut event",
-    )
+    wait_events(env, &ns, &["TimedOut"], EVENTS)
+        .await
+        .map(|_| ())
 }
 
 pub async fn deleting_an_unfinished_run_stops_it(env: &Env) -> Result {
-    let ns = env.namespace("delete", Some(env::TOKEN)).await?;
+    let ns = env.namespace("delete", Some(&env.own_token())).await?;
     let id = running_hang(env, &ns, "deleteme", json!({})).await?;
     env.runs(&ns)
         .delete("deleteme", &DeleteParams::default())
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while env
-        .runs(&ns)
-        .get_opt("deleteme")
-        .await
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        ensure(
-            std::time::Instant::now() < deadline,
-            "the resource was not deleted within 30s",
-        )?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    gone(env, &ns, "deleteme").await?;
     let state = sim_state(env, &id).await;
     ensure(
         state == "canceled" || state == "stopping",
@@ -109,7 +95,10 @@ pub async fn deleting_an_unfinished_run_stops_it(env: &Env) -> Result {
         .delete("orphan", &DeleteParams::default())
         .await
         .map_err(|e| e.to_string())?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The operator releases its finalizer only once it has done what the deletion
+    // asks: once the resource is gone, a stop would have been sent (as it was
+    // for the run above).
+    gone(env, &ns, "orphan").await?;
     let state = sim_state(env, &orphan_id).await;
     ensure(
         state != "canceled" && state != "stopping",
@@ -117,8 +106,21 @@ pub async fn deleting_an_unfinished_run_stops_it(env: &Env) -> Result {
     )
 }
 
+/// Waits until the run `name` is gone (its finalizer released).
+async fn gone(env: &Env, ns: &str, name: &str) -> Result {
+    eventually(Duration::from_secs(30), || async {
+        let left = env
+            .runs(ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure(left.is_none(), format!("{ns}/{name} is not deleted"))
+    })
+    .await
+}
+
 pub async fn ttl_removes_finished_runs(env: &Env) -> Result {
-    let ns = env.namespace("ttl", Some(env::TOKEN)).await?;
+    let ns = env.namespace("ttl", Some(&env.own_token())).await?;
     // Long enough for this test to see the finished run between its looks while
     // the other scenarios load the API server (with 2 s it once saw only the gap).
     env.create_run(

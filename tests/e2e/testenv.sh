@@ -227,26 +227,38 @@ contexts:
 current-context: e2e
 EOF
 
-  # Only the clusterrole-aggregation controller, as the admin, serving nothing
-  # (no ports, so environments side by side cannot collide).
-  "$CONTROLLER_MANAGER" --kubeconfig="$STATE/kubeconfig" --controllers=clusterrole-aggregation \
-    --leader-elect=false --bind-address=127.0.0.1 --port=0 --secure-port=0 \
-    >"$STATE/controller-manager.log" 2>&1 &
-  echo $! > "$STATE/controller-manager.pid"
+  : > "$STATE/controller-manager.log"
+  start_controller_manager
   # The built-in edit role has no rules until the controller aggregates them. Its
   # first try can lose a race with the API server's own bootstrap of that role (a
   # conflict it does not always retry): touching a role it aggregates makes it look
-  # again.
+  # again, and when even that is not enough (seen on a loaded machine), a new
+  # controller-manager starts from a fresh look at every role.
   for i in $(seq 1 120); do
     if aggregated; then break; fi
     if ! kill -0 "$(cat "$STATE/controller-manager.pid")" 2>/dev/null; then
       tail -30 "$STATE/controller-manager.log" >&2; die "kube-controller-manager exited"
     fi
     [ $((i % 10)) = 0 ] && nudge_aggregation "$i"
+    if [ $((i % 40)) = 0 ]; then
+      log "the edit ClusterRole is not aggregated yet: restarting kube-controller-manager"
+      kill "$(cat "$STATE/controller-manager.pid")" 2>/dev/null || true
+      sleep 1
+      start_controller_manager
+    fi
     sleep 0.5
   done
   aggregated || { tail -30 "$STATE/controller-manager.log" >&2; die "the edit ClusterRole was not aggregated after 60s"; }
   echo "$STATE/kubeconfig"
+}
+
+# Only the clusterrole-aggregation controller, as the admin, serving nothing (no
+# ports, so environments side by side cannot collide).
+start_controller_manager() {
+  "$CONTROLLER_MANAGER" --kubeconfig="$STATE/kubeconfig" --controllers=clusterrole-aggregation \
+    --leader-elect=false --bind-address=127.0.0.1 --port=0 --secure-port=0 \
+    >>"$STATE/controller-manager.log" 2>&1 &
+  echo $! > "$STATE/controller-manager.pid"
 }
 
 # Changes an annotation of a role the edit role aggregates, so that the

@@ -4,34 +4,35 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
+use k8s_openapi::api::events::v1::Event;
 use serde_json::json;
 
-use crate::env::{self, Env, Result, condition, events, phase};
-use crate::scenarios::{FINISH, ensure, finished};
+use crate::env::{Env, Result, TaskGuard, condition, event_list, eventually, phase, wait_events};
+use crate::scenarios::{EVENTS, FINISH, ensure, finished};
 
 /// A resource must stay far under etcd's limit whatever Amperity says.
 const MAX_RESOURCE_BYTES: usize = 64 * 1024;
 
-/// A loopback server that counts the connections it gets (and answers nothing).
-async fn counting_server() -> (String, Arc<AtomicUsize>) {
+/// A loopback server that counts the connections it gets (and answers nothing),
+/// until the guard is dropped.
+async fn counting_server() -> (String, Arc<AtomicUsize>, TaskGuard) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api", listener.local_addr().unwrap());
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
-    tokio::spawn(async move {
+    let server = TaskGuard(tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
             drop(socket);
         }
-    });
-    (url, seen)
+    }));
+    (url, seen, server)
 }
 
 pub async fn an_endpoint_off_the_allow_list_gets_nothing(env: &Env) -> Result {
-    let ns = env.namespace("allowlist", Some(env::TOKEN)).await?;
-    let (elsewhere, seen) = counting_server().await;
+    let ns = env.namespace("allowlist", Some(&env.own_token())).await?;
+    let (elsewhere, seen, _server) = counting_server().await;
     env.create_run(
         &ns,
         "exfiltrate",
@@ -53,9 +54,9 @@ pub async fn an_endpoint_off_the_allow_list_gets_nothing(env: &Env) -> Result {
     )?;
     let (stalled, _, _) = condition(&run, "Stalled").unwrap();
     ensure(stalled == "True", "Stalled")?;
-    ensure(events(env, &ns).contains_key("Failed"), "an Event")?;
-    // Give a would-be request time to arrive: none does.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A request would have been sent before the run was failed, and the Event
+    // is written after the status: by then, none has arrived.
+    wait_events(env, &ns, &["Failed"], EVENTS).await?;
     ensure(
         seen.load(Ordering::SeqCst) == 0,
         format!(
@@ -66,7 +67,7 @@ pub async fn an_endpoint_off_the_allow_list_gets_nothing(env: &Env) -> Result {
 }
 
 pub async fn hostile_specs_are_refused_or_handled_and_the_operator_lives(env: &Env) -> Result {
-    let ns = env.namespace("hostile", Some(env::TOKEN)).await?;
+    let ns = env.namespace("hostile", Some(&env.own_token())).await?;
     // Refused at apply time by the schema (every API server enforces maximum).
     let manifest = format!(
         "apiVersion: amperity.dev/v1alpha1\nkind: AmperityWorkflowRun\nmetadata:\n  name: forever\n  namespace: {ns}\n\
@@ -74,7 +75,7 @@ pub async fn hostile_specs_are_refused_or_handled_and_the_operator_lives(env: &E
     );
     let path = std::env::temp_dir().join(format!("e2e-hostile-{}.yaml", fastrand::u32(..)));
     std::fs::write(&path, manifest).unwrap();
-    let (ok, out) = env.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    let (ok, out) = env.kubectl(&["apply", "-f", path.to_str().unwrap()]).await;
     let _ = std::fs::remove_file(&path);
     ensure(!ok, "an absurd TTL was accepted")?;
     ensure(
@@ -117,7 +118,7 @@ fn resource_bytes(run: &amperity_operator::crd::AmperityWorkflowRun) -> usize {
 }
 
 pub async fn megabyte_messages_stay_out_of_status_and_events(env: &Env) -> Result {
-    let ns = env.namespace("huge", Some(env::TOKEN)).await?;
+    let ns = env.namespace("huge", Some(&env.own_token())).await?;
     // A workflow failing with a 3 MB (multi-byte) error message.
     env.create_run(&ns, "bigerror", json!({"configId": "cg-e2e-hugeerror"}))
         .await?;
@@ -157,19 +158,23 @@ pub async fn megabyte_messages_stay_out_of_status_and_events(env: &Env) -> Resul
         size < MAX_RESOURCE_BYTES,
         format!("the refused resource is {size} bytes"),
     )?;
-    // The Failed Events were recorded (notes cut to the API's 1 KiB).
-    let (_, out) = env.kubectl(&["-n", &ns, "get", "events.events.k8s.io", "-o", "json"]);
-    let listed: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    let failed: Vec<&serde_json::Value> = listed["items"]
-        .as_array()
-        .map(|items| items.iter().filter(|e| e["reason"] == "Failed").collect())
-        .unwrap_or_default();
-    ensure(
-        failed.len() >= 2,
-        format!("{} Failed Events, want one per resource", failed.len()),
-    )?;
+    // The Failed Events were recorded (notes cut to the API's 1 KiB); an Event is
+    // written after the status it tells of.
+    let failed = eventually(EVENTS, || async {
+        let failed: Vec<Event> = event_list(env, &ns)
+            .await?
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Failed"))
+            .collect();
+        ensure(
+            failed.len() >= 2,
+            format!("{} Failed Events, want one per resource", failed.len()),
+        )?;
+        Ok(failed)
+    })
+    .await?;
     for e in failed {
-        let note = e["note"].as_str().unwrap_or_default();
+        let note = e.note.unwrap_or_default();
         ensure(
             note.len() <= 1024,
             format!("a note of {} bytes", note.len()),

@@ -312,8 +312,19 @@ async fn polls_in_their_turn_do_not_queue_at_the_gate() {
         }
     }))
     .await;
-    let worst = waits.iter().max().unwrap();
-    assert!(*worst < Duration::from_millis(60), "{waits:?}");
+    // What the test is about is growth: the sixtieth turn must not be later than
+    // the first ones by the backlog (about 180 ms). Lateness every turn shares (a
+    // loaded machine waking the task late) is not the gate's, so medians are compared.
+    let median = |w: &[Duration]| {
+        let mut w = w.to_vec();
+        w.sort();
+        w[w.len() / 2]
+    };
+    let (first, last) = (median(&waits[..10]), median(&waits[50..]));
+    assert!(
+        last.saturating_sub(first) < Duration::from_millis(60),
+        "lateness grew from {first:?} to {last:?}: {waits:?}"
+    );
 }
 
 #[tokio::test]
