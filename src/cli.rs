@@ -92,6 +92,11 @@ pub struct RunArgs {
     /// reconciled together (after a restart).
     #[arg(long, env = "CONTROLLER_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
+    /// Serve `AmperityConnection` and `ClusterAmperityConnection` (their CRDs and the
+    /// RBAC to read them and namespaces must be installed: the chart's
+    /// `connections.enabled`). Off, a run naming a connection waits, `ConnectionsDisabled`.
+    #[arg(long, env = "AMPERITY_CONNECTIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub connections: bool,
     /// Seconds before the first retry of a run that failed for a platform reason (doubles per attempt).
     #[arg(long, env = "RETRY_BACKOFF_SECS", default_value_t = 30)]
     pub retry_backoff_secs: u64,

@@ -5,6 +5,7 @@ pub mod amperity;
 pub mod bounded;
 pub mod cli;
 pub mod cluster;
+pub mod connection;
 pub mod crd;
 pub mod local;
 pub mod memory;
@@ -28,6 +29,14 @@ pub fn crds() -> Vec<(&'static str, String)> {
         (
             "amperityworkflowschedules.amperity.dev.yaml",
             shipped(crd::schedule::AmperityWorkflowSchedule::crd()),
+        ),
+        (
+            "amperityconnections.amperity.dev.yaml",
+            shipped(crd::connection::AmperityConnection::crd()),
+        ),
+        (
+            "clusteramperityconnections.amperity.dev.yaml",
+            shipped(crd::connection::ClusterAmperityConnection::crd()),
         ),
     ]
 }

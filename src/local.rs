@@ -153,7 +153,7 @@ async fn run_inner(args: LocalArgs) -> Result<u8, LocalError> {
     let credentials = if args.simulator {
         let config = sim::SimConfig {
             speed: args.simulator_speed,
-            tenant: run.spec.tenant.clone(),
+            tenant: run.spec.tenant().to_string(),
             tokens: vec![SIMULATOR_TOKEN.to_string()],
             ..sim::SimConfig::default()
         };

@@ -104,7 +104,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         settings(&args),
         metrics.clone(),
     )
-    .watching(&args.namespaces);
+    .watching(&args.namespaces)
+    .in_namespace(&args.lease_namespace)
+    .serving_connections(args.connections);
     if args.change_feed {
         ctx = ctx.with_feed(Arc::new(Feed::new(
             FeedSettings::default(),
@@ -127,7 +129,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         lease_seconds: args.lease_seconds,
         renew_grace_seconds: (args.lease_seconds / 3).max(1),
     };
-    info!(namespaces = ?args.namespaces, leader_election = leader.enabled, change_feed = args.change_feed, "operator starting");
+    info!(namespaces = ?args.namespaces, leader_election = leader.enabled, change_feed = args.change_feed, connections = args.connections, "operator starting");
     let work = || {
         futures::future::join(
             controllers(
@@ -137,10 +139,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 ctx.clone(),
                 readiness.clone(),
             ),
-            crate::schedule::controller::controllers(
-                client.clone(),
-                &args.namespaces,
-                ctx.metrics.clone(),
+            futures::future::join(
+                crate::schedule::controller::controllers(
+                    client.clone(),
+                    &args.namespaces,
+                    ctx.metrics.clone(),
+                ),
+                async {
+                    if args.connections {
+                        crate::connection::controller::controllers(client.clone(), ctx.clone())
+                            .await
+                    }
+                },
             ),
         )
         .map(|_| ())

@@ -1,6 +1,7 @@
 //! The custom resources, as the API server stores and validates them: only kube,
 //! serde and schemars here, never the Amperity client or the decisions.
 
+pub mod connection;
 mod run;
 pub mod schedule;
 

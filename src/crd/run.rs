@@ -10,6 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::connection::ConnectionRef;
+
 /// Amperity config ids: courier group, orchestration group or campaign.
 /// A run id: at least one character other than a dot, and no separator or control
 /// character (the Amperity client's `run_id_problem` is the same rule).
@@ -40,6 +42,7 @@ pub const SPEC_IMMUTABLE_RULE: &str = concat!(
     " has(self.endpoint) == has(oldSelf.endpoint) && (!has(self.endpoint) || self.endpoint == oldSelf.endpoint),",
     " has(self.amperityApiVersion) == has(oldSelf.amperityApiVersion) && (!has(self.amperityApiVersion) || self.amperityApiVersion == oldSelf.amperityApiVersion),",
     " has(self.tokenSecretRef) == has(oldSelf.tokenSecretRef) && (!has(self.tokenSecretRef) || self.tokenSecretRef == oldSelf.tokenSecretRef),",
+    " has(self.connectionRef) == has(oldSelf.connectionRef) && (!has(self.connectionRef) || self.connectionRef == oldSelf.connectionRef),",
     " has(self.configId) == has(oldSelf.configId) && (!has(self.configId) || self.configId == oldSelf.configId),",
     " has(self.runMode) == has(oldSelf.runMode) && (!has(self.runMode) || self.runMode == oldSelf.runMode),",
     " has(self.range) == has(oldSelf.range) && (!has(self.range) || self.range == oldSelf.range),",
@@ -52,6 +55,10 @@ pub const SPEC_IMMUTABLE_RULE: &str = concat!(
     "].all(same, same)"
 );
 pub const SPEC_IMMUTABLE_MESSAGE: &str = "spec is immutable once created, except stop (false to true); create a new AmperityWorkflowRun to run again";
+
+/// Where credentials come from: a connection, or tenant and Secret inline.
+pub const CONNECTION_RULE: &str = "has(self.connectionRef) ? !has(self.tenant) && !has(self.endpoint) && !has(self.tokenSecretRef) : has(self.tenant) && has(self.tokenSecretRef)";
+pub const CONNECTION_MESSAGE: &str = "give either connectionRef, or tenant and tokenSecretRef (with an optional endpoint): connectionRef supplies all three";
 
 pub const STOP_RULE: &str = "!(has(oldSelf.stop) && oldSelf.stop) || (has(self.stop) && self.stop)";
 pub const STOP_MESSAGE: &str = "stop cannot be set back to false once true";
@@ -104,15 +111,18 @@ pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero and at most
 )]
 #[x_kube(validation = Rule::new(SPEC_IMMUTABLE_RULE).message(SPEC_IMMUTABLE_MESSAGE))]
 #[x_kube(validation = Rule::new(STOP_RULE).message(STOP_MESSAGE))]
+#[x_kube(validation = Rule::new(CONNECTION_RULE).message(CONNECTION_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct AmperityWorkflowRunSpec {
     /// Amperity tenant id, sent as the `amperity-tenant` header. Also names the
     /// default base URL `https://{tenant}.amperity.com/api`.
+    /// Required unless `connectionRef` names a connection, which then supplies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     )]
-    pub tenant: String,
+    pub tenant: Option<String>,
 
     /// Base URL of the Amperity API, e.g. `https://app.amperity.com/api`. https only,
     /// except for loopback addresses or when the operator allows plain http.
@@ -129,8 +139,16 @@ pub struct AmperityWorkflowRunSpec {
     pub amperity_api_version: Option<String>,
 
     /// Secret in the same namespace holding `token` (a bearer JWT) or
-    /// `client_id` + `client_secret` (OAuth client credentials).
-    pub token_secret_ref: TokenSecretRef,
+    /// `client_id` + `client_secret` (OAuth client credentials). Required unless
+    /// `connectionRef` names a connection, which then supplies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<TokenSecretRef>,
+
+    /// An `AmperityConnection` of this namespace, or a `ClusterAmperityConnection`
+    /// that chooses it, supplying tenant, endpoint and credentials instead of
+    /// `tenant`, `endpoint` and `tokenSecretRef` (which it excludes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_ref: Option<ConnectionRef>,
 
     /// Courier group (`cg-`), orchestration group (`og-`) or campaign (`cc-`) id.
     #[schemars(pattern(CONFIG_ID_PATTERN))]
@@ -178,6 +196,14 @@ pub struct AmperityWorkflowRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(WORKFLOW_ID_PATTERN))]
     pub workflow_id: Option<String>,
+}
+
+impl AmperityWorkflowRunSpec {
+    /// The tenant, once known: inline, or filled in from the connection the run
+    /// names before anything is decided ("" until then).
+    pub fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or("")
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

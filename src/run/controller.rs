@@ -14,11 +14,13 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, field, info_span, warn};
 
+use super::connection;
 use super::host::KubeHost;
 use crate::amperity::{AmperityClient, Turn};
 use crate::bounded::cut;
 use crate::cluster::events::reporter;
 use crate::cluster::finalizer::apply_finalizer;
+use crate::crd::connection::ConnectionKind;
 use crate::crd::{AmperityWorkflowRun, DeletionPolicy, Phase};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::run::decide::{Action, Settings, workflow_type_for};
@@ -98,6 +100,12 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// The change feed, when it is on: runs join it when their poll is scheduled.
     pub feed: Option<Arc<Feed>>,
+    /// The operator's own namespace: where a cluster connection's Secret is by default.
+    pub operator_namespace: String,
+    /// Whether connections are served (`--connections`).
+    pub connections: bool,
+    /// Unfinished runs by the connection they name, for the connection's status.
+    pub connections_in_use: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Context {
@@ -122,7 +130,22 @@ impl Context {
             namespaces: Vec::new(),
             failures: Mutex::new(HashMap::new()),
             feed: None,
+            operator_namespace: "default".into(),
+            connections: false,
+            connections_in_use: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, serving connections or not (`--connections`).
+    pub fn serving_connections(mut self, on: bool) -> Self {
+        self.connections = on;
+        self
+    }
+
+    /// The same, running in `namespace` (where cluster connections' Secrets are by default).
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.operator_namespace = namespace.to_string();
+        self
     }
 
     /// The same, with the change feed on.
@@ -149,12 +172,37 @@ impl Context {
     /// Drops everything kept for a resource that is gone: its memory, its phase
     /// in the `runs` gauge, the run it tracks, its place in the change feed.
     pub fn forget(&self, uid: &str) {
+        self.uses_connection(uid, None);
         self.store(uid, None);
         self.metrics.set_phase(uid, None);
         self.metrics.set_stalled(uid, None);
         self.tracking.forget(uid);
         if let Some(feed) = &self.feed {
             feed.forget(uid);
+        }
+    }
+
+    /// How many unfinished runs name the connection (`namespace/name` of an
+    /// `AmperityConnection`, `name` of a cluster one).
+    pub fn connection_users(&self, kind: ConnectionKind, key: &str) -> u32 {
+        let users = self.connections_in_use.lock().unwrap();
+        let count = users
+            .get(&format!("{kind:?}/{key}"))
+            .map_or(0, HashSet::len);
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Records which connection an unfinished run uses now (None: none).
+    fn uses_connection(&self, uid: &str, connection: Option<String>) {
+        let mut users = self.connections_in_use.lock().unwrap();
+        users.retain(|key, uids| {
+            if connection.as_deref() != Some(key.as_str()) {
+                uids.remove(uid);
+            }
+            !uids.is_empty()
+        });
+        if let Some(key) = connection {
+            users.entry(key).or_default().insert(uid.to_string());
         }
     }
 
@@ -274,6 +322,26 @@ async fn reconcile_in(
     if let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.as_deref()) {
         tracing::Span::current().record("workflow_id", id);
     }
+    // A run that names a connection takes its tenant, endpoint and Secret from it:
+    // filled in here, before anything is tracked or decided.
+    // Which connection the run uses, counted in its status while the run is unfinished.
+    let connection_key = run.spec.connection_ref.as_ref().map(|r| {
+        let key = match r.kind() {
+            ConnectionKind::AmperityConnection => format!("{namespace}/{}", r.name),
+            ConnectionKind::ClusterAmperityConnection => r.name.clone(),
+        };
+        format!("{:?}/{key}", r.kind())
+    });
+    let source = if run.spec.connection_ref.is_some() && !ctx.connections {
+        connection::disabled()
+    } else {
+        let found = {
+            let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+            connection::read(&ctx.client, &namespace, &run).await
+        }
+        .map_err(kube_err("reading the connection it names"))?;
+        connection::resolve(&mut run, &namespace, found, &ctx.operator_namespace)
+    };
     let uid = run.uid().unwrap_or_default();
     ctx.tracking.observe(&uid, &run.spec, run.status.as_ref());
     let mut memory = ctx.remember(&uid);
@@ -314,6 +382,7 @@ async fn reconcile_in(
     let host = KubeHost {
         ctx: &ctx,
         namespace: namespace.clone(),
+        source,
     };
     let driver = Driver {
         host: &host,
@@ -327,6 +396,8 @@ async fn reconcile_in(
         tracing::Span::current().record("workflow_id", id);
     }
     let finished = run.phase().is_some_and(|p| p.is_finished());
+    let in_use = connection_key.filter(|_| !finished);
+    ctx.uses_connection(&uid, in_use);
     if let Some(feed) = &ctx.feed
         && !matches!(run.phase(), Some(Phase::Running | Phase::Stopping))
     {

@@ -11,6 +11,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
+use super::connection::Source;
 use super::controller::{Context, Error};
 use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
 use crate::amperity::{Credentials, DeprecationNotice, Principal, Target, Turn};
@@ -21,19 +22,24 @@ use crate::run::decide::{Claims, Event, poll_interval};
 use crate::run::driver::{CredentialsProblem, Host};
 use crate::run::feed::Member;
 
-/// The Kubernetes [`Host`]: status in the resource, credentials in a Secret of its
-/// namespace, Events through the events API.
+/// The Kubernetes [`Host`]: status in the resource, credentials in a Secret (of its
+/// namespace, or its connection's), Events through the events API.
 pub(super) struct KubeHost<'a> {
     pub(super) ctx: &'a Context,
     pub(super) namespace: String,
+    /// Where the credentials are read, as [`super::connection::resolve`] decided.
+    pub(super) source: Source,
 }
 
 impl Host for KubeHost<'_> {
     type Error = Error;
 
-    async fn credentials(&self, run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let r = &run.spec.token_secret_ref;
+    async fn credentials(&self, _run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
+        let (namespace, r) = match &self.source {
+            Source::Refused(problem) => return Err(problem.clone()),
+            Source::Secret { namespace, secret } => (namespace, secret),
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
         let read = {
             let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
             secrets.get_opt(&r.name).await
@@ -44,8 +50,8 @@ impl Host for KubeHost<'_> {
                 return Err(CredentialsProblem {
                     reason: "SecretNotFound".into(),
                     message: format!(
-                        "Secret {}/{} (spec.tokenSecretRef.name) does not exist: create it with key {:?} holding an Amperity API token",
-                        self.namespace,
+                        "Secret {}/{} (tokenSecretRef.name) does not exist: create it with key {:?} holding an Amperity API token",
+                        namespace,
                         r.name,
                         r.key.as_deref().unwrap_or(DEFAULT_TOKEN_KEY)
                     ),
@@ -56,7 +62,7 @@ impl Host for KubeHost<'_> {
                     reason: "SecretUnreadable".into(),
                     message: format!(
                         "Secret {}/{} could not be read ({}): check that the operator may get Secrets in this namespace",
-                        self.namespace,
+                        namespace,
                         r.name,
                         kube_error_summary(&e)
                     ),
@@ -67,7 +73,7 @@ impl Host for KubeHost<'_> {
         let value = |k: &str| data.get(k).map(|v| v.0.as_slice());
         credentials::from_secret_data(value, r.key.as_deref()).map_err(|p| CredentialsProblem {
             reason: p.reason.into(),
-            message: format!("Secret {}/{} {}", self.namespace, r.name, p.message),
+            message: format!("Secret {}/{} {}", namespace, r.name, p.message),
         })
     }
 

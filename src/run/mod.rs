@@ -10,6 +10,7 @@
 //! - [`tracking`]: which runs each resource claims, for lost-start searches.
 //! - [`validate`]: the spec rules, for API servers that do not enforce CEL.
 
+pub mod connection;
 pub mod controller;
 pub mod decide;
 pub mod driver;

@@ -81,7 +81,7 @@ impl Tracking {
     fn host_of(&self, spec: &AmperityWorkflowRunSpec) -> String {
         let raw = match &spec.endpoint {
             Some(e) => e.clone(),
-            None => self.default_endpoint.replace("{tenant}", &spec.tenant),
+            None => self.default_endpoint.replace("{tenant}", spec.tenant()),
         };
         url::Url::parse(&raw)
             .ok()
@@ -91,7 +91,7 @@ impl Tracking {
 
     fn key(&self, spec: &AmperityWorkflowRunSpec) -> StartKey {
         StartKey {
-            tenant: spec.tenant.clone(),
+            tenant: spec.tenant().to_string(),
             host: self.host_of(spec),
             kind: workflow_type_for(&spec.config_id),
         }

@@ -62,6 +62,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "endpoint",
     "amperityApiVersion",
     "tokenSecretRef",
+    "connectionRef",
     "configId",
     "runMode",
     "range",
@@ -98,7 +99,25 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         }
     }
 
-    match v.required_str(obj.get("tenant"), "spec.tenant") {
+    let present = |k: &str| !matches!(obj.get(k), None | Some(Value::Null));
+    let by_connection = present("connectionRef");
+    if by_connection {
+        for inline in ["tenant", "endpoint", "tokenSecretRef"] {
+            if present(inline) {
+                v.err(
+                    &format!("spec.{inline}"),
+                    "must not be set with spec.connectionRef, which supplies tenant, endpoint and credentials: remove one or the other",
+                );
+            }
+        }
+        check_connection_ref(&mut v, obj.get("connectionRef"));
+    }
+
+    match if by_connection {
+        None
+    } else {
+        v.required_str(obj.get("tenant"), "spec.tenant")
+    } {
         Some(t) if !TENANT.is_match(t) || t.len() > 253 => v.err(
             "spec.tenant",
             &format!("{t:?} is not a tenant id (letters, digits, '.', '_', '-')"),
@@ -130,9 +149,10 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
     }
 
     match obj.get("tokenSecretRef") {
+        None | Some(Value::Null) if by_connection => {}
         None | Some(Value::Null) => v.err(
             "spec.tokenSecretRef",
-            "required: name the Secret holding the Amperity token",
+            "required: name the Secret holding the Amperity token (or name a connection in spec.connectionRef)",
         ),
         Some(Value::Object(r)) => {
             match v.required_str(r.get("name"), "spec.tokenSecretRef.name") {
@@ -302,6 +322,39 @@ pub fn parse_range_bound(text: &str) -> Option<jiff::Timestamp> {
 #[derive(Default)]
 struct Checker {
     errors: Vec<FieldError>,
+}
+
+/// `spec.connectionRef`: a kind this operator serves and a name.
+fn check_connection_ref(v: &mut Checker, value: Option<&Value>) {
+    let Some(Value::Object(r)) = value else {
+        v.err("spec.connectionRef", "must be an object with kind and name");
+        return;
+    };
+    for key in r.keys() {
+        if !matches!(key.as_str(), "kind" | "name") {
+            v.err(&format!("spec.connectionRef.{key}"), "unknown field");
+        }
+    }
+    match v.optional_str(r.get("kind"), "spec.connectionRef.kind") {
+        Some(kind) if !matches!(kind, "AmperityConnection" | "ClusterAmperityConnection") => v.err(
+            "spec.connectionRef.kind",
+            &format!(
+                "{:?} is not a connection kind: AmperityConnection (the default) or ClusterAmperityConnection",
+                crate::bounded::cut(kind, 80)
+            ),
+        ),
+        _ => {}
+    }
+    match v.required_str(r.get("name"), "spec.connectionRef.name") {
+        Some(name) if name.len() > 253 || !SECRET_NAME.is_match(name) => v.err(
+            "spec.connectionRef.name",
+            &format!(
+                "{:?} is not a resource name (lower-case letters, digits, '-' and '.', at most 253)",
+                crate::bounded::cut(name, 80)
+            ),
+        ),
+        _ => {}
+    }
 }
 
 impl Checker {

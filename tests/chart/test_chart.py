@@ -226,6 +226,7 @@ def test_default_environment():
         "AMPERITY_TLS_ROOTS": "bundled",
         # No CA bundle: AMPERITY_CA_FILE is unset.
         "AMPERITY_CHANGE_FEED": "true",
+        "AMPERITY_CONNECTIONS": "false",
         "RETRY_BACKOFF_SECS": "30",
         "STALLED_RECHECK_SECS": "30",
         "START_SETTLE_SECS": "60",

@@ -329,6 +329,8 @@ impl Env {
             // Many scenarios share the simulator's one tenant at once.
             ("AMPERITY_RATE_LIMIT", "10".into()),
             ("STALLED_RECHECK_SECS", "2".into()),
+            // Connections are served (their CRDs are installed with the others).
+            ("AMPERITY_CONNECTIONS", "true".into()),
             ("DELETION_GRACE_SECS", "10".into()),
             ("START_SETTLE_SECS", "10".into()),
             // The simulator, and nothing else on loopback.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::connections::a_cluster_connection_serves_the_namespaces_it_chooses;
 use crate::credentials::{
     a_missing_secret_stalls_until_it_exists, a_rotated_token_is_used_without_a_restart,
     oauth_client_credentials_from_the_secret,
@@ -60,6 +61,7 @@ macro_rules! scenarios {
 scenarios!(
     shared: [
         a_run_succeeds_and_kubectl_can_wait_on_it,
+        a_cluster_connection_serves_the_namespaces_it_chooses,
         a_customer_failure_ends_failed_and_stalled,
         a_platform_failure_retries_and_succeeds,
         the_api_server_rejects_bad_input_naming_the_field,

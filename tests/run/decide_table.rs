@@ -1485,3 +1485,61 @@ fn transition_times_move_only_when_a_condition_changes() {
         .unwrap();
     assert_eq!(finished.last_transition_time, Time(at(500)));
 }
+
+#[test]
+fn a_cluster_connection_that_does_not_choose_the_namespace_ends_the_run() {
+    let r = run(json!({}));
+    let message = "ClusterAmperityConnection tenant-a does not choose namespace marketing (its namespaceSelector): ask its owners to choose this namespace, or use a connection that does";
+    let (ended, d) = apply(
+        &r,
+        Some(Answer::CredentialsUnavailable {
+            reason: "ConnectionNotAllowed".into(),
+            message: message.into(),
+        }),
+        t0(),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "ConnectionNotAllowed"));
+    assert_eq!(cond(&d, "Stalled"), ("True", "ConnectionNotAllowed"));
+    assert_eq!(cond(&d, "Finished").0, "True");
+    assert_eq!(message_of(&d, "Succeeded"), message);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.type_ == EventType::Warning && e.note == message),
+        "a Warning Event says so: {:?}",
+        d.events
+    );
+    assert_eq!(d.action, Action::AwaitChange);
+    // Ended: nothing is started later, whatever time passes.
+    let d = step(&ended, None, at(3600));
+    assert!(!matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+}
+
+#[test]
+fn a_missing_or_unready_connection_stalls_until_it_is_fixed() {
+    for reason in ["ConnectionNotFound", "ConnectionNotReady"] {
+        let r = run(json!({}));
+        let (stalled, d) = apply(
+            &r,
+            Some(Answer::CredentialsUnavailable {
+                reason: reason.into(),
+                message: "AmperityConnection marketing/tenant-a (spec.connectionRef) does not exist: create it, or name another connection".into(),
+            }),
+            t0(),
+        );
+        assert_eq!(d.status.phase, Some(Phase::Pending), "{reason}");
+        assert_eq!(cond(&d, "Stalled"), ("True", reason));
+        assert_eq!(d.action, Action::Requeue(Duration::from_secs(30)));
+        let d = step(&stalled, None, at(30));
+        assert!(
+            matches!(d.action, Action::Start(_)),
+            "{reason}: tried again"
+        );
+    }
+}
+
+fn message_of<'a>(d: &'a Decision, kind: &str) -> &'a str {
+    message(d, kind)
+}

@@ -56,6 +56,34 @@ fn with(mutate: impl FnOnce(&mut Value)) -> Value {
     spec
 }
 
+/// A valid spec that takes tenant and credentials from a connection.
+fn by_connection(mutate: impl FnOnce(&mut Value)) -> Value {
+    let mut spec = valid_spec();
+    let obj = spec.as_object_mut().unwrap();
+    obj.remove("tenant");
+    obj.remove("tokenSecretRef");
+    obj.insert("connectionRef".into(), json!({"name": "tenant-a"}));
+    mutate(&mut spec);
+    spec
+}
+
+#[test]
+fn a_spec_naming_a_connection_is_valid_everywhere() {
+    for reference in [
+        json!({"name": "tenant-a"}),
+        json!({"kind": "AmperityConnection", "name": "tenant-a"}),
+        json!({"kind": "ClusterAmperityConnection", "name": "tenant-a"}),
+    ] {
+        let spec = by_connection(|s| s["connectionRef"] = reference.clone());
+        assert_eq!(rust_paths(&spec), Vec::<String>::new(), "{reference}");
+        assert_eq!(
+            schema_errors(&resource(spec)),
+            Vec::<String>::new(),
+            "{reference}"
+        );
+    }
+}
+
 #[test]
 fn the_example_spec_is_valid_everywhere() {
     assert_eq!(rust_paths(&valid_spec()), Vec::<String>::new());
@@ -270,6 +298,36 @@ fn every_bad_input_is_rejected_naming_its_field() {
                 s.as_object_mut().unwrap().remove("tenant");
             }),
             "spec.tenant",
+        ),
+        (
+            "a connection and an inline tenant",
+            with(|s| s["connectionRef"] = json!({"name": "tenant-a"})),
+            "spec.tenant",
+        ),
+        (
+            "a connection and an inline Secret",
+            by_connection(|s| s["tokenSecretRef"] = json!({"name": "amperity-api"})),
+            "spec.tokenSecretRef",
+        ),
+        (
+            "a connection and an inline endpoint",
+            by_connection(|s| s["endpoint"] = json!("https://app.amperity.com/api")),
+            "spec.endpoint",
+        ),
+        (
+            "a connection of an unknown kind",
+            by_connection(|s| s["connectionRef"]["kind"] = json!("Issuer")),
+            "spec.connectionRef.kind",
+        ),
+        (
+            "a connection without a name",
+            by_connection(|s| s["connectionRef"] = json!({"kind": "ClusterAmperityConnection"})),
+            "spec.connectionRef.name",
+        ),
+        (
+            "a connection name that is no resource name",
+            by_connection(|s| s["connectionRef"]["name"] = json!("Tenant_A")),
+            "spec.connectionRef.name",
         ),
     ];
     for (case, spec, field) in cases {

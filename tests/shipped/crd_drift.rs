@@ -1,5 +1,6 @@
 //! Every committed CRD, in `crds/` and in the chart (`files/crds/`), must be exactly what the binary
-//! generates; regenerate with `cargo run -- crd`, one document per file.
+//! generates; regenerate with `AMPERITY_BLESS=1 cargo test --test shipped crd_drift`,
+//! which writes what `cargo run -- crd` prints, one document per file.
 
 use std::path::Path;
 
@@ -17,11 +18,19 @@ fn read(dir: &str, file: &str) -> String {
 
 #[test]
 fn committed_crds_match_the_generated_ones() {
+    if std::env::var_os("AMPERITY_BLESS").is_some() {
+        for (file, generated) in amperity_operator::crds() {
+            for dir in DIRS {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
+                std::fs::write(&path, &generated).unwrap();
+            }
+        }
+    }
     for (file, generated) in amperity_operator::crds() {
         for dir in DIRS {
             assert!(
                 read(dir, file) == generated,
-                "{dir}/{file} is out of date: regenerate it from `cargo run -- crd` and commit it"
+                "{dir}/{file} is out of date: regenerate it with `AMPERITY_BLESS=1 cargo test --test shipped crd_drift` and commit it"
             );
         }
     }
@@ -62,7 +71,9 @@ fn the_binary_prints_every_crd_as_one_yaml_stream() {
         names,
         [
             "amperityworkflowruns.amperity.dev",
-            "amperityworkflowschedules.amperity.dev"
+            "amperityworkflowschedules.amperity.dev",
+            "amperityconnections.amperity.dev",
+            "clusteramperityconnections.amperity.dev"
         ]
     );
 }

@@ -72,6 +72,15 @@ not used), else repository:tag, the tag defaulting to the chart's appVersion. */
   resources: ["secrets"]
   # Only the Secret a resource names, read on each call; never listed or watched.
   verbs: ["get"]
+{{- if .Values.amperity.connections }}
+- apiGroups: ["amperity.dev"]
+  resources: ["amperityconnections"]
+  # watch and list: the connection controller; get: a run reads the one it names.
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["amperity.dev"]
+  resources: ["amperityconnections/status"]
+  verbs: ["patch"]
+{{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -126,6 +135,8 @@ secret:
 {{- end }}
 - name: AMPERITY_CHANGE_FEED
   value: {{ .Values.amperity.changeFeed | quote }}
+- name: AMPERITY_CONNECTIONS
+  value: {{ .Values.amperity.connections | quote }}
 {{- with .Values.watchNamespaces }}
 # Unset means all namespaces (an empty value would name the namespace "").
 - name: WATCH_NAMESPACES

@@ -33,6 +33,10 @@ use crate::bounded::cut;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
 use crate::run::validate;
 pub use conditions::Outcome;
+
+/// The reason a run ends with when the cluster connection it names does not choose
+/// its namespace (a stall for every other reason credentials are missing).
+pub const CONNECTION_NOT_ALLOWED: &str = "ConnectionNotAllowed";
 pub use start::normalise_range_bound;
 
 /// The annotation a person sets to settle an unconfirmed start.
@@ -344,6 +348,17 @@ impl Step<'_> {
     /// What an answer changes.
     fn answered(&mut self, answer: Answer) -> Action {
         match answer {
+            // The cluster connection it names does not choose its namespace: no
+            // Secret was read, nothing was sent, and nothing will change that.
+            Answer::CredentialsUnavailable { reason, message }
+                if reason == CONNECTION_NOT_ALLOWED =>
+            {
+                if self.status.workflow_id.is_none() {
+                    self.status.started_at = None;
+                }
+                self.finish(Phase::Failed, CONNECTION_NOT_ALLOWED, message);
+                Action::AwaitChange
+            }
             Answer::CredentialsUnavailable { reason, message } => {
                 // Nothing started and the timeout passed: it ends here, without a
                 // run, however long the Secret stays broken.
@@ -367,7 +382,7 @@ impl Step<'_> {
                 if self.status.phase.is_none() {
                     let message = format!(
                         "waiting for a turn in tenant {}'s request budget to start the run",
-                        self.run.spec.tenant
+                        self.run.spec.tenant()
                     );
                     self.set(Outcome::in_flight(Phase::Pending, "Pending", message));
                 }
@@ -439,7 +454,11 @@ impl Step<'_> {
     fn auth_failed(&mut self, phase: Phase, detail: &str) -> Action {
         let message = format!(
             "Amperity rejected the credentials from Secret {} ({detail}); put valid credentials in the Secret, it is re-read on the next try",
-            self.run.spec.token_secret_ref.name
+            self.run
+                .spec
+                .token_secret_ref
+                .as_ref()
+                .map_or("", |r| r.name.as_str())
         );
         self.stall(phase, "AuthFailed", message);
         Action::Requeue(self.settings.stalled_recheck)
@@ -469,7 +488,7 @@ impl Step<'_> {
                 "RateLimited",
                 format!(
                     "Amperity answered 429 (too many requests) for tenant {}; requests back off and resume on their own",
-                    self.run.spec.tenant
+                    self.run.spec.tenant()
                 ),
             );
         }

@@ -129,8 +129,8 @@ impl Step<'_> {
             Err(f) => match f.kind {
                 FailureKind::NotFound => {
                     let message = format!(
-                        "Amperity has no run {id} in tenant {} (HTTP 404): it was deleted, or spec.workflowId or spec.tenant is wrong",
-                        self.run.spec.tenant
+                        "Amperity has no run {id} in tenant {} (HTTP 404): it was deleted, or spec.workflowId or the tenant is wrong",
+                        self.run.spec.tenant()
                     );
                     self.finish(Phase::Failed, "WorkflowNotFound", message);
                     Action::AwaitChange

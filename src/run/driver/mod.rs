@@ -238,7 +238,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
         Target::new(
             spec.endpoint.as_deref(),
             &self.defaults.endpoint,
-            &spec.tenant,
+            spec.tenant(),
             spec.amperity_api_version
                 .as_deref()
                 .unwrap_or(&self.defaults.api_version),
