@@ -670,11 +670,24 @@ pub async fn can(
     resource: &str,
     namespace: &str,
 ) -> Result<bool> {
+    can_named(client, verb, group, resource, namespace, "").await
+}
+
+/// [`can`] for one object by name (what a rule with `resourceNames` allows).
+pub async fn can_named(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<bool> {
     let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
     let review: SelfSubjectAccessReview = serde_json::from_value(json!({
         "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
         "spec": {"resourceAttributes": {"namespace": namespace, "verb": verb, "group": group,
-                                        "resource": resource, "subresource": subresource}},
+                                        "resource": resource, "subresource": subresource,
+                                        "name": name}},
     }))
     .map_err(|e| e.to_string())?;
     let answer = Api::<SelfSubjectAccessReview>::all(client.clone())

@@ -8,7 +8,7 @@ use kube::Client;
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 
-use crate::env::{self, Env, Result, can, client_for, condition, events, eventually, phase};
+use crate::env::{self, Env, Result, can_named, client_for, condition, events, eventually, phase};
 use crate::scenarios::ensure;
 
 /// How long the operator has, under the chart's full RBAC, to do everything.
@@ -48,8 +48,12 @@ async fn apply_rbac(env: &Env, docs: &[Value]) -> Result {
     ensure(ok, format!("applying RBAC: {out}"))
 }
 
-/// One request each rule of `docs`' roles allows: (verb, group, resource, namespace).
-fn probes(docs: &[Value], release_ns: &str) -> Vec<(String, String, String, String)> {
+/// One request a rule allows: verb, group, resource, namespace and, for a rule
+/// with `resourceNames`, the object's name.
+type Probe = (String, String, String, String, String);
+
+/// One request each rule of `docs`' roles allows.
+fn probes(docs: &[Value], release_ns: &str) -> Vec<Probe> {
     let mut out = Vec::new();
     for doc in docs {
         if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
@@ -63,13 +67,14 @@ fn probes(docs: &[Value], release_ns: &str) -> Vec<(String, String, String, Stri
     out
 }
 
-fn probe(rule: &Value, namespace: &str) -> (String, String, String, String) {
+fn probe(rule: &Value, namespace: &str) -> Probe {
     let first = |field: &str| rule[field][0].as_str().unwrap_or_default().to_string();
     (
         first("verbs"),
         first("apiGroups"),
         first("resources"),
         namespace.to_string(),
+        first("resourceNames"),
     )
 }
 
@@ -77,22 +82,18 @@ fn probe(rule: &Value, namespace: &str) -> (String, String, String, String) {
 /// RBAC just applied says: every remaining rule allows, the removed one does not.
 /// (It learns of RBAC objects through a watch: a request made at once could still
 /// be judged by the previous set.)
-async fn until_authorized(
-    sa: &Client,
-    allowed: &[(String, String, String, String)],
-    denied: Option<&(String, String, String, String)>,
-) -> Result {
+async fn until_authorized(sa: &Client, allowed: &[Probe], denied: Option<&Probe>) -> Result {
     eventually(Duration::from_secs(30), || async {
-        for (verb, group, resource, ns) in allowed {
+        for (verb, group, resource, ns, name) in allowed {
             ensure(
-                can(sa, verb, group, resource, ns).await?,
-                format!("the ServiceAccount may not yet {verb} {group}/{resource} in {ns}"),
+                can_named(sa, verb, group, resource, ns, name).await?,
+                format!("the ServiceAccount may not yet {verb} {group}/{resource} {name} in {ns}"),
             )?;
         }
-        if let Some((verb, group, resource, ns)) = denied {
+        if let Some((verb, group, resource, ns, name)) = denied {
             ensure(
-                !can(sa, verb, group, resource, ns).await?,
-                format!("the ServiceAccount may still {verb} {group}/{resource} in {ns}"),
+                !can_named(sa, verb, group, resource, ns, name).await?,
+                format!("the ServiceAccount may still {verb} {group}/{resource} {name} in {ns}"),
             )?;
         }
         Ok(())

@@ -276,8 +276,8 @@ pub async fn metrics_and_readiness_answer(env: &Env) -> Result {
         // Counters only grow, whatever the scenarios beside this one do.
         for name in [
             "amperity_operator_reconciles_total",
-            "amperity_operator_amperity_requests_total{endpoint=\"start\",code=\"201\",tenant=\"socktown\"}",
-            "amperity_operator_amperity_request_seconds_count{endpoint=\"get\",tenant=\"socktown\"}",
+            "amperity_operator_amperity_requests_total{call=\"start\",code=\"201\",tenant=\"socktown\"}",
+            "amperity_operator_amperity_request_seconds_count{call=\"get\",tenant=\"socktown\"}",
             "amperity_operator_runs_finished_total{phase=\"Succeeded\",reason=\"Succeeded\"}",
             "amperity_operator_workflow_duration_seconds_count{workflow_type=\"amperity.orchestration.orchestration/run\",outcome=\"Succeeded\"}",
         ] {
