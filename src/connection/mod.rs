@@ -182,7 +182,10 @@ mod tests {
         ];
         for (outcome, ready, stalled) in cases {
             let s = status(None, 3, &outcome, None, 0, at(0));
-            assert!(s.conditions.iter().all(|c| !c.message.is_empty()), "{outcome:?}");
+            assert!(
+                s.conditions.iter().all(|c| !c.message.is_empty()),
+                "{outcome:?}"
+            );
             assert_eq!(cond(&s, "Ready"), ready, "{outcome:?}");
             assert_eq!(cond(&s, "Stalled"), stalled, "{outcome:?}");
             assert!(

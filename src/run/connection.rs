@@ -37,7 +37,8 @@ pub enum Found {
 }
 
 /// Decides where `run`'s credentials come from, and fills in the tenant, endpoint
-/// and Secret of the connection it names, so that everything after sees one shape.
+/// and Secret of the connection it names in place of the reference, so that
+/// everything after sees one shape (and validates it as such).
 /// `operator_namespace` is where a cluster connection's Secret lives by default.
 pub fn resolve(
     run: &mut AmperityWorkflowRun,
@@ -120,6 +121,9 @@ pub fn resolve(
             format!("{named} is not Ready: {why}"),
         ));
     }
+    // The run now reads as if it had been written with these inline: the rules of
+    // a spec (connectionRef excludes them) hold for what is decided from it.
+    run.spec.connection_ref = None;
     run.spec.tenant = Some(tenant);
     run.spec.endpoint = endpoint;
     run.spec.token_secret_ref = Some(secret.clone());

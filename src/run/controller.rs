@@ -322,6 +322,14 @@ async fn reconcile_in(
     }
     // A run that names a connection takes its tenant, endpoint and Secret from it:
     // filled in here, before anything is tracked or decided.
+    // Which connection the run uses, counted in its status while the run is unfinished.
+    let connection_key = run.spec.connection_ref.as_ref().map(|r| {
+        let key = match r.kind() {
+            ConnectionKind::AmperityConnection => format!("{namespace}/{}", r.name),
+            ConnectionKind::ClusterAmperityConnection => r.name.clone(),
+        };
+        format!("{:?}/{key}", r.kind())
+    });
     let source = if run.spec.connection_ref.is_some() && !ctx.connections {
         connection::disabled()
     } else {
@@ -386,18 +394,7 @@ async fn reconcile_in(
         tracing::Span::current().record("workflow_id", id);
     }
     let finished = run.phase().is_some_and(|p| p.is_finished());
-    let in_use = run
-        .spec
-        .connection_ref
-        .as_ref()
-        .filter(|_| !finished)
-        .map(|r| {
-            let key = match r.kind() {
-                ConnectionKind::AmperityConnection => format!("{namespace}/{}", r.name),
-                ConnectionKind::ClusterAmperityConnection => r.name.clone(),
-            };
-            format!("{:?}/{key}", r.kind())
-        });
+    let in_use = connection_key.filter(|_| !finished);
     ctx.uses_connection(&uid, in_use);
     if let Some(feed) = &ctx.feed
         && !matches!(run.phase(), Some(Phase::Running | Phase::Stopping))

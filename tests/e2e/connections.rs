@@ -70,7 +70,8 @@ fn requests_for(stats: &Value, config: &str) -> usize {
 
 pub async fn a_cluster_connection_serves_the_namespaces_it_chooses(env: &Env) -> Result {
     let tag = format!("{}", fastrand::u32(..) % 100_000);
-    let platform = env.namespace("platform", Some(crate::env::TOKEN)).await?;
+    let token = env.own_token();
+    let platform = env.namespace("platform", Some(&token)).await?;
     let chosen = env.namespace("team-chosen", None).await?;
     let other = env.namespace("team-other", None).await?;
     let namespaces: Api<Namespace> = Api::all(env.client.clone());
@@ -102,7 +103,7 @@ pub async fn a_cluster_connection_serves_the_namespaces_it_chooses(env: &Env) ->
         .create(&PostParams::default(), &connection)
         .await
         .map_err(|e| format!("creating {name}: {e}"))?;
-    let result = checks(env, &name, &platform, &chosen, &other, &tag).await;
+    let result = checks(env, &name, &platform, (&chosen, &other), &tag, &token).await;
     let _ = connections.delete(&name, &Default::default()).await;
     result
 }
@@ -111,9 +112,9 @@ async fn checks(
     env: &Env,
     name: &str,
     platform: &str,
-    chosen: &str,
-    other: &str,
+    (chosen, other): (&str, &str),
     tag: &str,
+    token: &str,
 ) -> Result {
     wait_connection(env, name, "became Ready", |c| {
         ready(c).is_some_and(|(s, _)| s == "True")
@@ -159,7 +160,7 @@ async fn checks(
         ready(c).is_some_and(|(s, r)| s == "False" && r == "AuthFailed")
     })
     .await?;
-    env.put_secret(platform, crate::env::TOKEN).await?;
+    env.put_secret(platform, token).await?;
     let c = wait_connection(env, name, "became Ready again", |c| {
         ready(c).is_some_and(|(s, _)| s == "True")
     })
