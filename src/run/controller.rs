@@ -372,9 +372,12 @@ async fn reconcile_in(
         // The answer is the resource as it now stands: the intent to start is then
         // written over this version, not the one before the finalizer (which the API
         // server would refuse as a conflict, and the start would wait out a backoff).
+        let resolved = run.spec.clone();
         run = apply_finalizer(&api, &name, FINALIZER, true)
             .await
             .map_err(kube_err("adding the finalizer"))?;
+        // As resolved above (the answer carries the spec as written).
+        run.spec = resolved;
     }
 
     let host = KubeHost {
