@@ -35,6 +35,13 @@ pub(super) struct KubeHost<'a> {
 impl Host for KubeHost<'_> {
     type Error = Error;
 
+    fn refusal(&self) -> Option<CredentialsProblem> {
+        match &self.source {
+            Source::Refused(problem) => Some(problem.clone()),
+            Source::Secret { .. } => None,
+        }
+    }
+
     async fn credentials(&self, _run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
         let (namespace, r) = match &self.source {
             Source::Refused(problem) => return Err(problem.clone()),

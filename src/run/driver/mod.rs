@@ -120,6 +120,12 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                     .await?;
                 return Ok(decision.action);
             }
+            // Nothing can be sent for a resource whose credentials cannot be had
+            // whatever the endpoint (a connection missing, not Ready, or not for it).
+            if let Some(problem) = self.host.refusal() {
+                answer = Some(unavailable(problem));
+                continue;
+            }
             // Where the call would go: nothing is read or sent for an endpoint that
             // is not allowed.
             let target = match self.target(run) {

@@ -33,6 +33,12 @@ pub trait Host: Sync {
         run: &AmperityWorkflowRun,
     ) -> impl Future<Output = Result<Access, CredentialsProblem>> + Send;
 
+    /// Why no call can be made for the resource at all, known before its endpoint
+    /// is (its connection is missing, not Ready, or does not serve its namespace).
+    fn refusal(&self) -> Option<CredentialsProblem> {
+        None
+    }
+
     /// Persists the status; the driver calls it only when the status changed.
     /// `exclusive`: only if the resource is still the version read (the intent to
     /// start: two writers must never both record one). Returns the new version.
