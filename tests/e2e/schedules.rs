@@ -198,6 +198,11 @@ pub async fn schedules_run_once_a_minute_across_a_sigkill_and_two_replicas(
     )
     .await?;
 
+    // The kill can land between the slot run's intent and its POST: then nothing
+    // was created, no run can be found, and the new leader asks a person. Answer as
+    // one would (the one-run promise is what is checked, not the kill's timing).
+    answer_a_start_lost_before_it_left(env, &ns, &format!("ticker-{b2}")).await?;
+
     // Minute three, then the tally.
     until_minute(b3, 6.0).await;
     let recent = [slot_run("ticker", b2), slot_run("ticker", b3)];
@@ -558,4 +563,48 @@ pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Re
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// When `run` stalls `StartUnconfirmed` with no run found (its start never left:
+/// the leader was killed in between), annotates the `retry` the message offers.
+/// Returns once the run is past its start either way.
+async fn answer_a_start_lost_before_it_left(env: &Env, ns: &str, run: &str) -> Result {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = env.runs(ns).get(run).await.map_err(|e| e.to_string())?;
+        let status = r.status.clone().unwrap_or_default();
+        if status.workflow_id.is_some() || r.phase().is_some_and(|p| p.is_finished()) {
+            return Ok(());
+        }
+        let stalled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "StartUnconfirmed");
+        if let Some(c) = stalled.filter(|c| c.message.contains("no run was found")) {
+            let token = c
+                .message
+                .split("retry ")
+                .nth(1)
+                .and_then(|t| t.split('\'').next())
+                .ok_or_else(|| format!("no retry token in {:?}", c.message))?;
+            env.runs(ns)
+                .patch(
+                    run,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {
+                        amperity_operator::run::decide::RESOLVE_START_ANNOTATION: format!("retry {token}")
+                    }}})),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("    {ns}/{run}: its start never left (leader killed first); answered retry");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{ns}/{run} neither started nor asked a person: {status:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
