@@ -227,6 +227,22 @@ pub struct AmperityWorkflowScheduleStatus {
     /// The last value of the `amperity.dev/run-now` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_run_now: Option<String>,
+    /// The `amperity.dev/run-now` values handled (run, or ignored as older than the
+    /// schedule), oldest first, at most 32: a value among them never runs again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub handled_run_now: Vec<String>,
+    /// A run-now value waiting for the runs in flight to finish (concurrencyPolicy
+    /// Forbid): it runs once they have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_run_now: Option<String>,
+    /// The schedule and time zone the slots are read from (`<schedule> in <zone>`),
+    /// and since when: slots of a pattern before it was set are never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_schedule: Option<String>,
+    /// When `observedSchedule` was first seen (its creation or its last edit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_schedule_since: Option<Time>,
     /// How many `amperity.dev/run-now` values were acted on; the next run-now run
     /// is named `<schedule>-now-<count + 1>`.
     #[serde(default, skip_serializing_if = "is_zero")]

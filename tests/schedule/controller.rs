@@ -249,10 +249,15 @@ async fn a_run_that_already_exists_and_is_ours_is_not_an_error() {
     .await;
     assert_eq!(status.body["status"]["active"][0]["name"], name.as_str());
     status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
-    let event = expect(&mut api, Method::POST, EVENTS).await;
-    assert_eq!(event.body["reason"], "Created");
-    event.answer(StatusCode::CREATED, json!({}));
+    // Not created now: no Created Event, and not counted as created.
     task.await.unwrap().unwrap();
+    assert_eq!(
+        ctx.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("amperity_operator_schedule_runs_total{")),
+        None
+    );
 }
 
 #[tokio::test]
@@ -296,16 +301,16 @@ async fn a_refused_run_is_reported_not_retried() {
 }
 
 #[tokio::test]
-async fn replace_stops_the_run_in_flight_before_creating() {
+async fn replace_creates_the_new_run_then_stops_the_one_in_flight() {
     let (ctx, mut api) = setup();
     let s = schedule(json!({"concurrencyPolicy": "Replace"}), json!({}));
     let task = begin(&ctx, &mut api, &s, vec![owned_run("nightly-1", "Running")]).await;
-    let stop = expect(&mut api, Method::PATCH, &format!("{RUNS}/nightly-1")).await;
-    assert_eq!(stop.body, json!({"spec": {"stop": true}}));
-    stop.answer(StatusCode::OK, owned_run("nightly-1", "Running"));
     let create = expect(&mut api, Method::POST, RUNS).await;
     let body = create.body.clone();
     create.answer(StatusCode::CREATED, body);
+    let stop = expect(&mut api, Method::PATCH, &format!("{RUNS}/nightly-1")).await;
+    assert_eq!(stop.body, json!({"spec": {"stop": true}}));
+    stop.answer(StatusCode::OK, owned_run("nightly-1", "Running"));
     expect(
         &mut api,
         Method::PATCH,
@@ -318,6 +323,49 @@ async fn replace_stops_the_run_in_flight_before_creating() {
         assert_eq!(event.body["reason"], reason);
         event.answer(StatusCode::CREATED, json!({}));
     }
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn replace_with_a_forbidden_create_leaves_the_run_in_flight_alone() {
+    let (ctx, mut api) = setup();
+    let s = schedule(json!({"concurrencyPolicy": "Replace"}), json!({}));
+    let task = begin(&ctx, &mut api, &s, vec![owned_run("nightly-1", "Running")]).await;
+    expect(&mut api, Method::POST, RUNS).await.answer(
+        StatusCode::FORBIDDEN,
+        status_error(
+            403,
+            "Forbidden",
+            "exceeded quota: count/amperityworkflowruns.amperity.dev",
+        ),
+    );
+    // No stop: the next call is the status, which says why.
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await;
+    let written = status.body["status"].clone();
+    let ready = written["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["reason"], "RunCreateFailed");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded quota")
+    );
+    assert_eq!(written["active"][0]["name"], "nightly-1");
+    status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    let event = expect(&mut api, Method::POST, EVENTS).await;
+    assert_eq!(event.body["reason"], "CreateFailed");
+    event.answer(StatusCode::CREATED, json!({}));
     task.await.unwrap().unwrap();
 }
 
