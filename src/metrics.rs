@@ -109,6 +109,8 @@ pub struct Metrics {
     /// Resources the change feed woke because their run was listed ended.
     pub feed_wakes: Counter,
     pub schedule_runs: Family<ScheduleLabels, Counter>,
+    /// 1 while the schedule controller runs, 0 while it waits for its CRD.
+    pub schedule_controller_running: Gauge,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
     tenants: TenantLabeller,
@@ -267,8 +269,15 @@ impl Default for Metrics {
             "What AmperityWorkflowSchedules did with due times and run-now requests, by outcome",
             schedule_runs.clone(),
         );
+        let schedule_controller_running = Gauge::default();
+        registry.register(
+            "schedule_controller_running",
+            "1 while the AmperityWorkflowSchedule controller runs, 0 while it waits for the schedule CRD (retried with backoff)",
+            schedule_controller_running.clone(),
+        );
         Metrics {
             registry,
+            schedule_controller_running,
             feed_looks,
             feed_wakes,
             leader,

@@ -83,8 +83,9 @@ impl ScheduleContext {
 }
 
 /// One schedule controller per watched namespace (or one for all), until a
-/// shutdown signal. Returns at once, with a warning, when the schedule CRD is not
-/// installed: runs work without it (a chart upgrade does not install new CRDs).
+/// shutdown signal. Runs work without the schedule CRD (a chart upgrade does not
+/// install new CRDs): until it can be listed, the controller waits, retrying with
+/// backoff (the log and `schedule_controller_running` say so), and starts once it can.
 pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Metrics>) {
     let scope = |client: Client, ns: Option<&String>| -> Api<AmperityWorkflowSchedule> {
         match ns {
@@ -93,12 +94,9 @@ pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Met
         }
     };
     let probe = scope(client.clone(), namespaces.first());
-    if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
-        warn!(
-            error = %e,
-            "AmperityWorkflowSchedules are off: their CRD is not installed or not readable; install it with `amperity-operator crd | kubectl apply -f -`"
-        );
-        return;
+    tokio::select! {
+        _ = wait_for_crd(&probe, &metrics) => {}
+        _ = crate::signal::shutdown_signal() => return,
     }
     let ctx = Arc::new(ScheduleContext::new(client.clone(), metrics));
     let scopes: Vec<Option<&String>> = if namespaces.is_empty() {
@@ -137,6 +135,41 @@ pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Met
     });
     info!("AmperityWorkflowSchedule controller started");
     futures::future::join_all(running).await;
+}
+
+/// The longest wait between two probes for the schedule CRD.
+pub const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait before probe `attempt + 1`: 1 s, doubling, at most [`MAX_PROBE_BACKOFF`].
+pub fn probe_backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64.checked_shl(attempt.min(16)).unwrap_or(u64::MAX))
+        .min(MAX_PROBE_BACKOFF)
+}
+
+/// Lists schedules until that works (a 5xx, a CRD installed after the operator),
+/// with backoff; `schedule_controller_running` is 0 meanwhile and 1 after.
+pub async fn wait_for_crd(probe: &Api<AmperityWorkflowSchedule>, metrics: &Metrics) {
+    let mut attempt: u32 = 0;
+    loop {
+        match probe.list(&ListParams::default().limit(1)).await {
+            Ok(_) => {
+                metrics.schedule_controller_running.set(1);
+                return;
+            }
+            Err(e) => {
+                metrics.schedule_controller_running.set(0);
+                let wait = probe_backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                warn!(
+                    error = %e,
+                    attempt,
+                    retry_in_seconds = wait.as_secs(),
+                    "AmperityWorkflowSchedules are not running yet: their CRD is not installed or not readable; install it with `amperity-operator crd | kubectl apply -f -` and they start by themselves"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }
 
 /// Changes worth a reconcile: the spec, deletion, and the run-now annotation.

@@ -9,7 +9,9 @@ use amperity_operator::cluster::finalizer::FINALIZER_MANAGER;
 use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::metrics::Metrics;
 use amperity_operator::schedule::RUN_NOW_ANNOTATION;
-use amperity_operator::schedule::controller::{SCHEDULE_FINALIZER, ScheduleContext, reconcile};
+use amperity_operator::schedule::controller::{
+    SCHEDULE_FINALIZER, ScheduleContext, probe_backoff, reconcile, wait_for_crd,
+};
 use http::{Method, Request, Response, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use kube::Client;
@@ -459,4 +461,62 @@ async fn deleting_a_schedule_deletes_its_runs_then_lets_it_go() {
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
     release.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+}
+
+#[test]
+fn the_crd_probe_backs_off_to_a_minute() {
+    let waits: Vec<u64> = [0, 1, 2, 5, 6, 7, 40, u32::MAX]
+        .into_iter()
+        .map(|n| probe_backoff(n).as_secs())
+        .collect();
+    assert_eq!(waits, [1, 2, 4, 32, 60, 60, 60, 60]);
+}
+
+#[tokio::test]
+async fn a_failed_crd_probe_is_retried_until_the_crd_is_there() {
+    let (ctx, mut api) = setup();
+    let probe: kube::Api<AmperityWorkflowSchedule> = kube::Api::all(ctx.client.clone());
+    let metrics = ctx.metrics.clone();
+    let task = tokio::spawn(async move { wait_for_crd(&probe, &metrics).await });
+    let all = "/apis/amperity.dev/v1alpha1/amperityworkflowschedules";
+    let running = |ctx: &Arc<ScheduleContext>| {
+        ctx.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("amperity_operator_schedule_controller_running "))
+            .map(str::to_string)
+    };
+    // Not installed yet (the operator came first), then a hiccup: it keeps trying.
+    expect(&mut api, Method::GET, all).await.answer(
+        StatusCode::NOT_FOUND,
+        status_error(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    );
+    let second = expect(&mut api, Method::GET, all).await;
+    assert_eq!(
+        running(&ctx).as_deref(),
+        Some("amperity_operator_schedule_controller_running 0")
+    );
+    assert!(!task.is_finished());
+    second.answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        status_error(503, "ServiceUnavailable", "etcd is slow"),
+    );
+    // Installed: the controller starts.
+    expect(&mut api, Method::GET, all).await.answer(
+        StatusCode::OK,
+        json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowScheduleList",
+               "metadata": {"resourceVersion": "1"}, "items": []}),
+    );
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("it stops probing once the CRD is there")
+        .unwrap();
+    assert_eq!(
+        running(&ctx).as_deref(),
+        Some("amperity_operator_schedule_controller_running 1")
+    );
 }

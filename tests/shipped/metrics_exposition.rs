@@ -82,6 +82,7 @@ fn recorded() -> Metrics {
         })
         .inc();
     m.leader.set(1);
+    m.schedule_controller_running.set(1);
     m.reconcile_panics.inc();
     m.poll_failures.inc();
     for outcome in ["listed", "failed", "skipped"] {
