@@ -77,11 +77,20 @@ pub fn decide(
         last_schedule_time_before: None,
     };
     if schedule.metadata.deletion_timestamp.is_some() {
+        // `--cascade=orphan` (the API server's `orphan` finalizer): the runs stay,
+        // as a CronJob's Jobs do; the garbage collector removes their ownerReferences.
+        // `--cascade=foreground` (`foregroundDeletion`): the garbage collector deletes
+        // them and waits. Otherwise (background, or no garbage collector at all) the
+        // operator deletes them itself.
+        let gc_decides = schedule
+            .finalizers()
+            .iter()
+            .any(|f| f == ORPHAN_FINALIZER || f == FOREGROUND_FINALIZER);
         return Plan {
             delete: step
                 .views
                 .iter()
-                .filter(|r| !r.deleting)
+                .filter(|r| !r.deleting && !gc_decides)
                 .map(|r| r.name.clone())
                 .collect(),
             release_finalizer: true,

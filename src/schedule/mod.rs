@@ -43,6 +43,10 @@ pub const DEFAULT_SUCCESSFUL_RUNS_HISTORY_LIMIT: u32 = 3;
 pub const DEFAULT_FAILED_RUNS_HISTORY_LIMIT: u32 = 1;
 /// Longest run-now value kept in status as it is; longer ones are kept as a digest.
 const MAX_RUN_NOW_CHARS: usize = 253;
+/// The finalizer the API server sets for `kubectl delete --cascade=orphan`.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer the API server sets for `kubectl delete --cascade=foreground`.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 /// How many handled run-now values status remembers.
 pub const MAX_HANDLED_RUN_NOW: usize = 32;
 /// How far past now a run's slot time may be (clock skew) before it is ignored.

@@ -1127,3 +1127,25 @@ fn last_run_is_the_run_that_finished_last() {
     let message = plan.status.last_run.unwrap().message.unwrap();
     assert!(message.len() <= 512, "{}", message.len());
 }
+
+#[test]
+fn deleting_with_cascade_orphan_or_foreground_leaves_the_runs_to_the_garbage_collector() {
+    for finalizer in ["orphan", "foregroundDeletion"] {
+        let mut s = schedule(json!({}), None);
+        s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            ts("2025-04-18T07:00:00Z"),
+        ));
+        s.metadata.finalizers = Some(vec![
+            finalizer.to_string(),
+            "amperity.dev/delete-runs".to_string(),
+        ]);
+        let runs = [
+            slot_run("18", Some("Running")),
+            slot_run("17", Some("Succeeded")),
+        ];
+        let plan = decide(&s, &runs, ts("2025-04-18T07:00:00Z"));
+        assert!(plan.release_finalizer, "{finalizer}");
+        assert!(plan.delete.is_empty(), "{finalizer}: {:?}", plan.delete);
+        assert!(plan.stop.is_empty() && plan.create.is_none(), "{finalizer}");
+    }
+}
