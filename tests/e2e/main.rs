@@ -10,6 +10,7 @@ mod feed;
 mod one_run;
 mod roles;
 mod scenarios;
+mod schedule_guards;
 mod schedules;
 mod trust;
 

@@ -14,6 +14,10 @@ use crate::one_run::{
     killing_the_leader_inside_its_starts_never_starts_twice,
 };
 use crate::roles::users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease;
+use crate::schedule_guards::{
+    schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,
+    schedule_guards_run_now_fires_once_per_value_across_a_revert_and_a_recreate,
+};
 use crate::schedules::{
     schedules_run_now_replace_and_refuse_bad_input,
     schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
@@ -58,6 +62,8 @@ scenarios!(
         a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
         kubectl_explain_describes_every_field,
         users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease,
+        schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,
+        schedule_guards_run_now_fires_once_per_value_across_a_revert_and_a_recreate,
     ],
     exclusive: [
         killing_the_leader_inside_its_starts_never_starts_twice,
@@ -72,7 +78,9 @@ scenarios!(
 
 /// Scenarios that wait for real minutes to pass get longer than the usual 180 s.
 pub fn time_limit(name: &str) -> Duration {
-    if name == "schedules_run_once_a_minute_across_a_sigkill_and_two_replicas" {
+    if name == "schedules_run_once_a_minute_across_a_sigkill_and_two_replicas"
+        || name == "schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late"
+    {
         Duration::from_secs(300)
     } else {
         Duration::from_secs(180)
