@@ -136,6 +136,8 @@ pub struct Metrics {
     pub stalled: Family<StalledLabels, Gauge>,
     /// The (namespace, reason) last counted in `stalled` for each resource (uid).
     stalled_runs: Mutex<HashMap<String, StalledLabels>>,
+    /// 1 while the schedule controller runs, 0 while it waits for its CRD.
+    pub schedule_controller_running: Gauge,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
     tenants: TenantLabeller,
@@ -346,8 +348,15 @@ impl Default for Metrics {
             "Runs waiting for a person (their Stalled condition is True), by the runs' namespace and reason",
             stalled.clone(),
         );
+        let schedule_controller_running = Gauge::default();
+        registry.register(
+            "schedule_controller_running",
+            "1 while the AmperityWorkflowSchedule controller runs, 0 while it waits for the schedule CRD (retried with backoff)",
+            schedule_controller_running.clone(),
+        );
         Metrics {
             registry,
+            schedule_controller_running,
             token_exchanges,
             stalled,
             stalled_runs: Mutex::new(HashMap::new()),

@@ -1,7 +1,8 @@
 -- Argo CD health check for amperity.dev/AmperityWorkflowSchedule.
 -- Healthy while the schedule operates (a failed last run is said in the message,
 -- not made Degraded: the next run may well succeed), Suspended while spec.suspend
--- is true, Degraded when the spec is invalid or runs cannot be created, and
+-- is true, Degraded when the spec is invalid, runs cannot be created, or slots are
+-- skipped behind a run that does not finish (Stalled/Blocked), and
 -- Progressing until the operator has seen the latest spec.
 local hs = { status = "Progressing", message = "Waiting for the operator to pick up the schedule" }
 if obj.status == nil then

@@ -140,12 +140,69 @@ pub struct RunTemplate {
 /// Metadata copied onto every run.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub struct RunTemplateMetadata {
-    /// Labels for the runs.
+    /// Labels for the runs: Kubernetes label keys (an optional DNS-subdomain prefix
+    /// and `/`, then a name of at most 63 characters) and values (at most 63
+    /// characters, alphanumerics with `-`, `_`, `.` inside).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "template_labels_schema")]
     pub labels: BTreeMap<String, String>,
-    /// Annotations for the runs.
+    /// Annotations for the runs: Kubernetes annotation keys, none under
+    /// `amperity.dev/` (those are the operator's, and one could answer a question
+    /// the operator asks a person).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "template_annotations_schema")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// At most this many labels or annotations in a run template (few, to keep the
+/// CEL rules' estimated cost low: as Gateway API does for its infrastructure labels).
+pub const MAX_TEMPLATE_ENTRIES: usize = 16;
+/// The longest annotation value in a run template.
+pub const MAX_TEMPLATE_ANNOTATION_VALUE: usize = 1024;
+/// A qualified key: an optional DNS-subdomain prefix and `/`, then a name.
+pub const QUALIFIED_KEY_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
+/// A label value: empty, or alphanumerics with `-`, `_`, `.` inside.
+pub const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// The annotation prefix the operator keeps for itself.
+pub const OPERATOR_PREFIX: &str = "amperity.dev/";
+
+const KEY_RULE: &str = "self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.matches('^[^/]{1,253}/')))";
+const KEY_MESSAGE: &str = "each key must be a Kubernetes qualified name: an optional DNS-subdomain prefix (at most 253 characters) and '/', then a name of at most 63 characters (alphanumerics, '-', '_', '.', starting and ending alphanumeric)";
+
+fn template_map_schema(value_max: usize, rules: Vec<Value>) -> Schema {
+    let schema = serde_json::json!({
+        "type": "object",
+        "maxProperties": MAX_TEMPLATE_ENTRIES,
+        "additionalProperties": {"type": "string", "maxLength": value_max},
+        "x-kubernetes-validations": rules,
+    });
+    Schema::try_from(schema).expect("a JSON object is a schema")
+}
+
+pub fn template_labels_schema(_: &mut SchemaGenerator) -> Schema {
+    template_map_schema(
+        63,
+        vec![
+            serde_json::json!({"rule": KEY_RULE, "message": KEY_MESSAGE}),
+            serde_json::json!({
+                "rule": "self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))",
+                "message": "each label value must be at most 63 characters: empty, or alphanumerics with '-', '_', '.' inside"
+            }),
+        ],
+    )
+}
+
+pub fn template_annotations_schema(_: &mut SchemaGenerator) -> Schema {
+    template_map_schema(
+        MAX_TEMPLATE_ANNOTATION_VALUE,
+        vec![
+            serde_json::json!({"rule": KEY_RULE, "message": KEY_MESSAGE}),
+            serde_json::json!({
+                "rule": "!self.exists(k, k.startsWith('amperity.dev/'))",
+                "message": "annotations under amperity.dev/ are the operator's: remove them from runTemplate.metadata.annotations"
+            }),
+        ],
+    )
 }
 
 #[derive(
@@ -227,6 +284,22 @@ pub struct AmperityWorkflowScheduleStatus {
     /// The last value of the `amperity.dev/run-now` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_run_now: Option<String>,
+    /// The `amperity.dev/run-now` values handled (run, or ignored as older than the
+    /// schedule), oldest first, at most 32: a value among them never runs again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub handled_run_now: Vec<String>,
+    /// A run-now value waiting for the runs in flight to finish (concurrencyPolicy
+    /// Forbid): it runs once they have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_run_now: Option<String>,
+    /// The schedule and time zone the slots are read from (`<schedule> in <zone>`),
+    /// and since when: slots of a pattern before it was set are never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_schedule: Option<String>,
+    /// When `observedSchedule` was first seen (its creation or its last edit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_schedule_since: Option<Time>,
     /// How many `amperity.dev/run-now` values were acted on; the next run-now run
     /// is named `<schedule>-now-<count + 1>`.
     #[serde(default, skip_serializing_if = "is_zero")]

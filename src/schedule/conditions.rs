@@ -5,12 +5,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::bounded::cut;
 use crate::crd::Phase;
 use crate::crd::schedule::LastRun;
 
 pub const READY: &str = "Ready";
 pub const STALLED: &str = "Stalled";
 pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+/// The longest condition message (an API server's refusal can be long).
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 1024;
 
 /// One condition's wanted state.
 pub struct Wanted<'a> {
@@ -31,7 +34,7 @@ pub fn set(conditions: &mut Vec<Condition>, wanted: Wanted, generation: Option<i
         type_: wanted.kind.to_string(),
         status: wanted.status.to_string(),
         reason: wanted.reason.to_string(),
-        message: wanted.message.to_string(),
+        message: cut(wanted.message, MAX_CONDITION_MESSAGE_BYTES),
         observed_generation: generation,
         last_transition_time,
     };

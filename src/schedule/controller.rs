@@ -6,7 +6,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -17,6 +19,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::bounded::cut;
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::{publish_event, reporter};
 use crate::cluster::finalizer::apply_finalizer;
@@ -44,6 +47,12 @@ pub enum Error {
     },
     #[error("AmperityWorkflowSchedule {0} has no namespace")]
     NoNamespace(String),
+    #[error("the reconcile of AmperityWorkflowSchedule {namespace}/{name} panicked: {message}")]
+    Panicked {
+        namespace: String,
+        name: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -51,6 +60,7 @@ impl Error {
         match self {
             Error::Kube { what, .. } => what,
             Error::NoNamespace(_) => "no namespace",
+            Error::Panicked { .. } => "panicked",
         }
     }
 }
@@ -73,8 +83,9 @@ impl ScheduleContext {
 }
 
 /// One schedule controller per watched namespace (or one for all), until a
-/// shutdown signal. Returns at once, with a warning, when the schedule CRD is not
-/// installed: runs work without it (a chart upgrade does not install new CRDs).
+/// shutdown signal. Runs work without the schedule CRD (a chart upgrade does not
+/// install new CRDs): until it can be listed, the controller waits, retrying with
+/// backoff (the log and `schedule_controller_running` say so), and starts once it can.
 pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Metrics>) {
     let scope = |client: Client, ns: Option<&String>| -> Api<AmperityWorkflowSchedule> {
         match ns {
@@ -83,12 +94,9 @@ pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Met
         }
     };
     let probe = scope(client.clone(), namespaces.first());
-    if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
-        warn!(
-            error = %e,
-            "AmperityWorkflowSchedules are off: their CRD is not installed or not readable; install it with `amperity-operator crd | kubectl apply -f -`"
-        );
-        return;
+    tokio::select! {
+        _ = wait_for_crd(&probe, &metrics) => {}
+        _ = crate::signal::shutdown_signal() => return,
     }
     let ctx = Arc::new(ScheduleContext::new(client.clone(), metrics));
     let scopes: Vec<Option<&String>> = if namespaces.is_empty() {
@@ -129,6 +137,41 @@ pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Met
     futures::future::join_all(running).await;
 }
 
+/// The longest wait between two probes for the schedule CRD.
+pub const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait before probe `attempt + 1`: 1 s, doubling, at most [`MAX_PROBE_BACKOFF`].
+pub fn probe_backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64.checked_shl(attempt.min(16)).unwrap_or(u64::MAX))
+        .min(MAX_PROBE_BACKOFF)
+}
+
+/// Lists schedules until that works (a 5xx, a CRD installed after the operator),
+/// with backoff; `schedule_controller_running` is 0 meanwhile and 1 after.
+pub async fn wait_for_crd(probe: &Api<AmperityWorkflowSchedule>, metrics: &Metrics) {
+    let mut attempt: u32 = 0;
+    loop {
+        match probe.list(&ListParams::default().limit(1)).await {
+            Ok(_) => {
+                metrics.schedule_controller_running.set(1);
+                return;
+            }
+            Err(e) => {
+                metrics.schedule_controller_running.set(0);
+                let wait = probe_backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                warn!(
+                    error = %e,
+                    attempt,
+                    retry_in_seconds = wait.as_secs(),
+                    "AmperityWorkflowSchedules are not running yet: their CRD is not installed or not readable; install it with `amperity-operator crd | kubectl apply -f -` and they start by themselves"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 /// Changes worth a reconcile: the spec, deletion, and the run-now annotation.
 fn schedule_change(schedule: &AmperityWorkflowSchedule) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -154,16 +197,40 @@ pub async fn reconcile(
         .ok_or_else(|| Error::NoNamespace(obj.name_any()))?;
     let name = obj.name_any();
     let span = info_span!("reconcile_schedule", namespace = %namespace, name = %name);
-    Reconcile {
+    let work = Reconcile {
         ctx: &ctx,
         schedules: Api::namespaced(ctx.client.clone(), &namespace),
         runs: Api::namespaced(ctx.client.clone(), &namespace),
-        namespace,
-        name,
+        namespace: namespace.clone(),
+        name: name.clone(),
     }
     .run()
-    .instrument(span)
-    .await
+    .instrument(span);
+    // A panic is a bug in the handling of one schedule: it must not end the process
+    // (kube-runtime would re-raise it), and every other schedule with it.
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = cut(&panic_text(panic.as_ref()), 300);
+            ctx.metrics.reconcile_panics.inc();
+            tracing::error!(%namespace, %name, panic = %message, "schedule reconcile panicked; retrying it");
+            Err(Error::Panicked {
+                namespace,
+                name,
+                message,
+            })
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 pub fn error_policy(
@@ -230,6 +297,9 @@ impl Reconcile<'_> {
                 .await
                 .map_err(self.fail("adding the finalizer"))?;
         }
+        // Replace creates the new run first and stops the old ones only once it
+        // exists: a refused create leaves them alone (creation_refused clears stop).
+        self.create(&schedule, &mut plan, now).await?;
         for run in &plan.stop {
             let patch = Patch::Merge(json!({"spec": {"stop": true}}));
             match self.runs.patch(run, &PatchParams::default(), &patch).await {
@@ -238,7 +308,6 @@ impl Reconcile<'_> {
                 Err(e) => return Err(self.fail("stopping a run it replaces")(e)),
             }
         }
-        self.create(&schedule, &mut plan, now).await?;
         if schedule.status.clone().unwrap_or_default() != plan.status {
             self.save_status(&plan.status).await?;
         }
@@ -292,14 +361,21 @@ impl Reconcile<'_> {
                     schedule::owned(schedule, std::slice::from_ref(&r)).len() == 1
                 });
                 if ours {
+                    // Created before (a restart, another replica): not created now.
+                    plan.events.retain(|e| e.reason != "Created");
                     return Ok(());
                 }
                 format!(
                     "an AmperityWorkflowRun named {run_name} already exists and is not this schedule's; delete or rename it"
                 )
             }
-            Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
-                format!("the API server refused it: {}", e.message)
+            // Invalid (400, 422) or forbidden (403: a quota, an admission policy).
+            Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                format!(
+                    "the API server refused it ({}): {}",
+                    e.code,
+                    cut(&e.message, 512)
+                )
             }
             Err(e) => return Err(self.fail("creating a run")(e)),
         };

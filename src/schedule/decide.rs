@@ -16,7 +16,7 @@ use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{
     AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus, ConcurrencyPolicy,
 };
-use crate::run::decide::Event;
+use crate::run::decide::{Event, START_DEADLINE_ANNOTATION};
 use crate::run::validate;
 
 /// Decides one schedule at `now` from its spec, its status and the runs it owns:
@@ -31,8 +31,40 @@ pub fn decide(
         .into_iter()
         .map(RunView::of)
         .collect();
+    let mut events = Vec::new();
+    let horizon = now.checked_add(FUTURE_SKEW).unwrap_or(Timestamp::MAX);
+    for view in &mut views {
+        if let Some(at) = view.scheduled_at.filter(|at| *at > horizon) {
+            events.push(warning(
+                "FutureScheduledAt",
+                format!(
+                    "ignored run {}'s {SCHEDULED_AT_ANNOTATION} {at}: it is later than now; a slot time from a run never moves the schedule into the future (fix or remove the annotation)",
+                    view.name
+                ),
+            ));
+            view.scheduled_at = None;
+        }
+    }
     runs::newest_first(&mut views);
-    let previous = schedule.status.clone().unwrap_or_default();
+    let mut previous = schedule.status.clone().unwrap_or_default();
+    for recorded in [
+        &mut previous.last_schedule_time,
+        &mut previous.last_skipped_time,
+    ] {
+        if recorded.as_ref().is_some_and(|t| t.0 > horizon) {
+            events.push(warning(
+                "FutureScheduledAt",
+                format!(
+                    "ignored a recorded slot time {} later than now in the status",
+                    recorded
+                        .as_ref()
+                        .map(|t| t.0.to_string())
+                        .unwrap_or_default()
+                ),
+            ));
+            *recorded = None;
+        }
+    }
     let mut step = Step {
         schedule,
         views,
@@ -41,14 +73,24 @@ pub fn decide(
         previous,
         stop: Vec::new(),
         create: None,
-        events: Vec::new(),
+        events,
+        last_schedule_time_before: None,
     };
     if schedule.metadata.deletion_timestamp.is_some() {
+        // `--cascade=orphan` (the API server's `orphan` finalizer): the runs stay,
+        // as a CronJob's Jobs do; the garbage collector removes their ownerReferences.
+        // `--cascade=foreground` (`foregroundDeletion`): the garbage collector deletes
+        // them and waits. Otherwise (background, or no garbage collector at all) the
+        // operator deletes them itself.
+        let gc_decides = schedule
+            .finalizers()
+            .iter()
+            .any(|f| f == ORPHAN_FINALIZER || f == FOREGROUND_FINALIZER);
         return Plan {
             delete: step
                 .views
                 .iter()
-                .filter(|r| !r.deleting)
+                .filter(|r| !r.deleting && !gc_decides)
                 .map(|r| r.name.clone())
                 .collect(),
             release_finalizer: true,
@@ -94,6 +136,7 @@ struct Step<'a> {
     stop: Vec<String>,
     create: Option<NewRun>,
     events: Vec<Event>,
+    last_schedule_time_before: Option<Time>,
 }
 
 impl Step<'_> {
@@ -155,6 +198,7 @@ impl Step<'_> {
     /// to look again.
     fn operate(&mut self, slots: &CronSchedule) -> Option<Timestamp> {
         let spec = &self.schedule.spec;
+        self.observe_pattern();
         let run_now = self.pending_run_now();
         let mut handled = false;
         if let Some(slot) = self.due_slot(slots) {
@@ -175,8 +219,16 @@ impl Step<'_> {
                 self.run_now(value);
             }
         }
+        if self.create.is_none() {
+            self.stop_replaced_leftovers();
+        }
         // While suspended, the wake-ups still come at each slot, to record it skipped.
         self.status.next_schedule_time = next.filter(|_| !spec.suspend).map(Time);
+        if let Some(message) = self.blocked(slots) {
+            self.condition(READY, "False", "Blocked", &message);
+            self.condition(STALLED, "True", "Blocked", &message);
+            return wake;
+        }
         let (reason, message) = if spec.suspend {
             (
                 "Suspended",
@@ -210,12 +262,9 @@ impl Step<'_> {
             self.previous.last_schedule_time.as_ref().map(|t| t.0),
             self.previous.last_skipped_time.as_ref().map(|t| t.0),
             runs::newest_slot(&self.views),
-            // Slots before the schedule existed are not missed, they never were.
-            self.schedule
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0),
+            // Slots before the schedule existed, or before its pattern was last
+            // edited, are not missed, they never were.
+            self.floor(),
         ]
         .into_iter()
         .flatten()
@@ -249,31 +298,167 @@ impl Step<'_> {
             self.status.last_skipped_time = Some(Time(slot));
             return;
         }
+        self.last_schedule_time_before = self.status.last_schedule_time.clone();
         self.status.last_schedule_time = Some(Time(slot));
         self.create_run(name, Trigger::Slot(slot), slot, TRIGGER_SCHEDULE);
     }
 
-    /// A run-now value not acted on yet.
-    fn pending_run_now(&self) -> Option<String> {
+    /// A run-now value not handled yet: neither among the values handled nor a
+    /// timestamp older than the schedule (those are recorded as handled, with an Event).
+    fn pending_run_now(&mut self) -> Option<String> {
         let value = self.schedule.annotations().get(RUN_NOW_ANNOTATION)?.trim();
+        if value.is_empty() {
+            return None;
+        }
         let key = run_now_key(value);
-        (!value.is_empty() && self.previous.last_handled_run_now.as_deref() != Some(&key))
-            .then_some(key)
+        let seen = &self.previous;
+        if seen.last_handled_run_now.as_deref() == Some(key.as_str())
+            || seen.handled_run_now.contains(&key)
+        {
+            return None;
+        }
+        let created = self
+            .schedule
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0);
+        if let (Some(at), Some(created)) = (run_now_time(value), created)
+            && at < created
+        {
+            self.remember_run_now(&key);
+            self.events.push(normal(
+                "RunNowIgnored",
+                format!(
+                    "ignored {RUN_NOW_ANNOTATION} {key:?}: it names {at}, before this schedule was created ({created}), so it was meant for an earlier copy of it; set a new value to run now"
+                ),
+            ));
+            return None;
+        }
+        Some(key)
+    }
+
+    fn remember_run_now(&mut self, key: &str) {
+        self.status.last_handled_run_now = Some(key.to_string());
+        let handled = &mut self.status.handled_run_now;
+        handled.retain(|k| k != key);
+        handled.push(key.to_string());
+        let excess = handled.len().saturating_sub(MAX_HANDLED_RUN_NOW);
+        handled.drain(..excess);
+        if self.status.waiting_run_now.as_deref() == Some(key) {
+            self.status.waiting_run_now = None;
+        }
     }
 
     fn run_now(&mut self, key: String) {
         let count = self.previous.run_now_count.saturating_add(1);
-        self.status.last_handled_run_now = Some(key.clone());
-        self.status.run_now_count = count;
         let name = run_now_run_name(&self.name(), count);
         if self.views.iter().any(|r| r.name == name) {
             // Created before a restart that lost the status write: it is this request's run.
+            self.status.run_now_count = count;
+            self.remember_run_now(&key);
             return;
         }
+        let policy = self.schedule.spec.concurrency_policy.unwrap_or_default();
+        let in_flight: Vec<String> = self
+            .views
+            .iter()
+            .filter(|r| r.active())
+            .map(|r| r.name.clone())
+            .collect();
+        if policy == ConcurrencyPolicy::Forbid && !in_flight.is_empty() {
+            // Kept, not dropped: it runs once the runs in flight have finished.
+            if self.previous.waiting_run_now.as_deref() != Some(key.as_str()) {
+                self.events.push(normal(
+                    "RunNowWaiting",
+                    format!(
+                        "{RUN_NOW_ANNOTATION} {key:?} waits for {} to finish (concurrencyPolicy Forbid); it runs then",
+                        in_flight.join(", ")
+                    ),
+                ));
+            }
+            self.status.waiting_run_now = Some(key);
+            return;
+        }
+        self.status.run_now_count = count;
+        self.remember_run_now(&key);
         if !self.admit(&name, &format!("the {RUN_NOW_ANNOTATION} run for {key:?}")) {
             return;
         }
         self.create_run(name, Trigger::RunNow(key), self.now, TRIGGER_RUN_NOW);
+    }
+
+    /// The time before which no slot counts as missed: the schedule's creation, or
+    /// the last edit of its pattern or time zone.
+    fn floor(&self) -> Option<Timestamp> {
+        let created = self
+            .schedule
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0);
+        let edited = self.status.observed_schedule_since.as_ref().map(|t| t.0);
+        created.max(edited)
+    }
+
+    /// Records the pattern the slots are read from; an edit of the schedule or the
+    /// time zone counts like a creation (its earlier slots are not missed).
+    fn observe_pattern(&mut self) {
+        let spec = &self.schedule.spec;
+        let pattern = format!(
+            "{} in {}",
+            spec.schedule.trim(),
+            spec.time_zone.as_deref().unwrap_or("UTC")
+        );
+        let since = match self.previous.observed_schedule.as_deref() {
+            Some(seen) if seen != pattern => Some(Time(self.now)),
+            _ => self.previous.observed_schedule_since.clone(),
+        };
+        self.status.observed_schedule = Some(pattern);
+        self.status.observed_schedule_since = since;
+    }
+
+    /// Under Replace, runs in flight older than the newest one still to be stopped
+    /// (a restart between creating a run and stopping the ones it replaces).
+    fn stop_replaced_leftovers(&mut self) {
+        if self.schedule.spec.concurrency_policy != Some(ConcurrencyPolicy::Replace) {
+            return;
+        }
+        self.stop = self
+            .views
+            .iter()
+            .filter(|r| r.active())
+            .skip(1)
+            .filter(|r| !r.stop_requested)
+            .map(|r| r.name.clone())
+            .collect();
+    }
+
+    /// Why the schedule is blocked, when it is: under Forbid, a run in flight since
+    /// before the latest slot (which was then skipped behind it).
+    fn blocked(&self, slots: &CronSchedule) -> Option<String> {
+        let spec = &self.schedule.spec;
+        if spec.suspend || spec.concurrency_policy.unwrap_or_default() != ConcurrencyPolicy::Forbid
+        {
+            return None;
+        }
+        let latest = slots.latest_at_or_before(self.now)?;
+        if self.floor().is_some_and(|floor| latest <= floor) {
+            return None;
+        }
+        let oldest = self
+            .views
+            .iter()
+            .filter(|r| r.active())
+            .rfind(|r| r.scheduled_at.is_some_and(|at| at < latest))?;
+        let since = oldest
+            .scheduled_at
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        Some(format!(
+            "blocked since {since}: run {} is still in flight and concurrencyPolicy Forbid skips every slot behind it (the last at {latest}); stop or delete it, or let its spec.timeout end it",
+            oldest.name
+        ))
     }
 
     /// Applies the concurrency policy before `name` starts: false when it must not
@@ -322,6 +507,12 @@ impl Step<'_> {
         let mut annotations = meta.annotations;
         annotations.insert(SCHEDULED_AT_ANNOTATION.into(), at.to_string());
         annotations.insert(TRIGGER_ANNOTATION.into(), kind.into());
+        if let (Trigger::Slot(slot), Some(seconds)) =
+            (&trigger, schedule.spec.starting_deadline_seconds)
+            && let Ok(deadline) = slot.checked_add(SignedDuration::from_secs(seconds.max(0)))
+        {
+            annotations.insert(START_DEADLINE_ANNOTATION.into(), deadline.to_string());
+        }
         let mut spec = template.spec.clone();
         spec.stop = false;
         spec.workflow_id = None;
@@ -348,7 +539,11 @@ impl Step<'_> {
             scheduled_time: Some(Time(at)),
             phase: None,
         });
-        self.create = Some(NewRun { run, trigger });
+        self.create = Some(NewRun {
+            run,
+            trigger,
+            last_schedule_time_before: self.last_schedule_time_before.clone(),
+        });
     }
 
     /// Finished runs beyond the history limits; an Event for each.

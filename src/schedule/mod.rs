@@ -43,6 +43,14 @@ pub const DEFAULT_SUCCESSFUL_RUNS_HISTORY_LIMIT: u32 = 3;
 pub const DEFAULT_FAILED_RUNS_HISTORY_LIMIT: u32 = 1;
 /// Longest run-now value kept in status as it is; longer ones are kept as a digest.
 const MAX_RUN_NOW_CHARS: usize = 253;
+/// The finalizer the API server sets for `kubectl delete --cascade=orphan`.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer the API server sets for `kubectl delete --cascade=foreground`.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// How many handled run-now values status remembers.
+pub const MAX_HANDLED_RUN_NOW: usize = 32;
+/// How far past now a run's slot time may be (clock skew) before it is ignored.
+pub const FUTURE_SKEW: SignedDuration = SignedDuration::from_secs(120);
 /// How soon to look again when a run-now waits behind a slot handled just now.
 const SOON: SignedDuration = SignedDuration::from_secs(1);
 
@@ -60,6 +68,8 @@ pub enum Trigger {
 pub struct NewRun {
     pub run: AmperityWorkflowRun,
     pub trigger: Trigger,
+    /// `lastScheduleTime` before this run: what it goes back to if the run is refused.
+    pub last_schedule_time_before: Option<Time>,
 }
 
 /// What the reconciler does, in this order: stop runs, create the new one, write
@@ -90,11 +100,15 @@ impl Plan {
         };
         let name = new.run.name_any();
         self.status.active.retain(|a| a.name != name);
+        // The runs it would have replaced go on: nothing replaces them.
+        self.stop.clear();
+        self.events.retain(|e| e.reason != "Replaced");
         let what = match &new.trigger {
             Trigger::Slot(slot) => {
-                if self.status.last_schedule_time.as_ref().map(|t| t.0) == Some(*slot) {
-                    self.status.last_schedule_time = None;
-                }
+                // lastScheduleTime goes back to the last slot that did get a run
+                // (never cleared: an earlier slot must not look due again); the
+                // refused slot counts as skipped.
+                self.status.last_schedule_time = new.last_schedule_time_before.clone();
                 self.status.last_skipped_time = Some(Time(*slot));
                 format!("the run due at {slot}")
             }
@@ -158,6 +172,29 @@ pub fn slot_run_name(schedule: &str, slot: Timestamp) -> String {
 /// The name of the `count`-th run-now run: `<schedule>-now-<count>`.
 pub fn run_now_run_name(schedule: &str, count: u64) -> String {
     format!("{schedule}-now-{count}")
+}
+
+/// The time a run-now value names, when it is one: seconds (or milliseconds) since
+/// the epoch, as `date +%s` gives (ten digits or more: a smaller number is a
+/// counter), or an RFC 3339 timestamp.
+pub fn run_now_time(value: &str) -> Option<Timestamp> {
+    let value = value.trim();
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        if !(10..=16).contains(&value.len()) {
+            return None;
+        }
+        let n: i64 = value.parse().ok()?;
+        // Past 10^11 seconds (year 5138) it can only be milliseconds.
+        return if n >= 100_000_000_000 {
+            Timestamp::from_millisecond(n).ok()
+        } else {
+            Timestamp::from_second(n).ok()
+        };
+    }
+    if value.len() <= 64 {
+        return value.parse::<Timestamp>().ok();
+    }
+    None
 }
 
 /// The run-now value as status keeps it: as given when short, else a digest.

@@ -6,11 +6,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::{SCHEDULED_AT_ANNOTATION, TRIGGER_ANNOTATION, TRIGGER_SCHEDULE};
+use crate::bounded::cut;
 use crate::crd::schedule::{ActiveRun, LastRun};
 use crate::crd::{AmperityWorkflowRun, Phase};
 
-/// Longest run message copied into the schedule's status.
-const MAX_MESSAGE_CHARS: usize = 512;
+/// Longest run message copied into the schedule's status, in bytes.
+const MAX_MESSAGE_BYTES: usize = 512;
+/// Longest run reason and name copied into the schedule's status, in bytes.
+const MAX_REASON_BYTES: usize = 128;
+const MAX_NAME_BYTES: usize = 253;
 
 /// One run of the schedule, as the decisions need it.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,25 +84,35 @@ pub fn active(runs: &[RunView]) -> Vec<ActiveRun> {
         .collect()
 }
 
-/// The newest finished run, when it is newer than what status recorded.
+/// The run that finished last, when it finished later than what status recorded.
 pub fn last_run(runs: &[RunView], recorded: Option<&LastRun>) -> Option<LastRun> {
-    let newest = runs.iter().find(|r| r.finished())?;
-    let recorded_at = recorded
-        .and_then(|l| l.scheduled_time.as_ref())
-        .map(|t| t.0);
-    if recorded.is_some() && newest.scheduled_at < recorded_at {
-        return None;
+    let key = |r: &RunView| (r.completed_at, r.scheduled_at);
+    let newest = runs
+        .iter()
+        .filter(|r| r.finished())
+        .max_by_key(|r| key(r))?;
+    if let Some(recorded) = recorded {
+        let recorded_key = (
+            recorded.completed_at.as_ref().map(|t| t.0),
+            recorded.scheduled_time.as_ref().map(|t| t.0),
+        );
+        if key(newest) < recorded_key {
+            return None;
+        }
     }
     Some(LastRun {
-        name: newest.name.clone(),
+        name: cut(&newest.name, MAX_NAME_BYTES),
         scheduled_time: newest.scheduled_at.map(Time),
         result: newest.phase?,
         completed_at: newest.completed_at.map(Time),
-        reason: newest.outcome.as_ref().map(|(reason, _)| reason.clone()),
+        reason: newest
+            .outcome
+            .as_ref()
+            .map(|(reason, _)| cut(reason, MAX_REASON_BYTES)),
         message: newest
             .outcome
             .as_ref()
-            .map(|(_, message)| message.chars().take(MAX_MESSAGE_CHARS).collect()),
+            .map(|(_, message)| cut(message, MAX_MESSAGE_BYTES)),
     })
 }
 

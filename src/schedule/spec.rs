@@ -5,8 +5,11 @@
 use jiff::Timestamp;
 
 use super::cron::CronSchedule;
+use crate::bounded::cut;
 use crate::crd::schedule::{
-    AmperityWorkflowSchedule, MAX_HISTORY_LIMIT, MAX_NAME_LENGTH, MAX_STARTING_DEADLINE_SECONDS,
+    AmperityWorkflowSchedule, LABEL_VALUE_PATTERN, MAX_HISTORY_LIMIT, MAX_NAME_LENGTH,
+    MAX_STARTING_DEADLINE_SECONDS, MAX_TEMPLATE_ANNOTATION_VALUE, MAX_TEMPLATE_ENTRIES,
+    OPERATOR_PREFIX, QUALIFIED_KEY_PATTERN, RunTemplateMetadata,
 };
 use crate::run::validate::{self, FieldError};
 
@@ -69,17 +72,8 @@ pub fn check(
         }
     }
     if let Some(meta) = &spec.run_template.metadata {
-        for key in meta
-            .annotations
-            .keys()
-            .filter(|k| k.starts_with("amperity.dev/"))
-        {
-            err(
-                "spec.runTemplate.metadata.annotations",
-                format!(
-                    "{key:?}: annotations under amperity.dev/ are the operator's and a person's answers to one run (a copied resolve-start would act with no person involved): remove it"
-                ),
-            );
+        for (path, message) in template_metadata_problems(meta) {
+            err(&path, message);
         }
     }
     let template = &spec.run_template.spec;
@@ -109,4 +103,63 @@ pub fn check(
         Ok(parsed) if errors.is_empty() => Ok(parsed),
         _ => Err(errors),
     }
+}
+
+/// What is wrong with a run template's labels and annotations (the CRD's CEL rules,
+/// for API servers that ignore them): Kubernetes' key and value rules, and no
+/// annotation under `amperity.dev/`.
+pub fn template_metadata_problems(meta: &RunTemplateMetadata) -> Vec<(String, String)> {
+    let key_shape = regex::Regex::new(QUALIFIED_KEY_PATTERN).expect("a valid pattern");
+    let label_value = regex::Regex::new(LABEL_VALUE_PATTERN).expect("a valid pattern");
+    let mut problems = Vec::new();
+    let shown = |text: &str| format!("{:?}", cut(text, 80));
+    for (field, map) in [("labels", &meta.labels), ("annotations", &meta.annotations)] {
+        let base = format!("spec.runTemplate.metadata.{field}");
+        if map.len() > MAX_TEMPLATE_ENTRIES {
+            problems.push((
+                base.clone(),
+                format!("{} entries: at most {MAX_TEMPLATE_ENTRIES}", map.len()),
+            ));
+        }
+        for (key, value) in map.iter().take(MAX_TEMPLATE_ENTRIES + 1) {
+            let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+            if !key_shape.is_match(key) || name.len() > 63 || prefix.len() > 253 {
+                problems.push((
+                    base.clone(),
+                    format!(
+                        "key {} is not a Kubernetes qualified name: an optional DNS-subdomain prefix (at most 253 characters) and '/', then a name of at most 63 characters (alphanumerics, '-', '_', '.', starting and ending alphanumeric)",
+                        shown(key)
+                    ),
+                ));
+            }
+            if field == "labels" && (value.len() > 63 || !label_value.is_match(value)) {
+                problems.push((
+                    format!("{base}[{}]", cut(key, 80)),
+                    format!(
+                        "{} is not a label value: at most 63 characters, empty or alphanumerics with '-', '_', '.' inside",
+                        shown(value)
+                    ),
+                ));
+            }
+            if field == "annotations" && value.len() > MAX_TEMPLATE_ANNOTATION_VALUE {
+                problems.push((
+                    format!("{base}[{}]", cut(key, 80)),
+                    format!(
+                        "{} bytes: at most {MAX_TEMPLATE_ANNOTATION_VALUE}",
+                        value.len()
+                    ),
+                ));
+            }
+            if field == "annotations" && key.starts_with(OPERATOR_PREFIX) {
+                problems.push((
+                    base.clone(),
+                    format!(
+                        "{} is the operator's own annotation (under {OPERATOR_PREFIX}): remove it from the template",
+                        shown(key)
+                    ),
+                ));
+            }
+        }
+    }
+    problems
 }

@@ -28,6 +28,10 @@ use crate::outcomes::{
     metrics_and_readiness_answer, the_api_server_rejects_bad_input_naming_the_field,
 };
 use crate::roles::users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease;
+use crate::schedule_guards::{
+    schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,
+    schedule_guards_run_now_fires_once_per_value_across_a_revert_and_a_recreate,
+};
 use crate::schedules::{
     schedules_run_now_replace_and_refuse_bad_input,
     schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
@@ -80,6 +84,8 @@ scenarios!(
         a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
         kubectl_explain_describes_every_field,
         users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease,
+        schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,
+        schedule_guards_run_now_fires_once_per_value_across_a_revert_and_a_recreate,
     ],
     exclusive: [
         killing_the_leader_inside_its_starts_never_starts_twice,
@@ -97,7 +103,10 @@ scenarios!(
 pub fn time_limit(name: &str) -> Duration {
     match name {
         "schedules_run_once_a_minute_across_a_sigkill_and_two_replicas"
-        | "the_charts_rbac_is_enough_and_every_rule_is_needed" => Duration::from_secs(300),
+        | "the_charts_rbac_is_enough_and_every_rule_is_needed"
+        | "schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late" => {
+            Duration::from_secs(300)
+        }
         _ => Duration::from_secs(180),
     }
 }

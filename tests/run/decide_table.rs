@@ -9,7 +9,7 @@ use amperity_operator::amperity::wire::{Workflow, WorkflowState};
 use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase, StopReason};
 use amperity_operator::run::decide::{
     Action, Answer, ApiFailure, Claims, Decision, EventType, FailureKind, Memory,
-    RESOLVE_START_ANNOTATION, Search, Settings, decide,
+    RESOLVE_START_ANNOTATION, START_DEADLINE_ANNOTATION, Search, Settings, decide,
 };
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -1542,4 +1542,45 @@ fn a_missing_or_unready_connection_stalls_until_it_is_fixed() {
 
 fn message_of<'a>(d: &'a Decision, kind: &str) -> &'a str {
     message(d, kind)
+}
+
+/// A run a schedule created with a starting deadline (issue 22).
+fn with_start_deadline(mut r: AmperityWorkflowRun, deadline: &str) -> AmperityWorkflowRun {
+    r.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(START_DEADLINE_ANNOTATION.into(), deadline.into());
+    r
+}
+
+#[test]
+fn a_scheduled_run_is_not_started_past_its_starting_deadline() {
+    let r = with_start_deadline(run(json!({})), &at(600).to_string());
+    // Within the deadline it starts.
+    assert!(matches!(step(&r, None, at(599)).action, Action::Start(_)));
+    // Waiting for its Secret past the deadline: once it looks again, it ends, not started.
+    let (waiting, _) = apply(
+        &r,
+        Some(Answer::CredentialsUnavailable {
+            reason: "SecretNotFound".into(),
+            message: "secret amperity-api not found".into(),
+        }),
+        at(10),
+    );
+    let d = step(&waiting, None, at(601));
+    assert!(!matches!(d.action, Action::Start(_)), "{:?}", d.action);
+    assert_eq!(d.status.phase, Some(Phase::TimedOut));
+    assert_eq!(cond(&d, "Succeeded"), ("False", "StartingDeadlineExceeded"));
+    assert!(message(&d, "Succeeded").contains(START_DEADLINE_ANNOTATION));
+    assert_eq!(d.events.last().unwrap().type_, EventType::Warning);
+    // A deadline that does not parse is no deadline; a run without one starts late.
+    let junk = with_start_deadline(run(json!({})), "tomorrow");
+    assert!(matches!(
+        step(&junk, None, at(10_000)).action,
+        Action::Start(_)
+    ));
+    assert!(matches!(
+        step(&run(json!({})), None, at(10_000)).action,
+        Action::Start(_)
+    ));
 }

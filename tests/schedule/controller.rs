@@ -9,7 +9,9 @@ use amperity_operator::cluster::finalizer::FINALIZER_MANAGER;
 use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::metrics::Metrics;
 use amperity_operator::schedule::RUN_NOW_ANNOTATION;
-use amperity_operator::schedule::controller::{SCHEDULE_FINALIZER, ScheduleContext, reconcile};
+use amperity_operator::schedule::controller::{
+    SCHEDULE_FINALIZER, ScheduleContext, probe_backoff, reconcile, wait_for_crd,
+};
 use http::{Method, Request, Response, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use kube::Client;
@@ -249,10 +251,15 @@ async fn a_run_that_already_exists_and_is_ours_is_not_an_error() {
     .await;
     assert_eq!(status.body["status"]["active"][0]["name"], name.as_str());
     status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
-    let event = expect(&mut api, Method::POST, EVENTS).await;
-    assert_eq!(event.body["reason"], "Created");
-    event.answer(StatusCode::CREATED, json!({}));
+    // Not created now: no Created Event, and not counted as created.
     task.await.unwrap().unwrap();
+    assert_eq!(
+        ctx.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("amperity_operator_schedule_runs_total{")),
+        None
+    );
 }
 
 #[tokio::test]
@@ -296,16 +303,16 @@ async fn a_refused_run_is_reported_not_retried() {
 }
 
 #[tokio::test]
-async fn replace_stops_the_run_in_flight_before_creating() {
+async fn replace_creates_the_new_run_then_stops_the_one_in_flight() {
     let (ctx, mut api) = setup();
     let s = schedule(json!({"concurrencyPolicy": "Replace"}), json!({}));
     let task = begin(&ctx, &mut api, &s, vec![owned_run("nightly-1", "Running")]).await;
-    let stop = expect(&mut api, Method::PATCH, &format!("{RUNS}/nightly-1")).await;
-    assert_eq!(stop.body, json!({"spec": {"stop": true}}));
-    stop.answer(StatusCode::OK, owned_run("nightly-1", "Running"));
     let create = expect(&mut api, Method::POST, RUNS).await;
     let body = create.body.clone();
     create.answer(StatusCode::CREATED, body);
+    let stop = expect(&mut api, Method::PATCH, &format!("{RUNS}/nightly-1")).await;
+    assert_eq!(stop.body, json!({"spec": {"stop": true}}));
+    stop.answer(StatusCode::OK, owned_run("nightly-1", "Running"));
     expect(
         &mut api,
         Method::PATCH,
@@ -318,6 +325,49 @@ async fn replace_stops_the_run_in_flight_before_creating() {
         assert_eq!(event.body["reason"], reason);
         event.answer(StatusCode::CREATED, json!({}));
     }
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn replace_with_a_forbidden_create_leaves_the_run_in_flight_alone() {
+    let (ctx, mut api) = setup();
+    let s = schedule(json!({"concurrencyPolicy": "Replace"}), json!({}));
+    let task = begin(&ctx, &mut api, &s, vec![owned_run("nightly-1", "Running")]).await;
+    expect(&mut api, Method::POST, RUNS).await.answer(
+        StatusCode::FORBIDDEN,
+        status_error(
+            403,
+            "Forbidden",
+            "exceeded quota: count/amperityworkflowruns.amperity.dev",
+        ),
+    );
+    // No stop: the next call is the status, which says why.
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await;
+    let written = status.body["status"].clone();
+    let ready = written["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["reason"], "RunCreateFailed");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded quota")
+    );
+    assert_eq!(written["active"][0]["name"], "nightly-1");
+    status.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    let event = expect(&mut api, Method::POST, EVENTS).await;
+    assert_eq!(event.body["reason"], "CreateFailed");
+    event.answer(StatusCode::CREATED, json!({}));
     task.await.unwrap().unwrap();
 }
 
@@ -411,4 +461,62 @@ async fn deleting_a_schedule_deletes_its_runs_then_lets_it_go() {
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
     release.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+}
+
+#[test]
+fn the_crd_probe_backs_off_to_a_minute() {
+    let waits: Vec<u64> = [0, 1, 2, 5, 6, 7, 40, u32::MAX]
+        .into_iter()
+        .map(|n| probe_backoff(n).as_secs())
+        .collect();
+    assert_eq!(waits, [1, 2, 4, 32, 60, 60, 60, 60]);
+}
+
+#[tokio::test]
+async fn a_failed_crd_probe_is_retried_until_the_crd_is_there() {
+    let (ctx, mut api) = setup();
+    let probe: kube::Api<AmperityWorkflowSchedule> = kube::Api::all(ctx.client.clone());
+    let metrics = ctx.metrics.clone();
+    let task = tokio::spawn(async move { wait_for_crd(&probe, &metrics).await });
+    let all = "/apis/amperity.dev/v1alpha1/amperityworkflowschedules";
+    let running = |ctx: &Arc<ScheduleContext>| {
+        ctx.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("amperity_operator_schedule_controller_running "))
+            .map(str::to_string)
+    };
+    // Not installed yet (the operator came first), then a hiccup: it keeps trying.
+    expect(&mut api, Method::GET, all).await.answer(
+        StatusCode::NOT_FOUND,
+        status_error(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    );
+    let second = expect(&mut api, Method::GET, all).await;
+    assert_eq!(
+        running(&ctx).as_deref(),
+        Some("amperity_operator_schedule_controller_running 0")
+    );
+    assert!(!task.is_finished());
+    second.answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        status_error(503, "ServiceUnavailable", "etcd is slow"),
+    );
+    // Installed: the controller starts.
+    expect(&mut api, Method::GET, all).await.answer(
+        StatusCode::OK,
+        json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowScheduleList",
+               "metadata": {"resourceVersion": "1"}, "items": []}),
+    );
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("it stops probing once the CRD is there")
+        .unwrap();
+    assert_eq!(
+        running(&ctx).as_deref(),
+        Some("amperity_operator_schedule_controller_running 1")
+    );
 }

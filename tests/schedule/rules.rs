@@ -233,3 +233,108 @@ fn a_template_cannot_carry_stop_or_workflow_id() {
             .is_none()
     );
 }
+
+#[test]
+fn template_labels_and_annotations_are_checked_at_apply_time() {
+    let meta = |labels: Value, annotations: Value| {
+        with(move |v| {
+            v["spec"]["runTemplate"]["metadata"] =
+                json!({"labels": labels, "annotations": annotations})
+        })
+    };
+    let good = meta(
+        json!({"team": "data", "app.kubernetes.io/part-of": "nightly", "empty": ""}),
+        json!({"example.com/owner": "Data team <data@example.com>"}),
+    );
+    assert_eq!(
+        refused::<AmperityWorkflowSchedule>(&good, None),
+        Vec::<String>::new()
+    );
+    assert_eq!(operator_refuses(&good), Vec::<String>::new());
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "a label value with a space",
+            meta(json!({"team": "data team"}), json!({})),
+            "label value",
+            "spec.runTemplate.metadata.labels[team]",
+        ),
+        (
+            "a label value of 64 characters",
+            meta(json!({"team": "x".repeat(64)}), json!({})),
+            "/spec/runTemplate/metadata/labels/team",
+            "spec.runTemplate.metadata.labels[team]",
+        ),
+        (
+            "a label key with two slashes",
+            meta(json!({"a/b/c": "x"}), json!({})),
+            "qualified name",
+            "spec.runTemplate.metadata.labels",
+        ),
+        (
+            "a label name of 64 characters",
+            meta(json!({"n".repeat(64): "x"}), json!({})),
+            "qualified name",
+            "spec.runTemplate.metadata.labels",
+        ),
+        (
+            "an annotation key with a space",
+            meta(json!({}), json!({"my note": "x"})),
+            "qualified name",
+            "spec.runTemplate.metadata.annotations",
+        ),
+        (
+            "the operator's own annotation",
+            meta(
+                json!({}),
+                json!({"amperity.dev/resolve-start": "adopt wf-1"}),
+            ),
+            "amperity.dev/",
+            "spec.runTemplate.metadata.annotations",
+        ),
+        (
+            "too many labels",
+            meta(
+                Value::Object((0..17).map(|n| (format!("l{n}"), json!("x"))).collect()),
+                json!({}),
+            ),
+            "/spec/runTemplate/metadata/labels",
+            "spec.runTemplate.metadata.labels",
+        ),
+    ];
+    for (name, object, schema_says, field) in cases {
+        let paths = refused::<AmperityWorkflowSchedule>(&object, None);
+        assert!(
+            paths.iter().any(|p| p.contains(schema_says)),
+            "{name}: the schema's {paths:?} lacks {schema_says}"
+        );
+        let fields = operator_refuses(&object);
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{name}: the operator's {fields:?} lacks {field}"
+        );
+    }
+    // Within seconds of the apply on an API server without CEL: Stalled, naming the key.
+    let mut s: AmperityWorkflowSchedule = serde_json::from_value(meta(
+        json!({}),
+        json!({"amperity.dev/resolve-start": "adopt wf-1"}),
+    ))
+    .unwrap();
+    s.metadata.uid = Some("u".into());
+    let plan = decide(&s, &[], "2025-04-18T06:30:00Z".parse().unwrap());
+    assert!(plan.create.is_none());
+    let stalled = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(
+        stalled.message.contains("amperity.dev/resolve-start"),
+        "{}",
+        stalled.message
+    );
+}

@@ -4,10 +4,10 @@
 
 use amperity_operator::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
 use amperity_operator::crd::{AmperityWorkflowRun, Phase};
-use amperity_operator::run::decide::EventType;
+use amperity_operator::run::decide::{EventType, START_DEADLINE_ANNOTATION};
 use amperity_operator::schedule::{
-    Plan, RUN_NOW_ANNOTATION, SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, TRIGGER_ANNOTATION, Trigger,
-    decide, slot_run_name,
+    MAX_HANDLED_RUN_NOW, Plan, RUN_NOW_ANNOTATION, SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION,
+    TRIGGER_ANNOTATION, Trigger, decide, slot_run_name,
 };
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
@@ -424,12 +424,33 @@ fn run_now_starts_one_run_per_new_value() {
         Some("2025-04-18T10:00")
     );
 
-    // Forbid with a run in flight: skipped and said, and handled (it does not fire later).
+    // Forbid with a run in flight: kept (said once), and run once the run finished.
     let busy = [slot_run("18", Some("Running"))];
     let plan = decide(&s, &busy, now);
     assert_eq!(created(&plan), None);
-    assert_eq!(reasons(&plan), ["Skipped"]);
-    assert!(plan.events[0].note.contains(RUN_NOW_ANNOTATION));
+    assert_eq!(reasons(&plan), ["RunNowWaiting"]);
+    assert!(
+        plan.events[0].note.contains("nightly-"),
+        "{}",
+        plan.events[0].note
+    );
+    assert_eq!(plan.status.last_handled_run_now, None);
+    assert_eq!(
+        plan.status.waiting_run_now.as_deref(),
+        Some("2025-04-18T10:00")
+    );
+    let waiting = applied(&s, &plan);
+    let again = decide(&waiting, &busy, now + SignedDuration::from_secs(60));
+    assert_eq!(created(&again), None);
+    assert!(
+        reasons(&again).is_empty(),
+        "said once: {:?}",
+        reasons(&again)
+    );
+    let finished = [slot_run("18", Some("Succeeded"))];
+    let plan = decide(&waiting, &finished, now + SignedDuration::from_secs(120));
+    assert_eq!(created(&plan).as_deref(), Some("nightly-now-1"));
+    assert_eq!(plan.status.waiting_run_now, None);
     assert_eq!(
         plan.status.last_handled_run_now.as_deref(),
         Some("2025-04-18T10:00")
@@ -477,8 +498,9 @@ fn a_slot_and_a_run_now_together_take_turns() {
         now + SignedDuration::from_secs(1),
     );
     assert_eq!(created(&plan), None);
-    assert_eq!(reasons(&plan), ["Skipped"]);
-    assert_eq!(plan.status.last_handled_run_now.as_deref(), Some("1"));
+    assert_eq!(reasons(&plan), ["RunNowWaiting"]);
+    assert_eq!(plan.status.waiting_run_now.as_deref(), Some("1"));
+    assert_eq!(plan.status.last_handled_run_now, None);
 }
 
 #[test]
@@ -751,7 +773,11 @@ fn a_refused_creation_counts_the_slot_and_says_why() {
     );
     assert!(plan.create.is_none());
     assert!(plan.status.active.is_empty());
-    assert_eq!(time(&plan.status.last_schedule_time), None);
+    // Not cleared: it stays at the last slot that got a run.
+    assert_eq!(
+        time(&plan.status.last_schedule_time).as_deref(),
+        Some("2025-04-17T06:00:00Z")
+    );
     assert_eq!(
         time(&plan.status.last_skipped_time).as_deref(),
         Some("2025-04-18T06:00:00Z")
@@ -801,5 +827,330 @@ proptest! {
             let name = new.run.metadata.name.clone().unwrap();
             prop_assert!(name.len() <= 63);
         }
+    }
+}
+
+// Issue 22: schedules that never stop silently, and never run by surprise.
+
+#[test]
+fn a_run_in_flight_across_a_slot_blocks_a_forbid_schedule_and_says_so() {
+    let s = schedule(
+        json!({}),
+        Some(json!({"lastScheduleTime": "2025-04-17T06:00:00Z"})),
+    );
+    let stuck = [slot_run("17", Some("Pending"))];
+    // Before the next slot the run is merely in flight.
+    let plan = decide(&s, &stuck, ts("2025-04-17T12:00:00Z"));
+    assert_eq!(condition(&plan.status, "Ready").0, "True");
+    assert_eq!(condition(&plan.status, "Stalled").0, "False");
+    // The next slot is skipped behind it: Blocked, naming the run and since when.
+    let plan = decide(&s, &stuck, ts("2025-04-18T06:00:10Z"));
+    assert_eq!(created(&plan), None);
+    assert_eq!(reasons(&plan), ["Skipped"]);
+    let (ready, reason, message) = condition(&plan.status, "Ready");
+    assert_eq!((ready, reason), ("False", "Blocked"));
+    assert!(
+        message.contains(&slot_run_name("nightly", ts("2025-04-17T06:00:00Z"))),
+        "{message}"
+    );
+    assert!(message.contains("2025-04-17T06:00:00Z"), "{message}");
+    assert!(message.contains("2025-04-18T06:00:00Z"), "{message}");
+    let (stalled, reason, _) = condition(&plan.status, "Stalled");
+    assert_eq!((stalled, reason), ("True", "Blocked"));
+    // Still blocked later on, without a new Event; freed once the run finished.
+    let later = applied(&s, &plan);
+    let plan = decide(&later, &stuck, ts("2025-04-18T12:00:00Z"));
+    assert_eq!(condition(&plan.status, "Ready").1, "Blocked");
+    assert!(plan.events.is_empty(), "{:?}", reasons(&plan));
+    let done = [slot_run("17", Some("Failed"))];
+    let plan = decide(&later, &done, ts("2025-04-18T12:00:00Z"));
+    assert_eq!(
+        condition(&plan.status, "Ready"),
+        ("True", "Scheduled", condition(&plan.status, "Ready").2)
+    );
+    assert_eq!(condition(&plan.status, "Stalled").0, "False");
+    // Allow and Replace are never blocked; suspended says Suspended.
+    for spec in [
+        json!({"concurrencyPolicy": "Allow"}),
+        json!({"suspend": true}),
+    ] {
+        let s = schedule(
+            spec.clone(),
+            Some(json!({"lastScheduleTime": "2025-04-18T06:00:00Z"})),
+        );
+        let plan = decide(&s, &stuck, ts("2025-04-18T07:00:00Z"));
+        assert_ne!(condition(&plan.status, "Ready").1, "Blocked", "{spec}");
+    }
+}
+
+#[test]
+fn a_slot_run_carries_its_starting_deadline_and_a_run_now_run_none() {
+    let s = schedule(json!({"startingDeadlineSeconds": 600}), None);
+    let plan = decide(&s, &[], ts("2025-04-18T06:00:05Z"));
+    let annotations = plan.create.unwrap().run.metadata.annotations.unwrap();
+    assert_eq!(
+        annotations
+            .get(START_DEADLINE_ANNOTATION)
+            .map(String::as_str),
+        Some("2025-04-18T06:10:00Z")
+    );
+    let s = with_annotation(
+        schedule(
+            json!({"startingDeadlineSeconds": 600}),
+            Some(json!({"lastScheduleTime": "2025-04-18T06:00:00Z"})),
+        ),
+        RUN_NOW_ANNOTATION,
+        "go",
+    );
+    let plan = decide(&s, &[], ts("2025-04-18T07:00:00Z"));
+    let annotations = plan.create.unwrap().run.metadata.annotations.unwrap();
+    assert!(!annotations.contains_key(START_DEADLINE_ANNOTATION));
+    // Without a deadline, no annotation.
+    let plan = decide(&schedule(json!({}), None), &[], ts("2025-04-18T06:00:05Z"));
+    let annotations = plan.create.unwrap().run.metadata.annotations.unwrap();
+    assert!(!annotations.contains_key(START_DEADLINE_ANNOTATION));
+}
+
+#[test]
+fn a_run_now_value_fires_once_ever_even_after_a_revert() {
+    let now = ts("2025-04-18T10:00:00Z");
+    let mut s = schedule(json!({"schedule": "@yearly"}), None);
+    let mut runs: Vec<AmperityWorkflowRun> = vec![];
+    let mut fired = vec![];
+    for value in ["v1", "v2", "v1", "v2", "v3"] {
+        s = with_annotation(s, RUN_NOW_ANNOTATION, value);
+        let plan = decide(&s, &runs, now);
+        if let Some(name) = created(&plan) {
+            fired.push(value);
+            runs.push(run(&name, &now.to_string(), "run-now", Some("Succeeded")));
+        }
+        s = applied(&s, &plan);
+    }
+    assert_eq!(fired, ["v1", "v2", "v3"]);
+    assert_eq!(
+        s.status.as_ref().unwrap().handled_run_now,
+        ["v1", "v2", "v3"]
+    );
+
+    // Bounded: the oldest values are forgotten beyond the limit.
+    let mut s = schedule(
+        json!({"schedule": "@yearly", "concurrencyPolicy": "Allow"}),
+        None,
+    );
+    for n in 0..(MAX_HANDLED_RUN_NOW + 5) {
+        s = with_annotation(s, RUN_NOW_ANNOTATION, &format!("r{n}"));
+        let plan = decide(&s, &[], now);
+        assert!(plan.create.is_some(), "r{n}");
+        s = applied(&s, &plan);
+    }
+    let handled = &s.status.as_ref().unwrap().handled_run_now;
+    assert_eq!(handled.len(), MAX_HANDLED_RUN_NOW);
+    assert_eq!(handled.last().map(String::as_str), Some("r36"));
+    assert_eq!(handled.first().map(String::as_str), Some("r5"));
+}
+
+#[test]
+fn a_run_now_timestamp_older_than_the_schedule_never_fires() {
+    // The schedule was created at 2025-04-18T05:30:00Z (1744954200).
+    let now = ts("2025-04-18T10:00:00Z");
+    let base = schedule(json!({"schedule": "@yearly"}), None);
+    for stale in ["1744954199", "1744954199000", "2025-04-01T00:00:00Z"] {
+        let s = with_annotation(base.clone(), RUN_NOW_ANNOTATION, stale);
+        let plan = decide(&s, &[], now);
+        assert_eq!(created(&plan), None, "{stale}");
+        assert_eq!(reasons(&plan), ["RunNowIgnored"], "{stale}");
+        assert_eq!(plan.status.handled_run_now, [stale]);
+        let again = decide(&applied(&s, &plan), &[], now);
+        assert!(again.events.is_empty(), "said once: {stale}");
+    }
+    // After the creation, or a counter (not a timestamp): it fires.
+    for fresh in ["1744954201", "2025-04-18T09:00:00Z", "1", "42", "v7"] {
+        let s = with_annotation(base.clone(), RUN_NOW_ANNOTATION, fresh);
+        assert!(decide(&s, &[], now).create.is_some(), "{fresh}");
+    }
+}
+
+#[test]
+fn editing_the_pattern_counts_like_a_creation() {
+    let s = schedule(
+        json!({}),
+        Some(json!({"lastScheduleTime": "2025-04-17T06:00:00Z"})),
+    );
+    // The first look records the pattern; nothing else changes.
+    let plan = decide(
+        &s,
+        &[slot_run("17", Some("Succeeded"))],
+        ts("2025-04-17T09:00:00Z"),
+    );
+    assert_eq!(
+        plan.status.observed_schedule.as_deref(),
+        Some("0 6 * * * in UTC")
+    );
+    assert_eq!(plan.status.observed_schedule_since, None);
+    let seen = applied(&s, &plan);
+    // Edited at 09:00 on the 18th to 08:00: the 08:00 slot before the edit is not run.
+    let mut edited = seen.clone();
+    edited.spec.schedule = "0 8 * * *".into();
+    let now = ts("2025-04-18T09:00:00Z");
+    let plan = decide(&edited, &[slot_run("17", Some("Succeeded"))], now);
+    assert_eq!(created(&plan), None, "{:?}", reasons(&plan));
+    assert_eq!(
+        plan.status.observed_schedule.as_deref(),
+        Some("0 8 * * * in UTC")
+    );
+    assert_eq!(
+        time(&plan.status.observed_schedule_since),
+        Some(now.to_string())
+    );
+    assert_eq!(condition(&plan.status, "Ready").0, "True");
+    // The new pattern's next slot runs.
+    let after = applied(&edited, &plan);
+    let plan = decide(
+        &after,
+        &[slot_run("17", Some("Succeeded"))],
+        ts("2025-04-19T08:00:01Z"),
+    );
+    assert_eq!(
+        created(&plan),
+        Some(slot_run_name("nightly", ts("2025-04-19T08:00:00Z")))
+    );
+    // The time zone counts too.
+    let mut moved = seen;
+    moved.spec.time_zone = Some("Asia/Tokyo".into());
+    let plan = decide(
+        &moved,
+        &[slot_run("17", Some("Succeeded"))],
+        ts("2025-04-18T00:00:00Z"),
+    );
+    assert_eq!(created(&plan), None);
+    assert!(plan.status.observed_schedule_since.is_some());
+}
+
+#[test]
+fn a_slot_time_in_the_future_on_a_run_is_ignored_with_a_warning() {
+    let mut poisoned = slot_run("17", Some("Succeeded"));
+    poisoned.metadata.annotations.as_mut().unwrap().insert(
+        SCHEDULED_AT_ANNOTATION.into(),
+        "2099-01-01T06:00:00Z".into(),
+    );
+    let s = schedule(json!({}), None);
+    let now = ts("2025-04-18T06:00:05Z");
+    let plan = decide(&s, std::slice::from_ref(&poisoned), now);
+    assert_eq!(
+        created(&plan),
+        Some(slot_run_name("nightly", ts("2025-04-18T06:00:00Z")))
+    );
+    assert_eq!(reasons(&plan)[0], "FutureScheduledAt");
+    assert_eq!(plan.events[0].type_, EventType::Warning);
+    assert!(
+        plan.events[0].note.contains("2099"),
+        "{}",
+        plan.events[0].note
+    );
+    assert_eq!(
+        time(&plan.status.last_schedule_time).as_deref(),
+        Some("2025-04-18T06:00:00Z")
+    );
+    // A status already poisoned does not stop the schedule either.
+    let s = schedule(
+        json!({}),
+        Some(json!({"lastScheduleTime": "2099-01-01T06:00:00Z"})),
+    );
+    assert!(decide(&s, &[], now).create.is_some());
+    // A small skew is tolerated: a run scheduled a minute ahead still counts.
+    let ahead = slot_run("18", Some("Running"));
+    let plan = decide(
+        &schedule(json!({}), None),
+        &[ahead],
+        ts("2025-04-18T05:59:30Z"),
+    );
+    assert!(!reasons(&plan).contains(&"FutureScheduledAt"));
+    // A run owned by another uid (a schedule recreated under the same name) does not count.
+    let mut foreign = slot_run("18", Some("Running"));
+    foreign.metadata.owner_references.as_mut().unwrap()[0].uid = "other-uid".into();
+    let plan = decide(&schedule(json!({}), None), &[foreign], now);
+    assert!(plan.create.is_some());
+}
+
+#[test]
+fn replace_stops_leftover_runs_in_flight_once_the_new_one_exists() {
+    let s = schedule(
+        json!({"concurrencyPolicy": "Replace"}),
+        Some(json!({"lastScheduleTime": "2025-04-18T06:00:00Z"})),
+    );
+    let runs = [
+        slot_run("17", Some("Running")),
+        slot_run("18", Some("Running")),
+    ];
+    let plan = decide(&s, &runs, ts("2025-04-18T06:01:00Z"));
+    assert_eq!(created(&plan), None);
+    assert_eq!(
+        plan.stop,
+        [slot_run_name("nightly", ts("2025-04-17T06:00:00Z"))]
+    );
+    // A refused create stops nothing and says so.
+    let s = schedule(
+        json!({"concurrencyPolicy": "Replace"}),
+        Some(json!({"lastScheduleTime": "2025-04-17T06:00:00Z"})),
+    );
+    let now = ts("2025-04-18T06:00:01Z");
+    let mut plan = decide(&s, &[slot_run("17", Some("Running"))], now);
+    assert_eq!(plan.stop.len(), 1);
+    plan.creation_refused(&"quota ".repeat(1000), Some(2), now);
+    assert!(plan.stop.is_empty());
+    assert_eq!(reasons(&plan), ["CreateFailed"]);
+    let (_, reason, message) = condition(&plan.status, "Ready");
+    assert_eq!(reason, "RunCreateFailed");
+    assert!(message.len() <= 1024, "{}", message.len());
+}
+
+#[test]
+fn last_run_is_the_run_that_finished_last() {
+    let mut slow = slot_run("16", Some("Failed"));
+    slow.status.as_mut().unwrap().completed_at = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts("2025-04-18T07:00:00Z")),
+    );
+    let mut fast = slot_run("17", Some("Succeeded"));
+    let long = "é".repeat(600);
+    fast.status.as_mut().unwrap().conditions[0].message = long;
+    let s = schedule(
+        json!({"concurrencyPolicy": "Allow"}),
+        Some(json!({"lastScheduleTime": "2025-04-17T06:00:00Z"})),
+    );
+    let plan = decide(
+        &s,
+        &[slow.clone(), fast.clone()],
+        ts("2025-04-18T07:30:00Z"),
+    );
+    let last = plan.status.last_run.clone().unwrap();
+    assert_eq!(
+        last.name,
+        slot_run_name("nightly", ts("2025-04-16T06:00:00Z"))
+    );
+    // Cut in bytes, on a character boundary.
+    let plan = decide(&s, &[fast], ts("2025-04-18T07:30:00Z"));
+    let message = plan.status.last_run.unwrap().message.unwrap();
+    assert!(message.len() <= 512, "{}", message.len());
+}
+
+#[test]
+fn deleting_with_cascade_orphan_or_foreground_leaves_the_runs_to_the_garbage_collector() {
+    for finalizer in ["orphan", "foregroundDeletion"] {
+        let mut s = schedule(json!({}), None);
+        s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            ts("2025-04-18T07:00:00Z"),
+        ));
+        s.metadata.finalizers = Some(vec![
+            finalizer.to_string(),
+            "amperity.dev/delete-runs".to_string(),
+        ]);
+        let runs = [
+            slot_run("18", Some("Running")),
+            slot_run("17", Some("Succeeded")),
+        ];
+        let plan = decide(&s, &runs, ts("2025-04-18T07:00:00Z"));
+        assert!(plan.release_finalizer, "{finalizer}");
+        assert!(plan.delete.is_empty(), "{finalizer}: {:?}", plan.delete);
+        assert!(plan.stop.is_empty() && plan.create.is_none(), "{finalizer}");
     }
 }

@@ -790,6 +790,15 @@ fn schedule_cases() -> Vec<ScheduleCase> {
         s.status = Some(plan.status);
         s
     };
+    // Forbid, and the 06:00 run never started (its Secret is missing): the next
+    // day's slot is skipped behind it.
+    let blocked = {
+        let plan = schedule_decide(&fresh, &[], "2025-04-18T06:00:00Z".parse().unwrap());
+        let stuck = plan.create.clone().expect("a run at 06:00").run;
+        let mut s = fresh.clone();
+        s.status = Some(plan.status);
+        planned(&s, &[stuck], "2025-04-19T06:00:10Z")
+    };
     let mut edited = scheduled.clone();
     edited.metadata.generation = Some(2);
     let case = |name, s: &AmperityWorkflowSchedule, argocd, kstatus, flux| ScheduleCase {
@@ -841,6 +850,13 @@ fn schedule_cases() -> Vec<ScheduleCase> {
             ("Degraded", "spec.tenant"),
             "Current",
             None,
+        ),
+        case(
+            "blocked behind a run that never finishes",
+            &blocked,
+            ("Degraded", "blocked since 2025-04-18T06:00:00Z"),
+            "Failed",
+            Some(false),
         ),
         case(
             "change not yet observed",

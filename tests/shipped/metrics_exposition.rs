@@ -95,6 +95,7 @@ fn recorded() -> Metrics {
     }
     m.deprecation("2024-04-01");
     m.leader.set(1);
+    m.schedule_controller_running.set(1);
     m.reconcile_panics.inc();
     m.poll_failures.inc();
     for outcome in ["listed", "failed", "skipped"] {

@@ -41,6 +41,11 @@ pub use start::normalise_range_bound;
 
 /// The annotation a person sets to settle an unconfirmed start.
 pub const RESOLVE_START_ANNOTATION: &str = "amperity.dev/resolve-start";
+/// The annotation a schedule sets on a run it creates for a slot with a
+/// `startingDeadlineSeconds`: the latest time (RFC 3339) its first start may be
+/// sent. A run not started by then ends TimedOut (`StartingDeadlineExceeded`)
+/// instead of starting late.
+pub const START_DEADLINE_ANNOTATION: &str = "amperity.dev/start-deadline";
 
 /// Tunables of the decisions; the defaults are what the operator runs with.
 #[derive(Clone, Debug)]

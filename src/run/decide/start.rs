@@ -65,6 +65,15 @@ impl Step<'_> {
         if spec.stop {
             return self.finish_canceled_before_start();
         }
+        // A scheduled run is not started late: past its schedule's starting
+        // deadline, the first start is not sent (retries of an attempt may go on).
+        if self.status.attempts.is_empty()
+            && self.status.started_at.is_none()
+            && let Some(deadline) = self.start_deadline()
+            && self.now > deadline
+        {
+            return self.finish_start_deadline_passed(deadline);
+        }
         // The timeout bounds the whole life from the first start attempt, retries
         // included: a retry that would begin past it does not begin.
         if self.wanted_stop() == Some(StopReason::Timeout) {
@@ -519,6 +528,27 @@ impl Step<'_> {
             "Canceled",
             "spec.stop was set before the run started; nothing was started",
         );
+        self.finished_next()
+    }
+
+    /// The schedule's starting deadline, when the run has one that parses.
+    fn start_deadline(&self) -> Option<Timestamp> {
+        self.run
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(super::START_DEADLINE_ANNOTATION)?
+            .trim()
+            .parse::<Timestamp>()
+            .ok()
+    }
+
+    fn finish_start_deadline_passed(&mut self, deadline: Timestamp) -> Action {
+        let message = format!(
+            "not started by {deadline} (annotation {}, from the schedule's startingDeadlineSeconds): a scheduled run is not started late; nothing was started",
+            super::START_DEADLINE_ANNOTATION
+        );
+        self.finish(Phase::TimedOut, "StartingDeadlineExceeded", message);
         self.finished_next()
     }
 
