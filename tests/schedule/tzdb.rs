@@ -1,41 +1,21 @@
 //! Schedules resolve IANA time zones without a usable system database: the
 //! distroless image has no /usr/share/zoneinfo (jiff then uses the copy bundled
-//! into the binary), and a system database may lack a zone. The test runs itself
-//! again in a process of its own, with TZDIR at a database of one zone, so that
-//! nothing (another test of this binary) has read the database before.
+//! into the binary), and a system database may lack a zone. This binary holds one
+//! test, so that it can point TZDIR at a database of one zone before anything reads
+//! the database.
 
 use amperity_operator::schedule::cron::{CronSchedule, time_zone};
 use jiff::Timestamp;
 
-const CHILD: &str = "AMPERITY_TZDB_TEST_CHILD";
-
 #[test]
 fn zones_come_from_the_bundled_database_when_the_system_has_none() {
-    if std::env::var_os(CHILD).is_none() {
-        let sparse = std::env::temp_dir().join(format!("awsched-zoneinfo-{}", std::process::id()));
-        std::fs::create_dir_all(&sparse).unwrap();
-        // Where the machine has a database, a copy of its UTC alone; where it has
-        // none, jiff finds nothing here either and uses the bundled copy by itself.
-        let _ = std::fs::copy("/usr/share/zoneinfo/UTC", sparse.join("UTC"));
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "tzdb::zones_come_from_the_bundled_database_when_the_system_has_none",
-                "--exact",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .env("TZDIR", &sparse)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&sparse);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return;
-    }
+    let sparse = std::env::temp_dir().join(format!("awsched-zoneinfo-{}", std::process::id()));
+    std::fs::create_dir_all(&sparse).unwrap();
+    // Where the machine has a database, a copy of its UTC alone; where it has none,
+    // jiff finds nothing here either and uses the bundled copy by itself.
+    let _ = std::fs::copy("/usr/share/zoneinfo/UTC", sparse.join("UTC"));
+    // SAFETY: the only test of this binary, run before any thread reads the environment.
+    unsafe { std::env::set_var("TZDIR", &sparse) };
     assert!(
         jiff::tz::db().get("America/New_York").is_err(),
         "a full system database is in use: {:?}",
@@ -54,4 +34,5 @@ fn zones_come_from_the_bundled_database_when_the_system_has_none() {
         "2025-03-09T07:30:00Z"
     );
     assert!(time_zone(Some("Mars/Olympus_Mons")).is_err());
+    let _ = std::fs::remove_dir_all(&sparse);
 }
