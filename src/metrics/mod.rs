@@ -3,17 +3,9 @@
 //! watch is established and leadership is known).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,86 +14,12 @@ use prometheus_client::registry::Registry;
 
 use crate::crd::Phase;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabels {
-    pub phase: String,
-}
+mod endpoints;
+mod labels;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
-/// `call` is which Amperity call (`start`, `get`, `list`, `stop`, `feed`); never
-/// `endpoint`, which Prometheus' own scrape target labels use.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub call: String,
-    /// HTTP status code, or `error` when no response came back.
-    pub code: String,
-    pub tenant: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CallLabels {
-    pub call: String,
-    pub tenant: String,
-}
-
-/// An OAuth token exchange: `ok`, `refused` (the client credentials: fix the
-/// Secret) or `failed` (the token endpoint failed or did not answer).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ExchangeLabels {
-    pub outcome: String,
-    pub tenant: String,
-}
-
-/// Runs that wait for a person, by the namespace they are in (`run_namespace`:
-/// `namespace` is the scrape target's label, the operator's own namespace) and the
-/// reason of their `Stalled` condition.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StalledLabels {
-    pub run_namespace: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TenantLabels {
-    pub tenant: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FinishedLabels {
-    pub phase: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub workflow_type: String,
-    pub outcome: String,
-}
-
-/// What a schedule did with a due time or a run-now request: `created`,
-/// `skipped` (Forbid), `missed` (starting deadline), `replaced`, `failed`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScheduleLabels {
-    pub outcome: &'static str,
-}
-
-/// Every `outcome` of `schedule_runs`.
-pub const SCHEDULE_OUTCOMES: [&str; 5] = ["created", "skipped", "missed", "replaced", "failed"];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LookLabels {
-    /// `listed`, `failed` or `skipped`.
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
-    pub api_version: String,
-}
+pub use endpoints::{Readiness, router, serve};
+pub use labels::*;
+use labels::{Labeller, TenantLabeller, reason_label, workflow_type_label};
 
 /// Every figure the operator exports.
 pub struct Metrics {
@@ -143,88 +61,6 @@ pub struct Metrics {
     tenants: TenantLabeller,
     namespaces: Labeller,
     api_versions: Labeller,
-}
-
-/// How many tenants get a label of their own; later ones share `other`. Tenants are
-/// named by resource authors, so an unbounded label would let them grow the
-/// operator's memory and every scrape without limit.
-pub const MAX_TENANT_LABELS: usize = 32;
-
-/// How many namespaces get a label of their own in `stalled`; later ones share `other`.
-pub const MAX_NAMESPACE_LABELS: usize = 32;
-
-/// How many api-versions get a label of their own in `deprecation_notices`.
-pub const MAX_API_VERSION_LABELS: usize = 8;
-
-/// Hands out label values, first come first served, up to a bound; later values
-/// share `other`.
-struct Labeller {
-    max: usize,
-    known: Mutex<std::collections::HashSet<String>>,
-}
-
-impl Labeller {
-    fn new(max: usize) -> Self {
-        Labeller {
-            max,
-            known: Mutex::default(),
-        }
-    }
-
-    /// `value`'s own label if it has one or may take a slot (`admit`), else `other`.
-    fn label(&self, value: &str, admit: bool) -> String {
-        let mut known = self.known.lock().unwrap();
-        if known.contains(value) {
-            return value.to_string();
-        }
-        if admit && known.len() < self.max && value.len() <= 253 && value != "other" {
-            known.insert(value.to_string());
-            return value.to_string();
-        }
-        "other".to_string()
-    }
-}
-
-/// Tenant label values. A tenant takes one of the [`MAX_TENANT_LABELS`] slots only
-/// once Amperity has answered it with success: a tenant made up in a spec (which
-/// never answers, or answers 401/403) cannot take the slot of a real one.
-struct TenantLabeller(Labeller);
-
-impl Default for TenantLabeller {
-    fn default() -> Self {
-        TenantLabeller(Labeller::new(MAX_TENANT_LABELS))
-    }
-}
-
-impl TenantLabeller {
-    fn label(&self, tenant: &str, answered: bool) -> String {
-        self.0.label(tenant, answered)
-    }
-}
-
-/// The workflow types of the metrics: the three Amperity starts, and `other` for
-/// anything Amperity reports that is not one of them.
-pub const WORKFLOW_TYPES: [&str; 3] = [
-    "courier.group/run",
-    "amperity.orchestration.orchestration/run",
-    "campaign.send",
-];
-
-/// Reasons are the operator's own CamelCase words; anything else (a status edited by
-/// hand) is `Other`, so the label stays bounded.
-fn reason_label(reason: &str) -> String {
-    let camel = reason.len() <= 40
-        && reason.starts_with(|c: char| c.is_ascii_uppercase())
-        && reason.chars().all(|c| c.is_ascii_alphanumeric());
-    if camel { reason } else { "Other" }.to_string()
-}
-
-fn workflow_type_label(reported: &str) -> String {
-    WORKFLOW_TYPES
-        .iter()
-        .find(|t| **t == reported)
-        .map_or("other", |t| t)
-        .to_string()
 }
 
 impl Default for Metrics {
@@ -543,74 +379,11 @@ fn phase_labels(p: Phase) -> PhaseLabels {
     }
 }
 
-/// What `/readyz` reports.
-#[derive(Default)]
-pub struct Readiness {
-    /// Leadership is known (leader or follower), or election is off.
-    pub leadership_known: AtomicBool,
-    pub leader: AtomicBool,
-    /// The leader's watch delivered its initial list.
-    pub watching: AtomicBool,
-}
-
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        self.leadership_known.load(Ordering::SeqCst)
-            && (!self.leader.load(Ordering::SeqCst) || self.watching.load(Ordering::SeqCst))
-    }
-}
-
-#[derive(Clone)]
-struct Shared {
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-}
-
-pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
-    Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(serve_ready))
-        .with_state(Shared { metrics, readiness })
-}
-
-async fn serve_metrics(State(s): State<Shared>) -> impl IntoResponse {
-    s.metrics
-        .leader
-        .set(i64::from(s.readiness.leader.load(Ordering::SeqCst)));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
-}
-
-async fn serve_ready(State(s): State<Shared>) -> impl IntoResponse {
-    if s.readiness.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for leadership or the initial watch",
-        )
-    }
-}
-
-/// Serves the endpoints until the process ends.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, router(metrics, readiness)).await
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
