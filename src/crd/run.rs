@@ -56,23 +56,34 @@ pub const SPEC_IMMUTABLE_RULE: &str = concat!(
 );
 pub const SPEC_IMMUTABLE_MESSAGE: &str = "spec is immutable once created, except stop (false to true); create a new AmperityWorkflowRun to run again";
 
-/// Where credentials come from: a connection, or tenant and Secret inline.
-pub const CONNECTION_RULE: &str = "has(self.connectionRef) ? !has(self.tenant) && !has(self.endpoint) && !has(self.tokenSecretRef) : has(self.tenant) && has(self.tokenSecretRef)";
-pub const CONNECTION_MESSAGE: &str = "give either connectionRef, or tenant and tokenSecretRef (with an optional endpoint): connectionRef supplies all three";
+/// Where credentials come from: a connection, or tenant and Secret inline. One rule
+/// per field, each with its `fieldPath`, so that the API server (and the reconciler,
+/// which evaluates these same rules with `run::validate`) names the field at fault.
+pub const TENANT_REQUIRED_RULE: &str = "has(self.connectionRef) || has(self.tenant)";
+pub const TENANT_REQUIRED_MESSAGE: &str =
+    "required: name the Amperity tenant (or name a connection in connectionRef)";
+pub const SECRET_REQUIRED_RULE: &str = "has(self.connectionRef) || has(self.tokenSecretRef)";
+pub const SECRET_REQUIRED_MESSAGE: &str =
+    "required: name the Secret holding the Amperity token (or name a connection in connectionRef)";
+pub const TENANT_WITH_CONNECTION_RULE: &str = "!has(self.connectionRef) || !has(self.tenant)";
+pub const ENDPOINT_WITH_CONNECTION_RULE: &str = "!has(self.connectionRef) || !has(self.endpoint)";
+pub const SECRET_WITH_CONNECTION_RULE: &str =
+    "!has(self.connectionRef) || !has(self.tokenSecretRef)";
+pub const WITH_CONNECTION_MESSAGE: &str = "must not be set with connectionRef, which supplies tenant, endpoint and credentials: remove one or the other";
 
 pub const STOP_RULE: &str = "!(has(oldSelf.stop) && oldSelf.stop) || (has(self.stop) && self.stop)";
 pub const STOP_MESSAGE: &str = "stop cannot be set back to false once true";
 
 /// `range.to` is exclusive and must come after `range.from`; a bare date means midnight UTC.
 pub const RANGE_ORDER_RULE: &str = "!has(self.to) || timestamp(size(self.to) == 10 ? self.to + 'T00:00:00Z' : self.to) > timestamp(size(self.from) == 10 ? self.from + 'T00:00:00Z' : self.from)";
-pub const RANGE_ORDER_MESSAGE: &str = "range.to must be after range.from";
+pub const RANGE_ORDER_MESSAGE: &str = "must be after range.from (to is exclusive)";
 
 pub const POLL_INTERVAL_RULE: &str =
     "duration(self) >= duration('5s') && duration(self) <= duration('24h')";
-pub const POLL_INTERVAL_MESSAGE: &str = "pollInterval must be between 5s and 24h";
+pub const POLL_INTERVAL_MESSAGE: &str = "must be between 5s and 24h";
 pub const TIMEOUT_RULE: &str =
     "duration(self) > duration('0s') && duration(self) <= duration('720h')";
-pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero and at most 720h (30 days)";
+pub const TIMEOUT_MESSAGE: &str = "must be greater than zero and at most 720h (30 days)";
 
 /// Start one Amperity workflow run (a courier group, orchestration group or campaign)
 /// and follow it to the end. One-shot, like a Job: create a new resource to run again.
@@ -111,7 +122,11 @@ pub const TIMEOUT_MESSAGE: &str = "timeout must be greater than zero and at most
 )]
 #[x_kube(validation = Rule::new(SPEC_IMMUTABLE_RULE).message(SPEC_IMMUTABLE_MESSAGE))]
 #[x_kube(validation = Rule::new(STOP_RULE).message(STOP_MESSAGE))]
-#[x_kube(validation = Rule::new(CONNECTION_RULE).message(CONNECTION_MESSAGE))]
+#[x_kube(validation = Rule::new(TENANT_REQUIRED_RULE).message(TENANT_REQUIRED_MESSAGE).field_path(".tenant").reason(kube::core::cel::Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(SECRET_REQUIRED_RULE).message(SECRET_REQUIRED_MESSAGE).field_path(".tokenSecretRef").reason(kube::core::cel::Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(TENANT_WITH_CONNECTION_RULE).message(WITH_CONNECTION_MESSAGE).field_path(".tenant").reason(kube::core::cel::Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(ENDPOINT_WITH_CONNECTION_RULE).message(WITH_CONNECTION_MESSAGE).field_path(".endpoint").reason(kube::core::cel::Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new(SECRET_WITH_CONNECTION_RULE).message(WITH_CONNECTION_MESSAGE).field_path(".tokenSecretRef").reason(kube::core::cel::Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct AmperityWorkflowRunSpec {
     /// Amperity tenant id, sent as the `amperity-tenant` header. Also names the
@@ -240,7 +255,7 @@ impl RunMode {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[x_kube(cel, validation = Rule::new(RANGE_ORDER_RULE).message(RANGE_ORDER_MESSAGE))]
+#[x_kube(cel, validation = Rule::new(RANGE_ORDER_RULE).message(RANGE_ORDER_MESSAGE).field_path(".to"))]
 pub struct DateRange {
     /// Inclusive start: an ISO 8601 date or UTC date-time.
     #[schemars(pattern(RANGE_PATTERN))]

@@ -1,6 +1,11 @@
 //! The spec rules, enforced in Rust: the reconciler checks them before any API call
 //! (API servers older than 1.25 ignore the CRD's CEL rules) and `local` checks a
-//! manifest with them. They mirror the schema in `crd/run.rs` one for one.
+//! manifest with them.
+//!
+//! Two halves: the schema's keywords (types, patterns, enums, bounds) are checked
+//! here field by field, with messages that say how to fix them; the cross-field and
+//! range rules are the CRD's own CEL rules (`x-kubernetes-validations` in
+//! `crd/run.rs`), evaluated here from the generated schema, so each is written once.
 //!
 //! Validation works on the JSON form of the spec so that every problem is found at
 //! once, each with its field path, including ones a typed decode would stop at.
@@ -77,8 +82,23 @@ const KNOWN_FIELDS: &[&str] = &[
 
 /// Checks a typed spec (the reconciler's case).
 pub fn validate_spec(spec: &AmperityWorkflowRunSpec) -> Result<(), Vec<FieldError>> {
-    let value = serde_json::to_value(spec).expect("a spec serializes to JSON");
-    let errors = validate_spec_value(&value);
+    // Bounded: the memory starts over when full.
+    const REMEMBERED: usize = 512;
+    let key = serde_json::to_string(spec).expect("a spec serializes to JSON");
+    let errors = match CHECKED.with_borrow(|m| m.get(&key).cloned()) {
+        Some(errors) => errors,
+        None => {
+            let value: Value = serde_json::from_str(&key).expect("a spec's JSON parses");
+            let errors = validate_spec_value(&value);
+            CHECKED.with_borrow_mut(|m| {
+                if m.len() >= REMEMBERED {
+                    m.clear();
+                }
+                m.insert(key, errors.clone());
+            });
+            errors
+        }
+    };
     if errors.is_empty() {
         Ok(())
     } else {
@@ -102,22 +122,10 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
     let present = |k: &str| !matches!(obj.get(k), None | Some(Value::Null));
     let by_connection = present("connectionRef");
     if by_connection {
-        for inline in ["tenant", "endpoint", "tokenSecretRef"] {
-            if present(inline) {
-                v.err(
-                    &format!("spec.{inline}"),
-                    "must not be set with spec.connectionRef, which supplies tenant, endpoint and credentials: remove one or the other",
-                );
-            }
-        }
         check_connection_ref(&mut v, obj.get("connectionRef"));
     }
 
-    match if by_connection {
-        None
-    } else {
-        v.required_str(obj.get("tenant"), "spec.tenant")
-    } {
+    match v.optional_str(obj.get("tenant"), "spec.tenant") {
         Some(t) if !TENANT.is_match(t) || t.len() > 253 => v.err(
             "spec.tenant",
             &format!("{t:?} is not a tenant id (letters, digits, '.', '_', '-')"),
@@ -149,11 +157,7 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
     }
 
     match obj.get("tokenSecretRef") {
-        None | Some(Value::Null) if by_connection => {}
-        None | Some(Value::Null) => v.err(
-            "spec.tokenSecretRef",
-            "required: name the Secret holding the Amperity token (or name a connection in spec.connectionRef)",
-        ),
+        None | Some(Value::Null) => {}
         Some(Value::Object(r)) => {
             match v.required_str(r.get("name"), "spec.tokenSecretRef.name") {
                 Some(name) if name.len() > 253 || !SECRET_NAME.is_match(name) => v.err(
@@ -204,19 +208,8 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         Some(_) => v.err("spec.range", "must be an object with from and to"),
     }
 
-    if let Some(d) = v.duration(obj.get("pollInterval"), "spec.pollInterval")
-        && !(MIN_POLL_INTERVAL..=MAX_POLL_INTERVAL).contains(&d)
-    {
-        v.err("spec.pollInterval", "must be between 5s and 24h");
-    }
-    if let Some(d) = v.duration(obj.get("timeout"), "spec.timeout")
-        && (d.is_zero() || d > MAX_TIMEOUT)
-    {
-        v.err(
-            "spec.timeout",
-            "must be greater than zero and at most 720h (30 days)",
-        );
-    }
+    v.duration(obj.get("pollInterval"), "spec.pollInterval");
+    v.duration(obj.get("timeout"), "spec.timeout");
 
     match obj.get("retry") {
         None | Some(Value::Null) => {}
@@ -264,7 +257,66 @@ pub fn validate_spec_value(spec: &Value) -> Vec<FieldError> {
         );
     }
 
+    let cel = cel_errors(spec, &v.errors);
+    v.errors.extend(cel);
     v.errors
+}
+
+/// The run CRD's CEL rules over `spec`, as an API server of 1.25 or later applies
+/// them when the resource is created. A field the checks above already refused is
+/// not reported twice (a rule over a malformed duration cannot even be evaluated).
+fn cel_errors(spec: &Value, already: &[FieldError]) -> Vec<FieldError> {
+    let refused = evaluated_rules(spec);
+    refused
+        .into_iter()
+        .filter(|e| {
+            !already
+                .iter()
+                .any(|a| a.path == e.path || e.path.starts_with(&format!("{}.", a.path)))
+        })
+        .collect()
+}
+
+/// The CEL refusals of one spec.
+fn evaluated_rules(spec: &Value) -> Vec<FieldError> {
+    SPEC_RULES.with(|(validator, compiled)| {
+        let Err(errors) = validator.validate_compiled(compiled, spec, None) else {
+            return Vec::new();
+        };
+        errors
+            .into_iter()
+            .map(|e| FieldError {
+                path: if e.field_path.is_empty() {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{}", e.field_path.trim_start_matches('.'))
+                },
+                message: e.message,
+            })
+            .collect()
+    })
+}
+
+thread_local! {
+    /// The answers for the specs checked last, by their JSON text: the decision
+    /// function checks the same immutable spec on every reconcile, and interpreting
+    /// the CEL rules costs far more than finding their answer again.
+    static CHECKED: std::cell::RefCell<std::collections::HashMap<String, Vec<FieldError>>> =
+        std::cell::RefCell::default();
+    /// The spec's schema with its rules compiled once per thread (a compiled rule is
+    /// not `Sync`).
+    static SPEC_RULES: (kube::core::cel::Validator, kube::core::cel::CompiledSchema) = {
+        let crd = <crate::crd::AmperityWorkflowRun as kube::CustomResourceExt>::crd();
+        let root = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| s.properties.as_ref())
+            .and_then(|p| p.get("spec"))
+            .map(|s| serde_json::to_value(s).expect("a schema serializes to JSON"))
+            .expect("the generated run CRD has a spec schema");
+        (kube::core::cel::Validator::new(), kube::core::cel::compile_schema(&root))
+    };
 }
 
 /// Parses a Go-style duration (`30s`, `1m30s`, `1.5h`); None for anything else,
@@ -401,22 +453,14 @@ impl Checker {
     }
 
     fn range(&mut self, range: &serde_json::Map<String, Value>) {
-        let from = self.range_bound(range.get("from"), "spec.range.from");
-        let to = self.range_bound(range.get("to"), "spec.range.to");
+        self.range_bound(range.get("from"), "spec.range.from");
+        self.range_bound(range.get("to"), "spec.range.to");
         if range.get("from").is_none_or(Value::is_null) {
             if range.get("to").is_some_and(|t| !t.is_null()) {
                 self.err("spec.range.from", "required when range.to is given");
             } else {
                 self.err("spec.range.from", "required");
             }
-        }
-        if let (Some(from), Some(to)) = (from, to)
-            && to <= from
-        {
-            self.err(
-                "spec.range.to",
-                "must be after range.from (to is exclusive)",
-            );
         }
     }
 

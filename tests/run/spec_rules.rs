@@ -429,3 +429,93 @@ fn typed_cel_helpers_agree() {
     changed.spec.config_id = "cg-other".into();
     assert!(changed.validate_cel_update(&run).is_err());
 }
+
+/// Every CEL rule of the spec that applies on creation is the reconciler's rule too:
+/// the Rust validator evaluates the generated CRD's own rules rather than restating
+/// them, so a rule added to the CRD is enforced for API servers that ignore CEL.
+#[test]
+fn every_creation_rule_of_the_crd_is_enforced_by_the_reconciler() {
+    let schema = crd_schema::openapi::<AmperityWorkflowRun>();
+    let mut rules: Vec<(String, String)> = Vec::new();
+    collect_rules(&schema["properties"]["spec"], "spec", &mut rules);
+    let creation: Vec<_> = rules
+        .into_iter()
+        .filter(|(_, rule)| !rule.contains("oldSelf"))
+        .collect();
+    assert!(creation.len() >= 8, "{creation:?}");
+    // One spec breaking each rule; each rule's message must come back from Rust.
+    let breakers = [
+        with(|s| {
+            s.as_object_mut().unwrap().remove("tenant");
+        }),
+        with(|s| {
+            s.as_object_mut().unwrap().remove("tokenSecretRef");
+        }),
+        with(|s| s["connectionRef"] = json!({"name": "tenant-a"})),
+        by_connection(|s| s["endpoint"] = json!("https://app.amperity.com/api")),
+        with(|s| s["pollInterval"] = json!("4s")),
+        with(|s| s["timeout"] = json!("721h")),
+        with(|s| s["range"] = json!({"from": "2025-04-19", "to": "2025-04-18"})),
+    ];
+    let messages: Vec<String> = breakers
+        .iter()
+        .flat_map(validate_spec_value)
+        .map(|e| e.to_string())
+        .collect();
+    for (path, rule) in &creation {
+        let schema_node = path_schema(&schema, path);
+        for v in schema_node["x-kubernetes-validations"].as_array().unwrap() {
+            if v["rule"] != json!(rule) {
+                continue;
+            }
+            let field = match v["fieldPath"].as_str() {
+                Some(f) => format!("{path}{f}"),
+                None => path.clone(),
+            };
+            let want = format!("{field}: {}", v["message"].as_str().unwrap());
+            assert!(
+                messages.contains(&want),
+                "the rule {rule:?} is not enforced by the Rust validator: {want:?} not in {messages:?}"
+            );
+        }
+    }
+}
+
+/// The typed entry point (the reconciler's, which remembers its answers) agrees
+/// with the JSON one, on first sight and when asked again.
+#[test]
+fn the_reconcilers_check_agrees_with_the_manifest_check() {
+    use amperity_operator::crd::AmperityWorkflowRunSpec;
+    use amperity_operator::run::validate::validate_spec;
+    for spec in [
+        valid_spec(),
+        by_connection(|_| {}),
+        with(|s| s["pollInterval"] = json!("4s")),
+        with(|s| s["range"] = json!({"from": "2025-04-19", "to": "2025-04-18"})),
+        with(|s| s["connectionRef"] = json!({"name": "tenant-a"})),
+    ] {
+        let typed: AmperityWorkflowRunSpec = serde_json::from_value(spec.clone()).unwrap();
+        let want = validate_spec_value(&spec);
+        for _ in 0..2 {
+            assert_eq!(validate_spec(&typed).err().unwrap_or_default(), want);
+        }
+    }
+}
+
+fn collect_rules(node: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    for v in node["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.push((path.to_string(), v["rule"].as_str().unwrap().to_string()));
+    }
+    for (name, child) in node["properties"].as_object().into_iter().flatten() {
+        collect_rules(child, &format!("{path}.{name}"), out);
+    }
+}
+
+fn path_schema<'a>(root: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .fold(root, |node, name| &node["properties"][name])
+}
