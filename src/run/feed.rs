@@ -10,11 +10,13 @@
 //! `GET /workflow/runs` for the runs that ended since its last look, minus an
 //! overlap for clock skew and list lag, follows every page in urgent turns of the
 //! tenant's budget, and wakes the resources whose run it reports ended, oldest end
-//! first. A woken resource polls its run at once, ahead of routine polls; that
-//! poll, not the list, records the end, with the task summary. So the feed only
-//! ever makes a poll come sooner: a list that lies, lags or fails changes no
-//! status, and every run is still polled on its own interval. When per-run polls
-//! already look at every run within its interval, the feed does not ask at all.
+//! first, with what the list said. A woken resource settles its outcome (state,
+//! `ended_at`, error) from the list's answer at once, without a read; the verbose
+//! read for the final task summary follows at routine priority, and one that
+//! disagrees with the list is logged and counted (`change_feed_disagreements`),
+//! the finished status kept. A list that lags or fails changes nothing, and every
+//! run is still polled on its own interval. When per-run polls already look at
+//! every run within its interval, the feed does not ask at all.
 //!
 //! Runs join the feed when their poll is scheduled ([`Feed::follow`]) and leave
 //! when they stop being in flight or go ([`Feed::forget`]). The looks run only on
@@ -30,7 +32,8 @@ use futures::stream::FuturesUnordered;
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::amperity::{AmperityClient, Credentials, ListQuery, Target, Turn};
+use crate::amperity::wire::Workflow;
+use crate::amperity::{AmperityClient, Credentials, ListQuery, Target};
 use crate::metrics::Metrics;
 use kube::core::PartialObjectMeta;
 
@@ -116,13 +119,8 @@ pub struct Member {
     pub name: String,
     pub poll_interval: Duration,
     /// The `ended_at` a wake was given for: a later look listing the same end
-    /// (the overlap) wakes nobody again, and a list that lied is not believed
-    /// twice.
+    /// (the overlap) wakes nobody again.
     pub woken_for: Option<String>,
-    /// The turn the run's next poll waits for, if one is reserved: a wake makes
-    /// it urgent in place, so that a poll already waiting for it (in a
-    /// reconcile) goes at once too.
-    pub turn: Option<Turn>,
 }
 
 #[derive(Default)]
@@ -131,7 +129,7 @@ struct State {
     /// Which group each resource (uid) is in.
     group_of: HashMap<String, GroupKey>,
     /// Resources woken because their run was listed ended: their next reconcile
-    /// polls at once, in the turn given here.
+    /// settles the outcome from what the list said.
     reported: HashMap<String, Report>,
 }
 
@@ -140,10 +138,8 @@ struct State {
 pub struct Report {
     /// The run the list reported ended.
     pub workflow_id: String,
-    /// The urgent turn for its read, handed out in the order runs ended (the
-    /// controller's reconciles start in no particular order), ahead of routine
-    /// polls.
-    pub turn: Turn,
+    /// What the list said of it (state, `ended_at`, error; no task instances).
+    pub listed: Workflow,
 }
 
 /// A controller's wake queue: the namespace it watches (None: all of them).
@@ -222,35 +218,19 @@ impl Feed {
             covered: None,
         });
         group.use_credentials(uid, credentials);
-        let (woken_for, turn) = group
+        let woken_for = group
             .members
             .get(uid)
             .filter(|m| m.workflow_id == member.workflow_id)
-            .map(|m| (m.woken_for.clone(), m.turn.clone()))
-            .unwrap_or_default();
+            .and_then(|m| m.woken_for.clone());
         group.members.insert(
             uid.to_string(),
             Member {
                 woken_for,
-                turn: member.turn.or(turn),
                 ..member
             },
         );
         state.group_of.insert(uid.to_string(), key);
-    }
-
-    /// Resource `uid`'s next poll waits for `turn`.
-    pub fn waiting(&self, uid: &str, turn: &Turn) {
-        let mut state = self.state.lock().unwrap();
-        let state = &mut *state;
-        if let Some(member) = state
-            .group_of
-            .get(uid)
-            .and_then(|key| state.groups.get_mut(key))
-            .and_then(|g| g.members.get_mut(uid))
-        {
-            member.turn = Some(turn.clone());
-        }
     }
 
     /// Whether resource `uid` is known to follow `workflow_id`.
@@ -466,25 +446,24 @@ impl Feed {
                 _ => (from, started),
             });
             let wakes = ended_members(&group.members, &listed);
+            let ended: HashMap<&str, &Workflow> = listed
+                .iter()
+                .filter(|w| w.has_ended())
+                .map(|w| (w.id.as_str(), w))
+                .collect();
             let mut given = Vec::new();
             for wake in wakes {
                 let Some(member) = group.members.get_mut(&wake.uid) else {
                     continue;
                 };
+                let Some(listed) = ended.get(member.workflow_id.as_str()) else {
+                    continue;
+                };
                 if self.wake(member) {
                     member.woken_for = Some(wake.ended_at);
-                    // The turn its poll waits for, made urgent now (in the order
-                    // runs ended); a new urgent one when it has none still to come.
-                    let turn = match member.turn.take() {
-                        Some(t) if !t.wait().is_zero() => {
-                            t.promote_to_wake();
-                            t
-                        }
-                        _ => amperity.reserve_wake_turn(&target),
-                    };
                     let report = Report {
                         workflow_id: member.workflow_id.clone(),
-                        turn,
+                        listed: (*listed).clone(),
                     };
                     given.push((wake.uid, report));
                 }

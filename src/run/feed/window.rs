@@ -137,7 +137,6 @@ mod tests {
             name: format!("r-{id}"),
             poll_interval: Duration::from_secs(10),
             woken_for: woken_for.map(str::to_string),
-            turn: None,
         }
     }
 
