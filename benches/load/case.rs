@@ -102,6 +102,12 @@ pub struct Figures {
     /// From each stop's request (spec.stop set) to its stop reaching Amperity,
     /// seconds: max, and how many stops never arrived.
     pub stop_latency: Option<f64>,
+    /// From the operator's decision to stop (status.stopRequestedAt, to the
+    /// second) to the stop reaching Amperity, seconds: max.
+    pub stop_after_decision: Option<f64>,
+    /// Ended runs not read after their end yet (their final task summary, at
+    /// routine priority, is still to come): each will cost one request.
+    pub summaries_owed: usize,
     pub stops: usize,
     pub stops_lost: usize,
     pub status_writes: f64,
@@ -140,6 +146,11 @@ pub struct Ctx<'a> {
     pub ids: &'a [String],
     /// When the operator started (simulator clock).
     pub op_started: f64,
+}
+
+/// Where the simulator's clock (seconds since it started) began, in real time.
+pub fn sim_origin(sim: &SimHandle) -> jiff::Timestamp {
+    jiff::Timestamp::now() - jiff::SignedDuration::from_secs_f64(sim.clock())
 }
 
 /// The config id of the load's runs: they hang until ended, and lists show
@@ -262,7 +273,7 @@ pub async fn run(kube: &Kube, setting: Setting) -> (Figures, Vec<String>) {
         if std::env::var_os("LOAD_TRACE").is_some() {
             trace(&log, &seen, &window.ends, &window.names);
         }
-        crate::measure::measure(&setting, &log, &seen, &window, case_end)
+        crate::measure::measure(&setting, &log, &seen, &window, case_end, sim_origin(&sim))
     };
     figures.status_writes = m1 - m0;
     figures.writes_with_news = (c1 - c0) - (idle1 - idle0);

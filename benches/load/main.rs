@@ -163,9 +163,9 @@ fn line(f: &Figures) -> String {
     let s = f.setting.unwrap();
     format!(
         "N={:>6} {} feed {:<3}  end->status p50/p99/max {} s over {} ended runs ({} not shown by the end)  \
-         stop latency max {} ({} stops, {} lost)  \
+         stop latency max {} from the request, {} from the decision ({} stops, {} lost)  \
          requests/s {:.2} = {:.0}% of budget, max in any 1s window {}  429s {}  lists {}  \
-         requests per finished run {:.2} (all requests of the window; {:.2} after the end and lists)  \
+         requests per finished run {:.2} (all requests of the window and the {} summary reads still owed; {:.2} after the end and lists)  \
          poll interval median/p99/max {} s ({} intervals), longest wait {:.1} s \
          vs cycle {:.0} s (window {:.1} cycles)  status writes {} ({} with news, {} for unchanged polls)  reconcile errors {}  \
          peak RSS {:.1} MiB  CPU {:.3} cores  (window {:.0} s, adopted in {:.0} s)",
@@ -176,6 +176,7 @@ fn line(f: &Figures) -> String {
         f.ended,
         f.unseen,
         seconds(f.stop_latency),
+        seconds(f.stop_after_decision),
         f.stops,
         f.stops_lost,
         f.requests_per_s,
@@ -184,6 +185,7 @@ fn line(f: &Figures) -> String {
         f.throttled,
         f.lists,
         f.requests_per_finished_run,
+        f.summaries_owed,
         f.after_end_per_finished_run,
         triple(f.intervals),
         f.intervals_seen,
@@ -204,7 +206,7 @@ fn line(f: &Figures) -> String {
 /// The cases side by side, as docs/performance.md shows them.
 fn markdown(cases: &[Figures]) -> String {
     let mut out = String::from(
-        "| N | case | feed | end → status p50 / p99 / max | stop latency (max) | requests/s (share of budget) | max in 1 s | requests per finished run (all; after the end) | longest task-progress interval | 429s | writes for unchanged polls | peak RSS | CPU |\n\
+        "| N | case | feed | end → status p50 / p99 / max | stop latency (max: from the request; from the decision) | requests/s (share of budget) | max in 1 s | requests per finished run (all; after the end) | longest task-progress interval | 429s | writes for unchanged polls | peak RSS | CPU |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for f in cases {
@@ -215,12 +217,13 @@ fn markdown(cases: &[Figures]) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} s{unseen} | {} | {:.2} ({:.0}%) | {} | {:.2}; {:.2} | {:.0} s (cycle {:.0} s, window {:.1} cycles) | {} | {} | {:.1} MiB | {:.3} cores |\n",
+            "| {} | {} | {} | {} s{unseen} | {}; {} | {:.2} ({:.0}%) | {} | {:.2}; {:.2} | {:.0} s (cycle {:.0} s, window {:.1} cycles) | {} | {} | {:.1} MiB | {:.3} cores |\n",
             s.n,
             s.label(),
             on_off(s.feed),
             triple(f.delay),
             seconds(f.stop_latency),
+            seconds(f.stop_after_decision),
             f.requests_per_s,
             100.0 * f.requests_per_s / s.rate as f64,
             f.max_in_a_second,

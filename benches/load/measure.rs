@@ -15,6 +15,7 @@ pub fn measure(
     seen: &Seen,
     window: &Window,
     case_end: f64,
+    origin: jiff::Timestamp,
 ) -> Figures {
     let (ends, born) = (&window.ends, &window.born);
     let (w0, w1) = (window.from, window.to);
@@ -65,10 +66,22 @@ pub fn measure(
         .iter()
         .filter(|l| matches!(&l.request, Request::Get(id) if end_of.get(id.as_str()).is_some_and(|e| l.at >= *e)))
         .count();
+    // Ended runs whose end showed without a read after it (settled from the
+    // list): their summary read is still to come, one request each.
+    f.summaries_owed = ends
+        .iter()
+        .filter(|(id, at)| {
+            !log.iter()
+                .any(|l| l.at >= *at && matches!(&l.request, Request::Get(i) if i == id))
+        })
+        .count();
     if !ends.is_empty() {
-        f.after_end_per_finished_run = (reads_after_end + f.lists) as f64 / ends.len() as f64;
-        // Everything the window cost, over what finished in it.
-        f.requests_per_finished_run = in_window.len() as f64 / ends.len() as f64;
+        f.after_end_per_finished_run =
+            (reads_after_end + f.summaries_owed + f.lists) as f64 / ends.len() as f64;
+        // Everything the window cost, and the reads it still owes, over what
+        // finished in it.
+        f.requests_per_finished_run =
+            (in_window.len() + f.summaries_owed) as f64 / ends.len() as f64;
     }
 
     // Each stop: from its request to its stop reaching Amperity.
@@ -81,6 +94,17 @@ pub fn measure(
             Some(l) => {
                 let latency = l.at - asked;
                 f.stop_latency = Some(f.stop_latency.map_or(latency, |m: f64| m.max(latency)));
+                let decided = window
+                    .names
+                    .get(id)
+                    .and_then(|name| seen.status(name))
+                    .and_then(|s| s.stop_requested_at.as_ref())
+                    .map(|t| t.0.duration_since(origin).as_secs_f64());
+                if let Some(decided) = decided {
+                    let after = l.at - decided;
+                    f.stop_after_decision =
+                        Some(f.stop_after_decision.map_or(after, |m: f64| m.max(after)));
+                }
             }
             None => f.stops_lost += 1,
         }
