@@ -1,12 +1,21 @@
 //! Load harness: the real operator binary (release build) against the project's
 //! simulator over loopback and the end-to-end kube-apiserver, with N runs in
-//! flight and runs ending at half the budget through the measuring window (each
-//! replaced, so that N stay in flight), the change feed off and on side by side;
-//! one line of figures per case, a table at the end, and the hot code paths per op.
+//! flight, the change feed off and on side by side; one line of figures per case,
+//! a table at the end, and the hot code paths per op. Cases (LOAD_CASE, a comma
+//! list): `steady` (the default: runs end at half the budget through the window,
+//! each replaced, so that N stay in flight; `steady.rs`) and `burst` (LOAD_BURST
+//! runs, default 1000, end within one second, and stops are asked meanwhile;
+//! `burst.rs`). Each runs at every clock offset in LOAD_CLOCK (seconds the
+//! operator's clock is ahead of Amperity's, a comma list, default 0) and with the
+//! list lagging LOAD_LIST_LAG seconds behind ends (default 0). The simulator
+//! answers 429 above LOAD_SIM_LIMIT requests in a second (default: the budget).
 //!
 //!     cargo bench --bench load -- 40 1000 10000
+//!     LOAD_CASE=burst LOAD_CLOCK=-300,0,300 cargo bench --bench load -- 10000
 //!
-//! Environment: LOAD_RATE (the operator's budget, default 5 requests/s),
+//! Environment: LOAD_MIN_CYCLES (a steady window lasts at least this many
+//! expected routine cycles, for task-progress freshness; default 0),
+//! LOAD_RATE (the operator's budget, default 5 requests/s),
 //! LOAD_POLL (pollInterval seconds, default 10), LOAD_FEED (`off,on`, the
 //! default, or one of them), LOAD_MAX_WINDOW (the measuring window, default
 //! 180 s), LOAD_WARMUP (seconds between adoption and the window, default 20),
@@ -20,11 +29,14 @@
 //! showed). The Kubernetes side is the e2e
 //! environment (tests/e2e/testenv.sh up), which this starts if needed.
 
+mod burst;
 mod case;
 mod env;
 #[path = "../../tests/e2e/listening.rs"]
 mod listening;
+mod measure;
 mod observe;
+mod steady;
 
 use std::time::Instant;
 
@@ -34,7 +46,7 @@ use amperity_operator::run::decide::{Answer, Memory, Settings, decide};
 use amperity_operator::run::host::status_patch;
 use serde_json::{Value, json};
 
-use case::{Figures, Setting};
+use case::{Figures, Setting, Shape};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -57,6 +69,26 @@ fn main() {
             other => panic!("LOAD_FEED: {other:?} is neither on nor off"),
         })
         .collect();
+    let shapes: Vec<Shape> = std::env::var("LOAD_CASE")
+        .unwrap_or_else(|_| "steady".into())
+        .split(',')
+        .map(|c| match c.trim() {
+            "steady" => Shape::Steady,
+            "burst" => Shape::Burst(env_or("LOAD_BURST", 1000)),
+            other => panic!("LOAD_CASE: {other:?} is neither steady nor burst"),
+        })
+        .collect();
+    let clocks: Vec<i64> = std::env::var("LOAD_CLOCK")
+        .unwrap_or_else(|_| "0".into())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("LOAD_CLOCK: {c:?} is not a number of seconds"))
+        })
+        .collect();
+    let list_lag: u64 = env_or("LOAD_LIST_LAG", 0);
+    let sim_limit: u32 = env_or("LOAD_SIM_LIMIT", rate);
     hot_paths();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,24 +97,44 @@ fn main() {
     rt.block_on(async {
         let kube = env::kube_env().await;
         println!(
-            "\nload: budget {rate}/s, pollInterval {poll}s, runs ending at {:.1}/s, Kubernetes: the e2e kube-apiserver (real API client code)",
-            rate as f64 / 2.0
+            "\nload: budget {rate}/s (the simulator answers 429 above {sim_limit} in a second), pollInterval {poll}s, Kubernetes: the e2e kube-apiserver (real API client code)"
         );
         let (mut passed, mut failed) = (0, 0);
         let mut table = Vec::new();
-        for n in sizes {
-            for &feed in &feeds {
-                let setting = Setting { n, rate, poll, feed };
-                let (figures, problems) = case::run(&kube, setting).await;
-                println!("{}", line(&figures));
-                table.push(figures);
-                if problems.is_empty() {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                    for p in problems {
-                        println!("  FAILED N={n} feed {}: {p}", on_off(feed));
+        let mut settings = Vec::new();
+        for &n in &sizes {
+            for &shape in &shapes {
+                for &clock_offset in &clocks {
+                    for &feed in &feeds {
+                        settings.push(Setting {
+                            n,
+                            rate,
+                            poll,
+                            feed,
+                            shape,
+                            clock_offset,
+                            list_lag,
+                            sim_limit,
+                        });
                     }
+                }
+            }
+        }
+        for setting in settings {
+            let (figures, problems) = case::run(&kube, setting).await;
+            println!("{}", line(&figures));
+            table.push(figures);
+            if problems.is_empty() {
+                passed += 1;
+            } else {
+                failed += 1;
+                for p in problems {
+                    println!(
+                        "  FAILED N={} {} feed {}: {p}",
+                        setting.n,
+                        setting.label(),
+                        on_off(setting.feed)
+                    );
                 }
             }
         }
@@ -98,6 +150,10 @@ fn on_off(feed: bool) -> &'static str {
     if feed { "on" } else { "off" }
 }
 
+fn seconds(t: Option<f64>) -> String {
+    t.map_or("-".into(), |t| format!("{t:.2} s"))
+}
+
 fn triple(t: Option<(f64, f64, f64)>) -> String {
     t.map_or("-".into(), |(a, b, c)| format!("{a:.1} / {b:.1} / {c:.1}"))
 }
@@ -106,26 +162,36 @@ fn triple(t: Option<(f64, f64, f64)>) -> String {
 fn line(f: &Figures) -> String {
     let s = f.setting.unwrap();
     format!(
-        "N={:>6} feed {:<3}  end->status p50/p99/max {} s over {} ended runs ({} not shown by the end)  \
+        "N={:>6} {} feed {:<3}  end->status p50/p99/max {} s over {} ended runs ({} not shown by the end)  \
+         stop latency max {} from the request, {} from the decision ({} stops, {} lost)  \
          requests/s {:.2} = {:.0}% of budget, max in any 1s window {}  429s {}  lists {}  \
-         requests per finished run {:.2}  poll interval median/p99/max {} s ({} intervals), longest wait {:.1} s \
-         vs cycle {:.0} s  status writes {} ({} with news, {} for unchanged polls)  reconcile errors {}  \
+         requests per finished run {:.2} (all requests of the window and the {} summary reads still owed; {:.2} after the end and lists)  \
+         poll interval median/p99/max {} s ({} intervals), longest wait {:.1} s \
+         vs cycle {:.0} s (window {:.1} cycles)  status writes {} ({} with news, {} for unchanged polls)  reconcile errors {}  \
          peak RSS {:.1} MiB  CPU {:.3} cores  (window {:.0} s, adopted in {:.0} s)",
         s.n,
+        s.label(),
         on_off(s.feed),
         triple(f.delay),
         f.ended,
         f.unseen,
+        seconds(f.stop_latency),
+        seconds(f.stop_after_decision),
+        f.stops,
+        f.stops_lost,
         f.requests_per_s,
         100.0 * f.requests_per_s / s.rate as f64,
         f.max_in_a_second,
         f.throttled,
         f.lists,
         f.requests_per_finished_run,
+        f.summaries_owed,
+        f.after_end_per_finished_run,
         triple(f.intervals),
         f.intervals_seen,
         f.longest_wait,
         f.routine_cycle,
+        f.window / f.routine_cycle,
         f.status_writes,
         f.writes_with_news,
         f.writes_for_unchanged_polls,
@@ -140,8 +206,8 @@ fn line(f: &Figures) -> String {
 /// The cases side by side, as docs/performance.md shows them.
 fn markdown(cases: &[Figures]) -> String {
     let mut out = String::from(
-        "| N | feed | end → status p50 / p99 / max | requests/s (share of budget) | max in 1 s | requests per finished run | longest task-progress interval | 429s | writes for unchanged polls | peak RSS | CPU |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | case | feed | end → status p50 / p99 / max | stop latency (max: from the request; from the decision) | requests/s (share of budget) | max in 1 s | requests per finished run (all; after the end) | longest task-progress interval | 429s | writes for unchanged polls | peak RSS | CPU |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for f in cases {
         let s = f.setting.unwrap();
@@ -151,16 +217,21 @@ fn markdown(cases: &[Figures]) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "| {} | {} | {} s{unseen} | {:.2} ({:.0}%) | {} | {:.2} | {:.0} s (cycle {:.0} s) | {} | {} | {:.1} MiB | {:.3} cores |\n",
+            "| {} | {} | {} | {} s{unseen} | {}; {} | {:.2} ({:.0}%) | {} | {:.2}; {:.2} | {:.0} s (cycle {:.0} s, window {:.1} cycles) | {} | {} | {:.1} MiB | {:.3} cores |\n",
             s.n,
+            s.label(),
             on_off(s.feed),
             triple(f.delay),
+            seconds(f.stop_latency),
+            seconds(f.stop_after_decision),
             f.requests_per_s,
             100.0 * f.requests_per_s / s.rate as f64,
             f.max_in_a_second,
             f.requests_per_finished_run,
+            f.after_end_per_finished_run,
             f.longest_wait,
             f.routine_cycle,
+            f.window / f.routine_cycle,
             f.throttled,
             f.writes_for_unchanged_polls,
             f.peak_rss,

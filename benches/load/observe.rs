@@ -32,6 +32,11 @@ impl Seen {
         self.news + self.idle
     }
 
+    /// The last status seen of resource `name`.
+    pub fn status(&self, name: &str) -> Option<&AmperityWorkflowRunStatus> {
+        self.last.get(name).and_then(|(_, s)| s.as_ref())
+    }
+
     fn apply(&mut self, run: &AmperityWorkflowRun, clock: f64) {
         let name = run.name_any();
         let version = run.resource_version().unwrap_or_default();

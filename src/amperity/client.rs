@@ -1,12 +1,15 @@
 //! The calls: start, get and stop one run, each sent in the tenant's turn, with the
 //! token, bounded in time and size, and its answer checked.
 
+mod learned;
 mod list;
+mod reply;
 
 pub use list::ListQuery;
+pub(crate) use reply::date_header;
+pub use reply::{DeprecationNotice, Reply};
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,47 +29,6 @@ use crate::amperity::error::ClientError;
 use crate::amperity::error::excerpt;
 use crate::amperity::wire::{RunRequest, Workflow};
 
-/// An answer with what its headers announced.
-#[derive(Clone, Debug)]
-pub struct Reply<T> {
-    pub body: T,
-    pub deprecation: Option<DeprecationNotice>,
-    /// The HTTP status it came with (a list's: its last page's).
-    pub status: u16,
-    /// Amperity's clock when it answered (its `Date` header), when it sent one:
-    /// windows over Amperity's timestamps are drawn in its clock, not ours.
-    pub date: Option<jiff::Timestamp>,
-}
-
-/// The `Date` header (an HTTP-date, one-second resolution), if readable.
-pub(crate) fn date_header(headers: &HeaderMap) -> Option<jiff::Timestamp> {
-    let value = headers.get("date")?.to_str().ok()?;
-    Some(jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp())
-}
-
-/// `Deprecation` / `Sunset` headers: the API version is on its way out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeprecationNotice {
-    pub deprecation: Option<String>,
-    pub sunset: Option<String>,
-}
-
-impl DeprecationNotice {
-    fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let notice = DeprecationNotice {
-            deprecation: text("deprecation"),
-            sunset: text("sunset"),
-        };
-        (notice.deprecation.is_some() || notice.sunset.is_some()).then_some(notice)
-    }
-}
-
 #[derive(Clone)]
 pub struct AmperityClient {
     inner: Arc<Inner>,
@@ -77,7 +39,7 @@ struct Inner {
     config: ClientConfig,
     budgets: Budgets,
     tokens: TokenCache,
-    /// What each credential was seen to start runs as, by [`principal_key`].
+    /// What each credential was seen to start runs as (keyed in `client/learned.rs`).
     principals: Mutex<HashMap<u64, Principal>>,
     /// The workflow name each config id's runs carry, by target and config id.
     names: Mutex<HashMap<(String, String), String>>,
@@ -291,63 +253,6 @@ impl AmperityClient {
     /// Forgets an exchanged token the API refused.
     pub fn forget_token(&self, target: &Target, credentials: &Credentials) {
         self.inner.tokens.forget(&target.base_url, credentials);
-    }
-
-    /// What `credentials` were seen to start runs as at `target`, if known.
-    pub fn learned_principal(
-        &self,
-        target: &Target,
-        credentials: &Credentials,
-    ) -> Option<Principal> {
-        self.inner
-            .principals
-            .lock()
-            .unwrap()
-            .get(&principal_key(target, credentials))
-            .cloned()
-    }
-
-    /// The workflow name runs of `config_id` at `target` were seen to carry.
-    pub fn learned_name(&self, target: &Target, config_id: &str) -> Option<String> {
-        self.inner
-            .names
-            .lock()
-            .unwrap()
-            .get(&(target.budget_key(), config_id.to_string()))
-            .cloned()
-    }
-
-    /// Records the workflow name of `config_id`'s runs (from a run it started).
-    pub fn learn_name(&self, target: &Target, config_id: &str, name: &str) {
-        if name.is_empty() {
-            return;
-        }
-        let mut known = self.inner.names.lock().unwrap();
-        if known.len() >= 10_000 {
-            known.clear();
-        }
-        known.insert(
-            (
-                target.budget_key(),
-                crate::bounded::cut(config_id, MAX_ID_BYTES),
-            ),
-            crate::bounded::cut(name, 512),
-        );
-    }
-
-    /// Records who `credentials` start runs as (from a run they started).
-    pub fn learn_principal(&self, target: &Target, credentials: &Credentials, p: Principal) {
-        let p = Principal {
-            id: crate::bounded::cut_opt(p.id.as_deref(), MAX_ID_BYTES),
-            name: crate::bounded::cut_opt(p.name.as_deref(), MAX_ID_BYTES),
-        };
-        let mut known = self.inner.principals.lock().unwrap();
-        // Bounded like every other per-credential table: credentials come and go
-        // with Secrets, and a forgotten principal is only learned again.
-        if known.len() >= 10_000 {
-            known.clear();
-        }
-        known.insert(principal_key(target, credentials), p);
     }
 
     /// [`send`](Self::send) for calls answered with one run, whose id must be one
@@ -612,11 +517,4 @@ fn checked_request_id(id: &str) -> Result<(), ClientError> {
         }),
         None => Ok(()),
     }
-}
-
-fn principal_key(target: &Target, credentials: &Credentials) -> u64 {
-    let mut h = DefaultHasher::new();
-    target.budget_key().hash(&mut h);
-    credentials.fingerprint().hash(&mut h);
-    h.finish()
 }

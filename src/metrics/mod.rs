@@ -47,6 +47,8 @@ pub struct Metrics {
     pub feed_wakes: Counter,
     /// Ends a per-run poll found that fell out of the change feed's windows unlisted.
     pub feed_missed: Counter,
+    /// Reads of runs settled from the change feed's list that disagreed with it.
+    pub feed_disagreed: Counter,
     pub schedule_runs: Family<ScheduleLabels, Counter>,
     /// OAuth token exchanges by outcome and tenant.
     pub token_exchanges: Family<ExchangeLabels, Counter>,
@@ -166,6 +168,12 @@ impl Default for Metrics {
             "Runs whose end a per-run poll found after the change feed's windows had passed it unlisted (clock skew, list lag, a list that lies)",
             feed_missed.clone(),
         );
+        let feed_disagreed = Counter::default();
+        registry.register(
+            "change_feed_disagreements",
+            "Runs whose outcome was settled from the change feed's list and whose later read disagreed with the list (the status keeps the list's outcome)",
+            feed_disagreed.clone(),
+        );
         let schedule_runs = Family::<ScheduleLabels, Counter>::default();
         registry.register(
             "schedule_runs",
@@ -201,6 +209,7 @@ impl Default for Metrics {
             feed_looks,
             feed_wakes,
             feed_missed,
+            feed_disagreed,
             leader,
             reconcile_panics,
             poll_failures,

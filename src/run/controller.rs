@@ -16,7 +16,7 @@ use tracing::{Instrument, field, info_span, warn};
 
 use super::connection;
 use super::host::KubeHost;
-use crate::amperity::{AmperityClient, Turn};
+use crate::amperity::AmperityClient;
 use crate::bounded::cut;
 use crate::cluster::events::reporter;
 use crate::cluster::finalizer::apply_finalizer;
@@ -345,29 +345,15 @@ async fn reconcile_in(
     let uid = run.uid().unwrap_or_default();
     ctx.tracking.observe(&uid, &run.spec, run.status.as_ref());
     let mut memory = ctx.remember(&uid);
-    // Woken by the change feed: the run it follows was listed ended, and is read
-    // in the urgent turn the feed handed out (in the order runs ended), instead
-    // of its routine one.
+    // Woken by the change feed: the run it follows was listed ended. The list's
+    // answer settles the outcome; the run keeps its routine turn for the read of
+    // its final task summary.
     if let Some(report) = ctx.feed.as_ref().and_then(|f| f.take_report(&uid))
         && run.status.as_ref().and_then(|s| s.workflow_id.as_deref())
             == Some(report.workflow_id.as_str())
     {
         memory.decide.end_reported = true;
-        match memory.turn.take() {
-            // The turn it kept is the one the feed promoted, or an urgent one due sooner.
-            Some(kept)
-                if kept.same(&report.turn)
-                    || (!kept.is_routine() && kept.due() <= report.turn.due()) =>
-            {
-                memory.turn = Some(kept)
-            }
-            kept => {
-                if let Some(routine) = kept.filter(Turn::is_routine) {
-                    routine.release();
-                }
-                memory.turn = Some(report.turn);
-            }
-        }
+        memory.listed = Some(report.listed);
     }
 
     if needs_finalizer(&run) {
@@ -417,7 +403,10 @@ async fn reconcile_in(
     }
     // Kept on failure too: a turn reserved before a failed status write is still
     // this run's place in the queue; losing it would put the run at the back.
-    ctx.store(&uid, (!finished).then_some(memory));
+    // A run settled from the change feed's list keeps its memory (and its turn)
+    // until the read of its final task summary.
+    let keep = !finished || memory.decide.summary_due;
+    ctx.store(&uid, keep.then_some(memory));
     let action = action?;
     tracing::debug!(?action, "reconciled");
     record_phase(&ctx.metrics, &uid, before, &run);

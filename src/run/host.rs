@@ -14,7 +14,7 @@ use tracing::warn;
 use super::connection::Source;
 use super::controller::{Context, Error};
 use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
-use crate::amperity::{Credentials, DeprecationNotice, Principal, Target, Turn};
+use crate::amperity::{Credentials, DeprecationNotice, Principal, Target};
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::{kube_error_summary, publish_event};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
@@ -161,21 +161,23 @@ impl Host for KubeHost<'_> {
         let Some(feed) = &self.ctx.feed else {
             return;
         };
+        // A finished run (read once more for its final task summary) has no end
+        // left for the feed to find.
+        if run.phase().is_some_and(|p| p.is_finished()) {
+            return;
+        }
         let member = Member {
             workflow_id: id.to_string(),
             namespace: self.namespace.clone(),
             name: run.name_any(),
             poll_interval: poll_interval(run, &self.ctx.settings),
             woken_for: None,
-            turn: None,
         };
         feed.follow(&run.uid().unwrap_or_default(), member, target, credentials);
     }
 
-    fn waiting(&self, run: &AmperityWorkflowRun, turn: &Turn) {
-        if let Some(feed) = &self.ctx.feed {
-            feed.waiting(&run.uid().unwrap_or_default(), turn);
-        }
+    fn list_disagreed(&self, _run: &AmperityWorkflowRun) {
+        self.ctx.metrics.feed_disagreed.inc();
     }
 
     fn follows(&self, run: &AmperityWorkflowRun, id: &str) -> bool {

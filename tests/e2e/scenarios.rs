@@ -12,7 +12,7 @@ use crate::credentials::{
 };
 use crate::env::{Env, Result};
 use crate::explain::kubectl_explain_describes_every_field;
-use crate::feed::the_change_feed_wakes_ended_runs_and_a_lying_list_changes_nothing;
+use crate::feed::the_change_feed_settles_ended_runs_and_a_lying_list_is_told;
 use crate::leadership::{
     a_leader_that_loses_its_lease_stops_reconciling,
     only_the_leader_reconciles_and_a_follower_takes_over,
@@ -94,7 +94,7 @@ scenarios!(
         a_leader_that_loses_its_lease_stops_reconciling,
         schedules_run_now_replace_and_refuse_bad_input,
         schedules_run_once_a_minute_across_a_sigkill_and_two_replicas,
-        the_change_feed_wakes_ended_runs_and_a_lying_list_changes_nothing,
+        the_change_feed_settles_ended_runs_and_a_lying_list_is_told,
     ],
 );
 

@@ -153,6 +153,7 @@ fn answer() -> BoxedStrategy<Option<Answer>> {
         Just(None),
         result().prop_map(|r| Some(Answer::Started(r))),
         result().prop_map(|r| Some(Answer::Polled(r))),
+        workflow().prop_map(|w| Some(Answer::Listed(w))),
         result().prop_map(|r| Some(Answer::StopSent(r))),
         duration().prop_map(|d| Some(Answer::Later(d))),
         text().prop_map(|m| Some(Answer::CredentialsUnavailable {
@@ -234,8 +235,10 @@ prop_compose! {
         stops in any::<u32>(),
         throttled in any::<bool>(),
         end_reported in any::<bool>(),
+        summary_due in any::<bool>(),
+        poll_before_stop in any::<bool>(),
     ) -> Memory {
-        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled, end_reported }
+        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled, end_reported, summary_due, poll_before_stop, ..Memory::default() }
     }
 }
 
@@ -263,7 +266,13 @@ proptest! {
         memory in memory(),
         settings in settings(),
     ) {
+        let read = matches!(answer, Some(Answer::Polled(_) | Answer::Listed(_)));
         let d = decide(&run, answer, now, memory, &settings);
+        // A finished status never moves back: no read or list changes its phase.
+        let phase = run.status.as_ref().and_then(|s| s.phase);
+        if read && phase.is_some_and(|p| p.is_finished()) {
+            prop_assert_eq!(d.status.phase, phase);
+        }
         for c in &d.status.conditions {
             prop_assert!(c.message.len() <= 1024, "condition message of {} bytes", c.message.len());
         }

@@ -15,15 +15,15 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-fn t0() -> Timestamp {
+pub(crate) fn t0() -> Timestamp {
     "2025-04-18T06:00:00Z".parse().unwrap()
 }
 
-fn at(secs: i64) -> Timestamp {
+pub(crate) fn at(secs: i64) -> Timestamp {
     t0() + SignedDuration::from_secs(secs)
 }
 
-fn run(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
+pub(crate) fn run(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
     let mut spec = json!({
         "tenant": "socktown",
         "tokenSecretRef": {"name": "amperity-api"},
@@ -44,7 +44,7 @@ fn run(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
     .unwrap()
 }
 
-fn with_status(
+pub(crate) fn with_status(
     mut r: AmperityWorkflowRun,
     status: AmperityWorkflowRunStatus,
 ) -> AmperityWorkflowRun {
@@ -55,7 +55,7 @@ fn with_status(
 /// Who this resource's credential starts runs as.
 const ME: &str = "api-key|me";
 
-fn workflow(id: &str, state: &str) -> Workflow {
+pub(crate) fn workflow(id: &str, state: &str) -> Workflow {
     serde_json::from_value(json!({
         "id": id, "state": state, "type": "courier.group/run", "name": "Daily",
         "tenant": "socktown", "created_at": "2025-04-18T06:00:01Z", "principal_id": ME,
@@ -68,7 +68,7 @@ fn workflow(id: &str, state: &str) -> Workflow {
     .unwrap()
 }
 
-fn failed(id: &str, attribution: &str) -> Workflow {
+pub(crate) fn failed(id: &str, attribution: &str) -> Workflow {
     let mut w = workflow(id, "failed");
     w.ended_at = Some("2025-04-18T06:05:00Z".into());
     w.error = serde_json::from_value(json!({"type": "amperity.workflow.task.stitch/table", "message": "Found table in an invalid state.", "attribution": attribution})).unwrap();
@@ -80,7 +80,7 @@ fn two_candidates() -> Vec<Workflow> {
     vec![workflow("wf-a", "running"), workflow("wf-b", "running")]
 }
 
-fn failure(kind: FailureKind) -> ApiFailure {
+pub(crate) fn failure(kind: FailureKind) -> ApiFailure {
     ApiFailure {
         kind,
         message: "HTTP 503 with an HTML body".into(),
@@ -129,7 +129,7 @@ fn lost_start(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
     lost
 }
 
-fn step(r: &AmperityWorkflowRun, answer: Option<Answer>, now: Timestamp) -> Decision {
+pub(crate) fn step(r: &AmperityWorkflowRun, answer: Option<Answer>, now: Timestamp) -> Decision {
     decide(r, answer, now, Memory::default(), &Settings::default())
 }
 
@@ -143,7 +143,7 @@ fn apply(
     (with_status(r.clone(), d.status.clone()), d)
 }
 
-fn cond<'a>(d: &'a Decision, kind: &str) -> (&'a str, &'a str) {
+pub(crate) fn cond<'a>(d: &'a Decision, kind: &str) -> (&'a str, &'a str) {
     let c = d
         .status
         .conditions
@@ -183,7 +183,7 @@ fn expect_conditions(
 }
 
 /// A resource that is Running workflow wf-1, started at t0.
-fn running(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
+pub(crate) fn running(extra_spec: serde_json::Value) -> AmperityWorkflowRun {
     let r = run(extra_spec);
     let (r, _) = apply(&r, None, t0());
     let (r, _) = apply(

@@ -68,7 +68,6 @@ fn member(id: &str, name: &str, interval_secs: u64) -> Member {
         name: name.into(),
         poll_interval: Duration::from_secs(interval_secs),
         woken_for: None,
-        turn: None,
     }
 }
 
@@ -158,18 +157,15 @@ async fn ended_runs_are_woken_oldest_end_first_across_pages_and_once() {
         names,
         "wakes reach the controller oldest end first"
     );
-    // Each woken resource's next reconcile learns which run was listed ended, and
-    // gets an urgent turn for its read, the turns in the order the runs ended.
-    let turns: Vec<_> = order
-        .iter()
-        .map(|i| {
-            let report = s.feed.take_report(&format!("uid-{i}")).unwrap();
-            assert_eq!(report.workflow_id, ids[*i]);
-            assert!(!report.turn.is_routine());
-            report.turn.due()
-        })
-        .collect();
-    assert!(turns.windows(2).all(|t| t[0] < t[1]), "{turns:?}");
+    // Each woken resource's next reconcile learns which run was listed ended and
+    // what the list said of it (the odd ones failed).
+    for i in order {
+        let report = s.feed.take_report(&format!("uid-{i}")).unwrap();
+        assert_eq!(report.workflow_id, ids[i]);
+        assert_eq!(report.listed.id, ids[i]);
+        let state = if i % 2 == 1 { "failed" } else { "succeeded" };
+        assert_eq!(report.listed.state.as_str(), state);
+    }
     assert!(s.feed.take_report("uid-5").is_none(), "once");
     assert!(s.feed.take_report("uid-2").is_none(), "not listed ended");
 
@@ -351,10 +347,11 @@ async fn one_list_serves_every_credential_of_a_tenant_and_wakes_only_where_a_con
 }
 
 #[tokio::test]
-async fn a_poll_already_waiting_for_its_turn_goes_first_once_its_run_is_listed_ended() {
+async fn a_run_listed_ended_is_reported_with_what_the_list_said_and_no_turn_moves() {
     // A budget of 1/s with thirty polls queued: a poll reserved now waits half a
-    // minute. Its resource is waiting for that turn (in a reconcile, or on a
-    // timer) when its run is listed ended: the very turn it holds becomes urgent.
+    // minute. Its run is listed ended (failed): the report carries the list's
+    // answer, which settles the outcome, and the routine turn kept for the read
+    // of the final task summary stays where it was (nothing jumps the queue).
     let s = setup(SimConfig::default(), 1, quick()).await;
     let ids = s.follow_new("cg-waiting-hang", 12, 0);
     for _ in 0..30 {
@@ -362,14 +359,26 @@ async fn a_poll_already_waiting_for_its_turn_goes_first_once_its_run_is_listed_e
     }
     let turn = s.client.reserve_turn(&s.target);
     assert!(turn.wait() > Duration::from_secs(25), "{turn:?}");
-    s.feed.waiting("uid-7", &turn);
-    s.sim.end_run(&ids[7], false).unwrap();
+    s.sim.end_run(&ids[7], true).unwrap();
     let (_, woken) = listed(&s.feed.look_now(&s.client).await);
     assert_eq!(woken, ["uid-7"]);
     let report = s.feed.take_report("uid-7").unwrap();
-    assert!(report.turn.same(&turn));
-    assert!(!turn.is_routine());
-    assert!(turn.wait() < Duration::from_secs(3), "{turn:?}");
+    assert_eq!(report.workflow_id, ids[7]);
+    assert_eq!(report.listed.id, ids[7]);
+    assert_eq!(report.listed.state.as_str(), "failed");
+    assert!(report.listed.ended_at.is_some());
+    assert!(report.listed.error.is_some(), "{:?}", report.listed);
+    assert!(report.listed.task_instances.is_none());
+    assert!(turn.is_routine());
+    assert!(turn.wait() > Duration::from_secs(20), "{turn:?}");
+    // Only the list was asked: no read of the run.
+    let reads = s
+        .sim
+        .request_log()
+        .iter()
+        .filter(|l| matches!(l.request, Request::Get(_)))
+        .count();
+    assert_eq!(reads, 0);
 }
 
 #[tokio::test]

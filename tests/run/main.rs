@@ -5,6 +5,7 @@ mod support;
 
 mod controller;
 mod decide_props;
+mod decide_settle;
 mod decide_table;
 mod feed;
 mod one_run_guards;

@@ -103,6 +103,7 @@ fn recorded() -> Metrics {
     }
     m.feed_wakes.inc();
     m.feed_missed.inc();
+    m.feed_disagreed.inc();
     for outcome in SCHEDULE_OUTCOMES {
         m.schedule_runs
             .get_or_create(&ScheduleLabels { outcome })

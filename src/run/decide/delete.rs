@@ -109,11 +109,13 @@ impl Step<'_> {
             Some(Answer::StopSent(Err(f))) if f.kind == FailureKind::Rejected => {
                 Action::Poll(self.status.workflow_id.clone().unwrap_or_default())
             }
-            Some(Answer::Polled(Ok(w))) if w.has_ended() => Action::ReleaseFinalizer,
+            Some(Answer::Polled(Ok(w)) | Answer::Listed(w)) if w.has_ended() => {
+                Action::ReleaseFinalizer
+            }
             Some(Answer::StopSent(Err(f)) | Answer::Polled(Err(f))) => {
                 Action::Requeue(self.retry_in(f.retry_after, left))
             }
-            Some(Answer::Polled(Ok(_)) | Answer::Started(_)) => {
+            Some(Answer::Polled(Ok(_)) | Answer::Listed(_) | Answer::Started(_)) => {
                 Action::Requeue(self.settings.quick_poll.min(left))
             }
             None if unresolved_start => Action::Search(self.search_query()),

@@ -17,6 +17,7 @@
 pub mod conditions;
 mod delete;
 pub mod mirror;
+mod settle;
 mod start;
 mod stop;
 mod watch;
@@ -118,6 +119,9 @@ pub enum Answer {
     Polled(Result<Workflow, ApiFailure>),
     StopSent(Result<Workflow, ApiFailure>),
     Searched(Search),
+    /// The change feed's list reports the run ended (no task instances): the
+    /// outcome is settled from it, and the final task summary read later.
+    Listed(Workflow),
 }
 
 /// The answer to a search for a run whose start answer was lost, with what the
@@ -251,9 +255,18 @@ pub struct Memory {
     /// The tenant answered 429 and nothing has succeeded since (one Event per episode).
     pub throttled: bool,
     /// The change feed reported this run ended: poll it now, ahead of routine
-    /// polls, whenever it was last polled. Only a poll's answer settles anything:
-    /// the report itself never changes the status.
+    /// polls, whenever it was last polled. The report itself never changes the
+    /// status: the list's answer ([`Answer::Listed`]) or a poll's does.
     pub end_reported: bool,
+    /// The poll decided comes before a stop (the run may have ended on its own):
+    /// someone waits on it, so it goes in an urgent turn.
+    pub poll_before_stop: bool,
+    /// The outcome was settled from the change feed's list; the verbose read for
+    /// the final task summary is still to come, at routine priority.
+    pub summary_due: bool,
+    /// That read disagreed with the list (the status kept the list's outcome):
+    /// the driver logs and counts it, then clears this.
+    pub list_disagreed: bool,
 }
 
 /// How often a run in flight is polled: its `pollInterval`, or the default.
@@ -346,7 +359,7 @@ impl Step<'_> {
             None | Some(Phase::Pending) => self.pending(),
             Some(Phase::Starting) => self.starting_without_answer(),
             Some(Phase::Running | Phase::Stopping) => self.in_flight(),
-            Some(_) => self.finished_next(),
+            Some(_) => self.summary_next().unwrap_or_else(|| self.finished_next()),
         }
     }
 
@@ -394,7 +407,13 @@ impl Step<'_> {
                 Action::Requeue(wait)
             }
             Answer::Started(result) => self.started(result),
+            // A finished status never moves back: the only read of a finished run
+            // is the one for its final task summary.
+            Answer::Polled(result) if self.status.phase.is_some_and(Phase::is_finished) => {
+                self.summary(result)
+            }
             Answer::Polled(result) => self.polled(result),
+            Answer::Listed(w) => self.listed(w),
             Answer::StopSent(result) => self.stop_sent(result),
             Answer::Searched(search) => self.searched(search),
         }

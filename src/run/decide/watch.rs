@@ -29,6 +29,8 @@ impl Step<'_> {
         if stop_due && self.polled_within(self.settings.quick_poll) {
             return self.stop(id);
         }
+        // The poll a stop waits for is as urgent as the stop.
+        self.memory.poll_before_stop = stop_due;
         let interval = if stop_due || self.status.phase == Some(Phase::Stopping) {
             // A stop is sent right after a poll has shown the run still going.
             self.settings.quick_poll
@@ -63,6 +65,7 @@ impl Step<'_> {
             &result,
             Err(f) if matches!(f.kind, FailureKind::Transient | FailureKind::Unknown)
         );
+        self.memory.poll_before_stop = false;
         let id = self.status.workflow_id.clone().unwrap_or_default();
         match result {
             Ok(w) => {

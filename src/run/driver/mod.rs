@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use crate::amperity::credentials::Access;
+use crate::amperity::wire::Workflow;
 use crate::amperity::{AmperityClient, ClientError, ListQuery, Principal, Reply, Target, Turn};
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus};
 mod ports;
@@ -84,6 +85,9 @@ pub struct RunMemory {
     pub deprecation_warned: bool,
     /// The turn reserved for this run's next call, when it was too far off to wait for.
     pub turn: Option<Turn>,
+    /// What the change feed's list said of the run's end, for the next drive to
+    /// settle the outcome from.
+    pub listed: Option<Workflow>,
 }
 
 pub struct Driver<'a, H: Host, A: Api = AmperityClient> {
@@ -101,7 +105,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
         run: &mut AmperityWorkflowRun,
         memory: &mut RunMemory,
     ) -> Result<Action, H::Error> {
-        let mut answer = None;
+        let mut answer = memory.listed.take().map(Answer::Listed);
         let mut calls = 0;
         for _ in 0..MAX_ROUNDS {
             let decision = decide(
@@ -112,6 +116,13 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 self.settings,
             );
             memory.decide = decision.memory;
+            if memory.decide.list_disagreed {
+                memory.decide.list_disagreed = false;
+                tracing::warn!(
+                    "a read of a run settled from the change feed's list disagrees with the list; the status keeps the list's outcome"
+                );
+                self.host.list_disagreed(run);
+            }
             if !matches!(
                 decision.action,
                 Action::Start(_) | Action::Poll(_) | Action::Stop(_) | Action::Search(_)
@@ -138,11 +149,14 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 }
             };
             // A routine poll takes the next free turn; what someone waits on goes
-            // first (a run the change feed reports ended is read before progress
-            // polls), and a routine turn kept for it is given up for an urgent one.
+            // first (a stop and the poll before it; a run the change feed reports
+            // ended that its list could not settle), and a routine turn kept for it
+            // is given up for an urgent one. The read for the final task summary of
+            // a run the list settled is routine.
             let urgent = calls > 0
                 || !matches!(decision.action, Action::Poll(_))
-                || memory.decide.end_reported;
+                || memory.decide.end_reported
+                || memory.decide.poll_before_stop;
             let turn = match memory.turn.take() {
                 Some(kept) => {
                     if urgent {
@@ -152,11 +166,6 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 }
                 None => self.amperity.reserve_turn(&target, urgent),
             };
-            // The change feed promotes the turn a poll waits on when it learns that
-            // the run ended, wherever the poll waits for it.
-            if matches!(decision.action, Action::Poll(_)) {
-                self.host.waiting(run, &turn);
-            }
             let wait = turn.wait();
             let is_start = matches!(decision.action, Action::Start(_));
             if wait > HOLD_TURN {

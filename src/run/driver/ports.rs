@@ -86,8 +86,9 @@ pub trait Host: Sync {
     ) {
     }
 
-    /// The run's poll waits for `turn` (which the change feed may promote).
-    fn waiting(&self, _run: &AmperityWorkflowRun, _turn: &Turn) {}
+    /// A read of a run settled from the change feed's list disagreed with the
+    /// list (counted for metrics; the status kept the list's outcome).
+    fn list_disagreed(&self, _run: &AmperityWorkflowRun) {}
 
     /// Whether the change feed already knows that the run follows `id` (a host
     /// without one: always, so that nothing is read for it).
