@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
+use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::amperity::credentials::Access;
 use crate::amperity::{AmperityClient, Credentials, DeprecationNotice, SecretString};
 use crate::cli::{LocalArgs, LocalOutput};
 use crate::cluster::operator::{client_config, defaults};
+use crate::crd::schedule::AmperityWorkflowSchedule;
 use crate::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
 use crate::run::controller::MAX_REQUEUE;
 use crate::run::decide::{Action, Claims, Event, EventType, Settings, conditions};
@@ -45,7 +47,7 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a valid AmperityWorkflowRun manifest:\n{}", list(.problems))]
+    #[error("{path} is not a valid manifest for local:\n{}", list(.problems))]
     Invalid {
         path: String,
         problems: Vec<FieldError>,
@@ -77,7 +79,7 @@ fn list(problems: &[FieldError]) -> String {
 }
 
 /// Reads and checks a manifest, reporting every problem at once with its field path.
-pub fn load_manifest(path: &Path) -> Result<AmperityWorkflowRun, LocalError> {
+pub fn load_manifest(path: &Path) -> Result<Manifest, LocalError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| LocalError::Read {
         path: shown.clone(),
@@ -89,7 +91,19 @@ pub fn load_manifest(path: &Path) -> Result<AmperityWorkflowRun, LocalError> {
     })
 }
 
-pub fn parse_manifest(text: &str) -> Result<AmperityWorkflowRun, Vec<FieldError>> {
+/// What `local` runs from a manifest, and what it says about it first.
+pub struct Manifest {
+    pub run: AmperityWorkflowRun,
+    /// Said before the run starts (a schedule's runTemplate run once, now).
+    pub note: Option<String>,
+}
+
+const RUN_KIND: &str = "AmperityWorkflowRun";
+const SCHEDULE_KIND: &str = "AmperityWorkflowSchedule";
+/// The kinds `local` accepts, as its errors name them.
+const KINDS: &str = "AmperityWorkflowRun (run to its end), or AmperityWorkflowSchedule (its runTemplate run once, now, as amperity.dev/run-now would)";
+
+pub fn parse_manifest(text: &str) -> Result<Manifest, Vec<FieldError>> {
     let problem = |path: &str, message: String| {
         vec![FieldError {
             path: path.into(),
@@ -107,11 +121,17 @@ pub fn parse_manifest(text: &str) -> Result<AmperityWorkflowRun, Vec<FieldError>
         }),
     }
     match doc.get("kind").and_then(Value::as_str) {
-        Some("AmperityWorkflowRun") => {}
-        other => problems.push(FieldError {
-            path: "kind".into(),
-            message: format!("{other:?} must be \"AmperityWorkflowRun\""),
-        }),
+        Some(RUN_KIND) => {}
+        Some(SCHEDULE_KIND) if problems.is_empty() => return schedule_run(doc, Timestamp::now()),
+        Some(SCHEDULE_KIND) => return Err(problems),
+        other => {
+            let kind = other.map_or("no kind".to_string(), |k| format!("{k:?}"));
+            problems.push(FieldError {
+                path: "kind".into(),
+                message: format!("{kind} is not a kind local runs: {KINDS}"),
+            });
+            return Err(problems);
+        }
     }
     match doc.get("spec") {
         Some(spec) => problems.extend(validate_spec_value(spec)),
@@ -129,7 +149,65 @@ pub fn parse_manifest(text: &str) -> Result<AmperityWorkflowRun, Vec<FieldError>
     if let Some(obj) = doc.as_object_mut() {
         obj.remove("status");
     }
-    serde_json::from_value(doc).map_err(|e| problem("(document)", e.to_string()))
+    let run = serde_json::from_value(doc).map_err(|e| problem("(document)", e.to_string()))?;
+    Ok(Manifest { run, note: None })
+}
+
+/// A schedule's runTemplate as one run now: the run a new `amperity.dev/run-now`
+/// value would start, checked with the schedule's own rules (cron pattern, time
+/// zone, template) first.
+fn schedule_run(mut doc: Value, now: Timestamp) -> Result<Manifest, Vec<FieldError>> {
+    let mut problems: Vec<FieldError> = match doc.pointer("/spec/runTemplate/spec") {
+        Some(spec) => validate_spec_value(spec)
+            .into_iter()
+            .map(|p| FieldError {
+                path: format!("spec.runTemplate.{}", p.path),
+                message: p.message,
+            })
+            .collect(),
+        None => vec![FieldError {
+            path: "spec.runTemplate.spec".into(),
+            message: "required".into(),
+        }],
+    };
+    if doc.pointer("/metadata/name").is_none() {
+        doc["metadata"]["name"] = Value::from("local");
+    }
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("status");
+    }
+    let schedule: AmperityWorkflowSchedule = match serde_json::from_value(doc) {
+        Ok(schedule) => schedule,
+        Err(e) => {
+            problems.push(FieldError {
+                path: "(document)".into(),
+                message: e.to_string(),
+            });
+            return Err(problems);
+        }
+    };
+    for p in crate::schedule::spec::check(&schedule, now)
+        .err()
+        .unwrap_or_default()
+    {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let run = crate::schedule::template::run_now(&schedule, "local", now);
+    let note = format!(
+        "{SCHEDULE_KIND} {}: running its runTemplate once, now, as run {} (as a new amperity.dev/run-now value would); local does not follow the schedule {:?}",
+        schedule.name_any(),
+        run.name_any(),
+        schedule.spec.schedule,
+    );
+    Ok(Manifest {
+        run,
+        note: Some(note),
+    })
 }
 
 pub async fn run(args: LocalArgs) -> ExitCode {
@@ -143,7 +221,10 @@ pub async fn run(args: LocalArgs) -> ExitCode {
 }
 
 async fn run_inner(args: LocalArgs) -> Result<u8, LocalError> {
-    let mut run = load_manifest(&args.file)?;
+    let Manifest { mut run, note } = load_manifest(&args.file)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     let defaults = defaults(&args.amperity);
     let mut client = client_config(&args.amperity).map_err(LocalError::Client)?;
     // A local run waits in place; nobody else shares its reconcile.

@@ -2,11 +2,9 @@
 //! the shared driver with a Kubernetes [`Host`]) and `error_policy`.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
 use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::Reporter;
@@ -16,10 +14,11 @@ use tracing::{Instrument, field, info_span, warn};
 
 use super::connection;
 use super::host::KubeHost;
-use crate::amperity::AmperityClient;
+use crate::amperity::{AmperityClient, Turn};
 use crate::bounded::cut;
 use crate::cluster::events::reporter;
 use crate::cluster::finalizer::apply_finalizer;
+use crate::cluster::retry::{Failures, catch_panic};
 use crate::crd::connection::ConnectionKind;
 use crate::crd::{AmperityWorkflowRun, DeletionPolicy, Phase};
 use crate::metrics::{Metrics, ReasonLabels};
@@ -37,9 +36,7 @@ pub use crate::run::decide::MAX_EVENT_NOTE_BYTES;
 /// The longest a resource waits before it is looked at again, whatever it asked
 /// for (a TTL of a year is re-checked hourly: no timer reaches past the clock).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
-/// The backoff of a resource whose reconcile failed: doubling from the first, capped.
-pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(5);
-pub const ERROR_BACKOFF_CAP: Duration = Duration::from_secs(300);
+pub use crate::cluster::retry::{ERROR_BACKOFF_CAP, ERROR_BACKOFF_FIRST};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,7 +94,7 @@ pub struct Context {
     /// The namespaces watched (empty: all), where `tracking` is filled from.
     pub namespaces: Vec<String>,
     /// Failed reconciles in a row, by uid, for each resource's own backoff.
-    pub failures: Mutex<HashMap<String, u32>>,
+    pub failures: Failures,
     /// The change feed, when it is on: runs join it when their poll is scheduled.
     pub feed: Option<Arc<Feed>>,
     /// The operator's own namespace: where a cluster connection's Secret is by default.
@@ -128,7 +125,7 @@ impl Context {
             kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
             tracking,
             namespaces: Vec::new(),
-            failures: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
             feed: None,
             operator_namespace: "default".into(),
             connections: false,
@@ -254,7 +251,7 @@ pub async fn reconcile(obj: Arc<CachedRun>, ctx: Arc<Context>) -> Result<Requeue
     )
     .await;
     if result.is_ok() {
-        ctx.failures.lock().unwrap().remove(&uid);
+        ctx.failures.succeeded(&uid);
     }
     result
 }
@@ -268,10 +265,9 @@ pub async fn guarded(
     name: String,
     work: impl std::future::Future<Output = Result<Requeue, Error>>,
 ) -> Result<Requeue, Error> {
-    match AssertUnwindSafe(work).catch_unwind().await {
+    match catch_panic(work).await {
         Ok(result) => result,
-        Err(panic) => {
-            let message = cut(&panic_message(panic.as_ref()), 300);
+        Err(message) => {
             ctx.metrics.reconcile_panics.inc();
             tracing::error!(%namespace, %name, panic = %message, "reconcile panicked; retrying this resource with backoff");
             Err(Error::Panicked {
@@ -280,16 +276,6 @@ pub async fn guarded(
                 message,
             })
         }
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
     }
 }
 
@@ -457,16 +443,7 @@ async fn reconcile_in(
 /// resource; Amperity failures never get here (they are answers that `decide`
 /// turns into status).
 pub fn error_policy(obj: Arc<CachedRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    let uid = obj.uid().unwrap_or_default();
-    let failures = {
-        let mut map = ctx.failures.lock().unwrap();
-        let n = map.entry(uid).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
-    let wait = ERROR_BACKOFF_FIRST
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
-        .min(ERROR_BACKOFF_CAP);
+    let (failures, wait) = ctx.failures.failed(&obj.uid().unwrap_or_default());
     warn!(error = %error, failures, retry_in_s = wait.as_secs(), "reconcile failed; retrying");
     ctx.metrics
         .reconcile_errors

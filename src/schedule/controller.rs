@@ -6,9 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::panic::AssertUnwindSafe;
-
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -23,6 +21,7 @@ use crate::bounded::cut;
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::{publish_event, reporter};
 use crate::cluster::finalizer::apply_finalizer;
+use crate::cluster::retry::{Failures, catch_panic};
 use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
 use crate::metrics::{Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels};
@@ -70,6 +69,8 @@ pub struct ScheduleContext {
     pub client: Client,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
+    /// Failed reconciles in a row, by uid, for each schedule's own backoff.
+    pub failures: Failures,
 }
 
 impl ScheduleContext {
@@ -78,6 +79,7 @@ impl ScheduleContext {
             reporter: reporter(),
             client,
             metrics,
+            failures: Failures::default(),
         }
     }
 }
@@ -208,44 +210,41 @@ pub async fn reconcile(
     .instrument(span);
     // A panic is a bug in the handling of one schedule: it must not end the process
     // (kube-runtime would re-raise it), and every other schedule with it.
-    match AssertUnwindSafe(work).catch_unwind().await {
+    let uid = obj.uid().unwrap_or_default();
+    let result = match catch_panic(work).await {
         Ok(result) => result,
-        Err(panic) => {
-            let message = cut(&panic_text(panic.as_ref()), 300);
+        Err(message) => {
             ctx.metrics.reconcile_panics.inc();
-            tracing::error!(%namespace, %name, panic = %message, "schedule reconcile panicked; retrying it");
+            tracing::error!(%namespace, %name, panic = %message, "schedule reconcile panicked; retrying it with backoff");
             Err(Error::Panicked {
                 namespace,
                 name,
                 message,
             })
         }
+    };
+    if result.is_ok() {
+        ctx.failures.succeeded(&uid);
     }
+    result
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
-}
-
+/// Retries after a failed Kubernetes call (or a caught panic), backing off per
+/// schedule as the run controller does: 5 s, doubling, at most 5 minutes.
 pub fn error_policy(
-    _obj: Arc<AmperityWorkflowSchedule>,
+    obj: Arc<AmperityWorkflowSchedule>,
     error: &Error,
     ctx: Arc<ScheduleContext>,
 ) -> Action {
-    warn!(error = %error, "schedule reconcile failed; retrying");
+    let (failures, wait) = ctx.failures.failed(&obj.uid().unwrap_or_default());
+    warn!(error = %error, failures, retry_in_s = wait.as_secs(), "schedule reconcile failed; retrying");
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ReasonLabels {
             reason: error.metric_label().to_string(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(wait)
 }
 
 struct Reconcile<'a> {

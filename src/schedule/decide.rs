@@ -2,11 +2,9 @@
 //! request fires, what the concurrency policy does with runs in flight, which old
 //! runs to prune, and the status and Events that say so.
 
-use std::collections::BTreeMap;
-
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::{Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 use super::conditions::{LAST_RUN_SUCCEEDED, READY, STALLED, Wanted};
 use super::cron::CronSchedule;
@@ -16,7 +14,7 @@ use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{
     AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus, ConcurrencyPolicy,
 };
-use crate::run::decide::{Event, START_DEADLINE_ANNOTATION};
+use crate::run::decide::Event;
 use crate::run::validate;
 
 /// Decides one schedule at `now` from its spec, its status and the runs it owns:
@@ -300,7 +298,7 @@ impl Step<'_> {
         }
         self.last_schedule_time_before = self.status.last_schedule_time.clone();
         self.status.last_schedule_time = Some(Time(slot));
-        self.create_run(name, Trigger::Slot(slot), slot, TRIGGER_SCHEDULE);
+        self.create_run(name, Trigger::Slot(slot), slot);
     }
 
     /// A run-now value not handled yet: neither among the values handled nor a
@@ -385,7 +383,7 @@ impl Step<'_> {
         if !self.admit(&name, &format!("the {RUN_NOW_ANNOTATION} run for {key:?}")) {
             return;
         }
-        self.create_run(name, Trigger::RunNow(key), self.now, TRIGGER_RUN_NOW);
+        self.create_run(name, Trigger::RunNow(key), self.now);
     }
 
     /// The time before which no slot counts as missed: the schedule's creation, or
@@ -498,36 +496,8 @@ impl Step<'_> {
         }
     }
 
-    fn create_run(&mut self, name: String, trigger: Trigger, at: Timestamp, kind: &str) {
-        let schedule = self.schedule;
-        let template = &schedule.spec.run_template;
-        let meta = template.metadata.clone().unwrap_or_default();
-        let mut labels: BTreeMap<String, String> = meta.labels;
-        labels.insert(SCHEDULE_LABEL.into(), schedule.name_any());
-        let mut annotations = meta.annotations;
-        annotations.insert(SCHEDULED_AT_ANNOTATION.into(), at.to_string());
-        annotations.insert(TRIGGER_ANNOTATION.into(), kind.into());
-        if let (Trigger::Slot(slot), Some(seconds)) =
-            (&trigger, schedule.spec.starting_deadline_seconds)
-            && let Ok(deadline) = slot.checked_add(SignedDuration::from_secs(seconds.max(0)))
-        {
-            annotations.insert(START_DEADLINE_ANNOTATION.into(), deadline.to_string());
-        }
-        let mut spec = template.spec.clone();
-        spec.stop = false;
-        spec.workflow_id = None;
-        let run = AmperityWorkflowRun {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: schedule.namespace(),
-                labels: Some(labels),
-                annotations: Some(annotations),
-                owner_references: schedule.controller_owner_ref(&()).map(|o| vec![o]),
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: None,
-        };
+    fn create_run(&mut self, name: String, trigger: Trigger, at: Timestamp) {
+        let run = template::run_for(self.schedule, name.clone(), &trigger, at);
         let why = match &trigger {
             Trigger::Slot(slot) => format!("for {slot}"),
             Trigger::RunNow(value) => format!("for {RUN_NOW_ANNOTATION} {value:?}"),

@@ -16,6 +16,7 @@ pub mod cron;
 mod decide;
 pub mod runs;
 pub mod spec;
+pub mod template;
 
 pub use decide::decide;
 

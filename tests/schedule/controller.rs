@@ -10,7 +10,7 @@ use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::metrics::Metrics;
 use amperity_operator::schedule::RUN_NOW_ANNOTATION;
 use amperity_operator::schedule::controller::{
-    SCHEDULE_FINALIZER, ScheduleContext, probe_backoff, reconcile, wait_for_crd,
+    SCHEDULE_FINALIZER, ScheduleContext, error_policy, probe_backoff, reconcile, wait_for_crd,
 };
 use http::{Method, Request, Response, StatusCode};
 use jiff::{SignedDuration, Timestamp};
@@ -518,5 +518,64 @@ async fn a_failed_crd_probe_is_retried_until_the_crd_is_there() {
     assert_eq!(
         running(&ctx).as_deref(),
         Some("amperity_operator_schedule_controller_running 1")
+    );
+}
+
+fn requeue_secs(action: &Action) -> f64 {
+    let shown = format!("{action:?}");
+    shown
+        .split_once("Some(")
+        .and_then(|(_, rest)| rest.split_once("s)"))
+        .and_then(|(secs, _)| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no requeue in {shown}"))
+}
+
+#[tokio::test]
+async fn a_failing_create_backs_off_per_schedule_like_a_run_until_a_reconcile_succeeds() {
+    let (ctx, mut api) = setup();
+    let s = schedule(json!({}), json!({}));
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let task = begin(&ctx, &mut api, &s, vec![]).await;
+        expect(&mut api, Method::POST, RUNS).await.answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            status_error(500, "InternalError", "etcdserver: request timed out"),
+        );
+        let error = task.await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("creating a run"), "{error}");
+        waits.push(requeue_secs(&error_policy(
+            Arc::new(s.clone()),
+            &error,
+            ctx.clone(),
+        )));
+    }
+    assert_eq!(waits, [5.0, 10.0, 20.0], "not every 5 s");
+    // Another schedule starts from the first step.
+    let mut other = s.clone();
+    other.metadata.uid = Some("other-uid".into());
+    let error = amperity_operator::schedule::controller::Error::NoNamespace("x".into());
+    assert_eq!(
+        requeue_secs(&error_policy(Arc::new(other), &error, ctx.clone())),
+        5.0
+    );
+    // A reconcile that succeeds starts this one over.
+    let task = begin(&ctx, &mut api, &s, vec![]).await;
+    let create = expect(&mut api, Method::POST, RUNS).await;
+    let body = create.body.clone();
+    create.answer(StatusCode::CREATED, body);
+    expect(
+        &mut api,
+        Method::PATCH,
+        &format!("{SCHEDULES}/nightly/status"),
+    )
+    .await
+    .answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    expect(&mut api, Method::POST, EVENTS)
+        .await
+        .answer(StatusCode::CREATED, json!({}));
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        requeue_secs(&error_policy(Arc::new(s.clone()), &error, ctx.clone())),
+        5.0
     );
 }

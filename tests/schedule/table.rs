@@ -1102,6 +1102,14 @@ fn replace_stops_leftover_runs_in_flight_once_the_new_one_exists() {
     let (_, reason, message) = condition(&plan.status, "Ready");
     assert_eq!(reason, "RunCreateFailed");
     assert!(message.len() <= 1024, "{}", message.len());
+    // Nor later: the run in flight goes on, and the refused slot is not retried.
+    let after = decide(
+        &applied(&s, &plan),
+        &[slot_run("17", Some("Running"))],
+        ts("2025-04-18T06:00:30Z"),
+    );
+    assert!(after.stop.is_empty() && after.create.is_none(), "{after:?}");
+    assert_eq!(after.status.active.len(), 1);
 }
 
 #[test]

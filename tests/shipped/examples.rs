@@ -233,3 +233,80 @@ fn an_endpoint_off_the_allow_list_ends_local_with_the_reason() {
     );
     assert!(!text.contains("a-real-token"), "{text}");
 }
+
+#[test]
+fn the_schedule_example_runs_its_template_once_now_and_says_so() {
+    let o = run_local("examples/schedule.yaml", &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(
+            "AmperityWorkflowSchedule nightly-ingest: running its runTemplate once, now, as run nightly-ingest-now-1"
+        ),
+        "{}",
+        o.stderr
+    );
+    let s = &o.last_status;
+    assert_eq!(s["phase"], "Succeeded", "{s}");
+    // The template's configId, started once.
+    assert_eq!(
+        o.stderr.matches("event: Started:").count(),
+        1,
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("cg-123ABc4DE"), "{}", o.stderr);
+}
+
+fn write_manifest(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("awr-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_manifest_of_another_kind_names_the_kinds_local_accepts() {
+    let path = write_manifest(
+        "configmap.yaml",
+        "apiVersion: amperity.dev/v1alpha1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n",
+    );
+    let o = run_local(path.to_str().unwrap(), &[]);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("\"ConfigMap\" is not a kind local runs"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("AmperityWorkflowRun") && o.stderr.contains("AmperityWorkflowSchedule"),
+        "{}",
+        o.stderr
+    );
+    // Only the kind: no run rules applied to a file that is not a run.
+    assert!(!o.stderr.contains("spec.tenant"), "{}", o.stderr);
+}
+
+#[test]
+fn an_invalid_schedule_lists_its_problems_and_runs_nothing() {
+    let path = write_manifest(
+        "schedule.yaml",
+        "apiVersion: amperity.dev/v1alpha1\nkind: AmperityWorkflowSchedule\nmetadata: {name: s}\nspec:\n  \
+         schedule: \"61 * * * *\"\n  runTemplate:\n    metadata: {annotations: {amperity.dev/retry: \"x\"}}\n    \
+         spec: {tenant: socktown, tokenSecretRef: {name: s}, configId: nope}\n",
+    );
+    let o = run_local(path.to_str().unwrap(), &[]);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    for field in [
+        "spec.schedule",
+        "spec.runTemplate.spec.configId",
+        "spec.runTemplate.metadata.annotations",
+    ] {
+        assert!(
+            o.stderr.contains(field),
+            "{field} not reported: {}",
+            o.stderr
+        );
+    }
+    assert!(!o.stderr.contains("Started"), "{}", o.stderr);
+}
