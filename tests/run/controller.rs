@@ -466,7 +466,8 @@ async fn crowded_tenant() -> (Arc<Context>, ApiServer, SimHandle, AmperityWorkfl
     )
     .unwrap();
     for _ in 0..8 {
-        ctx.amperity.reserve_turn(&target);
+        // In the run's namespace: other namespaces' turns would alternate with its.
+        ctx.amperity.reserve_turn(&target, "marketing");
     }
     let id = sim.seed_runs("cg-nightly", 1).remove(0);
     let run = resource(&sim, json!({"workflowId": id}), None);

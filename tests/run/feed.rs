@@ -358,9 +358,9 @@ async fn a_poll_already_waiting_for_its_turn_goes_first_once_its_run_is_listed_e
     let s = setup(SimConfig::default(), 1, quick()).await;
     let ids = s.follow_new("cg-waiting-hang", 12, 0);
     for _ in 0..30 {
-        s.client.reserve_turn(&s.target);
+        s.client.reserve_turn(&s.target, "marketing");
     }
-    let turn = s.client.reserve_turn(&s.target);
+    let turn = s.client.reserve_turn(&s.target, "marketing");
     assert!(turn.wait() > Duration::from_secs(25), "{turn:?}");
     s.feed.waiting("uid-7", &turn);
     s.sim.end_run(&ids[7], false).unwrap();

@@ -150,7 +150,11 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                     }
                     kept
                 }
-                None => self.amperity.reserve_turn(&target, urgent),
+                None => self.amperity.reserve_turn(
+                    &target,
+                    urgent,
+                    run.metadata.namespace.as_deref().unwrap_or_default(),
+                ),
             };
             // The change feed promotes the turn a poll waits on when it learns that
             // the run ended, wherever the poll waits for it.
