@@ -143,11 +143,13 @@ impl AmperityClient {
     /// a caller with nothing else to do can go away until [`Turn::wait`] is over.
     ///
     /// [`Budget`]: budget::Budget
-    pub fn reserve_turn(&self, target: &Target) -> Turn {
+    /// `lane` (a namespace): the lanes of a tenant take turns, so a namespace with
+    /// few runs is not queued behind one with many.
+    pub fn reserve_turn(&self, target: &Target, lane: &str) -> Turn {
         self.inner
             .budgets
             .for_tenant(&target.budget_key())
-            .reserve()
+            .reserve_in(lane)
     }
 
     /// Reserves a turn for what a person or a failure is waiting on (a start, a

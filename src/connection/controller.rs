@@ -15,8 +15,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Verification, due, status};
-use crate::amperity::credentials::{self, DEFAULT_TOKEN_KEY};
+use super::{Verification, due, refreshed, status};
+use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
 use crate::amperity::{ListQuery, Target};
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::kube_error_summary;
@@ -177,30 +177,47 @@ where
     };
     let last = ctx.verified.lock().unwrap().get(&c.key).cloned();
     let runs = ctx.runs.connection_users(c.kind, &c.key);
-    let unchanged_since = |s: &ConnectionStatus| s.runs == Some(runs);
-    if !due(last.as_ref(), c.generation, &version, now) {
-        // Verified recently: only the count of runs may need writing.
-        if c.status.as_ref().is_some_and(unchanged_since) {
-            return Ok(Action::requeue(ctx.runs.settings.stalled_recheck));
+    let prepared = prepare(ctx, &c, secret);
+    // Who the credentials act as: the Secret's `principal` key, or what the runs
+    // they started showed; written with the Secret's version, so that a search
+    // after a restart (nothing learned yet) still knows it, and one after a
+    // rotation does not trust the old one.
+    let known = prepared.as_ref().ok().and_then(|(access, target)| {
+        access.principal.clone().or_else(|| {
+            ctx.runs
+                .amperity
+                .learned_principal(target, &access.credentials)
+        })
+    });
+    let next = match (&c.status, prepared) {
+        // Verified recently: only the count of runs and the principal may change.
+        (Some(before), Ok(_)) if !due(last.as_ref(), c.generation, &version, now) => {
+            refreshed(before, known.as_ref(), &version, runs)
         }
-    }
-    let (outcome, principal) = verify(ctx, &c, secret).await;
-    if matches!(outcome, Verification::Verified) {
-        ctx.verified
-            .lock()
-            .unwrap()
-            .insert(c.key.clone(), (c.generation, version, now));
-    } else {
-        ctx.verified.lock().unwrap().remove(&c.key);
-    }
-    let next = status(
-        c.status.as_ref(),
-        c.generation,
-        &outcome,
-        principal.as_ref(),
-        runs,
-        now,
-    );
+        (_, prepared) => {
+            let outcome = match prepared {
+                Ok((access, target)) => call(ctx, &c, &access, &target).await,
+                Err(problem) => problem,
+            };
+            if matches!(outcome, Verification::Verified) {
+                ctx.verified
+                    .lock()
+                    .unwrap()
+                    .insert(c.key.clone(), (c.generation, version.clone(), now));
+            } else {
+                ctx.verified.lock().unwrap().remove(&c.key);
+            }
+            status(
+                c.status.as_ref(),
+                c.generation,
+                &outcome,
+                known.as_ref(),
+                &version,
+                runs,
+                now,
+            )
+        }
+    };
     if c.status.as_ref() != Some(&next) {
         let patch = json!({
             "apiVersion": K::api_version(&()),
@@ -218,68 +235,72 @@ where
     Ok(Action::requeue(ctx.runs.settings.stalled_recheck))
 }
 
-/// One authenticated call with the connection's credentials, and who they act as
-/// when the Secret or earlier answers say.
-async fn verify(
+/// The connection's credentials and where they go, or what stands in the way
+/// (the Secret, the allow-list).
+fn prepare(
     ctx: &ConnectionContext,
     c: &Connection,
     secret: Result<Option<Secret>, kube::Error>,
-) -> (Verification, Option<crate::amperity::Principal>) {
+) -> Result<(Access, Target), Verification> {
     let named = format!("Secret {}/{}", c.secret_namespace, c.secret.name);
     let secret = match secret {
         Ok(Some(s)) => s,
         Ok(None) => {
-            let problem = Verification::SecretProblem {
+            return Err(Verification::SecretProblem {
                 reason: "SecretNotFound".into(),
                 message: format!(
                     "{named} (tokenSecretRef) does not exist: create it with key {:?} holding an Amperity API token",
                     c.secret.key.as_deref().unwrap_or(DEFAULT_TOKEN_KEY)
                 ),
-            };
-            return (problem, None);
+            });
         }
         Err(e) => {
-            let problem = Verification::SecretProblem {
+            return Err(Verification::SecretProblem {
                 reason: "SecretUnreadable".into(),
                 message: format!(
                     "{named} could not be read ({}): let the operator get Secrets in namespace {} (README, connections)",
                     kube_error_summary(&e),
                     c.secret_namespace
                 ),
-            };
-            return (problem, None);
+            });
         }
     };
     let data = secret.data.unwrap_or_default();
     let value = |k: &str| data.get(k).map(|v| v.0.as_slice());
-    let access = match credentials::from_secret_data(value, c.secret.key.as_deref()) {
-        Ok(access) => access,
-        Err(p) => {
-            let problem = Verification::SecretProblem {
-                reason: p.reason.into(),
-                message: format!("{named} {}", p.message),
-            };
-            return (problem, None);
+    let access = credentials::from_secret_data(value, c.secret.key.as_deref()).map_err(|p| {
+        Verification::SecretProblem {
+            reason: p.reason.into(),
+            message: format!("{named} {}", p.message),
         }
-    };
+    })?;
     let defaults = &ctx.runs.defaults;
-    let amperity = &ctx.runs.amperity;
-    let target = match Target::new(
+    let target = Target::new(
         c.endpoint.as_deref(),
         &defaults.endpoint,
         &c.tenant,
         &defaults.api_version,
-        amperity.allow_list(),
-    ) {
-        Ok(target) => target,
-        Err(e) => return (Verification::EndpointNotAllowed(e.to_string()), None),
-    };
+        ctx.runs.amperity.allow_list(),
+    )
+    .map_err(|e| Verification::EndpointNotAllowed(e.to_string()))?;
+    Ok((access, target))
+}
+
+/// One authenticated call with the connection's credentials.
+async fn call(
+    ctx: &ConnectionContext,
+    c: &Connection,
+    access: &Access,
+    target: &Target,
+) -> Verification {
+    let named = format!("Secret {}/{}", c.secret_namespace, c.secret.name);
     let query = ListQuery {
         limit: Some(1),
         ..ListQuery::default()
     };
-    let outcome = match amperity
-        .list(&target, &access.credentials, &query, None)
+    match ctx
+        .runs
+        .amperity
+        .list(target, &access.credentials, &query, None)
         .await
     {
         Ok(_) => Verification::Verified,
@@ -290,11 +311,7 @@ async fn verify(
         Err(e) => Verification::Unavailable(format!(
             "Amperity could not be asked ({e}); verified again shortly"
         )),
-    };
-    let principal = access
-        .principal
-        .or_else(|| amperity.learned_principal(&target, &access.credentials));
-    (outcome, principal)
+    }
 }
 
 fn error_policy<K>(_c: Arc<K>, error: &Error, _ctx: Arc<ConnectionContext>) -> Action {

@@ -54,17 +54,71 @@ pub fn due(
     }
 }
 
+/// Who the credentials of the Secret at `secret_version` act as: `known` (the
+/// Secret's `principal` key, or what their runs showed) when there is one, else
+/// what the status already said for that same version of the Secret. A principal
+/// recorded for another version is dropped: a rotated Secret may hold another
+/// principal's credentials, and a search trusting the old one could adopt a run
+/// that is not its own. Returns the id, the name and the version they hold for.
+pub fn principal(
+    before: Option<&ConnectionStatus>,
+    known: Option<&Principal>,
+    secret_version: &str,
+) -> (Option<String>, Option<String>, Option<String>) {
+    if let Some(p) = known.filter(|p| p.id.as_deref().is_some_and(|id| !id.is_empty())) {
+        let version = (!secret_version.is_empty()).then(|| secret_version.to_string());
+        return (p.id.clone(), p.name.clone(), version);
+    }
+    match before {
+        Some(s)
+            if !secret_version.is_empty()
+                && s.principal_secret_version.as_deref() == Some(secret_version) =>
+        {
+            (
+                s.principal_id.clone(),
+                s.principal_name.clone(),
+                s.principal_secret_version.clone(),
+            )
+        }
+        _ => (None, None, None),
+    }
+}
+
+/// The status of a connection verified recently (nothing to verify again): the
+/// same, with the count of runs and the principal brought up to date.
+pub fn refreshed(
+    before: &ConnectionStatus,
+    known: Option<&Principal>,
+    secret_version: &str,
+    runs: u32,
+) -> ConnectionStatus {
+    let (principal_id, principal_name, principal_secret_version) =
+        principal(Some(before), known, secret_version);
+    ConnectionStatus {
+        principal_id,
+        principal_name,
+        principal_secret_version,
+        runs: Some(runs),
+        ..before.clone()
+    }
+}
+
 /// The status a verification gives a connection: `Ready` True once Amperity
 /// answered; `Stalled` True when a person must act (Secret, allow-list, refused
 /// credentials); a failure to reach Amperity leaves `Ready` False, not stalled.
+/// `principal`: who the credentials act as, when known; `secret_version`: the
+/// version of the Secret they were read from (empty when it could not be read).
 pub fn status(
     before: Option<&ConnectionStatus>,
     generation: i64,
     outcome: &Verification,
-    principal: Option<&Principal>,
+    known: Option<&Principal>,
+    secret_version: &str,
     runs: u32,
     now: Timestamp,
 ) -> ConnectionStatus {
+    let (principal_id, principal_name, principal_secret_version) =
+        principal(before, known, secret_version);
     let (ready, stalled, reason, message) = match outcome {
         Verification::Verified => (
             true,
@@ -125,12 +179,9 @@ pub fn status(
         } else {
             before.and_then(|s| s.last_verified.clone())
         },
-        principal_id: principal
-            .and_then(|p| p.id.clone())
-            .or_else(|| before.and_then(|s| s.principal_id.clone())),
-        principal_name: principal
-            .and_then(|p| p.name.clone())
-            .or_else(|| before.and_then(|s| s.principal_name.clone())),
+        principal_id,
+        principal_name,
+        principal_secret_version,
         runs: Some(runs),
     }
 }
@@ -181,7 +232,7 @@ mod tests {
             ),
         ];
         for (outcome, ready, stalled) in cases {
-            let s = status(None, 3, &outcome, None, 0, at(0));
+            let s = status(None, 3, &outcome, None, "7", 0, at(0));
             assert!(
                 s.conditions.iter().all(|c| !c.message.is_empty()),
                 "{outcome:?}"
@@ -203,12 +254,21 @@ mod tests {
             id: Some("p-1".into()),
             name: Some("Automated workflow".into()),
         };
-        let ok = status(None, 1, &Verification::Verified, Some(&principal), 2, at(0));
+        let ok = status(
+            None,
+            1,
+            &Verification::Verified,
+            Some(&principal),
+            "7",
+            2,
+            at(0),
+        );
         let later = status(
             Some(&ok),
             1,
             &Verification::Unavailable("timed out".into()),
             None,
+            "7",
             1,
             at(60),
         );
@@ -230,12 +290,113 @@ mod tests {
     }
 
     #[test]
+    fn the_principal_holds_for_the_version_of_the_secret_it_was_known_for() {
+        let p = |id: &str| Principal {
+            id: Some(id.into()),
+            name: Some(format!("name of {id}")),
+        };
+        let recorded = ConnectionStatus {
+            principal_id: Some("p-old".into()),
+            principal_name: Some("name of p-old".into()),
+            principal_secret_version: Some("7".into()),
+            ..ConnectionStatus::default()
+        };
+        type Case<'a> = (
+            &'a str,
+            Option<&'a ConnectionStatus>,
+            Option<Principal>,
+            &'a str,
+            Option<(&'a str, &'a str)>,
+        );
+        let cases: Vec<Case> = vec![
+            ("nothing known", None, None, "7", None),
+            ("newly known", None, Some(p("p-1")), "7", Some(("p-1", "7"))),
+            (
+                "after a restart: the status remembers it for the same Secret",
+                Some(&recorded),
+                None,
+                "7",
+                Some(("p-old", "7")),
+            ),
+            (
+                "the Secret was rotated: the old principal is not trusted",
+                Some(&recorded),
+                None,
+                "8",
+                None,
+            ),
+            (
+                "the Secret could not be read",
+                Some(&recorded),
+                None,
+                "",
+                None,
+            ),
+            (
+                "known anew after a rotation",
+                Some(&recorded),
+                Some(p("p-2")),
+                "8",
+                Some(("p-2", "8")),
+            ),
+            (
+                "a name without an id identifies nobody",
+                Some(&recorded),
+                Some(Principal {
+                    id: None,
+                    name: Some("Automated workflow".into()),
+                }),
+                "8",
+                None,
+            ),
+        ];
+        for (case, before, known, version, want) in cases {
+            let (id, name, held) = principal(before, known.as_ref(), version);
+            let got = id.as_deref().zip(held.as_deref());
+            assert_eq!(got, want, "{case}");
+            assert_eq!(name.is_some(), want.is_some(), "{case}");
+            // The same through a verification and through a refresh.
+            let s = status(
+                before,
+                1,
+                &Verification::Verified,
+                known.as_ref(),
+                version,
+                0,
+                at(0),
+            );
+            assert_eq!(
+                s.principal_id
+                    .as_deref()
+                    .zip(s.principal_secret_version.as_deref()),
+                want,
+                "{case}"
+            );
+            let r = refreshed(
+                before.unwrap_or(&ConnectionStatus::default()),
+                known.as_ref(),
+                version,
+                3,
+            );
+            assert_eq!(
+                r.principal_id
+                    .as_deref()
+                    .zip(r.principal_secret_version.as_deref()),
+                want,
+                "{case}"
+            );
+            assert_eq!(r.runs, Some(3));
+        }
+    }
+
+    #[test]
     fn long_messages_are_cut() {
         let s = status(
             None,
             1,
             &Verification::Rejected("é".repeat(4000)),
             None,
+            "",
             0,
             at(0),
         );

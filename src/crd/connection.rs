@@ -170,6 +170,12 @@ pub struct ConnectionStatus {
     /// compare ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal_name: Option<String>,
+    /// The `resourceVersion` of the Secret whose credentials act as `principalId`:
+    /// a run's search for a lost start trusts the principal only while the Secret
+    /// it reads is this version (a rotated Secret may act as someone else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub principal_secret_version: Option<String>,
     /// Runs in flight that use this connection now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<u32>,

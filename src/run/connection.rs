@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::{Api, Client, ResourceExt};
 
+use crate::amperity::Principal;
 use crate::crd::connection::{
     AmperityConnection, ClusterAmperityConnection, ConnectionKind, ConnectionStatus,
 };
@@ -23,10 +24,56 @@ pub enum Source {
     Secret {
         namespace: String,
         secret: TokenSecretRef,
+        /// Who the connection's credentials act as, from its status (None for a
+        /// run's own Secret, or while the connection does not know).
+        principal: Option<Vouched>,
     },
     /// No Secret may be read for this run: why (a missing or not-Ready connection
     /// stalls it; a connection that does not choose its namespace ends it).
     Refused(CredentialsProblem),
+}
+
+/// A principal a connection's status names, and the version of its Secret it
+/// holds for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vouched {
+    pub principal: Principal,
+    pub secret_version: String,
+}
+
+impl Vouched {
+    fn from_status(status: Option<&ConnectionStatus>) -> Option<Vouched> {
+        let s = status?;
+        let id = s.principal_id.clone().filter(|id| !id.is_empty())?;
+        let secret_version = s
+            .principal_secret_version
+            .clone()
+            .filter(|v| !v.is_empty())?;
+        Some(Vouched {
+            principal: Principal {
+                id: Some(id),
+                name: s.principal_name.clone(),
+            },
+            secret_version,
+        })
+    }
+}
+
+/// Who a run's credentials act as, for the search of a lost start: the Secret's
+/// own `principal` key when it has one; else the principal its connection's
+/// status names, if the Secret read is the version that principal was known for
+/// (after a rotation the connection must learn it again). Without either, the
+/// driver falls back on what the client learned from earlier answers.
+pub fn principal_for(
+    from_secret: Option<Principal>,
+    vouched: Option<&Vouched>,
+    secret_version: Option<&str>,
+) -> Option<Principal> {
+    from_secret.or_else(|| {
+        vouched
+            .filter(|v| secret_version == Some(v.secret_version.as_str()))
+            .map(|v| v.principal.clone())
+    })
 }
 
 /// What was read about the connection a run names.
@@ -51,6 +98,7 @@ pub fn resolve(
             Some(secret) => Source::Secret {
                 namespace: namespace.to_string(),
                 secret: secret.clone(),
+                principal: None,
             },
             None => Source::Refused(problem(
                 "SecretNotFound",
@@ -130,6 +178,7 @@ pub fn resolve(
     Source::Secret {
         namespace: secret_namespace,
         secret,
+        principal: Vouched::from_status(status.as_ref()),
     }
 }
 
@@ -326,7 +375,8 @@ mod tests {
                 secret: TokenSecretRef {
                     name: "s".into(),
                     key: None
-                }
+                },
+                principal: None,
             }
         );
         let mut r = run(json!({"tenant": "acme", "configId": "cg-1"}));
@@ -352,7 +402,8 @@ mod tests {
                 secret: TokenSecretRef {
                     name: "acme-api".into(),
                     key: None
-                }
+                },
+                principal: None,
             }
         );
         assert_eq!(r.spec.tenant(), "acme");
@@ -360,6 +411,60 @@ mod tests {
             r.spec.endpoint.as_deref(),
             Some("https://app.amperity.com/api")
         );
+    }
+
+    #[test]
+    fn a_connection_vouches_for_its_principal_for_the_secret_it_knew_it_from() {
+        // resolve hands on what the connection's status says, with the version.
+        let mut status = ready("True", Some(2));
+        status.principal_id = Some("api-key|sim-1".into());
+        status.principal_name = Some("API key 1".into());
+        status.principal_secret_version = Some("41".into());
+        let mut r = by(None);
+        let Source::Secret { principal, .. } = resolve(
+            &mut r,
+            "team-a",
+            Some(namespaced(Some(status.clone()))),
+            "op",
+        ) else {
+            panic!("a Ready connection serves the run")
+        };
+        let vouched = principal.expect("the status names a principal");
+        assert_eq!(vouched.principal.id.as_deref(), Some("api-key|sim-1"));
+        assert_eq!(vouched.secret_version, "41");
+        // Without the version it was known for, nothing is vouched for.
+        status.principal_secret_version = None;
+        let mut r = by(None);
+        let Source::Secret { principal, .. } =
+            resolve(&mut r, "team-a", Some(namespaced(Some(status))), "op")
+        else {
+            panic!("a Ready connection serves the run")
+        };
+        assert_eq!(principal, None);
+
+        let given = Principal::given("api-key|given");
+        type Case<'a> = (&'a str, Option<Principal>, Option<&'a str>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "the Secret's own key first",
+                Some(given.clone()),
+                Some("41"),
+                Some("api-key|given"),
+            ),
+            (
+                "the same Secret the connection knew",
+                None,
+                Some("41"),
+                Some("api-key|sim-1"),
+            ),
+            ("a rotated Secret", None, Some("42"), None),
+            ("a Secret whose version is unknown", None, None, None),
+        ];
+        for (case, from_secret, version, want) in cases {
+            let got = principal_for(from_secret, Some(&vouched), version);
+            assert_eq!(got.and_then(|p| p.id).as_deref(), want, "{case}");
+        }
+        assert_eq!(principal_for(None, None, Some("41")), None, "no connection");
     }
 
     #[test]
@@ -519,7 +624,10 @@ mod tests {
                 Some(cluster(json!({}), secret_namespace, &[])),
                 "amperity-system",
             );
-            let Source::Secret { namespace, secret } = source else {
+            let Source::Secret {
+                namespace, secret, ..
+            } = source
+            else {
                 panic!("{source:?}")
             };
             assert_eq!(namespace, want);

@@ -11,7 +11,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
-use super::connection::Source;
+use super::connection::{self, Source};
 use super::controller::{Context, Error};
 use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
 use crate::amperity::{Credentials, DeprecationNotice, Principal, Target};
@@ -42,9 +42,13 @@ impl Host for KubeHost<'_> {
     }
 
     async fn credentials(&self, _run: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
-        let (namespace, r) = match &self.source {
+        let (namespace, r, vouched) = match &self.source {
             Source::Refused(problem) => return Err(problem.clone()),
-            Source::Secret { namespace, secret } => (namespace, secret),
+            Source::Secret {
+                namespace,
+                secret,
+                principal,
+            } => (namespace, secret, principal),
         };
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
         let read = {
@@ -76,12 +80,20 @@ impl Host for KubeHost<'_> {
                 });
             }
         };
+        let version = secret.resource_version();
         let data = secret.data.unwrap_or_default();
         let value = |k: &str| data.get(k).map(|v| v.0.as_slice());
-        credentials::from_secret_data(value, r.key.as_deref()).map_err(|p| CredentialsProblem {
-            reason: p.reason.into(),
-            message: format!("Secret {}/{} {}", namespace, r.name, p.message),
-        })
+        let mut access = credentials::from_secret_data(value, r.key.as_deref()).map_err(|p| {
+            CredentialsProblem {
+                reason: p.reason.into(),
+                message: format!("Secret {}/{} {}", namespace, r.name, p.message),
+            }
+        })?;
+        // A connection vouches for who its credentials act as (its status), so a
+        // lost start's search knows it even before any answer taught it.
+        access.principal =
+            connection::principal_for(access.principal, vouched.as_ref(), version.as_deref());
+        Ok(access)
     }
 
     async fn save_status(

@@ -553,7 +553,7 @@ async fn an_absurd_retry_after_is_capped_not_obeyed() {
     );
     // The tenant's budget paused for the cap (no overflow, no panic): a routine
     // turn now waits out the pause, an urgent one does too.
-    let turn = client.reserve_turn(&target);
+    let turn = client.reserve_turn(&target, "");
     assert!(turn.wait() > Duration::from_secs(290) && turn.wait() <= Duration::from_secs(300));
 }
 

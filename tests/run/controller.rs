@@ -26,22 +26,22 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
 
-const TOKEN: &str = "sim-token";
+pub(super) const TOKEN: &str = "sim-token";
 
-struct ApiServer {
-    handle: Handle<Request<Body>, Response<Body>>,
+pub(super) struct ApiServer {
+    pub(super) handle: Handle<Request<Body>, Response<Body>>,
 }
 
-struct Call {
-    method: Method,
-    path: String,
-    query: String,
-    body: Value,
+pub(super) struct Call {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) query: String,
+    pub(super) body: Value,
     send: SendResponse<Response<Body>>,
 }
 
 impl Call {
-    fn reply(self, status: StatusCode, body: Value) {
+    pub(super) fn reply(self, status: StatusCode, body: Value) {
         let bytes = serde_json::to_vec(&body).unwrap();
         self.send.send_response(
             Response::builder()
@@ -54,7 +54,7 @@ impl Call {
 
 impl ApiServer {
     /// The next request the reconciler makes; fails the test if it makes none.
-    async fn next(&mut self) -> Call {
+    pub(super) async fn next(&mut self) -> Call {
         let (request, send) =
             tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
                 .await
@@ -75,7 +75,7 @@ impl ApiServer {
         }
     }
 
-    async fn expect(&mut self, method: Method, path: &str) -> Call {
+    pub(super) async fn expect(&mut self, method: Method, path: &str) -> Call {
         let call = self.next().await;
         assert_eq!(
             (&call.method, call.path.as_str()),
@@ -95,7 +95,8 @@ impl ApiServer {
     }
 }
 
-const RUNS: &str = "/apis/amperity.dev/v1alpha1/namespaces/marketing/amperityworkflowruns";
+pub(super) const RUNS: &str =
+    "/apis/amperity.dev/v1alpha1/namespaces/marketing/amperityworkflowruns";
 const SECRET: &str = "/api/v1/namespaces/marketing/secrets/amperity-api";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/marketing/events";
 
@@ -141,7 +142,7 @@ async fn setup(sim_config: SimConfig) -> (Arc<Context>, ApiServer, SimHandle) {
 }
 
 /// The test's allow-list: the simulators on loopback.
-fn loopback() -> AllowList {
+pub(super) fn loopback() -> AllowList {
     AllowList::parse(&["http://127.0.0.1:*"]).unwrap()
 }
 
@@ -186,7 +187,7 @@ fn applied_status(call: &Call) -> &Value {
 }
 
 /// What the controller's watch cache holds of a run: its metadata.
-fn cached(run: &AmperityWorkflowRun) -> Arc<CachedRun> {
+pub(super) fn cached(run: &AmperityWorkflowRun) -> Arc<CachedRun> {
     Arc::new(run.metadata.clone().into_response_partial())
 }
 
@@ -465,7 +466,8 @@ async fn crowded_tenant() -> (Arc<Context>, ApiServer, SimHandle, AmperityWorkfl
     )
     .unwrap();
     for _ in 0..8 {
-        ctx.amperity.reserve_turn(&target);
+        // In the run's namespace: other namespaces' turns would alternate with its.
+        ctx.amperity.reserve_turn(&target, "marketing");
     }
     let id = sim.seed_runs("cg-nightly", 1).remove(0);
     let run = resource(&sim, json!({"workflowId": id}), None);

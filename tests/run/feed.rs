@@ -355,9 +355,9 @@ async fn a_run_listed_ended_is_reported_with_what_the_list_said_and_no_turn_move
     let s = setup(SimConfig::default(), 1, quick()).await;
     let ids = s.follow_new("cg-waiting-hang", 12, 0);
     for _ in 0..30 {
-        s.client.reserve_turn(&s.target);
+        s.client.reserve_turn(&s.target, "marketing");
     }
-    let turn = s.client.reserve_turn(&s.target);
+    let turn = s.client.reserve_turn(&s.target, "marketing");
     assert!(turn.wait() > Duration::from_secs(25), "{turn:?}");
     s.sim.end_run(&ids[7], true).unwrap();
     let (_, woken) = listed(&s.feed.look_now(&s.client).await);

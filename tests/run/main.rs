@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod connection_search;
 mod controller;
 mod decide_props;
 mod decide_settle;

@@ -271,7 +271,7 @@ impl Api for Model {
         &self.allow
     }
 
-    fn reserve_turn(&self, _target: &Target, _urgent: bool) -> Turn {
+    fn reserve_turn(&self, _target: &Target, _urgent: bool, _lane: &str) -> Turn {
         Turn::due_now()
     }
 

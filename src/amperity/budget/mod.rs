@@ -17,7 +17,6 @@
 //! schedule is full would be extra demand at the gate, where requests would pile
 //! up, each holding a reconcile, for as long as the schedule reaches ahead.
 
-use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,11 +25,14 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 mod adapt;
 mod backoff;
+mod lanes;
 mod tenants;
 mod turns;
 
 pub use adapt::Adaptive;
 pub use backoff::{backoff, backoff_ceiling, parse_retry_after};
+pub use lanes::DEFAULT_LANE;
+use lanes::Lanes;
 pub use tenants::Budgets;
 pub use turns::Turn;
 use turns::{Schedule, TurnAt};
@@ -96,10 +98,8 @@ impl Budget {
             adaptive: Mutex::new(Adaptive::new(f64::from(per_second.get()), now)),
             last_pass: Mutex::new(None),
             schedule: Mutex::new(Schedule {
-                head_seq: 0,
                 head_due: now,
-                next_seq: 0,
-                holes: BTreeSet::new(),
+                lanes: Lanes::default(),
                 next_urgent: now,
                 next_wake: now,
                 last_due: None,
@@ -163,13 +163,26 @@ impl Budget {
         self.paused_until.lock().unwrap().unwrap_or(now).max(now)
     }
 
-    /// Reserves the next free turn in the routine queue (after any pause).
+    /// Reserves the next free turn in the routine queue (after any pause), in
+    /// the lane of callers that name none.
     pub fn reserve(self: &Arc<Self>) -> Turn {
+        self.reserve_in(DEFAULT_LANE)
+    }
+
+    /// Reserves the next free turn of `lane` (a namespace) in the routine queue:
+    /// lanes take turns, so a lane's turn waits for at most one turn of each
+    /// other lane per turn of its own ahead of it, however many those hold.
+    pub fn reserve_in(self: &Arc<Self>, lane: &str) -> Turn {
         let now = Instant::now();
         let paused = self.paused_or(now);
         let period = self.period();
-        let seq = self.schedule.lock().unwrap().routine(now, paused, period);
+        let seq = self
+            .schedule
+            .lock()
+            .unwrap()
+            .routine(now, paused, period, lane);
         Turn::at(TurnAt::Routine {
+            lane: Arc::from(lane),
             seq,
             budget: self.clone(),
         })
@@ -200,36 +213,38 @@ impl Budget {
 
     /// Routine turn `seq` made urgent, or a wake (see [`Turn::promote`]): the
     /// new turn's moment, or None when `seq` is already due (it is used as it is).
-    fn promote_with(&self, seq: u64, wake: bool) -> Option<Instant> {
+    fn promote_with(&self, lane: &str, seq: u64, wake: bool) -> Option<Instant> {
         let now = Instant::now();
         let paused = self.paused_or(now);
         let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
-        schedule.due(seq, period).filter(|due| *due > now)?;
+        schedule.due(lane, seq, period).filter(|due| *due > now)?;
         Some(if wake {
-            schedule.promote_to_wake(seq, now, paused, period)
+            schedule.promote_to_wake((lane, seq), now, paused, period)
         } else {
-            schedule.promote(seq, now, paused, period)
+            schedule.promote((lane, seq), now, paused, period)
         })
     }
 
-    fn routine_due(&self, seq: u64) -> Instant {
+    fn routine_due(&self, lane: &str, seq: u64) -> Instant {
         let period = self.period();
         let schedule = self.schedule.lock().unwrap();
         schedule
-            .due(seq, period)
+            .due(lane, seq, period)
             .unwrap_or_else(|| schedule.head_due.min(Instant::now()))
     }
 
-    /// How long a routine turn reserved now would wait: zero while per-run polls
-    /// go when they are due, growing while they queue.
+    /// How long a routine turn reserved now in the fullest lane would wait: zero
+    /// while per-run polls go when they are due, growing while they queue.
     pub fn backlog(&self) -> Duration {
         let now = Instant::now();
         let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
         schedule.advance(now, period);
+        let waiting = u32::try_from(schedule.lanes.waiting()).unwrap_or(u32::MAX);
         schedule
-            .due(schedule.next_seq, period)
+            .head_due
+            .checked_add(period.saturating_mul(waiting))
             .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
     }
 

@@ -160,7 +160,8 @@ fn turns_are_handed_out_a_period_apart_in_order() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Routine,
+    /// A routine turn in lane 0 (the default), 1 or 2.
+    Routine(usize),
     Urgent,
     /// Promote the n-th routine turn handed out (if any).
     Promote(usize),
@@ -174,7 +175,7 @@ enum Op {
 fn op() -> impl proptest::strategy::Strategy<Value = Op> {
     use proptest::prelude::*;
     prop_oneof![
-        4 => Just(Op::Routine),
+        4 => (0usize..3).prop_map(Op::Routine),
         2 => Just(Op::Urgent),
         2 => any::<usize>().prop_map(Op::Promote),
         1 => (0u64..5_000).prop_map(Op::Pause),
@@ -196,10 +197,8 @@ proptest::proptest! {
         let mut now = start;
         let mut paused = start;
         let mut schedule = Schedule {
-            head_seq: 0,
             head_due: start,
-            next_seq: 0,
-            holes: BTreeSet::new(),
+            lanes: Lanes::default(),
             next_urgent: start,
             next_wake: start,
             last_due: None,
@@ -207,14 +206,15 @@ proptest::proptest! {
         };
         // Each routine reservation: its place, the moment last seen, and
         // whether it was given up (for an urgent turn).
-        let mut holders: Vec<(u64, Option<Instant>, bool)> = Vec::new();
+        let mut holders: Vec<((&str, u64), Option<Instant>, bool)> = Vec::new();
         // The moment each urgent request is planned to pass the gate.
         let mut urgent_moments: Vec<Instant> = Vec::new();
         for op in ops {
             match op {
-                Op::Routine => {
-                    let seq = schedule.routine(now, paused.max(now), period);
-                    holders.push((seq, schedule.due(seq, period), false));
+                Op::Routine(lane) => {
+                    let lane = ["", "team-a", "team-b"][lane];
+                    let seq = schedule.routine(now, paused.max(now), period, lane);
+                    holders.push(((lane, seq), schedule.due(lane, seq, period), false));
                 }
                 Op::Urgent => {
                     let at = schedule.urgent(now, paused.max(now), period);
@@ -223,14 +223,14 @@ proptest::proptest! {
                 }
                 Op::Promote(n) if !holders.is_empty() => {
                     let k = n % holders.len();
-                    let (seq, _, given_up) = holders[k];
+                    let ((lane, seq), _, given_up) = holders[k];
                     if !given_up {
                         // Given up only while still to come (a turn already
                         // due is used as it is).
-                        if schedule.due(seq, period).is_some_and(|d| d > now) {
+                        if schedule.due(lane, seq, period).is_some_and(|d| d > now) {
                             holders[k].2 = true;
                         }
-                        urgent_moments.push(schedule.promote(seq, now, paused.max(now), period));
+                        urgent_moments.push(schedule.promote((lane, seq), now, paused.max(now), period));
                     }
                 }
                 Op::Promote(_) => {}
@@ -244,11 +244,11 @@ proptest::proptest! {
                 }
             }
             let mut waiting = Vec::new();
-            for (seq, last, given_up) in holders.iter_mut() {
+            for ((lane, seq), last, given_up) in holders.iter_mut() {
                 if *given_up {
                     continue;
                 }
-                let due = schedule.due(*seq, period);
+                let due = schedule.due(lane, *seq, period);
                 if let (Some(before), Some(after)) = (*last, due) {
                     proptest::prop_assert!(after >= before, "turn {seq} moved from {before:?} to {after:?}");
                 }
@@ -495,4 +495,80 @@ fn urgent_turns_never_wait_behind_wakes_and_routine_turns_wait_for_both() {
         later.due() < routine.due() + period,
         "{later:?} {routine:?}"
     );
+}
+
+/// In simulated time at 10 requests a second: namespace "b" keeps 10,000 runs
+/// waiting for their polls (each polled run asks again at once: its
+/// pollInterval is far shorter than the queue), while namespace "a"'s ten runs
+/// each ask `interval` after their last poll, in `a_lane`. Returns how long a's
+/// polls waited for their turns (the worst), how many a's runs got, and how
+/// many turns b got.
+fn ten_beside_ten_thousand(a_lane: &str, interval: Duration) -> (Duration, usize, usize) {
+    let period = Duration::from_millis(103);
+    let start = Instant::now();
+    let mut schedule = Schedule {
+        head_due: start,
+        lanes: Lanes::default(),
+        next_urgent: start,
+        next_wake: start,
+        last_due: None,
+        gate_free: start,
+    };
+    let mut b_turns = 0usize;
+    let mut b_waiting = 0u64;
+    let mut next_ask: Vec<Instant> = (0..10).map(|i| start + period * i).collect();
+    let mut held: Vec<Option<(u64, Instant)>> = vec![None; 10];
+    let (mut worst, mut polls) = (Duration::ZERO, 0usize);
+    let step = Duration::from_millis(10);
+    let mut now = start;
+    while now < start + Duration::from_secs(600) {
+        schedule.advance(now, period);
+        let b_now = schedule.lanes.waiting_in("b");
+        if a_lane != "b" {
+            b_turns += usize::try_from(b_waiting.saturating_sub(b_now)).unwrap();
+        }
+        for _ in b_now..10_000 {
+            schedule.routine(now, now, period, "b");
+        }
+        for i in 0..10 {
+            match held[i] {
+                None if now >= next_ask[i] => {
+                    held[i] = Some((schedule.routine(now, now, period, a_lane), now));
+                }
+                Some((seq, asked)) if schedule.due(a_lane, seq, period).is_none() => {
+                    worst = worst.max(now - asked);
+                    polls += 1;
+                    held[i] = None;
+                    next_ask[i] = now + interval;
+                }
+                _ => {}
+            }
+        }
+        b_waiting = schedule.lanes.waiting_in("b");
+        now += step;
+    }
+    (worst, polls, b_turns)
+}
+
+/// Twenty turns at 10 requests a second, and the simulation's step.
+fn period_of_20_turns() -> Duration {
+    Duration::from_millis(20 * 103 + 10)
+}
+
+#[test]
+fn a_namespace_with_ten_runs_is_polled_at_its_interval_beside_one_with_ten_thousand() {
+    let interval = Duration::from_secs(30);
+    let (worst, polls, b_turns) = ten_beside_ten_thousand("a", interval);
+    // a's ten runs ask within a second of each other; taking every other turn,
+    // the last of them waits its nine neighbours' turns and b's ten: about a
+    // second on a 30 s interval (in one lane with b it would be 1,030 s).
+    assert!(worst <= period_of_20_turns(), "waited up to {worst:?}");
+    // Ten runs, a poll every 30 s and a fraction, for 600 s.
+    assert!(polls >= 10 * 19, "{polls} polls");
+    // b gets every other turn: 600 s at 103 ms is about 5,825 turns.
+    assert!(b_turns >= 5_825 - polls - 20, "b got {b_turns} turns");
+    // The same runs queued behind b's (one lane, as before namespaces took
+    // turns): the first poll would wait some 1,030 s, past the whole test.
+    let (_, polls, _) = ten_beside_ten_thousand("b", interval);
+    assert_eq!(polls, 0);
 }

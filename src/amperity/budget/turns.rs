@@ -1,7 +1,6 @@
 //! The queue of routine turns and the spacing of urgent ones, and the turn a
 //! caller holds meanwhile.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,22 +8,19 @@ use super::*;
 
 /// The queue of routine turns and the spacing of urgent ones.
 ///
-/// Routine turns are numbered in the order they were reserved; turn `n` is due at
-/// `head_due` plus one period for every turn between the head and `n`. An urgent
+/// Routine turns wait in lanes (one per namespace, see [`Lanes`]) taken in turn;
+/// a routine turn is due at `head_due` plus one period for every turn before it
+/// in that order. An urgent
 /// turn moves `head_due` back by one period: every routine turn not yet due makes
 /// room for it. No routine turn ever moves earlier: its holder sleeps until the
 /// moment it was told, and a turn that moved earlier would find nobody at the
 /// gate, leaving its time unused while every other turn is taken.
 pub(super) struct Schedule {
-    /// The first routine turn not yet due (or `next_seq` when none is waiting).
-    pub(super) head_seq: u64,
-    /// When `head_seq` is due.
+    /// When the first routine turn waiting is due.
     pub(super) head_due: Instant,
-    /// The number the next routine turn gets.
-    pub(super) next_seq: u64,
-    /// Routine turns still to come that their holders gave up (for an urgent turn):
-    /// places the next reservations take, latest first, before new ones at the end.
-    pub(super) holes: BTreeSet<u64>,
+    /// The routine turns not yet due, by lane. A turn its holder gave up (for an
+    /// urgent turn) keeps its place for the lane's next reservation.
+    pub(super) lanes: Lanes,
     /// The first urgent turn not yet handed out: urgent requests go ahead of routine
     /// ones, but are spaced too, so that a burst of them (many starts to one tenant)
     /// is spread out instead of piling up at the gate, each holding a reconcile.
@@ -47,24 +43,21 @@ impl Schedule {
     /// Passes every routine turn already due, so that what changes next moves only
     /// the turns still to come.
     pub(super) fn advance(&mut self, now: Instant, period: Duration) {
-        while self.head_seq < self.next_seq && self.head_due <= now {
-            if !self.holes.remove(&self.head_seq) {
+        while self.lanes.any() && self.head_due <= now {
+            if self.lanes.pass_first() == Some(true) {
                 self.last_due = Some(self.head_due);
             }
             self.head_due += period;
-            self.head_seq += 1;
         }
-        if self.head_seq == self.next_seq {
+        if !self.lanes.any() {
             self.head_due = self.head_due.max(now);
         }
     }
 
-    /// When routine turn `seq` is due; None once it is (or it was given up).
-    pub(super) fn due(&self, seq: u64, period: Duration) -> Option<Instant> {
-        if seq < self.head_seq || self.holes.contains(&seq) {
-            return None;
-        }
-        let ahead = u32::try_from(seq - self.head_seq).unwrap_or(u32::MAX);
+    /// When routine turn `seq` of `lane` is due; None once it is (or it was given up).
+    pub(super) fn due(&self, lane: &str, seq: u64, period: Duration) -> Option<Instant> {
+        let ahead = self.lanes.place(lane, seq)?;
+        let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
         Some(
             self.head_due
                 .checked_add(period.saturating_mul(ahead))
@@ -111,49 +104,48 @@ impl Schedule {
         at
     }
 
-    /// The next routine turn (after any pause): the latest place given up, or a
-    /// new one at the end.
-    pub(super) fn routine(&mut self, now: Instant, paused: Instant, period: Duration) -> u64 {
+    /// The next routine turn of `lane` (after any pause): the latest place the
+    /// lane gave up, or a new one after its last.
+    pub(super) fn routine(
+        &mut self,
+        now: Instant,
+        paused: Instant,
+        period: Duration,
+        lane: &str,
+    ) -> u64 {
         self.advance(now, period);
         self.head_due = self.head_due.max(paused);
-        if let Some(seq) = self.holes.pop_last() {
-            return seq;
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
+        self.lanes.reserve(lane)
     }
 
-    /// Routine turn `seq` is given up: its place stays (nobody moves) for the
-    /// next reservation to take.
-    pub(super) fn release(&mut self, seq: u64, now: Instant, period: Duration) {
+    /// Routine turn `seq` of `lane` is given up: its place stays (nobody moves)
+    /// for the lane's next reservation to take.
+    pub(super) fn release(&mut self, lane: &str, seq: u64, now: Instant, period: Duration) {
         self.advance(now, period);
-        if seq >= self.head_seq && seq < self.next_seq {
-            self.holes.insert(seq);
-        }
+        self.lanes.release(lane, seq);
     }
 
     /// Routine turn `seq` is given up for an urgent turn (or, `wake`, a wake
     /// turn) ahead of it.
     pub(super) fn promote(
         &mut self,
-        seq: u64,
+        (lane, seq): (&str, u64),
         now: Instant,
         paused: Instant,
         period: Duration,
     ) -> Instant {
-        self.release(seq, now, period);
+        self.release(lane, seq, now, period);
         self.urgent(now, paused, period)
     }
 
     pub(super) fn promote_to_wake(
         &mut self,
-        seq: u64,
+        (lane, seq): (&str, u64),
         now: Instant,
         paused: Instant,
         period: Duration,
     ) -> Instant {
-        self.release(seq, now, period);
+        self.release(lane, seq, now, period);
         self.wake(now, paused, period)
     }
 
@@ -186,7 +178,11 @@ pub struct Turn(Arc<Mutex<TurnAt>>);
 #[derive(Clone)]
 pub(super) enum TurnAt {
     Moment(Instant),
-    Routine { seq: u64, budget: Arc<Budget> },
+    Routine {
+        lane: Arc<str>,
+        seq: u64,
+        budget: Arc<Budget>,
+    },
 }
 
 impl std::fmt::Debug for Turn {
@@ -215,7 +211,7 @@ impl Turn {
         let at = self.0.lock().unwrap().clone();
         match at {
             TurnAt::Moment(at) => at,
-            TurnAt::Routine { seq, budget } => budget.routine_due(seq),
+            TurnAt::Routine { lane, seq, budget } => budget.routine_due(&lane, seq),
         }
     }
 
@@ -239,8 +235,8 @@ impl Turn {
     /// turn ahead of the routine ones. Any other turn stays as it is.
     pub fn promote(&self) {
         let mut at = self.0.lock().unwrap();
-        if let TurnAt::Routine { seq, budget } = &*at
-            && let Some(urgent) = budget.promote_with(*seq, false)
+        if let TurnAt::Routine { lane, seq, budget } = &*at
+            && let Some(urgent) = budget.promote_with(lane, *seq, false)
         {
             *at = TurnAt::Moment(urgent);
         }
@@ -250,8 +246,8 @@ impl Turn {
     /// its run ended): ahead of routine turns, behind urgent ones.
     pub fn promote_to_wake(&self) {
         let mut at = self.0.lock().unwrap();
-        if let TurnAt::Routine { seq, budget } = &*at
-            && let Some(wake) = budget.promote_with(*seq, true)
+        if let TurnAt::Routine { lane, seq, budget } = &*at
+            && let Some(wake) = budget.promote_with(lane, *seq, true)
         {
             *at = TurnAt::Moment(wake);
         }
@@ -261,10 +257,14 @@ impl Turn {
     /// same request). Its place goes to the next reservation; nobody moves.
     pub fn release(&self) {
         let at = self.0.lock().unwrap().clone();
-        if let TurnAt::Routine { seq, budget } = at {
+        if let TurnAt::Routine { lane, seq, budget } = at {
             let now = Instant::now();
             let period = budget.period();
-            budget.schedule.lock().unwrap().release(seq, now, period);
+            budget
+                .schedule
+                .lock()
+                .unwrap()
+                .release(&lane, seq, now, period);
         }
     }
 }

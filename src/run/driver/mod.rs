@@ -164,7 +164,11 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                     }
                     kept
                 }
-                None => self.amperity.reserve_turn(&target, urgent),
+                None => self.amperity.reserve_turn(
+                    &target,
+                    urgent,
+                    run.metadata.namespace.as_deref().unwrap_or_default(),
+                ),
             };
             let wait = turn.wait();
             let is_start = matches!(decision.action, Action::Start(_));

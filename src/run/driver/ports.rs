@@ -104,8 +104,9 @@ pub trait Api: Sync {
     fn allow_list(&self) -> &AllowList;
 
     /// A turn in the tenant's budget: `urgent` for what someone waits on (a start, a
-    /// stop, a search, the poll that follows one), routine otherwise.
-    fn reserve_turn(&self, target: &Target, urgent: bool) -> Turn;
+    /// stop, a search, the poll that follows one), routine otherwise, in `lane`
+    /// (the run's namespace: namespaces take turns in the tenant's budget).
+    fn reserve_turn(&self, target: &Target, urgent: bool, lane: &str) -> Turn;
 
     fn start(
         &self,
@@ -156,11 +157,11 @@ impl Api for AmperityClient {
         AmperityClient::allow_list(self)
     }
 
-    fn reserve_turn(&self, target: &Target, urgent: bool) -> Turn {
+    fn reserve_turn(&self, target: &Target, urgent: bool, lane: &str) -> Turn {
         if urgent {
             self.reserve_urgent_turn(target)
         } else {
-            AmperityClient::reserve_turn(self, target)
+            AmperityClient::reserve_turn(self, target, lane)
         }
     }
 
