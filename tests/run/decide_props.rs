@@ -234,8 +234,11 @@ prop_compose! {
         stops in any::<u32>(),
         throttled in any::<bool>(),
         end_reported in any::<bool>(),
+        // Amperity's Date header is untrusted: any offset at all.
+        clock in proptest::option::of(any::<i64>()),
     ) -> Memory {
-        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled, end_reported }
+        let amperity_clock = clock.map(jiff::SignedDuration::from_secs);
+        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled, end_reported, amperity_clock }
     }
 }
 

@@ -469,6 +469,32 @@ fn settle(r: &AmperityWorkflowRun, answer: impl Fn() -> Answer) -> Decision {
 /// is never adopted: runs created before our request could have reached Amperity
 /// or ended before our intent, runs of another workflow name; and windows are
 /// drawn in Amperity's clock.
+/// Scenario 1, the search window: once an answer told how far Amperity's clock is
+/// from ours, a lost start's search asks for runs created since the intent in
+/// Amperity's clock, less a small tolerance (5 s), not since two minutes before
+/// it in ours: with Amperity five minutes behind, the old window missed the run
+/// the start made, and with Amperity ahead it reached back over runs of others.
+#[test]
+fn scenario_1_the_search_window_is_in_amperitys_clock() {
+    let lost = lost_start();
+    let query = |clock: Option<SignedDuration>| {
+        let memory = Memory {
+            amperity_clock: clock,
+            ..Memory::default()
+        };
+        match apply_with(&lost, None, at(2), memory).1.action {
+            Action::Search(q) => q.created_from,
+            other => panic!("{other:?}"),
+        }
+    };
+    let behind = SignedDuration::from_secs(-300);
+    assert_eq!(query(Some(behind)), t0() - SignedDuration::from_secs(305));
+    let ahead = SignedDuration::from_secs(240);
+    assert_eq!(query(Some(ahead)), t0() + SignedDuration::from_secs(235));
+    // Not known yet (a restart, no answer since): the wide skew, in our clock.
+    assert_eq!(query(None), t0() - SignedDuration::from_secs(120));
+}
+
 #[test]
 fn scenario_1_runs_made_before_our_request_or_of_another_name_are_never_adopted() {
     let exact = Some(SignedDuration::ZERO);

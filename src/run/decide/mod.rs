@@ -254,6 +254,10 @@ pub struct Memory {
     /// polls, whenever it was last polled. Only a poll's answer settles anything:
     /// the report itself never changes the status.
     pub end_reported: bool,
+    /// Amperity's clock less ours, from the last answer that carried a `Date`
+    /// header: a lost start's search asks for runs created since its intent in
+    /// Amperity's clock, not ours.
+    pub amperity_clock: Option<SignedDuration>,
 }
 
 /// How often a run in flight is polled: its `pollInterval`, or the default.

@@ -335,6 +335,9 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
     ) -> Result<T, ApiFailure> {
         match result {
             Ok(reply) => {
+                if let Some(date) = reply.date {
+                    memory.decide.amperity_clock = Some(date.duration_since(self.host.now()));
+                }
                 if let Some(notice) = &reply.deprecation {
                     self.host.deprecation(run, notice).await;
                     if !memory.deprecation_warned {
