@@ -442,7 +442,6 @@ impl Host for LocalHost {
         &self,
         _run: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-        _exclusive: bool,
     ) -> Result<Option<String>, Self::Error> {
         match &self.output {
             Output::Json => println!("{}", serde_json::to_string(status).unwrap_or_default()),

@@ -100,19 +100,18 @@ impl Host for KubeHost<'_> {
         &self,
         run: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-        exclusive: bool,
     ) -> Result<Option<String>, Error> {
         let api: Api<AmperityWorkflowRun> =
             Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let name = run.name_any();
         let mut patch = status_patch(status);
-        if exclusive {
-            // Only if nobody wrote since it was read: of two replicas that both
-            // believe they lead, one records the intent and POSTs; the other gets a
-            // conflict, reads again and finds the intent. The same for every write
-            // that changes where the start stands (see `driver::moves_start`).
-            patch["metadata"] = json!({"resourceVersion": run.resource_version()});
-        }
+        // Only if nobody wrote since it was read: of two replicas that both believe
+        // they lead, one records the intent and POSTs; the other gets a conflict,
+        // reads again and finds the intent. Every write, not only those that move
+        // the start: a status decided from a stale cache (a `Pending` read before
+        // the newer intent) would otherwise erase that intent, and the next
+        // reconcile would start a second run.
+        patch["metadata"] = json!({"resourceVersion": run.resource_version()});
         self.ctx.metrics.status_writes.inc();
         let written = {
             let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
@@ -124,12 +123,11 @@ impl Host for KubeHost<'_> {
             .await
         };
         let written = written.map_err(|source| Error::Kube {
-            what: match (exclusive, status.phase) {
-                (true, Some(crate::crd::Phase::Starting)) if status.workflow_id.is_none() => {
+            what: match status.phase {
+                Some(crate::crd::Phase::Starting) if status.workflow_id.is_none() => {
                     "recording the intent to start"
                 }
-                (true, _) => "writing status over the version it was decided from",
-                (false, _) => "writing status",
+                _ => "writing status over the version it was decided from",
             },
             namespace: self.namespace.clone(),
             name,

@@ -559,6 +559,43 @@ async fn a_missing_secret_stalls_with_a_message_naming_it() {
     assert_eq!(sim.stats().starts, 0);
 }
 
+/// Found by the model test: a write that changes nothing about the start (here a
+/// `Pending` that now says the Secret is missing, over a `Pending` that said the
+/// start was deferred) still goes only over the version it was decided from. Were
+/// it unconditional, a replica that read a stale version would erase a newer
+/// intent to start, and the next reconcile would start a second run.
+#[tokio::test]
+async fn every_status_write_goes_over_the_version_it_was_decided_from() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let deferred = json!({"phase": "Pending", "firstAttemptAt": "2026-03-01T09:00:00Z",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "StartDeferred",
+            "message": "the start did not reach Amperity (connection refused); trying again",
+            "lastTransitionTime": "2026-03-01T09:00:00Z"}]});
+    let run = resource(&sim, json!({}), Some(deferred));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    api.expect(Method::GET, SECRET).await.reply(
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+               "message": "secrets \"amperity-api\" not found"}),
+    );
+    let stalled = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    assert_eq!(applied_status(&stalled)["phase"], "Pending");
+    assert_eq!(
+        stalled.body["metadata"]["resourceVersion"], "10",
+        "the write carries the version it was decided from"
+    );
+    // Another writer got there first: refused, and nothing is sent.
+    stalled.reply(
+        StatusCode::CONFLICT,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+               "message": "the object has been modified"}),
+    );
+    assert!(task.await.unwrap().is_err());
+    assert_eq!(sim.stats().starts, 0);
+}
+
 /// The resource as the API server answers the finalizer's patch: with it, at a new version.
 fn with_finalizer(run: &AmperityWorkflowRun, version: &str) -> Value {
     let mut answer = run.clone();

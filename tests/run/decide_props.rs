@@ -237,8 +237,11 @@ prop_compose! {
         end_reported in any::<bool>(),
         summary_due in any::<bool>(),
         poll_before_stop in any::<bool>(),
+        // Amperity's Date header is untrusted: any offset at all.
+        clock in proptest::option::of(any::<i64>()),
     ) -> Memory {
-        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled, end_reported, summary_due, poll_before_stop, ..Memory::default() }
+        let amperity_clock = clock.map(jiff::SignedDuration::from_secs);
+        Memory { last_polled: polled, next_stop_at: next_stop, poll_failures: failures, stop_failures: stops, throttled, end_reported, summary_due, poll_before_stop, amperity_clock, ..Memory::default() }
     }
 }
 

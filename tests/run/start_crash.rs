@@ -44,7 +44,6 @@ impl Host for Store {
         &self,
         _: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-        _exclusive: bool,
     ) -> Result<Option<String>, Died> {
         let mut writes = self.writes.lock().unwrap();
         *writes += 1;

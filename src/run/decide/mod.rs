@@ -267,6 +267,10 @@ pub struct Memory {
     /// That read disagreed with the list (the status kept the list's outcome):
     /// the driver logs and counts it, then clears this.
     pub list_disagreed: bool,
+    /// Amperity's clock less ours, from the last answer that carried a `Date`
+    /// header: a lost start's search asks for runs created since its intent in
+    /// Amperity's clock, not ours.
+    pub amperity_clock: Option<SignedDuration>,
 }
 
 /// How often a run in flight is polled: its `pollInterval`, or the default.

@@ -199,9 +199,11 @@ impl Step<'_> {
         }
     }
 
-    /// The earliest creation time a run of this start can have (clocks may be skewed).
+    /// The earliest creation time a run of this start can have, in Amperity's
+    /// clock: the intent less a small tolerance once an answer told how far its
+    /// clock is from ours; until then, the intent less the wide skew.
     fn search_floor(&self) -> Timestamp {
-        let (floor, _) = self.made_between(self.intent());
+        let (floor, _) = self.made_between_in_amperity(self.intent(), self.memory.amperity_clock);
         floor
     }
 

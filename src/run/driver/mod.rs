@@ -127,8 +127,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 decision.action,
                 Action::Start(_) | Action::Poll(_) | Action::Stop(_) | Action::Search(_)
             ) {
-                self.record(run, decision.status, &decision.events, false)
-                    .await?;
+                self.record(run, decision.status, &decision.events).await?;
                 return Ok(decision.action);
             }
             // Nothing can be sent for a resource whose credentials cannot be had
@@ -178,8 +177,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 // What was decided (an adoption, say) stands; an intent to start is
                 // recorded only right before its POST.
                 if !is_start {
-                    self.record(run, decision.status, &decision.events, false)
-                        .await?;
+                    self.record(run, decision.status, &decision.events).await?;
                 }
                 // The change feed learns of the run now, not at its first poll a
                 // whole schedule away (after a restart, every run's).
@@ -207,8 +205,7 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 }
             }
             // Persist before acting: for a start, this is the recorded intent.
-            self.record(run, decision.status, &decision.events, is_start)
-                .await?;
+            self.record(run, decision.status, &decision.events).await?;
             let access = match access {
                 Some(a) => a,
                 None => match self.host.credentials(run).await {
@@ -230,17 +227,16 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
         Ok(Action::Requeue(self.settings.quick_poll))
     }
 
-    /// Saves the status if it changed, then publishes the events.
+    /// Saves the status if it changed (over the version it was decided from, see
+    /// [`Host::save_status`]), then publishes the events.
     async fn record(
         &self,
         run: &mut AmperityWorkflowRun,
         status: AmperityWorkflowRunStatus,
         events: &[Event],
-        exclusive: bool,
     ) -> Result<(), H::Error> {
         if run.status.as_ref() != Some(&status) {
-            let exclusive = exclusive || moves_start(run.status.as_ref(), &status);
-            let version = self.host.save_status(run, &status, exclusive).await?;
+            let version = self.host.save_status(run, &status).await?;
             run.status = Some(status);
             if version.is_some() {
                 run.metadata.resource_version = version;
@@ -352,6 +348,9 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
     ) -> Result<T, ApiFailure> {
         match result {
             Ok(reply) => {
+                if let Some(date) = reply.date {
+                    memory.decide.amperity_clock = Some(date.duration_since(self.host.now()));
+                }
                 if let Some(notice) = &reply.deprecation {
                     self.host.deprecation(run, notice).await;
                     if !memory.deprecation_warned {
@@ -381,29 +380,6 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
             Err(e) => Err(failure(&e)),
         }
     }
-}
-
-/// Whether writing `new` over `old` changes where the start stands (the phase,
-/// the run followed, the attempts, the intent's times, a person's answer, the
-/// reason to stop): such a write goes only over the version it was decided from,
-/// so a paused or deposed leader's stale decision (a `Pending` over a newer
-/// attempt, say) is refused as a conflict, and the next reconcile reads again
-/// and decides afresh. Mirrors of a run's progress need no such guard.
-pub fn moves_start(
-    old: Option<&AmperityWorkflowRunStatus>,
-    new: &AmperityWorkflowRunStatus,
-) -> bool {
-    let blank = AmperityWorkflowRunStatus::default();
-    let old = old.unwrap_or(&blank);
-    old.phase != new.phase
-        || old.workflow_id != new.workflow_id
-        || old.attempts != new.attempts
-        || old.started_at != new.started_at
-        || old.first_attempt_at != new.first_attempt_at
-        || old.search_started_at != new.search_started_at
-        || old.start_resolution != new.start_resolution
-        || old.stop_reason != new.stop_reason
-        || old.stop_requested_at != new.stop_requested_at
 }
 
 fn unavailable(p: CredentialsProblem) -> Answer {

@@ -40,15 +40,16 @@ pub trait Host: Sync {
     }
 
     /// Persists the status; the driver calls it only when the status changed.
-    /// `exclusive`: only if the resource is still the version read (the intent to
-    /// start, which two writers must never both record, and every write that
-    /// changes where the start stands: see [`super::moves_start`]); a conflict is
-    /// an error, and the next reconcile reads again. Returns the new version.
+    /// Only if the resource is still the version read (`run`'s resourceVersion):
+    /// every status was decided from what that version said, and written over a
+    /// newer one it could erase what another writer recorded (two replicas' intents
+    /// to start; a `Pending` decided from a stale read over a newer intent, which
+    /// would start a second run). A conflict is an error, and the next reconcile
+    /// reads again. Returns the new version.
     fn save_status(
         &self,
         run: &AmperityWorkflowRun,
         status: &AmperityWorkflowRunStatus,
-        exclusive: bool,
     ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
 
     fn publish(&self, run: &AmperityWorkflowRun, event: &Event) -> impl Future<Output = ()> + Send;
