@@ -14,8 +14,7 @@ use tracing::{Instrument, field, info_span, warn};
 
 use super::connection;
 use super::host::KubeHost;
-use crate::amperity::{AmperityClient, Turn};
-use crate::bounded::cut;
+use crate::amperity::AmperityClient;
 use crate::cluster::events::reporter;
 use crate::cluster::finalizer::apply_finalizer;
 use crate::cluster::retry::{Failures, catch_panic};

@@ -132,7 +132,7 @@ impl Api for Replica<'_> {
         self.allow
     }
 
-    fn reserve_turn(&self, _target: &Target, _urgent: bool) -> Turn {
+    fn reserve_turn(&self, _target: &Target, _urgent: bool, _lane: &str) -> Turn {
         Turn::due_now()
     }
 
