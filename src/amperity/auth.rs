@@ -259,14 +259,19 @@ async fn exchange(
         .form(&form)
         .send()
         .await
-        .map_err(|e| failed(format!("POST {shown}: {}", transport_summary(&e))))?;
+        .map_err(|e| {
+            failed(format!(
+                "POST {shown}: {}",
+                super::transport::transport_summary(&e)
+            ))
+        })?;
     let status = response.status().as_u16();
     if response.status().is_redirection() {
         return Err(failed(format!(
             "{shown} answered HTTP {status}, a redirect, which the operator never follows"
         )));
     }
-    let body = super::client::read_limited(response, max_body_bytes, Duration::from_secs(30))
+    let body = super::transport::read_limited(response, max_body_bytes, Duration::from_secs(30))
         .await
         .map_err(|e| failed(format!("{shown}: {e}")))?;
     if !(200..300).contains(&status) {
@@ -297,43 +302,6 @@ async fn exchange(
             .checked_add(lifetime.saturating_sub(margin))
             .unwrap_or_else(Instant::now),
     })
-}
-
-/// A transport error in a few words: its kind and the chain of causes below
-/// reqwest's own text (which names the URL), down to the root one a person can act
-/// on ("invalid peer certificate: UnknownIssuer", "Connection refused").
-pub fn transport_summary(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the body failed"
-    } else {
-        "request failed"
-    };
-    let mut causes: Vec<String> = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Wrappers repeat their cause's text: keep each once.
-        if !causes
-            .iter()
-            .any(|c| c.contains(&text) || text.contains(c.as_str()))
-        {
-            causes.push(text);
-        } else if let Some(last) = causes.last_mut()
-            && text.len() > last.len()
-        {
-            *last = text;
-        }
-        source = cause.source();
-    }
-    if causes.is_empty() {
-        kind.to_string()
-    } else {
-        crate::bounded::cut(&format!("{kind}: {}", causes.join(": ")), 300)
-    }
 }
 
 #[cfg(test)]

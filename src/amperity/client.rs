@@ -22,11 +22,12 @@ use crate::amperity::{ClientConfig, Principal, Target};
 
 use crate::amperity::allow::AllowList;
 use crate::amperity::auth::Credentials;
-use crate::amperity::auth::{TokenCache, transport_summary};
+use crate::amperity::auth::TokenCache;
 use crate::amperity::budget::Budgets;
 use crate::amperity::budget::Turn;
 use crate::amperity::error::ClientError;
 use crate::amperity::error::excerpt;
+use crate::amperity::transport::{classify, read_limited};
 use crate::amperity::wire::{RunRequest, Workflow};
 
 #[derive(Clone)]
@@ -439,40 +440,6 @@ impl AmperityClient {
         let bytes = read_limited(response, self.inner.config.max_body_bytes, timeout).await?;
         Ok((status, headers, bytes))
     }
-}
-
-/// A transport failure, by what it proves: a connection that was never made (DNS,
-/// refused, TLS handshake, connect timeout) means the request was never written.
-/// A request that could not be built (`is_builder`) never left either.
-pub(crate) fn classify(e: &reqwest::Error, timeout: Duration) -> ClientError {
-    if e.is_builder() {
-        ClientError::Unsent(transport_summary(e))
-    } else if e.is_connect() {
-        ClientError::Connect(transport_summary(e))
-    } else if e.is_timeout() {
-        ClientError::Timeout(timeout)
-    } else {
-        ClientError::Transport(transport_summary(e))
-    }
-}
-
-/// Reads a body chunk by chunk, giving up as soon as it passes `limit` bytes.
-pub(crate) async fn read_limited(
-    mut response: reqwest::Response,
-    limit: u64,
-    timeout: Duration,
-) -> Result<bytes::Bytes, ClientError> {
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(ClientError::BodyTooLarge { limit });
-    }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, timeout))? {
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(ClientError::BodyTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 /// The error for an answer refused while parsing for holding too many tasks or runs.

@@ -11,6 +11,7 @@ mod client;
 pub mod credentials;
 pub mod error;
 mod target;
+mod transport;
 pub mod wire;
 
 use std::path::PathBuf;
