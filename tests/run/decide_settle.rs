@@ -139,6 +139,35 @@ fn an_agreeing_read_fills_the_summary_a_disagreeing_one_is_told_and_nothing_move
 }
 
 #[test]
+fn a_due_ttl_deletes_without_waiting_for_the_summary_read() {
+    let r = running(json!({"ttlSecondsAfterFinished": 0}));
+    let d = step(
+        &r,
+        Some(Answer::Listed(listed("wf-1", "succeeded"))),
+        at(300),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    assert_eq!(d.action, Action::Delete);
+    // A TTL still to come: the read first, the deletion when it is due.
+    let r = running(json!({"ttlSecondsAfterFinished": 600}));
+    let d = step(
+        &r,
+        Some(Answer::Listed(listed("wf-1", "succeeded"))),
+        at(300),
+    );
+    assert_eq!(d.action, Action::Poll("wf-1".into()));
+    let done = with_status(r.clone(), d.status.clone());
+    let x = decide(
+        &done,
+        Some(Answer::Polled(Ok(read("wf-1", "succeeded")))),
+        at(310),
+        due(),
+        &Settings::default(),
+    );
+    assert_eq!(x.action, Action::Requeue(Duration::from_secs(590)));
+}
+
+#[test]
 fn a_failed_summary_read_is_tried_a_few_times_then_the_outcome_stands() {
     let r = running(json!({}));
     let d = step(

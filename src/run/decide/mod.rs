@@ -363,7 +363,7 @@ impl Step<'_> {
             None | Some(Phase::Pending) => self.pending(),
             Some(Phase::Starting) => self.starting_without_answer(),
             Some(Phase::Running | Phase::Stopping) => self.in_flight(),
-            Some(_) => self.summary_next().unwrap_or_else(|| self.finished_next()),
+            Some(_) => self.after_finish(),
         }
     }
 

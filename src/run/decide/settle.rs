@@ -34,7 +34,7 @@ impl Step<'_> {
             return action;
         }
         self.memory.summary_due = true;
-        Action::Poll(w.id)
+        self.after_finish()
     }
 
     /// The read for the final task summary of a run the list settled.
@@ -95,9 +95,15 @@ impl Step<'_> {
         }
     }
 
-    /// A finished run whose summary read is still to come.
-    pub(super) fn summary_next(&mut self) -> Option<Action> {
-        let id = self.status.workflow_id.clone()?;
-        self.memory.summary_due.then_some(Action::Poll(id))
+    /// What a finished run does next: its summary read when one is due, unless
+    /// `ttlSecondsAfterFinished` has come (the resource goes, read or not).
+    pub(super) fn after_finish(&mut self) -> Action {
+        let after = self.finished_next();
+        match &self.status.workflow_id {
+            Some(id) if self.memory.summary_due && after != Action::Delete => {
+                Action::Poll(id.clone())
+            }
+            _ => after,
+        }
     }
 }
