@@ -2,7 +2,7 @@
 //! request fires, what the concurrency policy does with runs in flight, which old
 //! runs to prune, and the status and Events that say so.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -16,6 +16,9 @@ use crate::crd::schedule::{
 };
 use crate::run::decide::Event;
 use crate::run::validate;
+
+mod run_now;
+mod slots;
 
 /// Decides one schedule at `now` from its spec, its status and the runs it owns:
 /// the [`Plan`] the controller performs (runs to create, stop and delete), the next
@@ -199,7 +202,8 @@ impl Step<'_> {
         self.observe_pattern();
         let run_now = self.pending_run_now();
         let mut handled = false;
-        if let Some(slot) = self.due_slot(slots) {
+        if let Some((slot, since)) = self.due_slot(slots) {
+            self.missed_before(slots, since, slot);
             self.slot(slot);
             handled = true;
         }
@@ -253,169 +257,6 @@ impl Step<'_> {
         wake
     }
 
-    /// The most recent slot at or before now that nothing has handled yet.
-    fn due_slot(&self, slots: &CronSchedule) -> Option<Timestamp> {
-        let slot = slots.latest_at_or_before(self.now)?;
-        let handled = [
-            self.previous.last_schedule_time.as_ref().map(|t| t.0),
-            self.previous.last_skipped_time.as_ref().map(|t| t.0),
-            runs::newest_slot(&self.views),
-            // Slots before the schedule existed, or before its pattern was last
-            // edited, are not missed, they never were.
-            self.floor(),
-        ]
-        .into_iter()
-        .flatten()
-        .max();
-        (handled.is_none_or(|h| slot > h)).then_some(slot)
-    }
-
-    fn slot(&mut self, slot: Timestamp) {
-        let spec = &self.schedule.spec;
-        if spec.suspend {
-            // Quietly: a suspended schedule is meant to skip.
-            self.status.last_skipped_time = Some(Time(slot));
-            return;
-        }
-        let late = self.now.duration_since(slot);
-        if let Some(deadline) = spec.starting_deadline_seconds
-            && late > SignedDuration::from_secs(deadline)
-        {
-            self.status.last_skipped_time = Some(Time(slot));
-            self.events.push(warning(
-                "MissedSchedule",
-                format!(
-                    "skipped the run due at {slot}: it is {}s late, past startingDeadlineSeconds ({deadline}s)",
-                    late.as_secs()
-                ),
-            ));
-            return;
-        }
-        let name = slot_run_name(&self.name(), slot);
-        if !self.admit(&name, &format!("the run due at {slot}")) {
-            self.status.last_skipped_time = Some(Time(slot));
-            return;
-        }
-        self.last_schedule_time_before = self.status.last_schedule_time.clone();
-        self.status.last_schedule_time = Some(Time(slot));
-        self.create_run(name, Trigger::Slot(slot), slot);
-    }
-
-    /// A run-now value not handled yet: neither among the values handled nor a
-    /// timestamp older than the schedule (those are recorded as handled, with an Event).
-    fn pending_run_now(&mut self) -> Option<String> {
-        let value = self.schedule.annotations().get(RUN_NOW_ANNOTATION)?.trim();
-        if value.is_empty() {
-            return None;
-        }
-        let key = run_now_key(value);
-        let seen = &self.previous;
-        if seen.last_handled_run_now.as_deref() == Some(key.as_str())
-            || seen.handled_run_now.contains(&key)
-        {
-            return None;
-        }
-        let created = self
-            .schedule
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0);
-        if let (Some(at), Some(created)) = (run_now_time(value), created)
-            && at < created
-        {
-            self.remember_run_now(&key);
-            self.events.push(normal(
-                "RunNowIgnored",
-                format!(
-                    "ignored {RUN_NOW_ANNOTATION} {key:?}: it names {at}, before this schedule was created ({created}), so it was meant for an earlier copy of it; set a new value to run now"
-                ),
-            ));
-            return None;
-        }
-        Some(key)
-    }
-
-    fn remember_run_now(&mut self, key: &str) {
-        self.status.last_handled_run_now = Some(key.to_string());
-        let handled = &mut self.status.handled_run_now;
-        handled.retain(|k| k != key);
-        handled.push(key.to_string());
-        let excess = handled.len().saturating_sub(MAX_HANDLED_RUN_NOW);
-        handled.drain(..excess);
-        if self.status.waiting_run_now.as_deref() == Some(key) {
-            self.status.waiting_run_now = None;
-        }
-    }
-
-    fn run_now(&mut self, key: String) {
-        let count = self.previous.run_now_count.saturating_add(1);
-        let name = run_now_run_name(&self.name(), count);
-        if self.views.iter().any(|r| r.name == name) {
-            // Created before a restart that lost the status write: it is this request's run.
-            self.status.run_now_count = count;
-            self.remember_run_now(&key);
-            return;
-        }
-        let policy = self.schedule.spec.concurrency_policy.unwrap_or_default();
-        let in_flight: Vec<String> = self
-            .views
-            .iter()
-            .filter(|r| r.active())
-            .map(|r| r.name.clone())
-            .collect();
-        if policy == ConcurrencyPolicy::Forbid && !in_flight.is_empty() {
-            // Kept, not dropped: it runs once the runs in flight have finished.
-            if self.previous.waiting_run_now.as_deref() != Some(key.as_str()) {
-                self.events.push(normal(
-                    "RunNowWaiting",
-                    format!(
-                        "{RUN_NOW_ANNOTATION} {key:?} waits for {} to finish (concurrencyPolicy Forbid); it runs then",
-                        in_flight.join(", ")
-                    ),
-                ));
-            }
-            self.status.waiting_run_now = Some(key);
-            return;
-        }
-        self.status.run_now_count = count;
-        self.remember_run_now(&key);
-        if !self.admit(&name, &format!("the {RUN_NOW_ANNOTATION} run for {key:?}")) {
-            return;
-        }
-        self.create_run(name, Trigger::RunNow(key), self.now);
-    }
-
-    /// The time before which no slot counts as missed: the schedule's creation, or
-    /// the last edit of its pattern or time zone.
-    fn floor(&self) -> Option<Timestamp> {
-        let created = self
-            .schedule
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0);
-        let edited = self.status.observed_schedule_since.as_ref().map(|t| t.0);
-        created.max(edited)
-    }
-
-    /// Records the pattern the slots are read from; an edit of the schedule or the
-    /// time zone counts like a creation (its earlier slots are not missed).
-    fn observe_pattern(&mut self) {
-        let spec = &self.schedule.spec;
-        let pattern = format!(
-            "{} in {}",
-            spec.schedule.trim(),
-            spec.time_zone.as_deref().unwrap_or("UTC")
-        );
-        let since = match self.previous.observed_schedule.as_deref() {
-            Some(seen) if seen != pattern => Some(Time(self.now)),
-            _ => self.previous.observed_schedule_since.clone(),
-        };
-        self.status.observed_schedule = Some(pattern);
-        self.status.observed_schedule_since = since;
-    }
-
     /// Under Replace, runs in flight older than the newest one still to be stopped
     /// (a restart between creating a run and stopping the ones it replaces).
     fn stop_replaced_leftovers(&mut self) {
@@ -430,33 +271,6 @@ impl Step<'_> {
             .filter(|r| !r.stop_requested)
             .map(|r| r.name.clone())
             .collect();
-    }
-
-    /// Why the schedule is blocked, when it is: under Forbid, a run in flight since
-    /// before the latest slot (which was then skipped behind it).
-    fn blocked(&self, slots: &CronSchedule) -> Option<String> {
-        let spec = &self.schedule.spec;
-        if spec.suspend || spec.concurrency_policy.unwrap_or_default() != ConcurrencyPolicy::Forbid
-        {
-            return None;
-        }
-        let latest = slots.latest_at_or_before(self.now)?;
-        if self.floor().is_some_and(|floor| latest <= floor) {
-            return None;
-        }
-        let oldest = self
-            .views
-            .iter()
-            .filter(|r| r.active())
-            .rfind(|r| r.scheduled_at.is_some_and(|at| at < latest))?;
-        let since = oldest
-            .scheduled_at
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        Some(format!(
-            "blocked since {since}: run {} is still in flight and concurrencyPolicy Forbid skips every slot behind it (the last at {latest}); stop or delete it, or let its spec.timeout end it",
-            oldest.name
-        ))
     }
 
     /// Applies the concurrency policy before `name` starts: false when it must not

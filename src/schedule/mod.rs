@@ -52,6 +52,8 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 pub const MAX_HANDLED_RUN_NOW: usize = 32;
 /// How far past now a run's slot time may be (clock skew) before it is ignored.
 pub const FUTURE_SKEW: SignedDuration = SignedDuration::from_secs(120);
+/// Missed slots counted one by one before an Event says "more than" this many.
+pub const MAX_MISSED_COUNTED: usize = 100;
 /// How soon to look again when a run-now waits behind a slot handled just now.
 const SOON: SignedDuration = SignedDuration::from_secs(1);
 

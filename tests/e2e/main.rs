@@ -21,6 +21,7 @@ mod operator_rbac;
 mod outcomes;
 mod roles;
 mod scenarios;
+mod schedule_cascade;
 mod schedule_guards;
 mod schedules;
 mod stopping;

@@ -28,8 +28,10 @@ use crate::outcomes::{
     metrics_and_readiness_answer, the_api_server_rejects_bad_input_naming_the_field,
 };
 use crate::roles::users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease;
+use crate::schedule_cascade::schedule_cascade_orphan_keeps_the_runs_background_and_foreground_take_them;
 use crate::schedule_guards::{
     schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,
+    schedule_guards_replace_with_a_refused_create_leaves_the_run_in_flight,
     schedule_guards_run_now_fires_once_per_value_across_a_revert_and_a_recreate,
 };
 use crate::schedules::{
@@ -86,6 +88,8 @@ scenarios!(
         users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease,
         schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,
         schedule_guards_run_now_fires_once_per_value_across_a_revert_and_a_recreate,
+        schedule_guards_replace_with_a_refused_create_leaves_the_run_in_flight,
+        schedule_cascade_orphan_keeps_the_runs_background_and_foreground_take_them,
     ],
     exclusive: [
         killing_the_leader_inside_its_starts_never_starts_twice,

@@ -1,16 +1,19 @@
-//! Issue 22 on the real kube-apiserver: a schedule that cannot go on says so, and a
-//! run-now value fires once, ever.
+//! Issue 22 on the real kube-apiserver: a schedule that cannot go on says so, a
+//! run-now value fires once, ever, and Replace never leaves nothing running.
 
 use std::time::Duration;
 
 use amperity_operator::crd::schedule::AmperityWorkflowSchedule;
 use amperity_operator::run::decide::START_DEADLINE_ANNOTATION;
 use amperity_operator::schedule::RUN_NOW_ANNOTATION;
+use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::env::{Env, Result, condition, phase, schedule_condition, wait_events};
+use crate::env::{
+    Env, Result, condition, events, eventually, phase, schedule_condition, wait_events,
+};
 use crate::scenarios::{EVENTS, ensure};
 
 fn unique(prefix: &str) -> String {
@@ -217,5 +220,134 @@ pub async fn schedule_guards_run_now_fires_once_per_value_across_a_revert_and_a_
         |_| true,
     )
     .await?;
+    Ok(())
+}
+
+const RUN_COUNT: &str = "count/amperityworkflowruns.amperity.dev";
+
+/// Sets the namespace's quota on runs to `hard`, and waits until the quota
+/// controller has taken it in (the API server admits against its status).
+async fn quota(env: &Env, ns: &str, hard: u32) -> Result {
+    let api: Api<ResourceQuota> = Api::namespaced(env.client.clone(), ns);
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "runs"},
+                       "spec": {"hard": {RUN_COUNT: hard.to_string()}}});
+    api.patch(
+        "runs",
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(quota),
+    )
+    .await
+    .map_err(|e| format!("writing the ResourceQuota: {e}"))?;
+    // The quota controller discovers the CRD's resource every 30 s, then counts.
+    eventually(Duration::from_secs(120), || async {
+        let q = api.get("runs").await.map_err(|e| e.to_string())?;
+        let status = q.status.unwrap_or_default();
+        let seen = status.hard.unwrap_or_default().get(RUN_COUNT).cloned();
+        let used = status.used.unwrap_or_default().get(RUN_COUNT).cloned();
+        ensure(
+            seen.as_ref().is_some_and(|h| h.0 == hard.to_string()) && used.is_some(),
+            format!("the quota controller has not taken in {hard} (hard {seen:?}, used {used:?})"),
+        )
+    })
+    .await
+}
+
+/// concurrencyPolicy Replace when the API server refuses the new run (a
+/// ResourceQuota on runs, 403 "exceeded quota"): the run in flight is left alone,
+/// the schedule says RunCreateFailed with a CreateFailed Event; once the quota
+/// allows it, the new run is created and only then the old one stopped.
+pub async fn schedule_guards_replace_with_a_refused_create_leaves_the_run_in_flight(
+    env: &Env,
+) -> Result {
+    let ns = env.namespace("sched-quota", Some(&env.own_token())).await?;
+    let outcome = replace_over_quota(env, &ns).await;
+    // Cleaned up on every path: the schedule, then its runs (stopped per their
+    // deletionPolicy), then the quota.
+    let _ = env
+        .schedules(&ns)
+        .delete("swap", &DeleteParams::default())
+        .await;
+    let _ = env
+        .runs(&ns)
+        .delete_collection(&DeleteParams::default(), &Default::default())
+        .await;
+    let _ = Api::<ResourceQuota>::namespaced(env.client.clone(), &ns)
+        .delete("runs", &DeleteParams::default())
+        .await;
+    outcome
+}
+
+async fn replace_over_quota(env: &Env, ns: &str) -> Result {
+    quota(env, ns, 1).await?;
+    let hang = unique("cg-e2e-quota-hang");
+    env.create_schedule(
+        ns,
+        "swap",
+        json!({"concurrencyPolicy": "Replace"}),
+        json!({"configId": hang}),
+        json!({RUN_NOW_ANNOTATION: "a"}),
+    )
+    .await?;
+    env.wait_for(ns, "swap-now-1", Duration::from_secs(60), "running", |r| {
+        phase(r) == "Running"
+    })
+    .await?;
+    annotate(env, ns, "swap", "b").await?;
+    let s = env
+        .wait_for_schedule(
+            ns,
+            "swap",
+            Duration::from_secs(60),
+            "RunCreateFailed",
+            |s| {
+                schedule_condition(s, "Ready")
+                    .is_some_and(|(_, reason, _)| reason == "RunCreateFailed")
+            },
+        )
+        .await?;
+    let (ready, _, message) = schedule_condition(&s, "Ready").unwrap_or_default();
+    ensure(
+        ready == "False" && message.contains("exceeded quota") && message.contains("403"),
+        format!("the API server's refusal, said: {ready} {message}"),
+    )?;
+    wait_events(env, ns, &["CreateFailed"], EVENTS).await?;
+    // The refusal is recorded (status, then the Event) after the create was refused
+    // and before anything would have been stopped: the run in flight goes on.
+    let old = env
+        .runs(ns)
+        .get("swap-now-1")
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure(
+        !old.spec.stop && phase(&old) == "Running",
+        format!(
+            "the run in flight was left alone: stop {}, {}",
+            old.spec.stop,
+            phase(&old)
+        ),
+    )?;
+    let names = env.run_names(ns).await?;
+    ensure(
+        names == ["swap-now-1"],
+        format!("nothing replaced it: {names:?}"),
+    )?;
+    let seen = events(env, ns).await;
+    ensure(
+        !seen.contains_key("Replaced"),
+        format!("no Replaced Event for a run never created: {seen:?}"),
+    )?;
+
+    // Room for one more: the next value creates its run, then stops the old one.
+    quota(env, ns, 2).await?;
+    annotate(env, ns, "swap", "c").await?;
+    env.wait_for(ns, "swap-now-3", Duration::from_secs(60), "running", |r| {
+        phase(r) == "Running"
+    })
+    .await?;
+    env.wait_for(ns, "swap-now-1", Duration::from_secs(60), "canceled", |r| {
+        phase(r) == "Canceled"
+    })
+    .await?;
+    wait_events(env, ns, &["Replaced"], EVENTS).await?;
     Ok(())
 }

@@ -3,8 +3,11 @@
 # from Debian bookworm's `kubernetes` source package) and Debian's etcd, both on
 # loopback, in the manner of controller-runtime's envtest. The suite's kubectl is
 # built from the same source (the machine's own kubectl, if any, is never used), and
-# so is a kube-controller-manager that runs one controller, clusterrole-aggregation
-# (the built-in view/edit/admin roles gather the chart's aggregated ClusterRoles).
+# so is a kube-controller-manager that runs three controllers: clusterrole-aggregation
+# (the built-in view/edit/admin roles gather the chart's aggregated ClusterRoles),
+# garbagecollector (ownerReferences and the propagation policies of a deletion:
+# orphan, background, foreground) and resourcequota (a quota's usage, so that the
+# API server can refuse a create over it, as in a real cluster).
 #
 #   testenv.sh install   apt packages (idempotent)
 #   testenv.sh build     build kube-apiserver, kubectl and kube-controller-manager into the
@@ -252,10 +255,14 @@ EOF
   echo "$STATE/kubeconfig"
 }
 
-# Only the clusterrole-aggregation controller, as the admin, serving nothing (no
-# ports, so environments side by side cannot collide).
+# The clusterrole-aggregation, garbage-collector and resource-quota controllers, as
+# the admin, serving nothing (no ports, so environments side by side cannot collide).
+# Quotas are recounted every 10 s (not 5 min): a quota on a CRD's objects gets its
+# usage soon after the CRD is discovered (every 30 s).
 start_controller_manager() {
-  "$CONTROLLER_MANAGER" --kubeconfig="$STATE/kubeconfig" --controllers=clusterrole-aggregation \
+  "$CONTROLLER_MANAGER" --kubeconfig="$STATE/kubeconfig" \
+    --controllers=clusterrole-aggregation,garbagecollector,resourcequota \
+    --resource-quota-sync-period=10s \
     --leader-elect=false --bind-address=127.0.0.1 --port=0 --secure-port=0 \
     >>"$STATE/controller-manager.log" 2>&1 &
   echo $! > "$STATE/controller-manager.pid"

@@ -77,7 +77,9 @@ fn status_error(code: u16, reason: &str, message: &str) -> Value {
 
 /// A schedule "* * * * *" created two minutes ago, with the finalizer in place.
 fn schedule(extra_spec: Value, annotations: Value) -> AmperityWorkflowSchedule {
-    let created = Timestamp::now() - SignedDuration::from_secs(120);
+    // Just before the latest minute: that slot is due, and none before it was missed.
+    let minute = Timestamp::now().as_second().div_euclid(60) * 60;
+    let created = Timestamp::from_second(minute - 1).unwrap();
     let mut spec = json!({
         "schedule": "* * * * *",
         "runTemplate": {"spec": {"tenant": "socktown", "tokenSecretRef": {"name": "amperity-api"},

@@ -1162,3 +1162,98 @@ fn deleting_with_cascade_orphan_or_foreground_leaves_the_runs_to_the_garbage_col
         assert!(plan.stop.is_empty() && plan.create.is_none(), "{finalizer}");
     }
 }
+
+// ------------------------------------------------- slots missed during downtime
+
+/// An hourly schedule created long ago, whose last slot handled is `last`.
+fn hourly_since(last: &str, spec: Value) -> AmperityWorkflowSchedule {
+    let mut full = json!({"schedule": "0 * * * *"});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    let mut s = schedule(full, Some(json!({"lastScheduleTime": last})));
+    s.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(
+        "2024-01-01T00:00:00Z",
+    )));
+    s
+}
+
+#[test]
+fn slots_missed_during_downtime_get_one_warning_with_their_count() {
+    let s = hourly_since("2025-04-18T01:00:00Z", json!({}));
+    let now = ts("2025-04-18T06:00:30Z");
+    let plan = decide(&s, &[], now);
+    // 02:00 to 05:00 were missed; 06:00, the most recent, runs.
+    assert_eq!(
+        created(&plan),
+        Some(slot_run_name("nightly", ts("2025-04-18T06:00:00Z")))
+    );
+    assert_eq!(reasons(&plan), ["MissedScheduledTimes", "Created"]);
+    let missed = &plan.events[0];
+    assert_eq!(missed.type_, EventType::Warning);
+    assert!(
+        missed.note.starts_with(
+            "4 scheduled times between 2025-04-18T01:00:00Z and 2025-04-18T06:00:00Z were missed"
+        ),
+        "{}",
+        missed.note
+    );
+    // Said once: the next look, a moment later, has nothing more to say.
+    let later = decide(&applied(&s, &plan), &[], ts("2025-04-18T06:01:00Z"));
+    assert!(later.events.is_empty(), "{:?}", reasons(&later));
+}
+
+#[test]
+fn missed_slots_are_counted_up_to_a_bound() {
+    // A year down with a schedule every minute: counted to 100, then "more than".
+    let mut s = hourly_since("2024-04-18T06:00:00Z", json!({"schedule": "* * * * *"}));
+    s.spec.starting_deadline_seconds = Some(60);
+    let plan = decide(&s, &[], ts("2025-04-18T06:00:30Z"));
+    assert_eq!(reasons(&plan), ["MissedScheduledTimes", "Created"]);
+    assert!(
+        plan.events[0]
+            .note
+            .starts_with("more than 100 scheduled times"),
+        "{}",
+        plan.events[0].note
+    );
+    // The most recent is also past the deadline: both are said.
+    let mut daily = hourly_since("2025-04-10T06:00:00Z", json!({"schedule": "0 6 * * *"}));
+    daily.spec.starting_deadline_seconds = Some(600);
+    let plan = decide(&daily, &[], ts("2025-04-18T09:00:00Z"));
+    assert_eq!(reasons(&plan), ["MissedScheduledTimes", "MissedSchedule"]);
+    assert!(
+        plan.events[0].note.starts_with("7 scheduled times"),
+        "{}",
+        plan.events[0].note
+    );
+}
+
+#[test]
+fn no_missed_slot_warning_on_time_nor_when_suspended_nor_before_creation() {
+    // On time: the previous slot was handled.
+    let s = hourly_since("2025-04-18T05:00:00Z", json!({}));
+    assert_eq!(
+        reasons(&decide(&s, &[], ts("2025-04-18T06:00:01Z"))),
+        ["Created"]
+    );
+    // Suspended: skipping is what it is for.
+    let s = hourly_since("2025-04-18T01:00:00Z", json!({"suspend": true}));
+    assert!(
+        decide(&s, &[], ts("2025-04-18T06:00:01Z"))
+            .events
+            .is_empty()
+    );
+    // Slots before the schedule existed were never missed.
+    let s = schedule(json!({"schedule": "0 * * * *"}), None);
+    assert_eq!(
+        reasons(&decide(&s, &[], ts("2025-04-18T09:00:01Z"))),
+        ["MissedScheduledTimes", "Created"]
+    );
+    let plan = decide(&s, &[], ts("2025-04-18T06:00:01Z"));
+    assert_eq!(
+        reasons(&plan),
+        ["Created"],
+        "created at 05:30: nothing missed before 06:00"
+    );
+}
