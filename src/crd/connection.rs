@@ -155,8 +155,9 @@ pub struct ClusterTokenSecretRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionStatus {
-    /// `Ready` (the credentials were verified with one authenticated call) and
-    /// `Stalled` (why they could not be, until someone fixes it).
+    /// `Ready` (the credentials were verified with one authenticated call),
+    /// `Stalled` (why they could not be, until someone fixes it) and `Reconciling`
+    /// (True while Amperity could not be asked yet), as kstatus reads them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
