@@ -127,3 +127,64 @@ fn argocd_cm_carries_the_connection_check_for_both_kinds() {
         );
     }
 }
+
+/// examples/gitops/connection.yaml holds together: the cluster connection is one the
+/// CRD types read, the schedule's runTemplate passes the spec rules, and the run it
+/// makes, in the labelled namespace, is served by the connection (its Secret read in
+/// the platform's namespace); in a namespace without the label it would be refused.
+#[test]
+fn the_gitops_connection_example_holds_together() {
+    use amperity_operator::crd::AmperityWorkflowRun;
+    use amperity_operator::crd::connection::ClusterAmperityConnection;
+    use amperity_operator::run::connection::{Found, Source, resolve};
+    use amperity_operator::run::validate::validate_spec_value;
+
+    let text = include_str!("../../examples/gitops/connection.yaml");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let mut connection: ClusterAmperityConnection =
+        serde_json::from_value(of("ClusterAmperityConnection")).unwrap();
+    assert_eq!(connection.spec.target.requests_per_second, Some(5));
+    let schedule = of("AmperityWorkflowSchedule");
+    let template = &schedule["spec"]["runTemplate"]["spec"];
+    assert_eq!(validate_spec_value(template), vec![]);
+    let namespace = of("Namespace");
+    let labels = serde_json::from_value(namespace["metadata"]["labels"].clone()).unwrap();
+    // The connection as the operator leaves it once verified.
+    let verified = connection_status_ready();
+    connection.metadata.generation = Some(1);
+    connection.status = Some(verified);
+    let run = || -> AmperityWorkflowRun {
+        serde_json::from_value(json!({
+            "apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRun",
+            "metadata": {"name": "nightly-ingest-1", "namespace": "marketing"},
+            "spec": template,
+        }))
+        .unwrap()
+    };
+    let mut served = run();
+    let found = Found::Cluster(Some(connection.clone()), labels);
+    match resolve(&mut served, "marketing", Some(found), "amperity-system") {
+        Source::Secret {
+            namespace, secret, ..
+        } => {
+            assert_eq!(namespace, "amperity-system");
+            assert_eq!(secret.name, "socktown-api");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(served.spec.tenant(), "socktown");
+    let mut refused = run();
+    let found = Found::Cluster(Some(connection), Default::default());
+    assert!(matches!(
+        resolve(&mut refused, "sales", Some(found), "amperity-system"),
+        Source::Refused(p) if p.reason == "ConnectionNotAllowed"
+    ));
+}
+
+fn connection_status_ready() -> amperity_operator::crd::connection::ConnectionStatus {
+    let at = Timestamp::from_second(1_750_000_000).unwrap();
+    status(None, 1, &Verification::Verified, None, "7", 0, at)
+}
