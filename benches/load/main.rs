@@ -32,6 +32,7 @@
 mod burst;
 mod case;
 mod env;
+mod fair;
 #[path = "../../tests/e2e/listening.rs"]
 mod listening;
 mod measure;
@@ -49,6 +50,11 @@ use serde_json::{Value, json};
 use case::{Figures, Setting, Shape};
 
 fn main() {
+    // Namespaces sharing a tenant's budget: in process, no Kubernetes (fair.rs).
+    if std::env::args().any(|a| a == "--fair-namespaces") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        std::process::exit(if rt.block_on(fair::run()) { 0 } else { 1 });
+    }
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -112,6 +112,13 @@ impl AmperityClient {
         })
     }
 
+    /// `who` (a connection) asks that `target`'s tenant be sent at most
+    /// `per_second`, whoever's requests they are (None: it no longer asks).
+    pub fn limit_tenant(&self, target: &Target, who: &str, per_second: Option<u32>) {
+        let budget = self.inner.budgets.for_tenant(&target.budget_key());
+        budget.limit(who, per_second);
+    }
+
     /// The allow-list every request is checked against.
     pub fn allow_list(&self) -> &AllowList {
         &self.inner.config.allow

@@ -17,22 +17,21 @@ use tracing::{info, warn};
 
 use super::{Verification, due, refreshed, status};
 use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
-use crate::amperity::{ListQuery, Target};
+use crate::amperity::{ClientError, ListQuery, Target};
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::events::kube_error_summary;
 use crate::crd::TokenSecretRef;
 use crate::crd::connection::{
     AmperityConnection, ClusterAmperityConnection, ConnectionKind, ConnectionStatus,
+    ConnectionTarget, connection_key,
 };
 use crate::run::controller::Context;
 
 /// What both kinds share, as the reconcile needs it.
 struct Connection {
-    kind: ConnectionKind,
-    /// `namespace/name` or `name`: what runs count it by.
+    /// Its [`connection_key`]: what runs count it by.
     key: String,
-    tenant: String,
-    endpoint: Option<String>,
+    target: ConnectionTarget,
     secret_namespace: String,
     secret: TokenSecretRef,
     generation: i64,
@@ -113,10 +112,12 @@ async fn reconcile_namespaced(
 ) -> Result<Action, Error> {
     let namespace = c.namespace().unwrap_or_default();
     let connection = Connection {
-        kind: ConnectionKind::AmperityConnection,
-        key: format!("{namespace}/{}", c.name_any()),
-        tenant: c.spec.tenant.clone(),
-        endpoint: c.spec.endpoint.clone(),
+        key: connection_key(
+            ConnectionKind::AmperityConnection,
+            &namespace,
+            &c.name_any(),
+        ),
+        target: c.spec.target.clone(),
         secret_namespace: namespace.clone(),
         secret: c.spec.token_secret_ref.clone(),
         generation: c.metadata.generation.unwrap_or_default(),
@@ -132,10 +133,8 @@ async fn reconcile_cluster(
 ) -> Result<Action, Error> {
     let r = &c.spec.token_secret_ref;
     let connection = Connection {
-        kind: ConnectionKind::ClusterAmperityConnection,
-        key: c.name_any(),
-        tenant: c.spec.tenant.clone(),
-        endpoint: c.spec.endpoint.clone(),
+        key: connection_key(ConnectionKind::ClusterAmperityConnection, "", &c.name_any()),
+        target: c.spec.target.clone(),
         secret_namespace: r
             .namespace
             .clone()
@@ -176,8 +175,14 @@ where
         _ => String::new(),
     };
     let last = ctx.verified.lock().unwrap().get(&c.key).cloned();
-    let runs = ctx.runs.connection_users(c.kind, &c.key);
+    let runs = ctx.runs.connection_users(&c.key);
     let prepared = prepare(ctx, &c, secret);
+    // The tenant's one budget, lowered while this connection asks it to be
+    // (whoever's requests they are: its runs', other connections', inline ones').
+    if let Ok(target) = target(ctx, &c) {
+        let rate = c.target.requests_per_second;
+        ctx.runs.amperity.limit_tenant(&target, &c.key, rate);
+    }
     // Who the credentials act as: the Secret's `principal` key, or what the runs
     // they started showed; written with the Secret's version, so that a search
     // after a restart (nothing learned yet) still knows it, and one after a
@@ -273,16 +278,20 @@ fn prepare(
             message: format!("{named} {}", p.message),
         }
     })?;
+    let target = target(ctx, c).map_err(|e| Verification::EndpointNotAllowed(e.to_string()))?;
+    Ok((access, target))
+}
+
+/// Where the connection's requests go, if the allow-list lets them.
+fn target(ctx: &ConnectionContext, c: &Connection) -> Result<Target, ClientError> {
     let defaults = &ctx.runs.defaults;
-    let target = Target::new(
-        c.endpoint.as_deref(),
+    Target::new(
+        c.target.endpoint.as_deref(),
         &defaults.endpoint,
-        &c.tenant,
+        &c.target.tenant,
         &defaults.api_version,
         ctx.runs.amperity.allow_list(),
     )
-    .map_err(|e| Verification::EndpointNotAllowed(e.to_string()))?;
-    Ok((access, target))
 }
 
 /// One authenticated call with the connection's credentials.

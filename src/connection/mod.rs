@@ -157,9 +157,23 @@ pub fn status(
         }
     };
     let verified = matches!(outcome, Verification::Verified);
+    // kstatus reads Reconciling: True while the operator is still finding out
+    // (Amperity could not be asked), so a GitOps tool waits rather than calls the
+    // connection Current or Failed.
+    let finding_out = matches!(outcome, Verification::Unavailable(_));
     ConnectionStatus {
         conditions: vec![
             condition("Ready", ready, reason, &message),
+            condition(
+                "Reconciling",
+                finding_out,
+                if finding_out { reason } else { "Verified" },
+                if finding_out {
+                    &message
+                } else {
+                    "nothing left to find out"
+                },
+            ),
             condition(
                 "Stalled",
                 stalled,
@@ -233,6 +247,9 @@ mod tests {
         ];
         for (outcome, ready, stalled) in cases {
             let s = status(None, 3, &outcome, None, "7", 0, at(0));
+            let unavailable = matches!(outcome, Verification::Unavailable(_));
+            let reconciling = if unavailable { "True" } else { "False" };
+            assert_eq!(cond(&s, "Reconciling").0, reconciling, "{outcome:?}");
             assert!(
                 s.conditions.iter().all(|c| !c.message.is_empty()),
                 "{outcome:?}"

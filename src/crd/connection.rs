@@ -48,22 +48,9 @@ pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AmperityConnectionSpec {
-    /// Amperity tenant id, sent as the `amperity-tenant` header. Also names the
-    /// default base URL `https://{tenant}.amperity.com/api`.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    )]
-    pub tenant: String,
-
-    /// Base URL of the Amperity API, e.g. `https://app.amperity.com/api`; must be on
-    /// the operator's allow-list, like a run's `spec.endpoint`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = MAX_ENDPOINT_CHARS),
-        regex(pattern = r"^https?://[^\s/]+(/\S*)?$")
-    )]
-    pub endpoint: Option<String>,
+    /// The tenant, where its API is, and how fast it may be sent requests.
+    #[serde(flatten)]
+    pub target: ConnectionTarget,
 
     /// Secret in this namespace holding `token` (a bearer JWT) or `client_id` +
     /// `client_secret` (OAuth client credentials), as runs accept them.
@@ -105,6 +92,24 @@ pub struct AmperityConnectionSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAmperityConnectionSpec {
+    /// The tenant, where its API is, and how fast it may be sent requests.
+    #[serde(flatten)]
+    pub target: ConnectionTarget,
+
+    /// The Secret holding `token` or `client_id` + `client_secret`, in `namespace`
+    /// (default: the operator's own namespace).
+    pub token_secret_ref: ClusterTokenSecretRef,
+
+    /// Which namespaces' runs and schedules may use this connection. Required:
+    /// `{}` chooses every namespace.
+    pub namespace_selector: LabelSelector,
+}
+
+/// What both kinds of connection say about the tenant: who it is, where its API
+/// is, and how fast it may be sent requests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionTarget {
     /// Amperity tenant id, sent as the `amperity-tenant` header. Also names the
     /// default base URL `https://{tenant}.amperity.com/api`.
     #[schemars(
@@ -122,13 +127,12 @@ pub struct ClusterAmperityConnectionSpec {
     )]
     pub endpoint: Option<String>,
 
-    /// The Secret holding `token` or `client_id` + `client_secret`, in `namespace`
-    /// (default: the operator's own namespace).
-    pub token_secret_ref: ClusterTokenSecretRef,
-
-    /// Which namespaces' runs and schedules may use this connection. Required:
-    /// `{}` chooses every namespace.
-    pub namespace_selector: LabelSelector,
+    /// At most this many requests a second to the tenant (at most its documented
+    /// 10). Lowers the tenant's one budget for every run that reaches it, through
+    /// any connection or a Secret of its own; the lowest any connection asks wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub requests_per_second: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -151,8 +155,9 @@ pub struct ClusterTokenSecretRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionStatus {
-    /// `Ready` (the credentials were verified with one authenticated call) and
-    /// `Stalled` (why they could not be, until someone fixes it).
+    /// `Ready` (the credentials were verified with one authenticated call),
+    /// `Stalled` (why they could not be, until someone fixes it) and `Reconciling`
+    /// (True while Amperity could not be asked yet), as kstatus reads them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -208,5 +213,20 @@ pub struct ConnectionRef {
 impl ConnectionRef {
     pub fn kind(&self) -> ConnectionKind {
         self.kind.unwrap_or_default()
+    }
+
+    /// The [`connection_key`] of the connection a run in `namespace` names.
+    pub fn key(&self, namespace: &str) -> String {
+        connection_key(self.kind(), namespace, &self.name)
+    }
+}
+
+/// One name for a connection wherever it is counted or remembered (the runs using
+/// it, its last verification): `AmperityConnection/{namespace}/{name}`, or
+/// `ClusterAmperityConnection/{name}` (a cluster connection has no namespace).
+pub fn connection_key(kind: ConnectionKind, namespace: &str, name: &str) -> String {
+    match kind {
+        ConnectionKind::AmperityConnection => format!("AmperityConnection/{namespace}/{name}"),
+        ConnectionKind::ClusterAmperityConnection => format!("ClusterAmperityConnection/{name}"),
     }
 }

@@ -127,8 +127,8 @@ pub fn resolve(
         Some(Found::Namespaced(Some(c))) if kind == ConnectionKind::AmperityConnection => {
             let generation = c.metadata.generation;
             (
-                c.spec.tenant,
-                c.spec.endpoint,
+                c.spec.target.tenant,
+                c.spec.target.endpoint,
                 c.spec.token_secret_ref,
                 namespace.to_string(),
                 c.status,
@@ -149,8 +149,8 @@ pub fn resolve(
             let generation = c.metadata.generation;
             let r = c.spec.token_secret_ref;
             (
-                c.spec.tenant,
-                c.spec.endpoint,
+                c.spec.target.tenant,
+                c.spec.target.endpoint,
                 TokenSecretRef {
                     name: r.name,
                     key: r.key,
@@ -267,7 +267,8 @@ pub async fn read(
 mod tests {
     use super::*;
     use crate::crd::connection::{
-        AmperityConnectionSpec, ClusterAmperityConnectionSpec, ClusterTokenSecretRef, ConnectionRef,
+        AmperityConnectionSpec, ClusterAmperityConnectionSpec, ClusterTokenSecretRef,
+        ConnectionRef, ConnectionTarget,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use serde_json::json;
@@ -316,8 +317,11 @@ mod tests {
         let mut c = AmperityConnection::new(
             "tenant-a",
             AmperityConnectionSpec {
-                tenant: "acme".into(),
-                endpoint: Some("https://app.amperity.com/api".into()),
+                target: ConnectionTarget {
+                    tenant: "acme".into(),
+                    endpoint: Some("https://app.amperity.com/api".into()),
+                    requests_per_second: None,
+                },
                 token_secret_ref: TokenSecretRef {
                     name: "acme-api".into(),
                     key: None,
@@ -337,8 +341,11 @@ mod tests {
         let mut c = ClusterAmperityConnection::new(
             "tenant-a",
             ClusterAmperityConnectionSpec {
-                tenant: "acme".into(),
-                endpoint: None,
+                target: ConnectionTarget {
+                    tenant: "acme".into(),
+                    endpoint: None,
+                    requests_per_second: Some(5),
+                },
                 token_secret_ref: ClusterTokenSecretRef {
                     name: "acme-api".into(),
                     key: Some("token".into()),

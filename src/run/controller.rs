@@ -18,7 +18,6 @@ use crate::amperity::AmperityClient;
 use crate::cluster::events::reporter;
 use crate::cluster::finalizer::apply_finalizer;
 use crate::cluster::retry::{Failures, catch_panic};
-use crate::crd::connection::ConnectionKind;
 use crate::crd::{AmperityWorkflowRun, DeletionPolicy, Phase};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::run::decide::{Action, Settings, workflow_type_for};
@@ -178,13 +177,11 @@ impl Context {
         }
     }
 
-    /// How many unfinished runs name the connection (`namespace/name` of an
-    /// `AmperityConnection`, `name` of a cluster one).
-    pub fn connection_users(&self, kind: ConnectionKind, key: &str) -> u32 {
+    /// How many unfinished runs name the connection (its
+    /// [`connection_key`](crate::crd::connection::connection_key)).
+    pub fn connection_users(&self, key: &str) -> u32 {
         let users = self.connections_in_use.lock().unwrap();
-        let count = users
-            .get(&format!("{kind:?}/{key}"))
-            .map_or(0, HashSet::len);
+        let count = users.get(key).map_or(0, HashSet::len);
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
@@ -310,13 +307,7 @@ async fn reconcile_in(
     // A run that names a connection takes its tenant, endpoint and Secret from it:
     // filled in here, before anything is tracked or decided.
     // Which connection the run uses, counted in its status while the run is unfinished.
-    let connection_key = run.spec.connection_ref.as_ref().map(|r| {
-        let key = match r.kind() {
-            ConnectionKind::AmperityConnection => format!("{namespace}/{}", r.name),
-            ConnectionKind::ClusterAmperityConnection => r.name.clone(),
-        };
-        format!("{:?}/{key}", r.kind())
-    });
+    let connection_key = run.spec.connection_ref.as_ref().map(|r| r.key(&namespace));
     let source = if run.spec.connection_ref.is_some() && !ctx.connections {
         connection::disabled()
     } else {

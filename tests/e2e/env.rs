@@ -621,19 +621,31 @@ impl Env {
 /// engine for a release in `namespace` (tests/chart/render.py). On a thread of its
 /// own, as kubectl: the venv may be created first.
 pub async fn render_chart(namespace: &str, kinds: &str) -> Result<Vec<Value>> {
+    render_chart_with(namespace, kinds, Value::Null).await
+}
+
+/// [`render_chart`] with `values` (a JSON object of chart values; null: none).
+pub async fn render_chart_with(namespace: &str, kinds: &str, values: Value) -> Result<Vec<Value>> {
     let (namespace, kinds) = (namespace.to_string(), kinds.to_string());
-    tokio::task::spawn_blocking(move || render_chart_now(&namespace, &kinds))
+    tokio::task::spawn_blocking(move || render_chart_now(&namespace, &kinds, &values))
         .await
         .map_err(|e| e.to_string())?
 }
 
-fn render_chart_now(namespace: &str, kinds: &str) -> Result<Vec<Value>> {
-    let out = Command::new(python()?)
+fn render_chart_now(namespace: &str, kinds: &str, values: &Value) -> Result<Vec<Value>> {
+    let mut command = Command::new(python()?);
+    command
         .arg(repo().join("tests/chart/render.py"))
         .arg(format!("--kinds={kinds}"))
-        .arg(format!("--namespace={namespace}"))
-        .output()
-        .map_err(|e| format!("rendering the chart: {e}"))?;
+        .arg(format!("--namespace={namespace}"));
+    let file = std::env::temp_dir().join(format!("e2e-values-{}.json", fastrand::u32(..)));
+    if !values.is_null() {
+        std::fs::write(&file, values.to_string()).map_err(|e| e.to_string())?;
+        command.arg(&file);
+    }
+    let out = command.output();
+    let _ = std::fs::remove_file(&file);
+    let out = out.map_err(|e| format!("rendering the chart: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "rendering the chart failed: {}",

@@ -9,6 +9,7 @@
 //! `cargo test -- --include-ignored` (what scripts/test.sh runs) or
 //! `cargo test --test e2e -- --ignored [SCENARIO...]`.
 
+mod connection_roles;
 mod connections;
 mod credentials;
 mod env;

@@ -20,7 +20,9 @@ fn ensure(ok: bool, what: impl Into<String>) -> Result {
 pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease(
     env: &Env,
 ) -> Result {
-    let roles: Vec<Value> = env::render_chart("amperity-system", "ClusterRole")
+    // With connections served: editors may create AmperityConnections too.
+    let values = json!({"amperity": {"connections": true}});
+    let roles: Vec<Value> = env::render_chart_with("amperity-system", "ClusterRole", values)
         .await?
         .into_iter()
         .filter(env::is_aggregated)
@@ -47,7 +49,15 @@ pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_leas
         let runs = "amperityworkflowruns";
         ensure(
             can(&as_editor, "create", "amperity.dev", runs, &ns).await?
-                && can(&as_viewer, "list", "amperity.dev", runs, &ns).await?,
+                && can(&as_viewer, "list", "amperity.dev", runs, &ns).await?
+                && can(
+                    &as_editor,
+                    "create",
+                    "amperity.dev",
+                    "amperityconnections",
+                    &ns,
+                )
+                .await?,
             format!("the bindings in {ns} are not in force"),
         )
     })
@@ -202,6 +212,11 @@ pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_leas
         format!("the operator's Lease exists (the check above is not vacuous): {out}"),
     )?;
 
+    crate::connection_roles::editors_create_connections_not_cluster_ones(
+        env, &ns, &editor, &viewer,
+    )
+    .await?;
+
     // The editor deletes the run: the operator stops it and lets it go.
     let (ok, out) = env
         .kubectl_as(&viewer, &["-n", &ns, "delete", "awr", "by-editor"])
@@ -228,7 +243,7 @@ pub async fn users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_leas
 
 /// Whether the user of `kubeconfig` may do `verb` on `resource` (`name/subresource`
 /// allowed) in `namespace`, as the API server's RBAC answers a SelfSubjectAccessReview.
-async fn allowed(
+pub(crate) async fn allowed(
     env: &Env,
     kubeconfig: &Path,
     verb: &str,

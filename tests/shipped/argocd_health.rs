@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 const SCRIPT: &str = include_str!("../../examples/gitops/argocd-health.lua");
 const SCHEDULE_SCRIPT: &str = include_str!("../../examples/gitops/argocd-health-schedule.lua");
-const ARGOCD_CM: &str = include_str!("../../examples/gitops/argocd-cm.yaml");
+pub(crate) const ARGOCD_CM: &str = include_str!("../../examples/gitops/argocd-cm.yaml");
 const ARGO_WORKFLOW: &str = include_str!("../../examples/gitops/argo-workflows-step.yaml");
 const FLUX: &str = include_str!("../../examples/gitops/flux-kustomization.yaml");
 const WAIT_JOB: &str = include_str!("../../examples/gitops/wait-job.yaml");
@@ -299,7 +299,7 @@ const INTERPRETERS: &[&str] = &["lua5.1", "lua5.4"];
 
 /// Runs `script` as Argo CD does, a chunk with a global `obj` that returns a table,
 /// under every interpreter; they must agree.
-fn health(script: &str, obj: &Value) -> (String, String) {
+pub(crate) fn health(script: &str, obj: &Value) -> (String, String) {
     let program = format!(
         "obj = {}\nlocal hs = (function()\n{script}\nend)()\nio.write(hs.status, \"\\t\", hs.message or \"\")",
         lua(obj)
@@ -446,7 +446,7 @@ fn is_true(obj: &Value, kind: &str) -> bool {
 
 /// kstatus' generic rules, which apply to any custom resource (cli-utils
 /// pkg/kstatus/status: checkGenericProperties, then "Current" by default).
-fn kstatus(obj: &Value) -> &'static str {
+pub(crate) fn kstatus(obj: &Value) -> &'static str {
     if obj["metadata"]["deletionTimestamp"].is_string() {
         return "Terminating";
     }

@@ -2,6 +2,7 @@
 
 mod argocd_health;
 mod cel_cost;
+mod connection_health;
 mod crd_docs;
 mod crd_drift;
 mod examples;

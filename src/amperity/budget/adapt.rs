@@ -11,6 +11,7 @@
 //! limit was raised gets its budget back, one whose limit is still low sees one
 //! 429 in that long.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The lowest rate a tenant is ever sent, requests per second.
@@ -23,6 +24,12 @@ pub const STEP_EVERY: Duration = Duration::from_secs(10);
 pub const HOLD_BELOW: f64 = 0.85;
 /// How long without a 429 before the rate a 429 came at is forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(300);
+/// How long a lower rate someone asked for (a connection's `requestsPerSecond`)
+/// holds unless asked again: whoever asks repeats it more often than this, and a
+/// connection deleted without a word stops lowering the tenant after this long.
+pub const LIMIT_HOLDS: Duration = Duration::from_secs(300);
+/// At most this many lower rates are kept per tenant (one per connection).
+const MAX_LIMITS: usize = 256;
 
 /// A tenant's adaptive rate.
 #[derive(Clone, Debug)]
@@ -34,6 +41,8 @@ pub struct Adaptive {
     last_429: Option<Instant>,
     /// When the rate last climbed (or fell): the next step is [`STEP_EVERY`] later.
     last_change: Instant,
+    /// Lower rates asked for, by who asked, and when they last did.
+    limits: HashMap<String, (f64, Instant)>,
 }
 
 impl Adaptive {
@@ -45,11 +54,50 @@ impl Adaptive {
             limit_seen: None,
             last_429: None,
             last_change: now,
+            limits: HashMap::new(),
         }
     }
 
-    /// The rate to send at, `now`: climbed back the steps that came due.
+    /// `who` asks the tenant to be sent at most `per_second` (None: no longer).
+    /// The lowest rate asked for in the last [`LIMIT_HOLDS`] caps the rate.
+    pub fn limit(&mut self, who: &str, per_second: Option<f64>, now: Instant) {
+        match per_second {
+            Some(r) if r.is_finite() => {
+                if self.limits.len() >= MAX_LIMITS && !self.limits.contains_key(who) {
+                    self.forget_old_limits(now);
+                }
+                if self.limits.len() < MAX_LIMITS || self.limits.contains_key(who) {
+                    self.limits.insert(who.to_string(), (r.max(MIN_RATE), now));
+                }
+            }
+            _ => {
+                self.limits.remove(who);
+            }
+        }
+    }
+
+    fn forget_old_limits(&mut self, now: Instant) {
+        self.limits
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < LIMIT_HOLDS);
+    }
+
+    /// The most the tenant is sent: the configured budget, or a lower rate asked for.
+    pub fn ceiling(&mut self, now: Instant) -> f64 {
+        self.forget_old_limits(now);
+        self.limits
+            .values()
+            .map(|(r, _)| *r)
+            .fold(self.configured, f64::min)
+    }
+
+    /// The rate to send at, `now`: climbed back the steps that came due, and at
+    /// most the [`ceiling`](Self::ceiling).
     pub fn rate(&mut self, now: Instant) -> f64 {
+        let climbed = self.climbed(now);
+        climbed.min(self.ceiling(now))
+    }
+
+    fn climbed(&mut self, now: Instant) -> f64 {
         if self
             .last_429
             .is_some_and(|at| now.saturating_duration_since(at) >= FORGET_AFTER)
@@ -95,15 +143,46 @@ impl Adaptive {
         self.last_change = now;
     }
 
-    /// Whether the rate is below the configured budget.
+    /// Whether 429s lowered the rate below the configured budget (or the lower
+    /// rate asked for).
     pub fn lowered(&mut self, now: Instant) -> bool {
-        self.rate(now) < self.configured
+        self.climbed(now) < self.ceiling(now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lower_rate_asked_for_caps_the_tenant_until_withdrawn_or_no_longer_asked() {
+        let now = Instant::now();
+        let mut a = Adaptive::new(10.0, now);
+        assert_eq!(a.rate(now), 10.0);
+        a.limit("AmperityConnection/team-a/acme", Some(4.0), now);
+        a.limit("ClusterAmperityConnection/acme", Some(6.0), now);
+        assert_eq!(a.rate(now), 4.0, "the lowest asked for wins");
+        assert!(!a.lowered(now), "asked for is not lowered by 429s");
+        a.limit("AmperityConnection/team-a/acme", None, now);
+        assert_eq!(a.rate(now), 6.0, "withdrawn");
+        // Not asked again for LIMIT_HOLDS (a connection deleted): forgotten.
+        let later = now + LIMIT_HOLDS;
+        assert_eq!(a.rate(later), 10.0);
+        // A 429 under a lower rate halves that rate.
+        a.limit("ClusterAmperityConnection/acme", Some(6.0), later);
+        a.rate_limited(later);
+        assert_eq!(a.rate(later), 3.0);
+        assert!(a.lowered(later));
+        // Nonsense is bounded: below the floor, not a number, and many askers.
+        a.limit("x", Some(0.0), later);
+        assert_eq!(a.rate(later), MIN_RATE);
+        a.limit("x", Some(f64::NAN), later);
+        assert!(a.rate(later) > MIN_RATE);
+        for i in 0..1000 {
+            a.limit(&format!("c{i}"), Some(9.0), later);
+        }
+        assert!(a.limits.len() <= MAX_LIMITS);
+    }
 
     /// A server whose limit is `limit` requests in any 1-second window, and a
     /// sender at the adaptive rate (a request every 1.03 s / rate, as the gate

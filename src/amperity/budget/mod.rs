@@ -142,6 +142,16 @@ impl Budget {
         self.adaptive.lock().unwrap().rate(Instant::now())
     }
 
+    /// `who` (a connection) asks that the tenant be sent at most `per_second`
+    /// (None: it no longer does); it holds for [`adapt::LIMIT_HOLDS`] unless asked again.
+    pub fn limit(&self, who: &str, per_second: Option<u32>) {
+        let rate = per_second.map(f64::from);
+        self.adaptive
+            .lock()
+            .unwrap()
+            .limit(who, rate, Instant::now());
+    }
+
     /// Whether 429s lowered the rate below the configured budget.
     pub fn lowered(&self) -> bool {
         self.adaptive.lock().unwrap().lowered(Instant::now())

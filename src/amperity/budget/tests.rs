@@ -572,3 +572,20 @@ fn a_namespace_with_ten_runs_is_polled_at_its_interval_beside_one_with_ten_thous
     let (_, polls, _) = ten_beside_ten_thousand("b", interval);
     assert_eq!(polls, 0);
 }
+
+#[test]
+fn a_connections_lower_rate_spaces_every_turn_of_its_tenant() {
+    let budgets = Budgets::new(10);
+    let budget = budgets.for_tenant("acme|amperity.com");
+    assert_eq!(budget.period(), WINDOW / 10);
+    budget.limit("ClusterAmperityConnection/acme", Some(2));
+    // Every caller of the tenant's one budget, whatever its credentials.
+    let same = budgets.for_tenant("acme|amperity.com");
+    assert_eq!(same.period(), WINDOW / 2);
+    let first = same.reserve_in("team-a");
+    let second = same.reserve_in("team-a");
+    let apart = second.due().saturating_duration_since(first.due());
+    assert!(apart >= WINDOW / 2 - Duration::from_millis(2), "{apart:?}");
+    budget.limit("ClusterAmperityConnection/acme", None);
+    assert_eq!(same.period(), WINDOW / 10);
+}
