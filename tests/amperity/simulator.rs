@@ -463,6 +463,9 @@ async fn fault_markers() {
         1,
         "still only the lost answer's run"
     );
+    // `unavailablestart`: a 503, and nothing created.
+    let unavailable = s.start(json!({"config_id": "cc-unavailablestart"})).await;
+    assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
     // `loststop`: the stop is done, its answer lost.
     let run = s
         .start(json!({"config_id": "cg-hang-loststop"}))
@@ -484,6 +487,7 @@ async fn fault_markers() {
     // Gateway errors never reach the application; 500s and malformed answers did.
     let stats = s.handle.stats();
     assert_eq!(stats.starts_by_config.get("cc-throttlestart"), None);
+    assert_eq!(stats.starts_by_config.get("cc-unavailablestart"), None);
     assert_eq!(stats.starts_by_config.get("cg-errempty"), None);
     assert_eq!(stats.starts_by_config["cg-err500"], 1);
     assert_eq!(stats.starts_by_config["cg-malformed"], 1);

@@ -228,3 +228,55 @@ pub async fn a_lost_stop_answer_for_the_timeout_ends_timed_out(env: &Env) -> Res
         format!("the simulator's run is {state}"),
     )
 }
+
+/// Issue 21, scenario 1: B (deletionPolicy Orphan) runs and is deleted; then A, of
+/// the same workflow type with the same credential, sends a start answered 503
+/// that creates nothing. A's search must not adopt B's run: it waits for a
+/// person, and deleting A leaves B's deliberately orphaned run running.
+pub async fn an_orphaned_run_of_a_deleted_resource_is_never_adopted(env: &Env) -> Result {
+    let ns = env
+        .namespace("orphan-adopt", Some(&env.own_token()))
+        .await?;
+    let orphan = crate::stopping::running_hang(
+        env,
+        &ns,
+        "b",
+        json!({"configId": "cc-e2e-orphaned-hang", "deletionPolicy": "Orphan"}),
+    )
+    .await?;
+    env.runs(&ns)
+        .delete("b", &kube::api::DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::stopping::gone(env, &ns, "b").await?;
+    let config = "cc-e2e-a-unavailablestart";
+    env.create_run(&ns, "a", json!({"configId": config}))
+        .await?;
+    let run = env
+        .wait_for(&ns, "a", FINISH, "asking a person", |r| {
+            finished(r)
+                || r.status.as_ref().is_some_and(|s| s.workflow_id.is_some())
+                || condition(r, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed")
+        })
+        .await?;
+    let followed = run.status.as_ref().and_then(|s| s.workflow_id.clone());
+    ensure(
+        followed.is_none(),
+        format!("A follows {followed:?} (B's was {orphan})"),
+    )?;
+    ensure(
+        condition(&run, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed"),
+        format!("A is {} without asking a person", phase(&run)),
+    )?;
+    ensure(
+        runs_of(env, config).await.is_empty(),
+        "A's starts created nothing",
+    )?;
+    env.runs(&ns)
+        .delete("a", &kube::api::DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::stopping::gone(env, &ns, "a").await?;
+    let state = crate::scenarios::sim_state(env, &orphan).await;
+    ensure(state == "running", format!("B's orphaned run is {state}"))
+}

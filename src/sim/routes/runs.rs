@@ -121,6 +121,13 @@ fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8
         });
     }
 
+    // `unavailablestart`: every start is answered 503 before anything is created.
+    if lower.contains("unavailablestart") {
+        return Err(Reply {
+            faults,
+            ..error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+        });
+    }
     // `throttlestart`: every start is answered 429 (Retry-After 1 s) before
     // anything is created.
     if lower.contains("throttlestart") {
