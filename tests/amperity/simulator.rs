@@ -450,8 +450,44 @@ async fn fault_markers() {
         .await
         .json();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    // `throttlestart`: a 429 with Retry-After, and nothing created.
+    let throttled = s.start(json!({"config_id": "cc-throttlestart"})).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(throttled.headers["retry-after"], "1");
+    let listed = s
+        .call(Method::GET, "/workflow/runs?type=campaign.send", None)
+        .await
+        .json();
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "still only the lost answer's run"
+    );
+    // `unavailablestart`: a 503, and nothing created.
+    let unavailable = s.start(json!({"config_id": "cc-unavailablestart"})).await;
+    assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+    // `loststop`: the stop is done, its answer lost.
+    let run = s
+        .start(json!({"config_id": "cg-hang-loststop"}))
+        .await
+        .json();
+    let id = run["id"].as_str().unwrap();
+    let stop = s
+        .call(Method::POST, &format!("/workflow/runs/{id}/stop"), None)
+        .await;
+    assert_eq!(stop.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let got = s
+        .call(Method::GET, &format!("/workflow/runs/{id}"), None)
+        .await
+        .json();
+    assert!(
+        matches!(got["state"].as_str(), Some("stopping" | "canceled")),
+        "{got}"
+    );
     // Gateway errors never reach the application; 500s and malformed answers did.
     let stats = s.handle.stats();
+    assert_eq!(stats.starts_by_config.get("cc-throttlestart"), None);
+    assert_eq!(stats.starts_by_config.get("cc-unavailablestart"), None);
     assert_eq!(stats.starts_by_config.get("cg-errempty"), None);
     assert_eq!(stats.starts_by_config["cg-err500"], 1);
     assert_eq!(stats.starts_by_config["cg-malformed"], 1);

@@ -170,3 +170,113 @@ pub async fn a_search_skips_other_resources_runs_and_waits_out_a_lagging_list(en
         ),
     )
 }
+
+/// Issue 21, scenario 4: every start is answered 429 (nothing created) until the
+/// timeout passes: the resource ends `TimedOut` with no run, and Amperity has none.
+pub async fn every_start_answered_429_times_out_without_a_run(env: &Env) -> Result {
+    let ns = env
+        .namespace("throttled-start", Some(&env.own_token()))
+        .await?;
+    let config = "cc-e2e-throttlestart";
+    env.create_run(
+        &ns,
+        "throttled",
+        json!({"configId": config, "timeout": "10s"}),
+    )
+    .await?;
+    let run = env
+        .wait_for(&ns, "throttled", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "TimedOut", phase(&run))?;
+    let followed = run.status.as_ref().and_then(|s| s.workflow_id.clone());
+    ensure(followed.is_none(), format!("follows {followed:?}"))?;
+    let created = runs_of(env, config).await;
+    ensure(created.is_empty(), format!("Amperity has runs {created:?}"))
+}
+
+/// Issue 21, scenario 5: the stop sent for the timeout is answered 500 although
+/// Amperity stopped the run: the phase says why the operator asked (`TimedOut`),
+/// not `Canceled` as if someone had stopped it outside the operator.
+pub async fn a_lost_stop_answer_for_the_timeout_ends_timed_out(env: &Env) -> Result {
+    let ns = env.namespace("lost-stop", Some(&env.own_token())).await?;
+    let config = "cg-e2e-slowpoke-hang-loststop";
+    env.create_run(
+        &ns,
+        "slowpoke",
+        json!({"configId": config, "timeout": "4s"}),
+    )
+    .await?;
+    let run = env
+        .wait_for(&ns, "slowpoke", FINISH, "finished", finished)
+        .await?;
+    ensure(phase(&run) == "TimedOut", phase(&run))?;
+    let status = run.status.clone().unwrap_or_default();
+    ensure(
+        status.stop_reason == Some(amperity_operator::crd::StopReason::Timeout),
+        format!("stop reason {:?}", status.stop_reason),
+    )?;
+    let id = status.workflow_id.clone();
+    let created = runs_of(env, config).await;
+    ensure(
+        created.len() == 1 && id.as_ref() == created.first(),
+        format!("follows {id:?}, Amperity has {created:?}"),
+    )?;
+    // Amperity did stop it (the 500 came after).
+    let state = crate::scenarios::sim_state(env, id.as_deref().unwrap_or_default()).await;
+    ensure(
+        state == "canceled" || state == "stopping",
+        format!("the simulator's run is {state}"),
+    )
+}
+
+/// Issue 21, scenario 1: B (deletionPolicy Orphan) runs and is deleted; then A, of
+/// the same workflow type with the same credential, sends a start answered 503
+/// that creates nothing. A's search must not adopt B's run: it waits for a
+/// person, and deleting A leaves B's deliberately orphaned run running.
+pub async fn an_orphaned_run_of_a_deleted_resource_is_never_adopted(env: &Env) -> Result {
+    let ns = env
+        .namespace("orphan-adopt", Some(&env.own_token()))
+        .await?;
+    let orphan = crate::stopping::running_hang(
+        env,
+        &ns,
+        "b",
+        json!({"configId": "cc-e2e-orphaned-hang", "deletionPolicy": "Orphan"}),
+    )
+    .await?;
+    env.runs(&ns)
+        .delete("b", &kube::api::DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::stopping::gone(env, &ns, "b").await?;
+    let config = "cc-e2e-a-unavailablestart";
+    env.create_run(&ns, "a", json!({"configId": config}))
+        .await?;
+    let run = env
+        .wait_for(&ns, "a", FINISH, "asking a person", |r| {
+            finished(r)
+                || r.status.as_ref().is_some_and(|s| s.workflow_id.is_some())
+                || condition(r, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed")
+        })
+        .await?;
+    let followed = run.status.as_ref().and_then(|s| s.workflow_id.clone());
+    ensure(
+        followed.is_none(),
+        format!("A follows {followed:?} (B's was {orphan})"),
+    )?;
+    ensure(
+        condition(&run, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed"),
+        format!("A is {} without asking a person", phase(&run)),
+    )?;
+    ensure(
+        runs_of(env, config).await.is_empty(),
+        "A's starts created nothing",
+    )?;
+    env.runs(&ns)
+        .delete("a", &kube::api::DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::stopping::gone(env, &ns, "a").await?;
+    let state = crate::scenarios::sim_state(env, &orphan).await;
+    ensure(state == "running", format!("B's orphaned run is {state}"))
+}

@@ -18,7 +18,10 @@ use crate::leadership::{
     only_the_leader_reconciles_and_a_follower_takes_over,
 };
 use crate::one_run::{
+    a_lost_stop_answer_for_the_timeout_ends_timed_out,
     a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
+    an_orphaned_run_of_a_deleted_resource_is_never_adopted,
+    every_start_answered_429_times_out_without_a_run,
     killing_the_leader_inside_its_starts_never_starts_twice,
 };
 use crate::operator_rbac::the_charts_rbac_is_enough_and_every_rule_is_needed;
@@ -84,6 +87,9 @@ scenarios!(
         hostile_specs_are_refused_or_handled_and_the_operator_lives,
         megabyte_messages_stay_out_of_status_and_events,
         a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
+        every_start_answered_429_times_out_without_a_run,
+        a_lost_stop_answer_for_the_timeout_ends_timed_out,
+        an_orphaned_run_of_a_deleted_resource_is_never_adopted,
         kubectl_explain_describes_every_field,
         users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease,
         schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,

@@ -9,7 +9,12 @@ use serde_json::json;
 use crate::env::{Env, Result, eventually, phase, wait_events};
 use crate::scenarios::{EVENTS, FINISH, ensure, finished, sim_state};
 
-async fn running_hang(env: &Env, ns: &str, name: &str, extra: serde_json::Value) -> Result<String> {
+pub async fn running_hang(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    extra: serde_json::Value,
+) -> Result<String> {
     let mut spec = json!({"configId": format!("cg-e2e-{name}-hang")});
     for (k, v) in extra.as_object().unwrap() {
         spec[k] = v.clone();
@@ -107,7 +112,7 @@ pub async fn deleting_an_unfinished_run_stops_it(env: &Env) -> Result {
 }
 
 /// Waits until the run `name` is gone (its finalizer released).
-async fn gone(env: &Env, ns: &str, name: &str) -> Result {
+pub async fn gone(env: &Env, ns: &str, name: &str) -> Result {
     eventually(Duration::from_secs(30), || async {
         let left = env
             .runs(ns)

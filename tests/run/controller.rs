@@ -596,6 +596,74 @@ async fn every_status_write_goes_over_the_version_it_was_decided_from() {
     assert_eq!(sim.stats().starts, 0);
 }
 
+/// Item 3 of issue 21: a replica that leads again does not take the claims it
+/// gathered in an earlier term as complete. Its lost start's search finds one run
+/// of its principal; before judging it, the replica lists every resource again,
+/// and finds that another resource (recorded by the leader in between) follows
+/// that run: it is not adopted. Were the earlier term's relist taken as complete,
+/// there would be no list, and the run would be adopted.
+#[tokio::test]
+async fn a_re_elected_replica_relists_before_its_claims_are_complete() {
+    let (ctx, mut api, sim) = setup(SimConfig::default()).await;
+    // Warm in the term before, then leading again.
+    ctx.tracking.set_warm();
+    ctx.tracking.begin_term();
+    let intent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
+    let id = sim.seed_runs("cg-nightly", 1).remove(0);
+    let lost = json!({"phase": "Starting", "startedAt": intent.to_string(),
+        "firstAttemptAt": intent.to_string(),
+        "conditions": [{"type": "Ready", "status": "False", "reason": "StartOutcomeUnknown",
+            "message": "the start request's outcome is unknown; looking for the run before anything else",
+            "lastTransitionTime": intent.to_string()}]});
+    let run = resource(&sim, json!({}), Some(lost));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    // What it decided (to search) is recorded first.
+    let searching = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let mut stored = serde_json::to_value(&run).unwrap();
+    stored["status"] = applied_status(&searching).clone();
+    searching.reply(StatusCode::OK, stored.clone());
+    let mut with_principal = secret(TOKEN);
+    with_principal["data"]["principal"] = json!("c2VlZGVk"); // "seeded"
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, with_principal);
+    // The relist, in this term: the other leader's resource follows the run.
+    let mut other = serde_json::to_value(resource(
+        &sim,
+        json!({}),
+        Some(json!({"phase": "Running", "workflowId": id})),
+    ))
+    .unwrap();
+    other["metadata"]["name"] = json!("weekly");
+    other["metadata"]["uid"] = json!("uid-2");
+    api.expect(
+        Method::GET,
+        "/apis/amperity.dev/v1alpha1/amperityworkflowruns",
+    )
+    .await
+    .reply(
+        StatusCode::OK,
+        json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
+                   "metadata": {"resourceVersion": "20"}, "items": [other]}),
+    );
+    let written = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&written).clone();
+    assert_eq!(status["phase"], "Starting", "{status}");
+    assert!(status.get("workflowId").is_none(), "{status}");
+    stored["status"] = status;
+    written.reply(StatusCode::OK, stored);
+    task.await.unwrap().unwrap();
+    assert!(
+        ctx.tracking.is_warm(),
+        "warm for this term after its relist"
+    );
+    assert_eq!(sim.stats().starts, 0);
+}
+
 /// The resource as the API server answers the finalizer's patch: with it, at a new version.
 fn with_finalizer(run: &AmperityWorkflowRun, version: &str) -> Value {
     let mut answer = run.clone();

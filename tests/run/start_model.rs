@@ -17,10 +17,11 @@
 //!
 //! Amperity's side: foreign runs of the same type nobody claims (a deleted
 //! resource's, running and ended, or another installation's with the same key,
-//! created any time up to ten minutes before the first start), one another resource
-//! follows (created with the start), one a person started, and one of another key
-//! with the same display name; Amperity's clock is off from the operator's by up to
-//! five minutes (its `Date` header says by how much).
+//! created any time up to ten minutes before the first start), and, at the same
+//! moment as each of our starts (whatever its answer), one another resource
+//! follows, one a person started, and one of another key with our key's display
+//! name; Amperity's clock is off from the operator's by up to five minutes (its
+//! `Date` header says by how much).
 //!
 //! Invariants, for every case:
 //! - every run Amperity created for the resource is, once it settles, the run it
@@ -176,7 +177,8 @@ fn resource(s: &Scenario) -> AmperityWorkflowRun {
     .unwrap()
 }
 
-/// The runs of others, all of the same type, in Amperity's clock.
+/// The runs nobody claims, all of the same type, in Amperity's clock (the others
+/// are made with each start: see `amperity::others_start_too`).
 fn foreign_runs(s: &Scenario, t0: Timestamp) -> Vec<ModelRun> {
     let amperity = |secs: i64| t0 + SignedDuration::from_secs(secs + s.clock_offset_secs);
     let other = |id: &str, principal, created, ended: Option<i64>| ModelRun {
@@ -193,21 +195,15 @@ fn foreign_runs(s: &Scenario, t0: Timestamp) -> Vec<ModelRun> {
         error: None,
     };
     let (running_age, ended_age) = s.unclaimed_ages;
+    // Nobody claims these (a deleted resource's, another installation's with the
+    // same key): one still running, one that ended before the first start.
     [
-        // Another resource's, which it follows, made with our start.
-        other("wf-b-tracked", ME, 1, None),
-        // A person's, in the UI.
-        other("wf-ui", THEM, 2, None),
-        // Nobody claims these (a deleted resource's, another installation's with
-        // the same key): one still running, one that ended before the start.
         other("wf-unclaimed-running", ME, -running_age, None),
         other("wf-unclaimed-ended", ME, -ended_age - 5, Some(-5)),
-        // Another key with our key's display name, made as the start is sent.
-        other("wf-namesake", NAMESAKE, 1, None),
     ]
     .into_iter()
     .enumerate()
-    .filter(|(i, _)| s.foreign & (1 << i) != 0)
+    .filter(|(i, _)| s.foreign & (1 << (i + 2)) != 0)
     .map(|(_, r)| r)
     .collect()
 }
@@ -271,7 +267,7 @@ impl Case<'_> {
         if matches!(result, Err(Failed::Conflict)) {
             CONFLICTS.fetch_add(1, Ordering::Relaxed);
         }
-        let restart = matches!(result, Err(Failed::Died)) || (!calm && jump.is_multiple_of(7));
+        let restart = matches!(result, Err(Failed::Died)) || (!calm && jump % 11 == 5);
         if restart {
             // A new process: nothing remembered, nothing learned.
             *memory = RunMemory::default();
@@ -288,6 +284,21 @@ impl Case<'_> {
             w.now += SignedDuration::from_secs((wait.max(1) + if calm { 0 } else { jump }) as i64);
         }
         look(self.world)?;
+        if std::env::var_os("MODEL_TRACE").is_some() {
+            let w = self.world.lock().unwrap();
+            let st = w.store.status.clone().unwrap_or_default();
+            eprintln!(
+                "step {step} replica {id} v{} {:?}: {:?} {:?} {:?}",
+                w.store.version,
+                result,
+                st.phase,
+                st.workflow_id,
+                st.conditions
+                    .iter()
+                    .map(|c| (&c.reason, &c.message))
+                    .collect::<Vec<_>>()
+            );
+        }
         let status = self
             .world
             .lock()
@@ -327,7 +338,7 @@ async fn play(s: Scenario) -> Result<(), String> {
         pause_at: None,
         held: None,
         listed: BTreeSet::new(),
-        others_tracked: ["wf-b-tracked".to_string()].into(),
+        others_tracked: BTreeSet::new(),
     });
     let allow = AllowList::default();
     let case = Case {
@@ -416,6 +427,9 @@ async fn play(s: Scenario) -> Result<(), String> {
 }
 
 /// A plain `main` (harness = false), so that the figures are printed on every run.
+/// `MODEL_CASES` sets the number of drawn cases (2,000); `MODEL_NO_FIXED` skips the
+/// fixed regressions (to see whether the drawn cases find a hole on their own);
+/// `MODEL_TRACE` prints every reconcile.
 fn main() -> std::process::ExitCode {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -440,7 +454,10 @@ fn main() -> std::process::ExitCode {
         .unwrap();
     let started = std::time::Instant::now();
     // The holes this model found, kept as fixed cases.
-    for (what, s) in regressions() {
+    for (what, s) in regressions()
+        .into_iter()
+        .filter(|_| std::env::var_os("MODEL_NO_FIXED").is_none())
+    {
         CASES.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = rt.block_on(play(s)) {
             println!("test {name} ... FAILED\nregression ({what}): {e}");

@@ -121,6 +121,22 @@ fn start_inner(sim: &Sim, version: Option<&str>, headers: &HeaderMap, body: &[u8
         });
     }
 
+    // `unavailablestart`: every start is answered 503 before anything is created.
+    if lower.contains("unavailablestart") {
+        return Err(Reply {
+            faults,
+            ..error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+        });
+    }
+    // `throttlestart`: every start is answered 429 (Retry-After 1 s) before
+    // anything is created.
+    if lower.contains("throttlestart") {
+        sim.state.lock().unwrap().stats.throttled += 1;
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        r.headers.push(("retry-after", "1".into()));
+        return Err(Reply { faults, ..r });
+    }
+
     let mut state = sim.state.lock().unwrap();
     let run = new_run(&mut state, &sim.config, &config_id, principal);
     let body = run.to_json(0.0, sim.config.speed, View::Verbose);
@@ -217,6 +233,13 @@ pub(super) async fn stop(
         let run = &mut state.runs[i];
         if run.stopped_at.is_none() && run.at(t).ended.is_none() {
             run.stopped_at = Some(t);
+        }
+        // `loststop`: the run is stopped, but the answer is lost (a 500).
+        if run.config_id.to_ascii_lowercase().contains("loststop") {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred.",
+            ));
         }
         let faults = Faults::for_config(&run.config_id);
         Ok(Reply {

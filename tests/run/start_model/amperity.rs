@@ -110,6 +110,38 @@ fn error_for(outcome: Outcome) -> ClientError {
     }
 }
 
+/// Others start runs of the same type at the same moment as each of ours (which
+/// foreign runs exist: bits of the scenario's `foreign`): another resource, which
+/// follows its run (bit 0); a person (bit 1); another key with our key's display
+/// name (bit 4).
+fn others_start_too(w: &mut World) {
+    let at = w.amperity_now();
+    let n = w.runs.len();
+    let twins = [
+        (0, "wf-b-tracked", ME),
+        (1, "wf-ui", super::THEM),
+        (4, "wf-namesake", super::NAMESAKE),
+    ];
+    for (bit, prefix, principal) in twins {
+        if w.scenario.foreign & (1 << bit) == 0 {
+            continue;
+        }
+        let id = format!("{prefix}-{n}");
+        if bit == 0 {
+            w.others_tracked.insert(id.clone());
+        }
+        w.runs.push(ModelRun {
+            id,
+            owner: "",
+            principal,
+            created_at: at,
+            ended_at: None,
+            state: "running",
+            error: None,
+        });
+    }
+}
+
 fn reply<T>(body: T, w: &World) -> Reply<T> {
     Reply {
         body,
@@ -145,6 +177,7 @@ impl Api for Replica<'_> {
     ) -> Result<Reply<Workflow>, ClientError> {
         self.gate().await;
         let mut w = self.world.lock().unwrap();
+        others_start_too(&mut w);
         let o = w.next_outcome();
         if !took_effect(o) {
             return Err(error_for(o));

@@ -121,7 +121,7 @@ fn quiet() -> Scenario {
         endings: vec![1],
         crashes: BTreeSet::new(),
         secret_hiccups: BTreeSet::new(),
-        clock_jumps: vec![0],
+        clock_jumps: vec![1],
         list_lag_secs: 0,
         principal_in_secret: false,
         retry_limit: 0,
@@ -140,18 +140,38 @@ fn quiet() -> Scenario {
 
 /// The holes the model found, each as it first shrank.
 pub fn regressions() -> Vec<(&'static str, Scenario)> {
-    vec![(
-        // A start refused (nothing sent), then a start whose answer was lost (the
-        // run exists); a cache two versions behind shows the earlier `Pending`, a
-        // Secret read fails, and the `Pending` written from that stale read erased
-        // the intent: the next reconcile started a second run.
-        "a stale Pending written over a newer intent",
-        Scenario {
-            outcomes: vec![Outcome::Refused, Outcome::ServerErrorAfter],
-            endings: vec![0],
-            secret_hiccups: [3].into(),
-            stale_reads: vec![0, 0, 2, 2, 0, 2],
-            ..quiet()
-        },
-    )]
+    vec![
+        (
+            // A start refused (nothing sent), then a start whose answer was lost (the
+            // run exists); a cache two versions behind shows the earlier `Pending`, a
+            // Secret read fails, and the `Pending` written from that stale read erased
+            // the intent: the next reconcile started a second run.
+            "a stale Pending written over a newer intent",
+            Scenario {
+                outcomes: vec![Outcome::Refused, Outcome::ServerErrorAfter],
+                endings: vec![0],
+                secret_hiccups: [3].into(),
+                stale_reads: vec![0, 0, 2, 2, 0, 2],
+                ..quiet()
+            },
+        ),
+        (
+            // Attempt 1 starts (the principal is learned from its answer, with its
+            // display name) and fails on the platform's side; attempt 2's start times
+            // out before reaching Amperity, while another key with the same display
+            // name starts a run of the same type: it must not be adopted.
+            "a namesake's run made as a retry's start is lost",
+            Scenario {
+                outcomes: [Outcome::Ok, Outcome::Ok, Outcome::TimeoutBefore]
+                    .into_iter()
+                    .chain([Outcome::Ok; 12])
+                    .collect(),
+                endings: vec![3],
+                retry_limit: 1,
+                foreign: 1 << 4,
+                faulty_steps: 12,
+                ..quiet()
+            },
+        ),
+    ]
 }
