@@ -12,7 +12,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::connection::{self, Source};
-use super::controller::{Context, Error};
+use super::context::{Context, Error};
 use crate::amperity::credentials::{self, Access, DEFAULT_TOKEN_KEY};
 use crate::amperity::{Credentials, DeprecationNotice, Principal, Target};
 use crate::cluster::FIELD_MANAGER;

@@ -4,13 +4,15 @@
 //!   and the one action to perform; where a start, a poll or a stop is decided.
 //! - [`driver`]: the decide/act loop, the only place that performs those actions
 //!   (through a [`driver::Host`]: the cluster or `local`).
-//! - [`controller`]: the Kubernetes side: the `Context`, reconcile and its errors;
+//! - [`controller`]: the Kubernetes side: reconcile and its error policy; [`context`]
+//!   is what every reconcile shares (the `Context`) and the reconcile's errors;
 //!   `host` is the driver's Kubernetes [`driver::Host`] (status writes, Secrets, Events).
 //! - [`feed`]: the change feed that wakes runs whose end a list shows.
 //! - [`tracking`]: which runs each resource claims, for lost-start searches.
 //! - [`validate`]: the spec rules, for API servers that do not enforce CEL.
 
 pub mod connection;
+pub mod context;
 pub mod controller;
 pub mod decide;
 pub mod driver;

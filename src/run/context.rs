@@ -1,0 +1,212 @@
+//! What every reconcile of a run shares (`Context`: clients, settings, per-resource
+//! memory, tracking, the feed) and the reconcile's error type; used by the
+//! controller and by the Kubernetes host of the driver.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use crate::amperity::AmperityClient;
+use crate::cluster::events::reporter;
+use crate::cluster::retry::Failures;
+use crate::metrics::Metrics;
+use crate::run::decide::Settings;
+use crate::run::driver::{Defaults, RunMemory};
+use crate::run::feed::{CachedRun, Feed};
+use crate::run::tracking::Tracking;
+
+/// Kubernetes requests in flight at once from reconciles.
+pub const KUBE_CALLS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} for {namespace}/{name} failed: {source}")]
+    Kube {
+        what: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("AmperityWorkflowRun {0} has no namespace")]
+    NoNamespace(String),
+    /// A bug: the reconcile of this one resource panicked. It is retried with
+    /// backoff; every other resource goes on.
+    #[error("the reconcile of {namespace}/{name} panicked: {message}")]
+    Panicked {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { what, .. } => what,
+            Error::NoNamespace(_) => "no namespace",
+            Error::Panicked { .. } => "panic",
+        }
+    }
+}
+
+/// Everything a reconcile needs; cheap to share.
+pub struct Context {
+    pub client: Client,
+    pub amperity: AmperityClient,
+    pub defaults: Defaults,
+    pub settings: Settings,
+    /// Who publishes the Events. (No shared `Recorder`: it keeps every Event it
+    /// published for six minutes, about 4 KB each, to count repeats as a series;
+    /// ours are published once per transition, and with thousands of runs started
+    /// together that cache would be most of the operator's memory.)
+    pub reporter: Reporter,
+    /// Per-resource memory (last poll time), keyed by uid. Lost on restart, which
+    /// costs at most one early poll per resource.
+    pub memory: Mutex<HashMap<String, RunMemory>>,
+    pub metrics: Arc<Metrics>,
+    /// Bounds concurrent Kubernetes calls: thousands of runs reconciled at once
+    /// (after a restart) would otherwise hold thousands of requests in memory.
+    pub kube_calls: tokio::sync::Semaphore,
+    /// Which resource follows which Amperity run (for the search of a lost start).
+    pub tracking: Tracking,
+    /// The namespaces watched (empty: all), where `tracking` is filled from.
+    pub namespaces: Vec<String>,
+    /// Failed reconciles in a row, by uid, for each resource's own backoff.
+    pub failures: Failures,
+    /// The change feed, when it is on: runs join it when their poll is scheduled.
+    pub feed: Option<Arc<Feed>>,
+    /// The operator's own namespace: where a cluster connection's Secret is by default.
+    pub operator_namespace: String,
+    /// Whether connections are served (`--connections`).
+    pub connections: bool,
+    /// Unfinished runs by the connection they name, for the connection's status.
+    pub connections_in_use: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        amperity: AmperityClient,
+        defaults: Defaults,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let tracking = Tracking::with_default_endpoint(&defaults.endpoint);
+        Context {
+            reporter: reporter(),
+            client,
+            amperity,
+            defaults,
+            settings,
+            memory: Mutex::new(HashMap::new()),
+            metrics,
+            kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
+            tracking,
+            namespaces: Vec::new(),
+            failures: Failures::default(),
+            feed: None,
+            operator_namespace: "default".into(),
+            connections: false,
+            connections_in_use: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same, serving connections or not (`--connections`).
+    pub fn serving_connections(mut self, on: bool) -> Self {
+        self.connections = on;
+        self
+    }
+
+    /// The same, running in `namespace` (where cluster connections' Secrets are by default).
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.operator_namespace = namespace.to_string();
+        self
+    }
+
+    /// The same, with the change feed on.
+    pub fn with_feed(mut self, feed: Arc<Feed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// The same, watching only `namespaces` (empty: all).
+    pub fn watching(mut self, namespaces: &[String]) -> Self {
+        self.namespaces = namespaces.to_vec();
+        self
+    }
+
+    pub(super) fn remember(&self, uid: &str) -> RunMemory {
+        self.memory
+            .lock()
+            .unwrap()
+            .get(uid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Drops everything kept for a resource that is gone: its memory, its phase
+    /// in the `runs` gauge, the run it tracks, its place in the change feed.
+    pub fn forget(&self, uid: &str) {
+        self.uses_connection(uid, None);
+        self.store(uid, None);
+        self.metrics.set_phase(uid, None);
+        self.metrics.set_stalled(uid, None);
+        self.tracking.forget(uid);
+        if let Some(feed) = &self.feed {
+            feed.forget(uid);
+        }
+    }
+
+    /// How many unfinished runs name the connection (its
+    /// [`connection_key`](crate::crd::connection::connection_key)).
+    pub fn connection_users(&self, key: &str) -> u32 {
+        let users = self.connections_in_use.lock().unwrap();
+        let count = users.get(key).map_or(0, HashSet::len);
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Records which connection an unfinished run uses now (None: none).
+    pub(super) fn uses_connection(&self, uid: &str, connection: Option<String>) {
+        let mut users = self.connections_in_use.lock().unwrap();
+        users.retain(|key, uids| {
+            if connection.as_deref() != Some(key.as_str()) {
+                uids.remove(uid);
+            }
+            !uids.is_empty()
+        });
+        if let Some(key) = connection {
+            users.entry(key).or_default().insert(uid.to_string());
+        }
+    }
+
+    /// What the watch saw, for what a reconcile cannot do: a run deleted without
+    /// one (no finalizer: it had finished) is forgotten; after a relist of all
+    /// namespaces, runs that vanished meanwhile leave the tracking (`present`
+    /// gives the uids the cache holds).
+    pub fn watched(
+        &self,
+        event: &watcher::Event<CachedRun>,
+        present: impl FnOnce() -> HashSet<String>,
+    ) {
+        match event {
+            watcher::Event::Delete(run) => self.forget(&run.uid().unwrap_or_default()),
+            watcher::Event::InitDone if self.namespaces.len() <= 1 => {
+                self.tracking.retain(&present())
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn store(&self, uid: &str, memory: Option<RunMemory>) {
+        let mut map = self.memory.lock().unwrap();
+        match memory {
+            Some(m) => map.insert(uid.to_string(), m),
+            None => map.remove(uid),
+        };
+    }
+}
