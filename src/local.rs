@@ -22,6 +22,8 @@ use crate::run::driver::{CredentialsProblem, Driver, Host, RunMemory};
 use crate::run::validate::{FieldError, validate_spec_value};
 use crate::sim;
 
+mod connection;
+
 /// Exit codes of `local`, documented in the README.
 pub mod exit {
     pub const SUCCEEDED: u8 = 0;
@@ -83,10 +85,15 @@ pub fn load_manifest(path: &Path) -> Result<AmperityWorkflowRun, LocalError> {
         path: shown.clone(),
         source,
     })?;
-    parse_manifest(&text).map_err(|problems| LocalError::Invalid {
-        path: shown,
+    let invalid = |problems| LocalError::Invalid {
+        path: shown.clone(),
         problems,
-    })
+    };
+    // A connection may sit beside the run (connection.rs).
+    let (text, connections) = connection::split(&text).map_err(invalid)?;
+    let mut run = parse_manifest(&text).map_err(invalid)?;
+    connection::apply(&mut run, &connections).map_err(invalid)?;
+    Ok(run)
 }
 
 pub fn parse_manifest(text: &str) -> Result<AmperityWorkflowRun, Vec<FieldError>> {
