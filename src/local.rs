@@ -24,6 +24,8 @@ use crate::run::driver::{CredentialsProblem, Driver, Host, RunMemory};
 use crate::run::validate::{FieldError, validate_spec_value};
 use crate::sim;
 
+mod connection;
+
 /// Exit codes of `local`, documented in the README.
 pub mod exit {
     pub const SUCCEEDED: u8 = 0;
@@ -85,10 +87,15 @@ pub fn load_manifest(path: &Path) -> Result<Manifest, LocalError> {
         path: shown.clone(),
         source,
     })?;
-    parse_manifest(&text).map_err(|problems| LocalError::Invalid {
-        path: shown,
+    let invalid = |problems| LocalError::Invalid {
+        path: shown.clone(),
         problems,
-    })
+    };
+    // A connection may sit beside the run (connection.rs).
+    let (text, connections) = connection::split(&text).map_err(invalid)?;
+    let mut manifest = parse_manifest(&text).map_err(invalid)?;
+    connection::apply(&mut manifest.run, &connections).map_err(invalid)?;
+    Ok(manifest)
 }
 
 /// What `local` runs from a manifest, and what it says about it first.

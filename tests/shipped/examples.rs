@@ -53,6 +53,8 @@ fn the_succeeding_examples_succeed() {
         "examples/courier-group.yaml",
         "examples/orchestration-group.yaml",
         "examples/campaign.yaml",
+        // A run and the connection it names, in one file.
+        "examples/connection-run.yaml",
     ] {
         let o = run_local(example, &[]);
         assert_eq!(o.code, 0, "{example} exited {}: {}", o.code, o.stderr);
