@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::run::{MAX_ENDPOINT_CHARS, SECRET_KEY_PATTERN, SECRET_NAME_PATTERN, TokenSecretRef};
+use super::common::{MAX_ENDPOINT_CHARS, SECRET_KEY_PATTERN, SECRET_NAME_PATTERN, TokenSecretRef};
 
 /// A namespace's name (RFC 1123 label), as Kubernetes requires.
 pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";

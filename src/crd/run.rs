@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::common::{MAX_ENDPOINT_CHARS, TokenSecretRef};
 use super::connection::ConnectionRef;
 
 /// Amperity config ids: courier group, orchestration group or campaign.
@@ -25,13 +26,6 @@ pub const RANGE_PATTERN: &str =
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// Longest duration text: enough for `1h30m15s`, too short to overflow a clock.
 pub const MAX_DURATION_CHARS: u32 = 32;
-/// A Secret's name: a DNS subdomain (RFC 1123), as Kubernetes requires.
-pub const SECRET_NAME_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// A key of a Secret's data, as Kubernetes requires.
-pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
-/// Longest `spec.endpoint`.
-pub const MAX_ENDPOINT_CHARS: u32 = 512;
 /// Longest `ttlSecondsAfterFinished`: a year.
 pub const MAX_TTL_SECONDS: i64 = 31_536_000;
 
@@ -219,18 +213,6 @@ impl AmperityWorkflowRunSpec {
     pub fn tenant(&self) -> &str {
         self.tenant.as_deref().unwrap_or("")
     }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub struct TokenSecretRef {
-    /// Name of a Secret in the resource's namespace.
-    #[schemars(length(min = 1, max = 253), pattern(SECRET_NAME_PATTERN))]
-    pub name: String,
-    /// Key holding a bearer token. Default `token`; when the key is absent and the
-    /// Secret has `client_id` and `client_secret`, those are used instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), pattern(SECRET_KEY_PATTERN))]
-    pub key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
