@@ -16,9 +16,57 @@ use serde_json::Value;
 
 use super::{AmperityWorkflowRunSpec, Phase};
 
-/// Five cron fields (minute, hour, day of month, month, day of week) or a macro.
-/// The operator parses the pattern fully; this only keeps out what cannot be one.
-pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/#-]+([ \t]+[0-9A-Za-z*?,/#-]+){4})$";
+/// One item of a cron field whose values match `$v`: `*`, `?`, a value or a range,
+/// each with an optional step (`*/15`, `1-5`, `10-50/10`).
+macro_rules! cron_item {
+    ($v:literal) => {
+        concat!("(([*?]|(", $v, ")(-(", $v, "))?)(/[0-9]{1,3})?)")
+    };
+}
+/// A cron field: items of `$v`, or the field's own forms `$x` (`L`, `W`, `#`),
+/// separated by commas.
+macro_rules! cron_field {
+    ($v:literal) => {
+        concat!(cron_item!($v), "(,", cron_item!($v), ")*")
+    };
+    ($v:literal, $x:literal) => {
+        concat!(
+            "(",
+            cron_item!($v),
+            "|",
+            $x,
+            ")(,(",
+            cron_item!($v),
+            "|",
+            $x,
+            "))*"
+        )
+    };
+}
+
+/// Five cron fields, each within its range (minute 0-59, hour 0-23, day of month
+/// 1-31 with `L` and `W`, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT with `L`
+/// and `#`), or a macro. What is left (a day that never comes, a step that makes no
+/// sense) the operator checks when it parses the pattern.
+pub const CRON_PATTERN: &str = concat!(
+    "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|",
+    cron_field!("[0-5]?[0-9]"),
+    "[ \t]+",
+    cron_field!("[01]?[0-9]|2[0-3]"),
+    "[ \t]+",
+    cron_field!(
+        "0?[1-9]|[12][0-9]|3[01]",
+        "L(-[0-9]{1,2})?W?|(0?[1-9]|[12][0-9]|3[01])W"
+    ),
+    "[ \t]+",
+    cron_field!("0?[1-9]|1[0-2]|(?i:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)"),
+    "[ \t]+",
+    cron_field!(
+        "0?[0-7]|(?i:SUN|MON|TUE|WED|THU|FRI|SAT)",
+        "(0?[0-7]|(?i:SUN|MON|TUE|WED|THU|FRI|SAT))(L|#[1-5])|L"
+    ),
+    ")$"
+);
 /// An IANA time zone name such as `America/New_York`, `Europe/London` or `UTC`.
 pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
 /// Run names are `<schedule>-<minutes since the epoch>` and the schedule's name is

@@ -518,6 +518,9 @@ pub async fn schedules_run_now_replace_and_refuse_bad_input(env: &mut Env) -> Re
         ("schedule", "every day"),
         ("schedule", "0 6 * * * *"),
         ("schedule", "@reboot"),
+        // Out of range: minute 61, month 13.
+        ("schedule", "61 * * * *"),
+        ("schedule", "0 6 * 13 *"),
     ] {
         let manifest = format!(
             "apiVersion: amperity.dev/v1alpha1\nkind: AmperityWorkflowSchedule\nmetadata:\n  name: bad\n  namespace: {ns}\nspec:\n  schedule: {schedule:?}\n  runTemplate:\n    spec: {{tenant: socktown, tokenSecretRef: {{name: amperity-api}}, configId: cg-1}}\n"

@@ -4,6 +4,7 @@
 mod support;
 
 mod controller;
+mod cron_schema;
 mod rules;
 mod slots;
 mod table;
