@@ -79,6 +79,9 @@ fn news(
         || b.workflow != a.workflow
         || b.tasks != a.tasks
         || b.error != a.error
+        // The recorded intent to stop (written before the stop is sent).
+        || b.stop_reason != a.stop_reason
+        || b.stop_requested_at != a.stop_requested_at
 }
 
 /// Watches `api` until dropped; `origin` is the simulator's clock zero.
