@@ -79,6 +79,11 @@ fn news(
         || b.workflow != a.workflow
         || b.tasks != a.tasks
         || b.error != a.error
+        // The recorded intent to stop (written before the stop is sent), and a
+        // spec change seen (spec.stop: observedGeneration, which waiting tools read).
+        || b.stop_reason != a.stop_reason
+        || b.stop_requested_at != a.stop_requested_at
+        || b.observed_generation != a.observed_generation
 }
 
 /// Watches `api` until dropped; `origin` is the simulator's clock zero.
