@@ -37,6 +37,7 @@ mod fair;
 mod listening;
 mod measure;
 mod observe;
+mod play;
 mod steady;
 
 use std::time::Instant;
@@ -127,7 +128,7 @@ fn main() {
             }
         }
         for setting in settings {
-            let (figures, problems) = case::run(&kube, setting).await;
+            let (figures, problems) = play::run(&kube, setting).await;
             println!("{}", line(&figures));
             table.push(figures);
             if problems.is_empty() {
