@@ -19,9 +19,12 @@ use super::connection::ConnectionRef;
 pub const WORKFLOW_ID_PATTERN: &str =
     r"^[^/\\\x00-\x1f\x7f]*[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$";
 pub const CONFIG_ID_PATTERN: &str = r"^(cg|og|cc)-[A-Za-z0-9][A-Za-z0-9-]*$";
-/// An ISO 8601 date (`2025-04-18`) or a UTC date-time (`2025-04-18T06:00:00Z`).
+/// An ISO 8601 date (`2025-04-18`) or a UTC date-time with seconds
+/// (`2025-04-18T06:00:00Z`): the forms the range-order rule's CEL `timestamp()` reads
+/// (RFC 3339, as an API server parses it), so no value the schema admits makes the
+/// rule fail to evaluate.
 pub const RANGE_PATTERN: &str =
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?Z)?$";
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z)?$";
 /// A Go-style duration as Kubernetes writes them: `30s`, `1m30s`, `6h`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// Longest duration text: enough for `1h30m15s`, too short to overflow a clock.

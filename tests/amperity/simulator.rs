@@ -703,7 +703,7 @@ fn start_requests_the_operator_builds_conform_to_the_openapi_file() {
         json!({"runMode": "full"}),
         json!({"range": {"from": "2025-04-18"}}),
         json!({"range": {"from": "2025-04-18", "to": "2025-04-19"}}),
-        json!({"range": {"from": "2025-04-18T06:00Z", "to": "2025-04-18T07:30:15.250Z"}}),
+        json!({"range": {"from": "2025-04-18T06:00:00Z", "to": "2025-04-18T07:30:15.250Z"}}),
         json!({"configId": "cc-spring-sale", "runMode": "source"}),
     ];
     for extra in specs {
