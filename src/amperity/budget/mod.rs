@@ -221,19 +221,15 @@ impl Budget {
         Turn::at(TurnAt::Moment(at))
     }
 
-    /// Routine turn `seq` made urgent, or a wake (see [`Turn::promote`]): the
-    /// new turn's moment, or None when `seq` is already due (it is used as it is).
-    fn promote_with(&self, lane: &str, seq: u64, wake: bool) -> Option<Instant> {
+    /// Routine turn `seq` made urgent (see [`Turn::promote`]): the new turn's
+    /// moment, or None when `seq` is already due (it is used as it is).
+    fn promote_with(&self, lane: &str, seq: u64) -> Option<Instant> {
         let now = Instant::now();
         let paused = self.paused_or(now);
         let period = self.period();
         let mut schedule = self.schedule.lock().unwrap();
         schedule.due(lane, seq, period).filter(|due| *due > now)?;
-        Some(if wake {
-            schedule.promote_to_wake((lane, seq), now, paused, period)
-        } else {
-            schedule.promote((lane, seq), now, paused, period)
-        })
+        Some(schedule.promote((lane, seq), now, paused, period))
     }
 
     fn routine_due(&self, lane: &str, seq: u64) -> Instant {

@@ -125,8 +125,7 @@ impl Schedule {
         self.lanes.release(lane, seq);
     }
 
-    /// Routine turn `seq` is given up for an urgent turn (or, `wake`, a wake
-    /// turn) ahead of it.
+    /// Routine turn `seq` is given up for an urgent turn ahead of it.
     pub(super) fn promote(
         &mut self,
         (lane, seq): (&str, u64),
@@ -136,17 +135,6 @@ impl Schedule {
     ) -> Instant {
         self.release(lane, seq, now, period);
         self.urgent(now, paused, period)
-    }
-
-    pub(super) fn promote_to_wake(
-        &mut self,
-        (lane, seq): (&str, u64),
-        now: Instant,
-        paused: Instant,
-        period: Duration,
-    ) -> Instant {
-        self.release(lane, seq, now, period);
-        self.wake(now, paused, period)
     }
 
     /// Nothing passes until `until`: routine turns not yet due move back past it.
@@ -236,20 +224,9 @@ impl Turn {
     pub fn promote(&self) {
         let mut at = self.0.lock().unwrap();
         if let TurnAt::Routine { lane, seq, budget } = &*at
-            && let Some(urgent) = budget.promote_with(lane, *seq, false)
+            && let Some(urgent) = budget.promote_with(lane, *seq)
         {
             *at = TurnAt::Moment(urgent);
-        }
-    }
-
-    /// Makes a routine turn still to come a wake turn (the change feed reports
-    /// its run ended): ahead of routine turns, behind urgent ones.
-    pub fn promote_to_wake(&self) {
-        let mut at = self.0.lock().unwrap();
-        if let TurnAt::Routine { lane, seq, budget } = &*at
-            && let Some(wake) = budget.promote_with(lane, *seq, true)
-        {
-            *at = TurnAt::Moment(wake);
         }
     }
 
