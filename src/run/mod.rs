@@ -18,5 +18,6 @@ pub mod decide;
 pub mod driver;
 pub mod feed;
 pub mod host;
+pub mod ledger;
 pub mod tracking;
 pub mod validate;
