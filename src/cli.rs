@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// Seconds the lease stays valid without renewal; a new leader takes over after it.
     #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
     pub lease_seconds: u64,
+    /// Name of the ConfigMap (in the Lease's namespace) that remembers the runs of
+    /// deleted resources for an hour, across restarts of every replica, so that a
+    /// lost start's search never adopts one of them.
+    #[arg(long, env = "CLAIMS_CONFIGMAP", default_value = crate::run::ledger::DEFAULT_CONFIGMAP)]
+    pub claims_configmap: String,
     /// Reconciles in flight at once; 0 is unbounded. A poll waiting for its turn in
     /// the Amperity budget does not hold a reconcile (it is requeued for its turn), so
     /// reconciles are short and a cap only bounds memory when thousands of runs are

@@ -106,6 +106,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     )
     .watching(&args.namespaces)
     .in_namespace(&args.lease_namespace)
+    .with_claims_ledger(&args.claims_configmap)
     .serving_connections(args.connections);
     if args.change_feed {
         ctx = ctx.with_feed(Arc::new(Feed::new(
@@ -120,6 +121,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         readiness.clone(),
     ));
     let trimmer = tokio::spawn(crate::memory::trim_periodically());
+    // Observed departures are written whether or not this replica leads: they were
+    // queued while it led, and losing the lease must not lose them.
+    let flusher = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.ledger.flush_periodically().await }
+    });
 
     let leader = LeaderConfig {
         enabled: args.leader_election,
@@ -158,6 +165,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let result = leader::run_while_leading(client.clone(), leader, readiness.clone(), work).await;
     server.abort();
     trimmer.abort();
+    flusher.abort();
+    if let Err(e) = ctx.ledger.flush().await {
+        warn!(error = %e, "departed runs queued for the claims ledger were not written before the exit");
+    }
     info!("operator stopped");
     result.map_err(RunError::Lease)
 }
@@ -172,8 +183,13 @@ async fn controllers(
     readiness: Arc<Readiness>,
 ) {
     // A new leadership term: what another leader recorded meanwhile is unknown
-    // until a full relist, so claims are incomplete until then.
-    ctx.tracking.begin_term();
+    // until a full relist, and the runs of resources gone before this process
+    // until the claims ledger is loaded, so claims are incomplete until both.
+    let term = ctx.tracking.begin_term();
+    let loader = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.ledger.load_for_term(&ctx.tracking, term).await }
+    });
     let apis: Vec<(Option<String>, Api<CachedRun>)> = if namespaces.is_empty() {
         vec![(None, Api::all(client))]
     } else {
@@ -246,6 +262,7 @@ async fn controllers(
             controllers.await;
         }
     }
+    loader.abort();
 }
 
 fn default_identity() -> String {

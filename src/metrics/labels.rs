@@ -49,6 +49,12 @@ pub struct StalledLabels {
     pub reason: String,
 }
 
+/// `read` or `write` (of the claims ledger).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
     pub tenant: String,

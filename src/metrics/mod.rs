@@ -58,6 +58,12 @@ pub struct Metrics {
     stalled_runs: Mutex<HashMap<String, StalledLabels>>,
     /// 1 while the schedule controller runs, 0 while it waits for its CRD.
     pub schedule_controller_running: Gauge,
+    /// Failed reads and writes of the claims ledger ConfigMap, by operation.
+    pub claims_ledger_errors: Family<OperationLabels, Counter>,
+    /// Writes of the claims ledger ConfigMap that changed it.
+    pub claims_ledger_writes: Counter,
+    /// Departed runs the ledger's bounds dropped before their retention ended.
+    pub claims_ledger_dropped: Counter,
     /// The phase last counted for each resource (uid), so `runs` is a true gauge.
     phases: Mutex<HashMap<String, Phase>>,
     tenants: TenantLabeller,
@@ -198,8 +204,29 @@ impl Default for Metrics {
             "1 while the AmperityWorkflowSchedule controller runs, 0 while it waits for the schedule CRD (retried with backoff)",
             schedule_controller_running.clone(),
         );
+        let claims_ledger_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "claims_ledger_errors",
+            "Failed reads (claims stay incomplete: lost starts wait for a person) and writes (retried; a resource keeps its finalizer) of the claims ledger ConfigMap, by operation",
+            claims_ledger_errors.clone(),
+        );
+        let claims_ledger_writes = Counter::default();
+        registry.register(
+            "claims_ledger_writes",
+            "Writes of the claims ledger ConfigMap (the runs of resources that are gone)",
+            claims_ledger_writes.clone(),
+        );
+        let claims_ledger_dropped = Counter::default();
+        registry.register(
+            "claims_ledger_dropped",
+            "Runs of departed resources dropped from the claims ledger by its size bounds before their retention ended",
+            claims_ledger_dropped.clone(),
+        );
         Metrics {
             registry,
+            claims_ledger_errors,
+            claims_ledger_writes,
+            claims_ledger_dropped,
             schedule_controller_running,
             token_exchanges,
             stalled,
@@ -325,6 +352,15 @@ impl Metrics {
                 tenant,
             })
             .observe(latency.as_secs_f64());
+    }
+
+    /// A failed `read` or `write` of the claims ledger.
+    pub fn claims_ledger_error(&self, operation: &'static str) {
+        self.claims_ledger_errors
+            .get_or_create(&OperationLabels {
+                operation: operation.to_string(),
+            })
+            .inc();
     }
 
     /// One look of the change feed: `listed`, `failed` or `skipped`.

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::run::decide::Settings;
 use crate::run::driver::{Defaults, RunMemory};
 use crate::run::feed::{CachedRun, Feed};
+use crate::run::ledger::{ClaimsLedger, DEFAULT_CONFIGMAP, LedgerError};
 use crate::run::tracking::Tracking;
 
 /// Kubernetes requests in flight at once from reconciles.
@@ -33,6 +34,15 @@ pub enum Error {
     },
     #[error("AmperityWorkflowRun {0} has no namespace")]
     NoNamespace(String),
+    /// The runs of a resource about to go could not be recorded: it is kept
+    /// (its finalizer stays, its TTL waits) until they are.
+    #[error("recording the runs of {namespace}/{name} before it goes: {source}")]
+    Ledger {
+        namespace: String,
+        name: String,
+        #[source]
+        source: LedgerError,
+    },
     /// A bug: the reconcile of this one resource panicked. It is retried with
     /// backoff; every other resource goes on.
     #[error("the reconcile of {namespace}/{name} panicked: {message}")]
@@ -49,6 +59,7 @@ impl Error {
         match self {
             Error::Kube { what, .. } => what,
             Error::NoNamespace(_) => "no namespace",
+            Error::Ledger { .. } => "recording departed runs in the claims ledger",
             Error::Panicked { .. } => "panic",
         }
     }
@@ -74,6 +85,9 @@ pub struct Context {
     pub kube_calls: tokio::sync::Semaphore,
     /// Which resource follows which Amperity run (for the search of a lost start).
     pub tracking: Tracking,
+    /// The runs of resources that are gone, kept across restarts (in the
+    /// operator's namespace).
+    pub ledger: ClaimsLedger,
     /// The namespaces watched (empty: all), where `tracking` is filled from.
     pub namespaces: Vec<String>,
     /// Failed reconciles in a row, by uid, for each resource's own backoff.
@@ -97,7 +111,14 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Self {
         let tracking = Tracking::with_default_endpoint(&defaults.endpoint);
+        let ledger = ClaimsLedger::new(
+            client.clone(),
+            "default",
+            DEFAULT_CONFIGMAP,
+            metrics.clone(),
+        );
         Context {
+            ledger,
             reporter: reporter(),
             client,
             amperity,
@@ -122,9 +143,21 @@ impl Context {
         self
     }
 
-    /// The same, running in `namespace` (where cluster connections' Secrets are by default).
+    /// The same, running in `namespace` (where cluster connections' Secrets are by
+    /// default, and the claims ledger is).
     pub fn in_namespace(mut self, namespace: &str) -> Self {
         self.operator_namespace = namespace.to_string();
+        let name = self.ledger.name().to_string();
+        self.ledger =
+            ClaimsLedger::new(self.client.clone(), namespace, &name, self.metrics.clone());
+        self
+    }
+
+    /// The same, with the claims ledger in the ConfigMap `name` (of its namespace).
+    pub fn with_claims_ledger(mut self, name: &str) -> Self {
+        let namespace = self.ledger.namespace().to_string();
+        self.ledger =
+            ClaimsLedger::new(self.client.clone(), &namespace, name, self.metrics.clone());
         self
     }
 
@@ -149,17 +182,26 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// Drops everything kept for a resource that is gone: its memory, its phase
-    /// in the `runs` gauge, the run it tracks, its place in the change feed.
+    /// Drops everything kept for a resource seen gone: its memory, its phase in
+    /// the `runs` gauge, the run it tracks, its place in the change feed. Its runs
+    /// are queued for the claims ledger.
     pub fn forget(&self, uid: &str) {
+        let now = jiff::Timestamp::now();
+        let departed = self.forget_recorded(uid, now);
+        self.ledger.queue(departed, now);
+    }
+
+    /// [`Context::forget`] for a resource whose runs the claims ledger already
+    /// holds (the operator recorded them before letting it go). Returns its runs.
+    pub fn forget_recorded(&self, uid: &str, now: jiff::Timestamp) -> Vec<String> {
         self.uses_connection(uid, None);
         self.store(uid, None);
         self.metrics.set_phase(uid, None);
         self.metrics.set_stalled(uid, None);
-        self.tracking.forget(uid);
         if let Some(feed) = &self.feed {
             feed.forget(uid);
         }
+        self.tracking.forget_at(uid, now)
     }
 
     /// How many unfinished runs name the connection (its
@@ -196,7 +238,8 @@ impl Context {
         match event {
             watcher::Event::Delete(run) => self.forget(&run.uid().unwrap_or_default()),
             watcher::Event::InitDone if self.namespaces.len() <= 1 => {
-                self.tracking.retain(&present())
+                let vanished = self.tracking.retain(&present());
+                self.ledger.queue(vanished, jiff::Timestamp::now());
             }
             _ => {}
         }

@@ -19,6 +19,7 @@ use crate::metrics::{Metrics, ReasonLabels};
 use crate::run::decide::{Action, workflow_type_for};
 use crate::run::driver::Driver;
 pub use crate::run::feed::CachedRun;
+use crate::run::tracking::claimed_ids;
 
 /// Holds an unfinished resource until its run was stopped (deletionPolicy Stop).
 pub const FINALIZER: &str = "amperity.dev/stop-run";
@@ -203,6 +204,8 @@ async fn reconcile_in(
         }
         Action::AwaitChange => Requeue::await_change(),
         Action::Delete => {
+            let now = jiff::Timestamp::now();
+            record_departure(&ctx, &run, &namespace, &name, now).await?;
             // Only this resource: a new one of the same name is not its TTL's to delete.
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
@@ -216,20 +219,47 @@ async fn reconcile_in(
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(kube_err("deleting after ttlSecondsAfterFinished")(e)),
             }
-            ctx.forget(&uid);
+            ctx.forget_recorded(&uid, now);
             Requeue::await_change()
         }
         Action::ReleaseFinalizer => {
+            let now = jiff::Timestamp::now();
+            record_departure(&ctx, &run, &namespace, &name, now).await?;
             if has_finalizer(&run) {
                 apply_finalizer(&api, &name, FINALIZER, false)
                     .await
                     .map_err(kube_err("removing the finalizer"))?;
             }
-            ctx.forget(&uid);
+            ctx.forget_recorded(&uid, now);
             Requeue::await_change()
         }
         other => unreachable!("the driver performs {other:?} itself"),
     })
+}
+
+/// Writes the runs of a resource the operator is about to let go to the claims
+/// ledger: once it is gone, nothing but the ledger says those runs were its, and a
+/// restarted operator's search could adopt one (an orphaned run, which it would
+/// later stop). On failure the resource stays (finalizer, TTL) and is retried.
+async fn record_departure(
+    ctx: &Context,
+    run: &AmperityWorkflowRun,
+    namespace: &str,
+    name: &str,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let ids = claimed_ids(&run.spec, run.status.as_ref());
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ctx.ledger
+        .record(&ids, now)
+        .await
+        .map_err(|source| Error::Ledger {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        })
 }
 
 /// Retries after a failed Kubernetes call (or a caught panic), backing off per

@@ -147,10 +147,15 @@ impl Host for KubeHost<'_> {
     ) -> Claims {
         let uid = run.uid().unwrap_or_default();
         self.ctx.tracking.note_principal(&uid, principal);
-        if !self.ctx.tracking.is_warm()
+        if self.ctx.tracking.needs_relist()
             && let Err(e) = fill_tracking(self.ctx).await
         {
             warn!(error = %kube_error_summary(&e), "could not list the runs to rule out their Amperity runs");
+        }
+        // Usually loaded when the term began; a search before that (or after a
+        // failed load) tries once itself. A failure is logged and counted there.
+        if self.ctx.tracking.needs_ledger() {
+            let _ = self.ctx.ledger.load_into(&self.ctx.tracking).await;
         }
         self.ctx
             .tracking

@@ -8,7 +8,8 @@
 //!   is what every reconcile shares (the `Context`) and the reconcile's errors;
 //!   `host` is the driver's Kubernetes [`driver::Host`] (status writes, Secrets, Events).
 //! - [`feed`]: the change feed that wakes runs whose end a list shows.
-//! - [`tracking`]: which runs each resource claims, for lost-start searches.
+//! - [`tracking`]: which runs each resource claims, for lost-start searches;
+//!   [`ledger`] keeps the runs of resources that are gone across restarts.
 //! - [`validate`]: the spec rules, for API servers that do not enforce CEL.
 
 pub mod connection;

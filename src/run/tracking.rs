@@ -5,7 +5,9 @@
 //! to date by every reconcile and status write, filled from a full list before the
 //! first search of each leadership term (the watch cache holds metadata only, and
 //! another leader may have written what this replica never saw), and pruned when
-//! resources go.
+//! resources go. The runs of departed resources also come from the claims ledger
+//! ([`crate::run::ledger`]), loaded once per term: a restarted replica remembers
+//! nothing of them itself.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -31,7 +33,9 @@ pub struct Tracking {
     /// The leadership term (bumped each time this replica starts leading).
     term: AtomicU64,
     /// The term whose full relist completed (0: none).
-    warm_term: AtomicU64,
+    relisted_term: AtomicU64,
+    /// The term in which the claims ledger was loaded (0: none).
+    ledger_term: AtomicU64,
     /// Where a spec without `endpoint` goes (`{tenant}` replaced).
     default_endpoint: String,
 }
@@ -72,7 +76,8 @@ impl Tracking {
         Tracking {
             state: Mutex::new(State::default()),
             term: AtomicU64::new(1),
-            warm_term: AtomicU64::new(0),
+            relisted_term: AtomicU64::new(0),
+            ledger_term: AtomicU64::new(0),
             default_endpoint: template.to_string(),
         }
     }
@@ -104,18 +109,16 @@ impl Tracking {
         spec: &AmperityWorkflowRunSpec,
         status: Option<&AmperityWorkflowRunStatus>,
     ) {
-        let mut ids: Vec<String> = Vec::new();
+        let ids = claimed_ids(spec, status);
         let mut unresolved = None;
-        if let Some(s) = status {
-            ids.extend(s.workflow_id.iter().cloned());
-            ids.extend(s.attempts.iter().map(|a| a.workflow_id.clone()));
-            if s.phase == Some(Phase::Starting) && s.workflow_id.is_none() {
-                // An intent without a time is as old as time: it contests everything.
-                let at = s.started_at.as_ref().map_or(Timestamp::MIN, |t| t.0);
-                unresolved = Some((self.key(spec), at));
-            }
+        if let Some(s) = status
+            && s.phase == Some(Phase::Starting)
+            && s.workflow_id.is_none()
+        {
+            // An intent without a time is as old as time: it contests everything.
+            let at = s.started_at.as_ref().map_or(Timestamp::MIN, |t| t.0);
+            unresolved = Some((self.key(spec), at));
         }
-        ids.extend(spec.workflow_id.iter().cloned());
         let mut state = self.state.lock().unwrap();
         state.drop_live(uid);
         for id in &ids {
@@ -130,19 +133,22 @@ impl Tracking {
     }
 
     /// The resource is gone: its runs stay claimed for [`DEPARTED_RETENTION`].
-    pub fn forget(&self, uid: &str) {
-        self.forget_at(uid, Timestamp::now());
+    /// Returns them (for the claims ledger).
+    pub fn forget(&self, uid: &str) -> Vec<String> {
+        self.forget_at(uid, Timestamp::now())
     }
 
     /// [`Tracking::forget`] at a given time.
-    pub fn forget_at(&self, uid: &str, now: Timestamp) {
+    pub fn forget_at(&self, uid: &str, now: Timestamp) -> Vec<String> {
         let mut state = self.state.lock().unwrap();
-        state.depart(uid, now);
+        let ids = state.depart(uid, now);
         state.prune_departed(now);
+        ids
     }
 
-    /// Keeps only the resources in `present` (after a relist).
-    pub fn retain(&self, present: &HashSet<String>) {
+    /// Keeps only the resources in `present` (after a relist). Returns the runs of
+    /// the resources that vanished (for the claims ledger).
+    pub fn retain(&self, present: &HashSet<String>) -> Vec<String> {
         let now = Timestamp::now();
         let mut state = self.state.lock().unwrap();
         let gone: Vec<String> = state
@@ -152,15 +158,35 @@ impl Tracking {
             .filter(|uid| !present.contains(*uid))
             .cloned()
             .collect();
+        let mut ids = Vec::new();
         for uid in gone {
-            state.depart(&uid, now);
+            ids.extend(state.depart(&uid, now));
         }
         state.prune_departed(now);
+        ids
+    }
+
+    /// Runs of resources gone before this replica saw them go, from the claims
+    /// ledger as read in `term`: claimed until their own retention ends. Counts as
+    /// the ledger's load for `term`, if it is still current.
+    pub fn load_departed_for(&self, term: u64, departed: Vec<(String, Timestamp)>) {
+        let now = Timestamp::now();
+        let mut state = self.state.lock().unwrap();
+        for (id, at) in departed {
+            let slot = state.departed.entry(id).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+        state.prune_departed(now);
+        drop(state);
+        if term == self.term() {
+            self.ledger_term.store(term, Ordering::SeqCst);
+        }
     }
 
     /// This replica starts leading (again): what it knew may be stale (another
-    /// leader wrote meanwhile), so claims are incomplete until the next full
-    /// relist. Returns the new term.
+    /// leader wrote meanwhile, every replica may have restarted), so claims are
+    /// incomplete until the next full relist and the next load of the claims
+    /// ledger. Returns the new term.
     pub fn begin_term(&self) -> u64 {
         self.term.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -171,21 +197,36 @@ impl Tracking {
         self.term.load(Ordering::SeqCst)
     }
 
-    /// Every watched resource has been listed in the current term.
+    /// Every watched resource has been listed, and the claims ledger loaded, in the
+    /// current term.
     pub fn is_warm(&self) -> bool {
-        self.warm_term.load(Ordering::SeqCst) == self.term()
+        !self.needs_relist() && !self.needs_ledger()
     }
 
-    /// A full relist that began in `term` completed: warm, if the term is still current.
+    /// No full relist completed in the current term.
+    pub fn needs_relist(&self) -> bool {
+        self.relisted_term.load(Ordering::SeqCst) != self.term()
+    }
+
+    /// The claims ledger was not loaded in the current term.
+    pub fn needs_ledger(&self) -> bool {
+        self.ledger_term.load(Ordering::SeqCst) != self.term()
+    }
+
+    /// A full relist that began in `term` completed (warm once the ledger is
+    /// loaded too), if the term is still current.
     pub fn set_warm_for(&self, term: u64) {
         if term == self.term() {
-            self.warm_term.store(term, Ordering::SeqCst);
+            self.relisted_term.store(term, Ordering::SeqCst);
         }
     }
 
-    /// Warm for the current term (a host that manages every resource itself).
+    /// Warm for the current term: a host that manages every resource itself, and
+    /// has no other replica's departures to learn.
     pub fn set_warm(&self) {
-        self.set_warm_for(self.term());
+        let term = self.term();
+        self.set_warm_for(term);
+        self.ledger_term.store(term, Ordering::SeqCst);
     }
 
     /// Records who resource `uid`'s credential starts runs as (its search knew).
@@ -251,6 +292,23 @@ impl Tracking {
     }
 }
 
+/// The runs a resource follows or followed: its status's run and attempts, and the
+/// run its spec names.
+pub fn claimed_ids(
+    spec: &AmperityWorkflowRunSpec,
+    status: Option<&AmperityWorkflowRunStatus>,
+) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    if let Some(s) = status {
+        ids.extend(s.workflow_id.iter().cloned());
+        ids.extend(s.attempts.iter().map(|a| a.workflow_id.clone()));
+    }
+    ids.extend(spec.workflow_id.iter().cloned());
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 impl State {
     /// Drops what `uid` follows now (before recording it afresh).
     fn drop_live(&mut self, uid: &str) {
@@ -264,15 +322,15 @@ impl State {
         self.unresolved.remove(uid);
     }
 
-    /// `uid` is gone: its runs move to the departed.
-    fn depart(&mut self, uid: &str, now: Timestamp) {
-        if let Some(ids) = self.ids_of.get(uid) {
-            for id in ids.clone() {
-                self.departed.insert(id, now);
-            }
+    /// `uid` is gone: its runs move to the departed (and are returned).
+    fn depart(&mut self, uid: &str, now: Timestamp) -> Vec<String> {
+        let ids = self.ids_of.get(uid).cloned().unwrap_or_default();
+        for id in &ids {
+            self.departed.insert(id.clone(), now);
         }
         self.drop_live(uid);
         self.principal_of.remove(uid);
+        ids
     }
 
     fn prune_departed(&mut self, now: Timestamp) {
@@ -431,15 +489,75 @@ mod tests {
         let t = Tracking::default();
         let term = t.term();
         t.set_warm_for(term);
+        t.load_departed_for(term, Vec::new());
         assert!(t.claims("a", &spec("cg-a"), &[], None).complete);
         // Leading again: what the other leader wrote is unknown until a relist.
         let next = t.begin_term();
+        t.load_departed_for(next, Vec::new());
         assert!(!t.claims("a", &spec("cg-a"), &[], None).complete);
         // A relist that began in the earlier term does not count.
         t.set_warm_for(term);
         assert!(!t.is_warm());
         t.set_warm_for(next);
         assert!(t.is_warm());
+    }
+
+    #[test]
+    fn claims_are_complete_only_once_the_ledger_is_loaded_in_the_current_term() {
+        let t = Tracking::default();
+        let term = t.term();
+        t.set_warm_for(term);
+        assert!(
+            !t.claims("a", &spec("cg-a"), &[], None).complete,
+            "relisted, but the departed of earlier processes are unknown"
+        );
+        // A load read in an earlier term does not count for the next.
+        let next = t.begin_term();
+        t.set_warm_for(next);
+        t.load_departed_for(term, vec![("wf-gone".into(), Timestamp::now())]);
+        assert!(!t.is_warm());
+        // Loaded in this term: complete, and the ledger's runs are claims.
+        t.load_departed_for(next, vec![("wf-orphaned".into(), Timestamp::now())]);
+        let claims = t.claims(
+            "a",
+            &spec("cg-a"),
+            &["wf-orphaned".into(), "wf-gone".into(), "wf-free".into()],
+            None,
+        );
+        assert!(claims.complete);
+        assert_eq!(
+            claims.tracked,
+            ["wf-gone".to_string(), "wf-orphaned".to_string()].into()
+        );
+        // An entry past its retention is no claim.
+        let old =
+            Timestamp::now() - SignedDuration::from_secs(DEPARTED_RETENTION.as_secs() as i64 + 5);
+        t.load_departed_for(next, vec![("wf-expired".into(), old)]);
+        assert!(
+            t.claims("a", &spec("cg-a"), &["wf-expired".into()], None)
+                .tracked
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn departures_name_the_runs_to_record() {
+        let t = Tracking::default();
+        t.observe(
+            "b",
+            &spec("cg-b"),
+            Some(&status(Phase::Failed, Some("wf-b2"), &["wf-b1", "wf-b2"])),
+        );
+        t.observe("c", &spec("cg-c"), Some(&status(Phase::Pending, None, &[])));
+        assert_eq!(t.forget("b"), ["wf-b1", "wf-b2"]);
+        assert!(t.forget("b").is_empty(), "recorded once");
+        assert!(t.forget("c").is_empty(), "nothing to record without runs");
+        t.observe(
+            "d",
+            &spec("cg-d"),
+            Some(&status(Phase::Running, Some("wf-d"), &[])),
+        );
+        assert_eq!(t.retain(&HashSet::new()), ["wf-d"]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tower_test::mock;
 
-use super::controller::{ApiServer, RUNS, TOKEN, cached, loopback};
+use super::controller::{ApiServer, LEDGER, RUNS, TOKEN, cached, loopback, not_found};
 
 const CONNECTION: &str =
     "/apis/amperity.dev/v1alpha1/namespaces/marketing/amperityconnections/tenant-a";
@@ -123,6 +123,7 @@ async fn reconcile_fresh(sim: &SimHandle, run: &AmperityWorkflowRun, version: &s
                 call.reply(StatusCode::OK, serde_json::to_value(&current).unwrap())
             }
             (&Method::GET, CONNECTION) => call.reply(StatusCode::OK, connection(sim)),
+            (&Method::GET, LEDGER) => call.reply(StatusCode::NOT_FOUND, not_found()),
             (&Method::GET, SECRET) => call.reply(StatusCode::OK, secret(version)),
             (&Method::GET, ALL_RUNS) => call.reply(
                 StatusCode::OK,

@@ -98,6 +98,28 @@ impl ApiServer {
 pub(super) const RUNS: &str =
     "/apis/amperity.dev/v1alpha1/namespaces/marketing/amperityworkflowruns";
 const SECRET: &str = "/api/v1/namespaces/marketing/secrets/amperity-api";
+/// The claims ledger, where a `Context` that was not told otherwise keeps it.
+pub(super) const LEDGER: &str = "/api/v1/namespaces/default/configmaps/amperity-operator-claims";
+const LEDGERS: &str = "/api/v1/namespaces/default/configmaps";
+
+/// The API server's answer for an object that does not exist.
+pub(super) fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+           "code": 404, "message": "not found"})
+}
+
+fn conflict() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+           "code": 409, "message": "the object has been modified"})
+}
+
+/// The claims ledger ConfigMap at `version`, holding `text`.
+fn ledger(version: &str, text: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "amperity-operator-claims", "namespace": "default",
+                        "resourceVersion": version},
+           "data": {"departed": text}})
+}
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/marketing/events";
 
 fn resource(sim: &SimHandle, extra: Value, status: Option<Value>) -> AmperityWorkflowRun {
@@ -648,6 +670,10 @@ async fn a_re_elected_replica_relists_before_its_claims_are_complete() {
         json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
                    "metadata": {"resourceVersion": "20"}, "items": [other]}),
     );
+    // And the runs of resources gone before this term: none.
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::NOT_FOUND, not_found());
     let written = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
         .await;
@@ -1038,4 +1064,250 @@ async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
     task.await.unwrap().unwrap();
     api.expect_quiet().await;
     assert_eq!(sim.stats().requests, 0);
+}
+
+/// A finished resource being deleted, that followed `wf-gone` after `wf-first`.
+fn deleted_after_its_run(sim: &SimHandle) -> AmperityWorkflowRun {
+    let done = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)).to_string();
+    let mut run = resource(
+        sim,
+        json!({"deletionPolicy": "Stop"}),
+        Some(json!({"phase": "Succeeded", "workflowId": "wf-gone",
+            "attempts": [{"workflowId": "wf-first"}],
+            "startedAt": done, "completedAt": done})),
+    );
+    run.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    run
+}
+
+/// Answers the status writes and Events of a deletion until the first call to the
+/// claims ledger, which it returns.
+async fn until_the_ledger(api: &mut ApiServer, run: &AmperityWorkflowRun) -> Call {
+    loop {
+        let call = api.next().await;
+        match (&call.method, call.path.as_str()) {
+            (&Method::PATCH, p) if p == format!("{RUNS}/nightly/status") => {
+                call.reply(StatusCode::OK, serde_json::to_value(run).unwrap())
+            }
+            (&Method::POST, EVENTS) => call.reply(StatusCode::CREATED, json!({})),
+            (&Method::GET, LEDGER) => return call,
+            (method, path) => panic!("unexpected call {method} {path} before the ledger"),
+        }
+    }
+}
+
+fn ledger_text(call: &Call) -> String {
+    call.body["data"]["departed"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Issue 21: the runs of a resource the operator lets go are in the claims ledger
+/// before its finalizer is removed, so a restart of every replica cannot forget
+/// them (a lost start's search would adopt one, e.g. the orphaned run of a deleted
+/// resource). Without the ledger, the finalizer patch is the first call.
+#[tokio::test]
+async fn a_released_resource_s_runs_are_recorded_before_its_finalizer_goes() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = deleted_after_its_run(&sim);
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    until_the_ledger(&mut api, &run)
+        .await
+        .reply(StatusCode::NOT_FOUND, not_found());
+    let created = api.expect(Method::POST, LEDGERS).await;
+    let text = ledger_text(&created);
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(ids, ["wf-first", "wf-gone"], "{text}");
+    assert_eq!(created.body["metadata"]["name"], "amperity-operator-claims");
+    created.reply(StatusCode::CREATED, ledger("1", &text));
+    let released = api.expect(Method::PATCH, &format!("{RUNS}/nightly")).await;
+    assert_eq!(released.body["metadata"]["finalizers"], json!([]));
+    released.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    task.await.unwrap().unwrap();
+    // Recorded already: nothing is queued to be written again.
+    assert_eq!(ctx.ledger.pending(), 0);
+    api.expect_quiet().await;
+}
+
+/// Issue 21: when the ledger cannot be written, the resource keeps its finalizer
+/// (the reconcile fails, naming the ConfigMap, and is retried): nothing is lost.
+#[tokio::test]
+async fn a_failed_ledger_write_keeps_the_finalizer() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = deleted_after_its_run(&sim);
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    until_the_ledger(&mut api, &run).await.reply(
+        StatusCode::FORBIDDEN,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+               "code": 403, "message": "configmaps is forbidden"}),
+    );
+    let error = task.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Ledger { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("default/amperity-operator-claims"),
+        "{error}"
+    );
+    api.expect_quiet().await;
+    let scrape = ctx.metrics.encode();
+    assert!(
+        scrape.contains("amperity_operator_claims_ledger_errors_total{operation=\"write\"} 1"),
+        "{scrape}"
+    );
+}
+
+/// Issue 21: two replicas writing the ledger at once never lose each other's
+/// entries. This one finds no ConfigMap, but another creates it first; then
+/// another writes over the version this one read: each time, this one reads again
+/// and merges, and its write goes over the version it read.
+#[tokio::test]
+async fn concurrent_ledger_writes_keep_each_others_entries() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = deleted_after_its_run(&sim);
+    let now = jiff::Timestamp::now().as_second();
+    let theirs = format!("{now} wf-theirs\n");
+    let both = format!("{now} wf-theirs\n{now} wf-third\n");
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    until_the_ledger(&mut api, &run)
+        .await
+        .reply(StatusCode::NOT_FOUND, not_found());
+    api.expect(Method::POST, LEDGERS).await.reply(
+        StatusCode::CONFLICT,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists",
+               "code": 409, "message": "already exists"}),
+    );
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::OK, ledger("5", &theirs));
+    let first = api.expect(Method::PUT, LEDGER).await;
+    assert_eq!(first.body["metadata"]["resourceVersion"], "5");
+    assert!(ledger_text(&first).contains("wf-theirs"));
+    first.reply(StatusCode::CONFLICT, conflict());
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::OK, ledger("6", &both));
+    let second = api.expect(Method::PUT, LEDGER).await;
+    assert_eq!(second.body["metadata"]["resourceVersion"], "6");
+    let text = ledger_text(&second);
+    for id in ["wf-theirs", "wf-third", "wf-first", "wf-gone"] {
+        assert!(
+            text.lines().any(|l| l.ends_with(&format!(" {id}"))),
+            "{id}: {text}"
+        );
+    }
+    second.reply(StatusCode::OK, ledger("7", &text));
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    task.await.unwrap().unwrap();
+}
+
+/// Issue 21: departures the operator only observes (resources deleted without a
+/// finalizer) are written in batches: a burst of deletions costs one write, and
+/// a resource that never had a run costs none.
+#[tokio::test]
+async fn observed_departures_are_written_in_one_batch() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let flusher = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.ledger.flush_periodically().await }
+    });
+    for i in 0..3 {
+        let mut run = resource(
+            &sim,
+            json!({}),
+            Some(json!({"phase": "Succeeded", "workflowId": format!("wf-{i}")})),
+        );
+        run.metadata.uid = Some(format!("uid-{i}"));
+        ctx.tracking
+            .observe(&format!("uid-{i}"), &run.spec, run.status.as_ref());
+        ctx.watched(&watcher::Event::Delete((*cached(&run)).clone()), || {
+            unreachable!("a deletion needs no relist")
+        });
+    }
+    let mut never_started = resource(&sim, json!({}), None);
+    never_started.metadata.uid = Some("uid-none".into());
+    ctx.watched(
+        &watcher::Event::Delete((*cached(&never_started)).clone()),
+        || unreachable!(),
+    );
+    assert_eq!(ctx.ledger.pending(), 3);
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::NOT_FOUND, not_found());
+    let created = api.expect(Method::POST, LEDGERS).await;
+    let text = ledger_text(&created);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    created.reply(StatusCode::CREATED, ledger("1", &text));
+    api.expect_quiet().await;
+    assert_eq!(ctx.ledger.pending(), 0);
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("amperity_operator_claims_ledger_writes_total 1")
+    );
+    flusher.abort();
+}
+
+/// Issue 21: a replica that starts afresh (every replica restarted) knows the runs
+/// of resources deleted before it only from the claims ledger: its lost start's
+/// search finds one run of its principal, no resource follows it any more, but the
+/// ledger names it: it is not adopted. Without the ledger load it would be.
+#[tokio::test]
+async fn a_restarted_replica_does_not_adopt_a_run_the_ledger_names() {
+    let (ctx, mut api, sim) = setup(SimConfig::default()).await;
+    let intent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
+    let id = sim.seed_runs("cg-nightly", 1).remove(0);
+    let lost = json!({"phase": "Starting", "startedAt": intent.to_string(),
+        "firstAttemptAt": intent.to_string(),
+        "conditions": [{"type": "Ready", "status": "False", "reason": "StartOutcomeUnknown",
+            "message": "the start request's outcome is unknown; looking for the run before anything else",
+            "lastTransitionTime": intent.to_string()}]});
+    let run = resource(&sim, json!({}), Some(lost));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    let searching = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let mut stored = serde_json::to_value(&run).unwrap();
+    stored["status"] = applied_status(&searching).clone();
+    searching.reply(StatusCode::OK, stored.clone());
+    let mut with_principal = secret(TOKEN);
+    with_principal["data"]["principal"] = json!("c2VlZGVk"); // "seeded"
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, with_principal);
+    // No other resource: the one that followed the run was deleted (Orphan).
+    api.expect(
+        Method::GET,
+        "/apis/amperity.dev/v1alpha1/amperityworkflowruns",
+    )
+    .await
+    .reply(
+        StatusCode::OK,
+        json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
+                   "metadata": {"resourceVersion": "20"}, "items": []}),
+    );
+    let departed = format!("{} {id}\n", jiff::Timestamp::now().as_second() - 30);
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::OK, ledger("3", &departed));
+    let written = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&written).clone();
+    assert_eq!(status["phase"], "Starting", "{status}");
+    assert!(status.get("workflowId").is_none(), "{status}");
+    stored["status"] = status;
+    written.reply(StatusCode::OK, stored);
+    task.await.unwrap().unwrap();
+    assert!(ctx.tracking.is_warm());
+    assert_eq!(sim.stats().starts, 0);
 }

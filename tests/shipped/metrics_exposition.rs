@@ -101,6 +101,11 @@ fn recorded() -> Metrics {
     for outcome in ["listed", "failed", "skipped"] {
         m.feed_look(outcome);
     }
+    for operation in ["read", "write"] {
+        m.claims_ledger_error(operation);
+    }
+    m.claims_ledger_writes.inc();
+    m.claims_ledger_dropped.inc();
     m.feed_wakes.inc();
     m.feed_missed.inc();
     m.feed_disagreed.inc();
