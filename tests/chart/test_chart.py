@@ -36,12 +36,27 @@ def lease_rules(lease_name="amperity-operator"):
 LEASE_RULES = lease_rules()
 
 
+def claims_rules(configmap="amperity-operator-claims"):
+    """Create any ConfigMap (RBAC cannot check a create's name), read and replace only the ledger."""
+    return [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [configmap],
+             "verbs": ["get", "update"]}]
+
+
+CLAIMS_RULES = claims_rules()
+
+
 def lease_roles(docs):
     return [r for r in kinds(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
 
 
+def claims_roles(docs):
+    return [r for r in kinds(docs, "Role") if r["metadata"]["name"].endswith("-claims")]
+
+
 def watch_roles(docs):
-    return [r for r in kinds(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
+    return [r for r in kinds(docs, "Role")
+            if not r["metadata"]["name"].endswith(("-leader-election", "-claims"))]
 
 
 def operator_cluster_roles(docs):
@@ -236,6 +251,7 @@ def test_default_environment():
         "LEADER_ELECTION": "true",
         "LEASE_NAME": "amperity-operator",
         "LEASE_SECONDS": "15",
+        "CLAIMS_CONFIGMAP": "amperity-operator-claims",
         # All namespaces: WATCH_NAMESPACES is unset (an empty value would name namespace "").
         "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
         "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
@@ -346,13 +362,16 @@ def test_cluster_rbac_grants_exactly_what_the_code_uses():
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "amperity-operator", "namespace": RELEASE_NS}]
-    [lease] = kinds(docs, "Role")
-    assert lease["metadata"]["namespace"] == RELEASE_NS
+    # In the release namespace: the Lease, and the claims ledger's ConfigMap.
+    lease, claims = sorted(kinds(docs, "Role"), key=lambda r: r["metadata"]["name"].endswith("-claims"))
     assert lease["rules"] == LEASE_RULES
-    [lease_binding] = kinds(docs, "RoleBinding")
-    assert lease_binding["metadata"]["namespace"] == RELEASE_NS
-    assert lease_binding["roleRef"]["name"] == lease["metadata"]["name"]
-    assert lease_binding["subjects"] == binding["subjects"]
+    assert claims["rules"] == CLAIMS_RULES
+    for role in (lease, claims):
+        assert role["metadata"]["namespace"] == RELEASE_NS
+        [role_binding] = [b for b in kinds(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]]
+        assert role_binding["metadata"]["namespace"] == RELEASE_NS
+        assert role_binding["subjects"] == binding["subjects"]
+    assert len(kinds(docs, "RoleBinding")) == 2
 
 
 @pytest.mark.parametrize("namespaces", [["marketing"], ["marketing", "finance", "sales"]])
@@ -364,7 +383,8 @@ def test_listed_namespaces_get_a_role_each_and_nothing_cluster_wide(namespaces):
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
     for r in roles:
         assert r["rules"] == RULES
-    bindings = {b["metadata"]["namespace"]: b for b in kinds(docs, "RoleBinding") if "leader" not in b["metadata"]["name"]}
+    bindings = {b["metadata"]["namespace"]: b for b in kinds(docs, "RoleBinding")
+                if not b["metadata"]["name"].endswith(("-leader-election", "-claims"))}
     assert set(bindings) == set(namespaces)
     for r in roles:
         b = bindings[r["metadata"]["namespace"]]
@@ -389,12 +409,27 @@ def test_the_lease_role_names_the_lease():
     assert lease["rules"] == lease_rules("awr-leader")
 
 
+@pytest.mark.parametrize("values", [{}, {"leaderElection": {"enabled": False}, "replicas": 1},
+                                    {"watchNamespaces": ["marketing"]}])
+def test_the_claims_ledger_role_names_the_configmap_whatever_else_is_on(values):
+    docs = render({**values, "claimsConfigMap": "awr-claims"})
+    [role] = claims_roles(docs)
+    assert role["metadata"]["namespace"] == RELEASE_NS
+    assert role["rules"] == claims_rules("awr-claims")
+    [binding] = [b for b in kinds(docs, "RoleBinding") if b["metadata"]["name"].endswith("-claims")]
+    assert binding["metadata"]["namespace"] == RELEASE_NS
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "amperity-operator", "namespace": RELEASE_NS}]
+    _, c = container(docs)
+    assert env(c)["CLAIMS_CONFIGMAP"] == "awr-claims"
+
+
 def test_no_rbac_rule_grants_more_than_the_table():
     for values in VARIANTS.values():
         for d in operator_roles(render(values)):
             for rule in d["rules"]:
                 assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-                assert rule in RULES or rule in LEASE_RULES, rule
+                assert rule in RULES or rule in LEASE_RULES or rule in CLAIMS_RULES, rule
 
 
 def test_existing_service_account_is_used_not_created():

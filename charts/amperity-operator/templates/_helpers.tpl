@@ -160,6 +160,8 @@ secret:
   value: {{ .Values.leaderElection.leaseName | quote }}
 - name: LEASE_SECONDS
   value: {{ .Values.leaderElection.leaseSeconds | quote }}
+- name: CLAIMS_CONFIGMAP
+  value: {{ .Values.claimsConfigMap | quote }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
