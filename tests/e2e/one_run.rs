@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use serde_json::json;
 
@@ -229,14 +230,42 @@ pub async fn a_lost_stop_answer_for_the_timeout_ends_timed_out(env: &Env) -> Res
     )
 }
 
-/// Issue 21, scenario 1: B (deletionPolicy Orphan) runs and is deleted; then A, of
-/// the same workflow type with the same credential, sends a start answered 503
-/// that creates nothing. A's search must not adopt B's run: it waits for a
-/// person, and deleting A leaves B's deliberately orphaned run running.
-pub async fn an_orphaned_run_of_a_deleted_resource_is_never_adopted(env: &Env) -> Result {
+/// Issue 21, scenario 1: A, of the same workflow type and credential as B below,
+/// sends a start answered 503 that creates nothing, and looks for the run it may
+/// have made. Meanwhile B (deletionPolicy Orphan) starts a run, inside A's search
+/// window (created after A's intent), and is deleted. Then every replica restarts
+/// (the operator is SIGKILLed and started afresh: nothing of B is left in any
+/// memory), and A's search goes on: B's run is its only candidate (in the window,
+/// still running, of the same principal), and only the claims ledger says it was
+/// B's. A must not adopt it: it waits for a person, and deleting A leaves B's
+/// deliberately orphaned run running.
+pub async fn an_orphaned_run_of_a_deleted_resource_is_never_adopted(env: &mut Env) -> Result {
+    env.without_shared_operator("operator-after-orphan", |env| Box::pin(orphan_checks(env)))
+        .await
+}
+
+async fn orphan_checks(env: &mut Env) -> Result {
     let ns = env
         .namespace("orphan-adopt", Some(&env.own_token()))
         .await?;
+    let claims = format!("claims-{ns}");
+    // A's search looks for 45 s: long enough to outlive B and the restart.
+    let settings = [
+        ("WATCH_NAMESPACES", ns.clone()),
+        ("LEADER_ELECTION", "false".into()),
+        ("START_SETTLE_SECS", "45".into()),
+        ("CLAIMS_CONFIGMAP", claims.clone()),
+    ];
+    let (mut first, _) = env.start_operator("operator-orphan-1", &settings).await?;
+    let config = "cc-e2e-a-unavailablestart";
+    env.create_run(&ns, "a", json!({"configId": config}))
+        .await?;
+    env.wait_for(&ns, "a", FINISH, "looking for its lost start's run", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.search_started_at.is_some())
+    })
+    .await?;
     let orphan = crate::stopping::running_hang(
         env,
         &ns,
@@ -249,9 +278,40 @@ pub async fn an_orphaned_run_of_a_deleted_resource_is_never_adopted(env: &Env) -
         .await
         .map_err(|e| e.to_string())?;
     crate::stopping::gone(env, &ns, "b").await?;
-    let config = "cc-e2e-a-unavailablestart";
-    env.create_run(&ns, "a", json!({"configId": config}))
-        .await?;
+    // B had no finalizer: its departure was only observed, and is written with the
+    // next batch.
+    let ledger: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    crate::env::eventually(Duration::from_secs(30), || async {
+        let text = ledger
+            .get_opt(&claims)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|m| m.data)
+            .and_then(|d| d.get("departed").cloned())
+            .unwrap_or_default();
+        text.lines()
+            .any(|l| l.split_once(' ').is_some_and(|(_, id)| id == orphan))
+            .then_some(())
+            .ok_or(format!(
+                "B's run {orphan} is not in ConfigMap default/{claims}: {text:?}"
+            ))
+    })
+    .await?;
+    first.kill();
+    let searching = env.runs(&ns).get("a").await.map_err(|e| e.to_string())?;
+    ensure(
+        searching
+            .status
+            .as_ref()
+            .is_some_and(|s| s.workflow_id.is_none())
+            && condition(&searching, "Stalled").is_none_or(|c| c.0 != "True"),
+        format!(
+            "A is no longer looking before the restart: {:?}",
+            searching.status
+        ),
+    )?;
+    let (mut second, _) = env.start_operator("operator-orphan-2", &settings).await?;
     let run = env
         .wait_for(&ns, "a", FINISH, "asking a person", |r| {
             finished(r)
@@ -268,6 +328,13 @@ pub async fn an_orphaned_run_of_a_deleted_resource_is_never_adopted(env: &Env) -
         condition(&run, "Stalled").is_some_and(|c| c.1 == "StartUnconfirmed"),
         format!("A is {} without asking a person", phase(&run)),
     )?;
+    // Ruled out as B's, not merely unjudged: the claims were complete (the ledger
+    // was read after the restart) and B's run was no candidate.
+    let stalled = condition(&run, "Stalled").map(|c| c.2).unwrap_or_default();
+    ensure(
+        stalled.contains("no run was found"),
+        format!("A's search did not rule B's run out: {stalled}"),
+    )?;
     ensure(
         runs_of(env, config).await.is_empty(),
         "A's starts created nothing",
@@ -277,6 +344,8 @@ pub async fn an_orphaned_run_of_a_deleted_resource_is_never_adopted(env: &Env) -
         .await
         .map_err(|e| e.to_string())?;
     crate::stopping::gone(env, &ns, "a").await?;
+    second.kill();
+    let _ = ledger.delete(&claims, &Default::default()).await;
     let state = crate::scenarios::sim_state(env, &orphan).await;
     ensure(state == "running", format!("B's orphaned run is {state}"))
 }

@@ -89,7 +89,6 @@ scenarios!(
         a_search_skips_other_resources_runs_and_waits_out_a_lagging_list,
         every_start_answered_429_times_out_without_a_run,
         a_lost_stop_answer_for_the_timeout_ends_timed_out,
-        an_orphaned_run_of_a_deleted_resource_is_never_adopted,
         kubectl_explain_describes_every_field,
         users_bound_to_edit_create_and_delete_runs_and_cannot_read_the_lease,
         schedule_guards_a_run_without_its_secret_blocks_and_is_not_started_late,
@@ -99,6 +98,7 @@ scenarios!(
     ],
     exclusive: [
         killing_the_leader_inside_its_starts_never_starts_twice,
+        an_orphaned_run_of_a_deleted_resource_is_never_adopted,
         the_charts_rbac_is_enough_and_every_rule_is_needed,
         only_the_leader_reconciles_and_a_follower_takes_over,
         a_leader_that_loses_its_lease_stops_reconciling,
