@@ -89,7 +89,11 @@ pub struct RunArgs {
     /// Name of the ConfigMap (in the Lease's namespace) that remembers the runs of
     /// deleted resources for an hour, across restarts of every replica, so that a
     /// lost start's search never adopts one of them.
-    #[arg(long, env = "CLAIMS_CONFIGMAP", default_value = "amperity-operator-claims")]
+    #[arg(
+        long,
+        env = "CLAIMS_CONFIGMAP",
+        default_value = "amperity-operator-claims"
+    )]
     pub claims_configmap: String,
     /// Reconciles in flight at once; 0 is unbounded. A poll waiting for its turn in
     /// the Amperity budget does not hold a reconcile (it is requeued for its turn), so

@@ -15,6 +15,8 @@ use crate::scenarios::ensure;
 const FULL: Duration = Duration::from_secs(60);
 /// The chart's default `leaderElection.leaseName`, which its Lease Role names.
 const CHART_LEASE: &str = "amperity-operator";
+/// The chart's default `claimsConfigMap`, which its claims Role names.
+const CHART_CLAIMS: &str = "amperity-operator-claims";
 
 /// The chart's RBAC objects for a release in `namespace`.
 async fn chart_rbac(namespace: &str) -> Result<Vec<Value>> {
@@ -171,6 +173,11 @@ async fn works_under(
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(env.client.clone(), release_ns);
     let _ = leases.delete(CHART_LEASE, &DeleteParams::default()).await;
+    // The claims ledger likewise: the operator creates it (at the run's TTL deletion,
+    // which records the run's id before the resource goes), then reads and replaces it.
+    let ledgers: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(env.client.clone(), release_ns);
+    let _ = ledgers.delete(CHART_CLAIMS, &DeleteParams::default()).await;
     let mut op = env.spawn_operator(
         &format!("operator-rbac-{label}"),
         &[
@@ -359,6 +366,10 @@ async fn rbac_checks(env: &mut Env) -> Result {
             checked += 1;
         }
     }
-    // Six of the operator's, two of the Lease (create; get and patch of the one Lease).
-    ensure(checked == 8, format!("{checked} rules checked, expected 8"))
+    // Six of the operator's, two of the Lease (create; get and patch of the one
+    // Lease), two of the claims ledger (create; get and update of the one ConfigMap).
+    ensure(
+        checked == 10,
+        format!("{checked} rules checked, expected 10"),
+    )
 }

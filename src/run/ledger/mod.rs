@@ -24,7 +24,6 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::cluster::FIELD_MANAGER;
-use crate::cluster::events::kube_error_summary;
 use crate::metrics::Metrics;
 use crate::run::tracking::Tracking;
 
@@ -46,22 +45,20 @@ const MAX_PENDING: usize = format::MAX_ENTRIES;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error(
-        "reading ConfigMap {namespace}/{name} (the claims ledger: the operator needs get on it) failed: {summary}"
+        "reading ConfigMap {namespace}/{name} (the claims ledger: the operator needs get on it) failed: {source}"
     )]
     Read {
         namespace: String,
         name: String,
-        summary: String,
         #[source]
         source: kube::Error,
     },
     #[error(
-        "writing ConfigMap {namespace}/{name} (the claims ledger: the operator needs get and update on it, and create in {namespace}) failed: {summary}"
+        "writing ConfigMap {namespace}/{name} (the claims ledger: the operator needs get and update on it, and create in {namespace}) failed: {source}"
     )]
     Write {
         namespace: String,
         name: String,
-        summary: String,
         #[source]
         source: kube::Error,
     },
@@ -115,7 +112,6 @@ impl ClaimsLedger {
                 let e = LedgerError::Read {
                     namespace: self.namespace.clone(),
                     name: self.name.clone(),
-                    summary: kube_error_summary(&source),
                     source,
                 };
                 self.failed("read", &e);
@@ -217,7 +213,6 @@ impl ClaimsLedger {
         let write_error = |source: kube::Error| LedgerError::Write {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
-            summary: kube_error_summary(&source),
             source,
         };
         let result = async {
