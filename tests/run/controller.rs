@@ -1311,3 +1311,32 @@ async fn a_restarted_replica_does_not_adopt_a_run_the_ledger_names() {
     assert!(ctx.tracking.is_warm());
     assert_eq!(sim.stats().starts, 0);
 }
+
+/// Issue 21: a finished run's TTL deletion records its run in the claims ledger
+/// first; without the record, the DELETE is the first call.
+#[tokio::test]
+async fn a_ttl_deletion_records_the_run_before_the_delete() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let done = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)).to_string();
+    let mut run = resource(
+        &sim,
+        json!({"ttlSecondsAfterFinished": 0}),
+        Some(json!({"phase": "Succeeded", "workflowId": "wf-ttl",
+            "startedAt": done, "completedAt": done})),
+    );
+    run.metadata.finalizers = None;
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    until_the_ledger(&mut api, &run)
+        .await
+        .reply(StatusCode::OK, ledger("4", ""));
+    let replaced = api.expect(Method::PUT, LEDGER).await;
+    assert_eq!(replaced.body["metadata"]["resourceVersion"], "4");
+    let text = ledger_text(&replaced);
+    assert!(text.ends_with(" wf-ttl\n"), "{text}");
+    replaced.reply(StatusCode::OK, ledger("5", &text));
+    api.expect(Method::DELETE, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    task.await.unwrap().unwrap();
+    api.expect_quiet().await;
+}
