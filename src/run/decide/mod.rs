@@ -149,7 +149,8 @@ pub struct Claims {
     /// When other resources recorded their intents to start a run of the same kind
     /// whose outcome is not known yet: a candidate created about then may be theirs.
     pub other_starts: Vec<Timestamp>,
-    /// The host could see every resource (false: it could not list them all).
+    /// The host could see every resource and the runs of those gone (false: it
+    /// could not list them all, or not read the claims ledger, in this term).
     pub complete: bool,
 }
 
