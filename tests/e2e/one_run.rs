@@ -248,7 +248,16 @@ async fn orphan_checks(env: &mut Env) -> Result {
     let ns = env
         .namespace("orphan-adopt", Some(&env.own_token()))
         .await?;
+    // A ledger of the scenario's own, removed however the scenario ends.
     let claims = format!("claims-{ns}");
+    let result = orphan_steps(env, &ns, &claims).await;
+    let ledger: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    let _ = ledger.delete(&claims, &Default::default()).await;
+    result
+}
+
+async fn orphan_steps(env: &mut Env, ns: &str, claims: &str) -> Result {
+    let (ns, claims) = (ns.to_string(), claims.to_string());
     // A's search looks for 45 s: long enough to outlive B and the restart.
     let settings = [
         ("WATCH_NAMESPACES", ns.clone()),
@@ -345,7 +354,6 @@ async fn orphan_checks(env: &mut Env) -> Result {
         .map_err(|e| e.to_string())?;
     crate::stopping::gone(env, &ns, "a").await?;
     second.kill();
-    let _ = ledger.delete(&claims, &Default::default()).await;
     let state = crate::scenarios::sim_state(env, &orphan).await;
     ensure(state == "running", format!("B's orphaned run is {state}"))
 }
