@@ -1340,3 +1340,102 @@ async fn a_ttl_deletion_records_the_run_before_the_delete() {
     task.await.unwrap().unwrap();
     api.expect_quiet().await;
 }
+
+fn forbidden() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+           "code": 403, "message": "configmaps \"amperity-operator-claims\" is forbidden"})
+}
+
+/// Issue 21: a claims ledger that cannot be read leaves the claims incomplete: the
+/// only run found (no resource follows it, and what the ledger says is unknown) is
+/// not adopted, and the failed read is counted.
+#[tokio::test]
+async fn an_unreadable_ledger_keeps_the_claims_incomplete() {
+    let (ctx, mut api, sim) = setup(SimConfig::default()).await;
+    let intent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
+    sim.seed_runs("cg-nightly", 1);
+    let lost = json!({"phase": "Starting", "startedAt": intent.to_string(),
+        "firstAttemptAt": intent.to_string(),
+        "conditions": [{"type": "Ready", "status": "False", "reason": "StartOutcomeUnknown",
+            "message": "the start request's outcome is unknown; looking for the run before anything else",
+            "lastTransitionTime": intent.to_string()}]});
+    let run = resource(&sim, json!({}), Some(lost));
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    let searching = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let mut stored = serde_json::to_value(&run).unwrap();
+    stored["status"] = applied_status(&searching).clone();
+    searching.reply(StatusCode::OK, stored.clone());
+    let mut with_principal = secret(TOKEN);
+    with_principal["data"]["principal"] = json!("c2VlZGVk"); // "seeded"
+    api.expect(Method::GET, SECRET)
+        .await
+        .reply(StatusCode::OK, with_principal);
+    api.expect(
+        Method::GET,
+        "/apis/amperity.dev/v1alpha1/amperityworkflowruns",
+    )
+    .await
+    .reply(
+        StatusCode::OK,
+        json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
+                   "metadata": {"resourceVersion": "20"}, "items": []}),
+    );
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::FORBIDDEN, forbidden());
+    let written = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    let status = applied_status(&written).clone();
+    assert!(status.get("workflowId").is_none(), "{status}");
+    stored["status"] = status;
+    written.reply(StatusCode::OK, stored);
+    task.await.unwrap().unwrap();
+    assert!(
+        !ctx.tracking.is_warm(),
+        "relisted, but the ledger is unread"
+    );
+    let scrape = ctx.metrics.encode();
+    assert!(
+        scrape.contains("amperity_operator_claims_ledger_errors_total{operation=\"read\"} 1"),
+        "{scrape}"
+    );
+}
+
+/// Issue 21: the ledger's load at the start of a term is retried with backoff
+/// until it succeeds; then (with the relist) the claims are complete.
+#[tokio::test]
+async fn the_ledger_load_is_retried_until_it_succeeds() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let term = ctx.tracking.begin_term();
+    ctx.tracking.set_warm_for(term);
+    let loader = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.ledger.load_for_term(&ctx.tracking, term).await }
+    });
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::FORBIDDEN, forbidden());
+    let departed = format!("{} wf-gone\n", jiff::Timestamp::now().as_second() - 5);
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::OK, ledger("9", &departed));
+    tokio::time::timeout(Duration::from_secs(5), loader)
+        .await
+        .expect("the load ends once it succeeded")
+        .unwrap();
+    assert!(ctx.tracking.is_warm());
+    let claims = ctx.tracking.claims(
+        "uid-1",
+        &resource(&sim, json!({}), None).spec,
+        &["wf-gone".into()],
+        None,
+    );
+    assert!(
+        claims.complete && claims.tracked.contains("wf-gone"),
+        "{claims:?}"
+    );
+    api.expect_quiet().await;
+}
