@@ -21,6 +21,11 @@ use crate::run::tracking::Tracking;
 /// Kubernetes requests in flight at once from reconciles.
 pub const KUBE_CALLS: usize = 16;
 
+/// Kubernetes requests in flight at once for what someone waits on (the intent
+/// before a start or a stop, the Secret read that goes with it), beside
+/// [`KUBE_CALLS`].
+pub const URGENT_KUBE_CALLS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{what} for {namespace}/{name} failed: {source}")]
@@ -72,6 +77,10 @@ pub struct Context {
     /// Bounds concurrent Kubernetes calls: thousands of runs reconciled at once
     /// (after a restart) would otherwise hold thousands of requests in memory.
     pub kube_calls: tokio::sync::Semaphore,
+    /// Kept for the calls a start or a stop waits on: when a burst of ends has a
+    /// thousand reconciles queued for `kube_calls`, a stop's intent write would
+    /// wait behind all of them (seconds) before the stop could be sent.
+    pub urgent_kube_calls: tokio::sync::Semaphore,
     /// Which resource follows which Amperity run (for the search of a lost start).
     pub tracking: Tracking,
     /// The namespaces watched (empty: all), where `tracking` is filled from.
@@ -106,6 +115,7 @@ impl Context {
             memory: Mutex::new(HashMap::new()),
             metrics,
             kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
+            urgent_kube_calls: tokio::sync::Semaphore::new(URGENT_KUBE_CALLS),
             tracking,
             namespaces: Vec::new(),
             failures: Failures::default(),

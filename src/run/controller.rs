@@ -147,11 +147,7 @@ async fn reconcile_in(
         run.spec = resolved;
     }
 
-    let host = KubeHost {
-        ctx: &ctx,
-        namespace: namespace.clone(),
-        source,
-    };
+    let host = KubeHost::new(&ctx, namespace.clone(), source);
     let driver = Driver {
         host: &host,
         amperity: &ctx.amperity,
