@@ -18,8 +18,11 @@ use crate::run::driver::{Defaults, RunMemory};
 use crate::run::feed::{CachedRun, Feed};
 use crate::run::tracking::Tracking;
 
-/// Kubernetes requests in flight at once from reconciles.
-pub const KUBE_CALLS: usize = 16;
+/// Kubernetes requests in flight at once from reconciles (reads, status writes,
+/// Events, finalizers: each holds a connection to the API server). At 16, a burst
+/// of 1,000 ends took 19.5 s (p99) to show after the list that reported them; at
+/// 64, 11.7 s (benches/load, 10,000 runs in flight, docs/performance.md).
+pub const KUBE_CALLS: usize = 64;
 
 /// Kubernetes requests in flight at once for what someone waits on (the intent
 /// before a start or a stop, the Secret read that goes with it), beside

@@ -230,6 +230,7 @@ impl Host for KubeHost<'_> {
 
     async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
         let ctx = self.ctx;
+        let _slot = self.kube_slot().await;
         publish_event(
             &ctx.client,
             &ctx.reporter,
