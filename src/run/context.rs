@@ -19,8 +19,16 @@ use crate::run::feed::{CachedRun, Feed};
 use crate::run::ledger::{ClaimsLedger, DEFAULT_CONFIGMAP, LedgerError};
 use crate::run::tracking::Tracking;
 
-/// Kubernetes requests in flight at once from reconciles.
-pub const KUBE_CALLS: usize = 16;
+/// Kubernetes requests in flight at once from reconciles (reads, status writes,
+/// Events, finalizers: each holds a connection to the API server). At 16, a burst
+/// of 1,000 ends took 19.5 s (p99) to show after the list that reported them; at
+/// 64, 11.7 s (benches/load, 10,000 runs in flight, docs/performance.md).
+pub const KUBE_CALLS: usize = 64;
+
+/// Kubernetes requests in flight at once for what someone waits on (the intent
+/// before a start or a stop, the Secret read that goes with it), beside
+/// [`KUBE_CALLS`].
+pub const URGENT_KUBE_CALLS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,6 +91,10 @@ pub struct Context {
     /// Bounds concurrent Kubernetes calls: thousands of runs reconciled at once
     /// (after a restart) would otherwise hold thousands of requests in memory.
     pub kube_calls: tokio::sync::Semaphore,
+    /// Kept for the calls a start or a stop waits on: when a burst of ends has a
+    /// thousand reconciles queued for `kube_calls`, a stop's intent write would
+    /// wait behind all of them (seconds) before the stop could be sent.
+    pub urgent_kube_calls: tokio::sync::Semaphore,
     /// Which resource follows which Amperity run (for the search of a lost start).
     pub tracking: Tracking,
     /// The runs of resources that are gone, kept across restarts (in the
@@ -127,6 +139,7 @@ impl Context {
             memory: Mutex::new(HashMap::new()),
             metrics,
             kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
+            urgent_kube_calls: tokio::sync::Semaphore::new(URGENT_KUBE_CALLS),
             tracking,
             namespaces: Vec::new(),
             failures: Failures::default(),

@@ -141,18 +141,16 @@ async fn reconcile_in(
         // written over this version, not the one before the finalizer (which the API
         // server would refuse as a conflict, and the start would wait out a backoff).
         let resolved = run.spec.clone();
-        run = apply_finalizer(&api, &name, FINALIZER, true)
-            .await
-            .map_err(kube_err("adding the finalizer"))?;
+        run = {
+            let _slot = ctx.kube_calls.acquire().await.expect("never closed");
+            apply_finalizer(&api, &name, FINALIZER, true).await
+        }
+        .map_err(kube_err("adding the finalizer"))?;
         // As resolved above (the answer carries the spec as written).
         run.spec = resolved;
     }
 
-    let host = KubeHost {
-        ctx: &ctx,
-        namespace: namespace.clone(),
-        source,
-    };
+    let host = KubeHost::new(&ctx, namespace.clone(), source);
     let driver = Driver {
         host: &host,
         amperity: &ctx.amperity,
@@ -194,6 +192,7 @@ async fn reconcile_in(
     // A finished run has nothing to stop: deletion goes through at once, whether
     // or not a TTL is still to come.
     if finished && has_finalizer(&run) && !matches!(action, Action::ReleaseFinalizer) {
+        let _slot = ctx.kube_calls.acquire().await.expect("never closed");
         apply_finalizer(&api, &name, FINALIZER, false)
             .await
             .map_err(kube_err("removing the finalizer"))?;

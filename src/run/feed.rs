@@ -5,8 +5,8 @@
 //! Runs are grouped by tenant ([`Target::budget_key`]): a list answers for the
 //! whole tenant, so one list a cycle serves every namespace and credential that
 //! uses it (one of the members' credentials lists; each woken run is still read
-//! with its own). Once per cycle (the group's shortest
-//! `pollInterval`, at least [`FeedSettings::min_cycle`]) the feed asks
+//! with its own). Every half of the group's shortest `pollInterval` (at least
+//! [`FeedSettings::min_cycle`]; [`look_every`]) the feed asks
 //! `GET /workflow/runs` for the runs that ended since its last look, minus an
 //! overlap for clock skew and list lag, follows every page in urgent turns of the
 //! tenant's budget, and wakes the resources whose run it reports ended, oldest end
@@ -41,7 +41,9 @@ use crate::crd::AmperityWorkflowRun;
 
 mod window;
 use window::list_time;
-pub use window::{KEEP_UP_SLACK, Wake, cycle, ended_members, missed, polls_keep_up, window_start};
+pub use window::{
+    KEEP_UP_SLACK, Wake, cycle, ended_members, look_every, missed, polls_keep_up, window_start,
+};
 
 /// What the controller's cache holds of a run: its metadata. Thousands of runs in
 /// flight would otherwise keep thousands of statuses in memory; a reconcile reads
@@ -347,7 +349,7 @@ impl Feed {
             // A cycle from this look's start, so that a slow answer (a wait for a
             // turn, many pages) does not stretch the time between looks.
             let intervals = group.members.values().map(|m| m.poll_interval);
-            group.next_look = started + cycle(intervals, self.settings.min_cycle);
+            group.next_look = started + look_every(intervals, self.settings.min_cycle);
         }
         drop(state);
         let outcome = match &look {

@@ -4,11 +4,14 @@
 //! The Kubernetes side: the `Context` every reconcile shares, `reconcile` (which runs
 //! the shared driver with a Kubernetes [`Host`]) and `error_policy`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::SemaphorePermit;
 use tracing::warn;
 
 use super::connection::{self, Source};
@@ -25,14 +28,42 @@ use crate::run::feed::Member;
 /// The Kubernetes [`Host`]: status in the resource, credentials in a Secret (of its
 /// namespace, or its connection's), Events through the events API.
 pub(super) struct KubeHost<'a> {
-    pub(super) ctx: &'a Context,
-    pub(super) namespace: String,
+    ctx: &'a Context,
+    namespace: String,
     /// Where the credentials are read, as [`super::connection::resolve`] decided.
-    pub(super) source: Source,
+    source: Source,
+    /// The drive leads to a call someone waits on ([`Host::hurry`]).
+    hurried: AtomicBool,
+}
+
+impl<'a> KubeHost<'a> {
+    pub(super) fn new(ctx: &'a Context, namespace: String, source: Source) -> Self {
+        KubeHost {
+            ctx,
+            namespace,
+            source,
+            hurried: AtomicBool::new(false),
+        }
+    }
+
+    /// A place among the Kubernetes calls in flight: the urgent ones' own, once
+    /// the drive is hurried.
+    async fn kube_slot(&self) -> SemaphorePermit<'_> {
+        let calls = if self.hurried.load(Ordering::Relaxed) {
+            &self.ctx.urgent_kube_calls
+        } else {
+            &self.ctx.kube_calls
+        };
+        calls.acquire().await.expect("never closed")
+    }
 }
 
 impl Host for KubeHost<'_> {
     type Error = Error;
+
+    fn hurry(&self) {
+        self.hurried.store(true, Ordering::Relaxed);
+    }
 
     fn refusal(&self) -> Option<CredentialsProblem> {
         match &self.source {
@@ -52,7 +83,7 @@ impl Host for KubeHost<'_> {
         };
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
         let read = {
-            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
+            let _slot = self.kube_slot().await;
             secrets.get_opt(&r.name).await
         };
         let secret = match read {
@@ -114,7 +145,7 @@ impl Host for KubeHost<'_> {
         patch["metadata"] = json!({"resourceVersion": run.resource_version()});
         self.ctx.metrics.status_writes.inc();
         let written = {
-            let _slot = self.ctx.kube_calls.acquire().await.expect("never closed");
+            let _slot = self.kube_slot().await;
             api.patch_status(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -204,6 +235,7 @@ impl Host for KubeHost<'_> {
 
     async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
         let ctx = self.ctx;
+        let _slot = self.kube_slot().await;
         publish_event(
             &ctx.client,
             &ctx.reporter,
@@ -277,4 +309,48 @@ async fn fill_tracking(ctx: &Context) -> Result<(), kube::Error> {
     }
     ctx.tracking.set_warm_for(term);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::Client;
+    use kube::client::Body;
+
+    use super::*;
+    use crate::amperity::{AmperityClient, ClientConfig};
+    use crate::metrics::Metrics;
+    use crate::run::context::KUBE_CALLS;
+    use crate::run::decide::Settings;
+    use crate::run::driver::Defaults;
+
+    #[tokio::test]
+    async fn a_hurried_drive_does_not_wait_behind_every_routine_kubernetes_call() {
+        let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = Context::new(
+            Client::new(service, "default"),
+            AmperityClient::new(ClientConfig::default()).unwrap(),
+            Defaults::default(),
+            Settings::default(),
+            Arc::new(Metrics::default()),
+        );
+        // A burst's reconciles hold every routine place.
+        let _burst = ctx
+            .kube_calls
+            .acquire_many(KUBE_CALLS as u32)
+            .await
+            .unwrap();
+        let host = KubeHost::new(&ctx, "n".into(), connection::disabled());
+        let routine = tokio::time::timeout(Duration::from_millis(50), host.kube_slot()).await;
+        assert!(
+            routine.is_err(),
+            "a routine call found a place the burst holds"
+        );
+        host.hurry();
+        let urgent = tokio::time::timeout(Duration::from_millis(50), host.kube_slot()).await;
+        assert!(urgent.is_ok(), "a hurried call waited behind the burst");
+    }
 }

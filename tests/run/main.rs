@@ -9,6 +9,7 @@ mod decide_props;
 mod decide_settle;
 mod decide_table;
 mod feed;
+mod hurry;
 mod one_run_guards;
 mod spec_rules;
 mod start_crash;

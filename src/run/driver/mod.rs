@@ -156,6 +156,12 @@ impl<H: Host, A: Api> Driver<'_, H, A> {
                 || !matches!(decision.action, Action::Poll(_))
                 || memory.decide.end_reported
                 || memory.decide.poll_before_stop;
+            // Its Kubernetes calls too: a stop's intent write must not queue behind
+            // a burst's routine status writes. (A read of a run the feed reported
+            // ended is not waited on by anyone: a burst has a thousand of them.)
+            if !matches!(decision.action, Action::Poll(_)) || memory.decide.poll_before_stop {
+                self.host.hurry();
+            }
             let turn = match memory.turn.take() {
                 Some(kept) => {
                     if urgent {

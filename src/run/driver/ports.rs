@@ -39,6 +39,12 @@ pub trait Host: Sync {
         None
     }
 
+    /// What follows leads to a call someone waits on (a start, a stop, a lost
+    /// start's search, the poll before a stop): the host may serve this
+    /// resource's own calls (its status write, its Secret read) ahead of routine
+    /// ones for the rest of the drive.
+    fn hurry(&self) {}
+
     /// Persists the status; the driver calls it only when the status changed.
     /// Only if the resource is still the version read (`run`'s resourceVersion):
     /// every status was decided from what that version said, and written over a

@@ -15,6 +15,15 @@ pub fn cycle(intervals: impl Iterator<Item = Duration>, min: Duration) -> Durati
     intervals.min().unwrap_or(min).max(min)
 }
 
+/// How often a group is looked at: every half of its shortest poll interval, at
+/// least `min`. An end then waits at most half an interval for the list that
+/// shows it, and the other half is left for what follows it: when a thousand runs
+/// end together, their status writes and Events take seconds on the API server.
+/// (One list more per interval: at a 10 s interval and 5 requests/s, 2% of the budget.)
+pub fn look_every(intervals: impl Iterator<Item = Duration>, min: Duration) -> Duration {
+    (cycle(intervals, Duration::ZERO) / 2).max(min)
+}
+
 /// How late routine polls may be while they count as keeping up.
 pub const KEEP_UP_SLACK: Duration = Duration::from_secs(1);
 
@@ -167,6 +176,26 @@ mod tests {
             assert_eq!(
                 cycle(intervals.into_iter(), min),
                 Duration::from_secs(expected)
+            );
+        }
+    }
+
+    #[test]
+    fn a_group_is_looked_at_every_half_interval_at_least_the_minimum() {
+        let s =
+            |v: &[u64]| -> Vec<Duration> { v.iter().map(|s| Duration::from_secs(*s)).collect() };
+        let min = Duration::from_secs(5);
+        for (intervals, expected) in [
+            (s(&[10, 30, 60]), 5.0),
+            (s(&[20, 30]), 10.0),
+            (s(&[15]), 7.5),
+            (s(&[1, 30]), 5.0),
+            (s(&[86_400]), 43_200.0),
+            (s(&[]), 5.0),
+        ] {
+            assert_eq!(
+                look_every(intervals.into_iter(), min),
+                Duration::from_secs_f64(expected),
             );
         }
     }
