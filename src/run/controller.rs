@@ -21,7 +21,11 @@ use crate::run::driver::Driver;
 pub use crate::run::feed::CachedRun;
 use crate::run::tracking::claimed_ids;
 
-/// Holds an unfinished resource until its run was stopped (deletionPolicy Stop).
+/// Holds an unfinished resource until its run was stopped (deletionPolicy Stop)
+/// and, whatever the policy, its runs were written to the claims ledger: an
+/// orphaned run of a resource deleted while no replica ran would otherwise be
+/// known to nobody, and a lost start's search could adopt it. (The name is older
+/// than the second purpose; resources in clusters carry it.)
 pub const FINALIZER: &str = "amperity.dev/stop-run";
 pub use super::context::KUBE_CALLS;
 pub use crate::run::decide::MAX_EVENT_NOTE_BYTES;
@@ -313,6 +317,5 @@ fn has_finalizer(run: &AmperityWorkflowRun) -> bool {
 fn needs_finalizer(run: &AmperityWorkflowRun) -> bool {
     run.metadata.deletion_timestamp.is_none()
         && !has_finalizer(run)
-        && run.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Stop
         && !run.phase().is_some_and(|p| p.is_finished())
 }

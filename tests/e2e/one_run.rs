@@ -258,11 +258,11 @@ async fn orphan_checks(env: &mut Env) -> Result {
 
 async fn orphan_steps(env: &mut Env, ns: &str, claims: &str) -> Result {
     let (ns, claims) = (ns.to_string(), claims.to_string());
-    // A's search looks for 45 s: long enough to outlive B and the restart.
+    // A's search looks for 75 s: long enough to outlive B, C and the restart.
     let settings = [
         ("WATCH_NAMESPACES", ns.clone()),
         ("LEADER_ELECTION", "false".into()),
-        ("START_SETTLE_SECS", "45".into()),
+        ("START_SETTLE_SECS", "75".into()),
         ("CLAIMS_CONFIGMAP", claims.clone()),
     ];
     let (mut first, _) = env.start_operator("operator-orphan-1", &settings).await?;
@@ -282,32 +282,40 @@ async fn orphan_steps(env: &mut Env, ns: &str, claims: &str) -> Result {
         json!({"configId": "cc-e2e-orphaned-hang", "deletionPolicy": "Orphan"}),
     )
     .await?;
+    // C, the same, is deleted while no replica runs: its finalizer holds it.
+    let unseen = crate::stopping::running_hang(
+        env,
+        &ns,
+        "c",
+        json!({"configId": "cc-e2e-orphaned-hang", "deletionPolicy": "Orphan"}),
+    )
+    .await?;
     env.runs(&ns)
         .delete("b", &kube::api::DeleteParams::default())
         .await
         .map_err(|e| e.to_string())?;
     crate::stopping::gone(env, &ns, "b").await?;
-    // B had no finalizer: its departure was only observed, and is written with the
-    // next batch.
-    let ledger: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
-    crate::env::eventually(Duration::from_secs(30), || async {
-        let text = ledger
-            .get_opt(&claims)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|m| m.data)
-            .and_then(|d| d.get("departed").cloned())
-            .unwrap_or_default();
-        text.lines()
-            .any(|l| l.split_once(' ').is_some_and(|(_, id)| id == orphan))
-            .then_some(())
-            .ok_or(format!(
-                "B's run {orphan} is not in ConfigMap default/{claims}: {text:?}"
-            ))
-    })
-    .await?;
+    // Recorded before B's finalizer went.
+    in_ledger(env, &claims, &orphan, "B").await?;
     first.kill();
+    env.runs(&ns)
+        .delete("c", &kube::api::DeleteParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = env
+        .runs(&ns)
+        .get_opt("c")
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure(
+        held.as_ref()
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_some()),
+        format!(
+            "C (Orphan) went while no operator ran, so nothing recorded its run: {:?}",
+            held.map(|c| c.metadata)
+        ),
+    )?;
     let searching = env.runs(&ns).get("a").await.map_err(|e| e.to_string())?;
     ensure(
         searching
@@ -321,6 +329,8 @@ async fn orphan_steps(env: &mut Env, ns: &str, claims: &str) -> Result {
         ),
     )?;
     let (mut second, _) = env.start_operator("operator-orphan-2", &settings).await?;
+    crate::stopping::gone(env, &ns, "c").await?;
+    in_ledger(env, &claims, &unseen, "C").await?;
     let run = env
         .wait_for(&ns, "a", FINISH, "asking a person", |r| {
             finished(r)
@@ -354,6 +364,34 @@ async fn orphan_steps(env: &mut Env, ns: &str, claims: &str) -> Result {
         .map_err(|e| e.to_string())?;
     crate::stopping::gone(env, &ns, "a").await?;
     second.kill();
-    let state = crate::scenarios::sim_state(env, &orphan).await;
-    ensure(state == "running", format!("B's orphaned run is {state}"))
+    for (name, id) in [("B", &orphan), ("C", &unseen)] {
+        let state = crate::scenarios::sim_state(env, id).await;
+        ensure(
+            state == "running",
+            format!("{name}'s orphaned run is {state}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Waits until the ledger ConfigMap `claims` names run `id` (resource `who`'s).
+async fn in_ledger(env: &Env, claims: &str, id: &str, who: &str) -> Result {
+    let ledger: Api<ConfigMap> = Api::namespaced(env.client.clone(), "default");
+    crate::env::eventually(Duration::from_secs(30), || async {
+        let text = ledger
+            .get_opt(claims)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|m| m.data)
+            .and_then(|d| d.get("departed").cloned())
+            .unwrap_or_default();
+        text.lines()
+            .any(|l| l.split_once(' ').is_some_and(|(_, i)| i == id))
+            .then_some(())
+            .ok_or(format!(
+                "{who}'s run {id} is not in ConfigMap default/{claims}: {text:?}"
+            ))
+    })
+    .await
 }

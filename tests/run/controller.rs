@@ -700,8 +700,19 @@ fn with_finalizer(run: &AmperityWorkflowRun, version: &str) -> Value {
 
 #[tokio::test]
 async fn a_new_resource_gets_the_finalizer_first() {
+    gets_the_finalizer_first(json!({})).await;
+}
+
+/// Issue 21: an orphaning resource too, so that its runs are written to the claims
+/// ledger before it goes, even when it is deleted while no replica runs.
+#[tokio::test]
+async fn a_new_orphaning_resource_gets_the_finalizer_first() {
+    gets_the_finalizer_first(json!({"deletionPolicy": "Orphan"})).await;
+}
+
+async fn gets_the_finalizer_first(spec: Value) {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
-    let mut run = resource(&sim, json!({}), None);
+    let mut run = resource(&sim, spec, None);
     run.metadata.finalizers = None;
     let task = reconcile_run(&ctx, &mut api, &run).await;
     let fin = api.expect(Method::PATCH, &format!("{RUNS}/nightly")).await;
