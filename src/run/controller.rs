@@ -14,7 +14,7 @@ pub use super::context::{Context, Error};
 use super::host::KubeHost;
 use crate::cluster::finalizer::apply_finalizer;
 use crate::cluster::retry::catch_panic;
-use crate::crd::{AmperityWorkflowRun, DeletionPolicy, Phase};
+use crate::crd::{AmperityWorkflowRun, Phase};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::run::decide::{Action, workflow_type_for};
 use crate::run::driver::Driver;

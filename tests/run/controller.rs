@@ -1450,3 +1450,63 @@ async fn the_ledger_load_is_retried_until_it_succeeds() {
     );
     api.expect_quiet().await;
 }
+
+/// Issue 21: resources let go at once (a namespace deleted) share the ledger's
+/// writes: those recorded while a write is under way go together in the next one,
+/// and none waits for a write that does not carry it.
+#[tokio::test]
+async fn departures_recorded_during_a_write_go_together_in_the_next() {
+    let (ctx, mut api, _sim) = setup(fast_sim()).await;
+    let at = jiff::Timestamp::now();
+    let first = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.ledger.record(&["wf-a".to_string()], at).await }
+    });
+    // The first write has read the ledger; two more resources go meanwhile.
+    let read = api.expect(Method::GET, LEDGER).await;
+    let later: Vec<_> = ["wf-b", "wf-c"]
+        .into_iter()
+        .map(|id| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.ledger.record(&[id.to_string()], at).await })
+        })
+        .collect();
+    while ctx.ledger.pending() < 2 {
+        tokio::task::yield_now().await;
+    }
+    read.reply(StatusCode::NOT_FOUND, not_found());
+    let created = api.expect(Method::POST, LEDGERS).await;
+    let text = ledger_text(&created);
+    assert_eq!(ids_in(&text), ["wf-a"], "{text}");
+    created.reply(StatusCode::CREATED, ledger("1", &text));
+    first.await.unwrap().unwrap();
+    // One write for the two recorded meanwhile.
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::OK, ledger("1", &text));
+    let replaced = api.expect(Method::PUT, LEDGER).await;
+    let text = ledger_text(&replaced);
+    assert_eq!(ids_in(&text), ["wf-a", "wf-b", "wf-c"], "{text}");
+    assert_eq!(replaced.body["metadata"]["resourceVersion"], "1");
+    replaced.reply(StatusCode::OK, ledger("2", &text));
+    for record in later {
+        record.await.unwrap().unwrap();
+    }
+    api.expect_quiet().await;
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("amperity_operator_claims_ledger_writes_total 2")
+    );
+}
+
+/// The run ids of a ledger's text, in order.
+fn ids_in(text: &str) -> Vec<&str> {
+    let mut ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(_, id)| id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}

@@ -68,14 +68,28 @@ pub enum LedgerError {
     Contended { namespace: String, name: String },
 }
 
-/// Where the ledger is, and the observed departures not written yet.
+/// Where the ledger is, and the departures not written yet.
 pub struct ClaimsLedger {
     api: Api<ConfigMap>,
     namespace: String,
     name: String,
     metrics: Arc<Metrics>,
-    pending: Mutex<Vec<(String, Timestamp)>>,
+    pending: Mutex<Pending>,
     queued: Notify,
+    /// One write at a time from this process: the departures queued meanwhile go
+    /// together in the next, so a namespace of a thousand runs deleted at once
+    /// costs a few writes, not a thousand that conflict with each other.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// Departures waiting to be written, each numbered in the order queued.
+#[derive(Default)]
+struct Pending {
+    entries: Vec<(String, Timestamp)>,
+    /// The number the next departure queued gets.
+    next: u64,
+    /// Every departure numbered below this is in the ledger.
+    written_below: u64,
 }
 
 impl ClaimsLedger {
@@ -85,8 +99,9 @@ impl ClaimsLedger {
             namespace: namespace.to_string(),
             name: name.to_string(),
             metrics,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             queued: Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -144,45 +159,76 @@ impl ClaimsLedger {
     }
 
     /// Writes `ids` as departed at `at`, now: the caller lets the resource go only
-    /// once this succeeded.
+    /// once this succeeded. Records made while another write is under way go
+    /// together in the next one.
     pub async fn record(&self, ids: &[String], at: Timestamp) -> Result<(), LedgerError> {
-        let departures: Vec<(String, Timestamp)> = ids.iter().map(|id| (id.clone(), at)).collect();
-        self.write(&departures).await
+        let Some(mine) = self.enqueue(ids.to_vec(), at) else {
+            return Ok(());
+        };
+        let _writing = self.writing.lock().await;
+        if self.lock_pending().written_below > mine {
+            // A write that began after this was queued carried it.
+            return Ok(());
+        }
+        self.write_pending().await
     }
 
     /// Queues departures the operator only observed, for the next flush.
     pub fn queue(&self, ids: Vec<String>, at: Timestamp) {
-        if ids.is_empty() {
-            return;
+        if self.enqueue(ids, at).is_some() {
+            self.queued.notify_one();
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.extend(ids.into_iter().map(|id| (id, at)));
-        if pending.len() > MAX_PENDING {
-            let over = pending.len() - MAX_PENDING;
-            pending.sort_by_key(|(_, at)| *at);
-            pending.drain(..over);
-            self.dropped(over);
-        }
-        drop(pending);
-        self.queued.notify_one();
     }
 
-    /// How many observed departures wait to be written.
+    /// Adds departures to those waiting; returns the number of the last.
+    fn enqueue(&self, ids: Vec<String>, at: Timestamp) -> Option<u64> {
+        if ids.is_empty() {
+            return None;
+        }
+        let mut pending = self.lock_pending();
+        pending.next = pending.next.saturating_add(ids.len() as u64);
+        pending.entries.extend(ids.into_iter().map(|id| (id, at)));
+        if pending.entries.len() > MAX_PENDING {
+            let over = pending.entries.len() - MAX_PENDING;
+            pending.entries.sort_by_key(|(_, at)| *at);
+            pending.entries.drain(..over);
+            self.dropped(over);
+        }
+        Some(pending.next - 1)
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many departures wait to be written.
     pub fn pending(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock_pending().entries.len()
     }
 
     /// Writes every queued departure in one write; on failure they stay queued.
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let _writing = self.writing.lock().await;
+        self.write_pending().await
+    }
+
+    /// Writes what is queued (the caller holds `writing`).
+    async fn write_pending(&self) -> Result<(), LedgerError> {
+        let (batch, upto) = {
+            let mut pending = self.lock_pending();
+            (std::mem::take(&mut pending.entries), pending.next)
+        };
         if batch.is_empty() {
             return Ok(());
         }
         let result = self.write(&batch).await;
-        if result.is_err() {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let newer = std::mem::replace(&mut *pending, batch);
-            pending.extend(newer);
+        let mut pending = self.lock_pending();
+        match &result {
+            Ok(()) => pending.written_below = pending.written_below.max(upto),
+            Err(_) => {
+                let newer = std::mem::replace(&mut pending.entries, batch);
+                pending.entries.extend(newer);
+            }
         }
         result
     }
