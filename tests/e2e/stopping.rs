@@ -59,18 +59,22 @@ pub async fn timeout_stops_the_run(env: &Env) -> Result {
     env.create_run(
         &ns,
         "slowpoke",
-        json!({"configId": "cg-e2e-slowpoke-hang", "timeout": "4s"}),
+        // The timeout counts from creation until a start is recorded: long enough
+        // for the first reconcile while the whole suite starts at once (it came
+        // 8 s after creation on a loaded machine, and the run timed out unstarted).
+        json!({"configId": "cg-e2e-slowpoke-hang", "timeout": "20s"}),
     )
     .await?;
     let run = env
         .wait_for(&ns, "slowpoke", FINISH, "finished", finished)
         .await?;
     ensure(phase(&run) == "TimedOut", phase(&run))?;
-    let id = run
-        .status
-        .as_ref()
-        .and_then(|s| s.workflow_id.clone())
-        .unwrap_or_default();
+    let Some(id) = run.status.as_ref().and_then(|s| s.workflow_id.clone()) else {
+        return Err(format!(
+            "timed out before any run was started: {:?}",
+            run.status
+        ));
+    };
     let state = sim_state(env, &id).await;
     ensure(
         state == "canceled",
