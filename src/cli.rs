@@ -310,6 +310,18 @@ mod tests {
     }
 
     #[test]
+    fn the_claims_ledger_flag_defaults_to_the_ledgers_own_name() {
+        // The chart's test reads the flag's literal; the ledger keeps its own copy.
+        let cli = Cli::try_parse_from(["amperity-operator", "run"]).expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        if std::env::var_os("CLAIMS_CONFIGMAP").is_none() {
+            assert_eq!(args.claims_configmap, crate::run::ledger::DEFAULT_CONFIGMAP);
+        }
+    }
+
+    #[test]
     fn rust_log_sets_the_filter() {
         let cli = Cli::try_parse_from(["amperity-operator", "crd"]);
         // The flag's env twin is RUST_LOG; an explicit flag wins over both.
