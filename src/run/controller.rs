@@ -137,7 +137,7 @@ async fn reconcile_in(
             == Some(report.workflow_id.as_str())
     {
         memory.decide.end_reported = true;
-        memory.listed = Some(report.listed);
+        memory.listed = Some(Box::new(report.listed));
     }
 
     if needs_finalizer(&run) {
