@@ -151,6 +151,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     client.clone(),
                     &args.namespaces,
                     ctx.metrics.clone(),
+                    ctx.ledger.clone(),
                 ),
                 async {
                     if args.connections {

@@ -99,7 +99,7 @@ pub struct Context {
     pub tracking: Tracking,
     /// The runs of resources that are gone, kept across restarts (in the
     /// operator's namespace).
-    pub ledger: ClaimsLedger,
+    pub ledger: Arc<ClaimsLedger>,
     /// The namespaces watched (empty: all), where `tracking` is filled from.
     pub namespaces: Vec<String>,
     /// Failed reconciles in a row, by uid, for each resource's own backoff.
@@ -123,12 +123,12 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Self {
         let tracking = Tracking::with_default_endpoint(&defaults.endpoint);
-        let ledger = ClaimsLedger::new(
+        let ledger = Arc::new(ClaimsLedger::new(
             client.clone(),
             "default",
             DEFAULT_CONFIGMAP,
             metrics.clone(),
-        );
+        ));
         Context {
             ledger,
             reporter: reporter(),
@@ -161,16 +161,24 @@ impl Context {
     pub fn in_namespace(mut self, namespace: &str) -> Self {
         self.operator_namespace = namespace.to_string();
         let name = self.ledger.name().to_string();
-        self.ledger =
-            ClaimsLedger::new(self.client.clone(), namespace, &name, self.metrics.clone());
+        self.ledger = Arc::new(ClaimsLedger::new(
+            self.client.clone(),
+            namespace,
+            &name,
+            self.metrics.clone(),
+        ));
         self
     }
 
     /// The same, with the claims ledger in the ConfigMap `name` (of its namespace).
     pub fn with_claims_ledger(mut self, name: &str) -> Self {
         let namespace = self.ledger.namespace().to_string();
-        self.ledger =
-            ClaimsLedger::new(self.client.clone(), &namespace, name, self.metrics.clone());
+        self.ledger = Arc::new(ClaimsLedger::new(
+            self.client.clone(),
+            &namespace,
+            name,
+            self.metrics.clone(),
+        ));
         self
     }
 

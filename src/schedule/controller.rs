@@ -26,6 +26,8 @@ use crate::crd::AmperityWorkflowRun;
 use crate::crd::schedule::{AmperityWorkflowSchedule, AmperityWorkflowScheduleStatus};
 use crate::metrics::{Metrics, ReasonLabels, SCHEDULE_OUTCOMES, ScheduleLabels};
 use crate::run::decide::Event;
+use crate::run::ledger::{ClaimsLedger, LedgerError};
+use crate::run::tracking::claimed_ids;
 use crate::schedule::{self, Plan, RUN_NOW_ANNOTATION, SCHEDULE_LABEL};
 
 /// Holds a schedule being deleted until its runs were told to go: clusters
@@ -46,6 +48,15 @@ pub enum Error {
     },
     #[error("AmperityWorkflowSchedule {0} has no namespace")]
     NoNamespace(String),
+    #[error(
+        "recording the runs AmperityWorkflowSchedule {namespace}/{name} prunes failed: {source}"
+    )]
+    Ledger {
+        namespace: String,
+        name: String,
+        #[source]
+        source: LedgerError,
+    },
     #[error("the reconcile of AmperityWorkflowSchedule {namespace}/{name} panicked: {message}")]
     Panicked {
         namespace: String,
@@ -59,6 +70,7 @@ impl Error {
         match self {
             Error::Kube { what, .. } => what,
             Error::NoNamespace(_) => "no namespace",
+            Error::Ledger { .. } => "recording pruned runs in the claims ledger",
             Error::Panicked { .. } => "panicked",
         }
     }
@@ -71,6 +83,9 @@ pub struct ScheduleContext {
     pub metrics: Arc<Metrics>,
     /// Failed reconciles in a row, by uid, for each schedule's own backoff.
     pub failures: Failures,
+    /// Where the runs of history it prunes are recorded before they go (the
+    /// run controller's claims ledger): a lost start's search must never adopt one.
+    pub ledger: Option<Arc<ClaimsLedger>>,
 }
 
 impl ScheduleContext {
@@ -80,7 +95,14 @@ impl ScheduleContext {
             client,
             metrics,
             failures: Failures::default(),
+            ledger: None,
         }
+    }
+
+    /// The same, recording pruned runs in `ledger`.
+    pub fn with_ledger(mut self, ledger: Arc<ClaimsLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 }
 
@@ -88,7 +110,12 @@ impl ScheduleContext {
 /// shutdown signal. Runs work without the schedule CRD (a chart upgrade does not
 /// install new CRDs): until it can be listed, the controller waits, retrying with
 /// backoff (the log and `schedule_controller_running` say so), and starts once it can.
-pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Metrics>) {
+pub async fn controllers(
+    client: Client,
+    namespaces: &[String],
+    metrics: Arc<Metrics>,
+    ledger: Arc<ClaimsLedger>,
+) {
     let scope = |client: Client, ns: Option<&String>| -> Api<AmperityWorkflowSchedule> {
         match ns {
             Some(ns) => Api::namespaced(client, ns),
@@ -100,7 +127,7 @@ pub async fn controllers(client: Client, namespaces: &[String], metrics: Arc<Met
         _ = wait_for_crd(&probe, &metrics) => {}
         _ = crate::signal::shutdown_signal() => return,
     }
-    let ctx = Arc::new(ScheduleContext::new(client.clone(), metrics));
+    let ctx = Arc::new(ScheduleContext::new(client.clone(), metrics).with_ledger(ledger));
     let scopes: Vec<Option<&String>> = if namespaces.is_empty() {
         vec![None]
     } else {
@@ -310,6 +337,7 @@ impl Reconcile<'_> {
         if schedule.status.clone().unwrap_or_default() != plan.status {
             self.save_status(&plan.status).await?;
         }
+        self.record_pruned(&runs, &plan.delete, now).await?;
         for run in &plan.delete {
             match self.runs.delete(run, &DeleteParams::background()).await {
                 Ok(_) => {}
@@ -333,6 +361,35 @@ impl Reconcile<'_> {
             }
             None => Action::await_change(),
         })
+    }
+
+    /// Writes the runs of the history about to be pruned to the claims ledger,
+    /// before they go: once deleted, only the ledger says whose they were.
+    async fn record_pruned(
+        &self,
+        runs: &[AmperityWorkflowRun],
+        names: &[String],
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let Some(ledger) = &self.ctx.ledger else {
+            return Ok(());
+        };
+        let ids: Vec<String> = runs
+            .iter()
+            .filter(|r| names.contains(&r.name_any()))
+            .flat_map(|r| claimed_ids(&r.spec, r.status.as_ref()))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ledger
+            .record(&ids, now)
+            .await
+            .map_err(|source| Error::Ledger {
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                source,
+            })
     }
 
     /// Creates the plan's run. AlreadyExists from a run of this schedule means it

@@ -581,3 +581,67 @@ async fn a_failing_create_backs_off_per_schedule_like_a_run_until_a_reconcile_su
         5.0
     );
 }
+
+/// Issue 21: the runs a schedule deletes (its history pruned, or all of them when
+/// it goes) are written to the claims ledger first: once deleted, only the ledger
+/// says they were this operator's, and a lost start's search must never adopt one.
+#[tokio::test]
+async fn the_runs_a_schedule_deletes_are_recorded_in_the_claims_ledger_first() {
+    use amperity_operator::run::ledger::{ClaimsLedger, DEFAULT_CONFIGMAP};
+    let (service, mut api) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let metrics = Arc::new(Metrics::default());
+    let ledger = ClaimsLedger::new(
+        client.clone(),
+        "default",
+        DEFAULT_CONFIGMAP,
+        metrics.clone(),
+    );
+    let ctx = Arc::new(ScheduleContext::new(client, metrics).with_ledger(Arc::new(ledger)));
+    let mut s = schedule(json!({}), json!({}));
+    s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    let mut ran = owned_run("nightly-1", "Succeeded");
+    ran["status"]["workflowId"] = json!("wf-pruned");
+    let task = begin(
+        &ctx,
+        &mut api,
+        &s,
+        vec![ran, owned_run("nightly-2", "Pending")],
+    )
+    .await;
+    let ledger_at = format!("/api/v1/namespaces/default/configmaps/{DEFAULT_CONFIGMAP}");
+    expect(&mut api, Method::GET, &ledger_at).await.answer(
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    );
+    let created = expect(
+        &mut api,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+    )
+    .await;
+    let text = created.body["data"]["departed"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.ends_with(" wf-pruned\n"), "{text}");
+    assert_eq!(text.lines().count(), 1, "only runs that ran: {text}");
+    let body = created.body.clone();
+    created.answer(StatusCode::CREATED, body);
+    for _ in 0..2 {
+        let (request, reply) = api.next_request().await.unwrap();
+        assert_eq!(request.method(), Method::DELETE, "{}", request.uri());
+        reply.send_response(
+            Response::builder()
+                .body(Body::from(
+                    serde_json::to_vec(&owned_run("nightly-1", "Running")).unwrap(),
+                ))
+                .unwrap(),
+        );
+    }
+    let release = expect(&mut api, Method::PATCH, &format!("{SCHEDULES}/nightly")).await;
+    release.answer(StatusCode::OK, serde_json::to_value(&s).unwrap());
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+}
