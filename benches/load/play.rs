@@ -211,6 +211,7 @@ async fn cleanup(
     use futures::StreamExt;
     let started = Instant::now();
     let unfinalize = kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let params = kube::api::PatchParams::default();
     let held: Vec<String> = runs
         .list_metadata(&Default::default())
         .await
@@ -228,7 +229,7 @@ async fn cleanup(
         })
         .unwrap_or_default();
     let stripped = futures::stream::iter(&held)
-        .map(|name| runs.patch_metadata(name, &Default::default(), &unfinalize))
+        .map(|name| runs.patch_metadata(name, &params, &unfinalize))
         .buffer_unordered(32)
         .filter(|r| std::future::ready(r.is_ok()))
         .count()
