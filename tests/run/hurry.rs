@@ -4,86 +4,14 @@
 //! stop's intent write does not queue behind a burst's thousand routine status
 //! writes. The real driver against the simulator, with a host that records its calls.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use amperity_operator::amperity::credentials::Access;
-use amperity_operator::amperity::{
-    AllowList, AmperityClient, ClientConfig, Credentials, DeprecationNotice, Principal,
-    SecretString,
-};
-use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
-use amperity_operator::run::decide::{Action, Claims, Event, Settings};
-use amperity_operator::run::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
-use amperity_operator::sim::{self, SimConfig};
-use jiff::Timestamp;
+use amperity_operator::crd::{AmperityWorkflowRun, Phase};
+use amperity_operator::run::decide::{Action, Settings};
+use amperity_operator::run::driver::{Defaults, Driver, RunMemory};
 use serde_json::json;
 
-#[derive(Debug, thiserror::Error)]
-#[error("never fails")]
-struct Never;
-
-/// What the host was asked, in order.
-#[derive(Clone, Debug, PartialEq)]
-enum Call {
-    Hurry,
-    Credentials,
-    /// A status write, with the phase it records and whether it holds a stop's intent.
-    Save(Option<Phase>, bool),
-}
-
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<Call>>,
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<Call> {
-        std::mem::take(&mut self.calls.lock().unwrap())
-    }
-}
-
-impl Host for Recorder {
-    type Error = Never;
-
-    fn hurry(&self) {
-        self.calls.lock().unwrap().push(Call::Hurry);
-    }
-
-    async fn credentials(&self, _: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
-        self.calls.lock().unwrap().push(Call::Credentials);
-        Ok(Access {
-            credentials: Credentials::Token(SecretString::new("sim-token")),
-            principal: Some(Principal::given("api-key|sim-1")),
-        })
-    }
-
-    async fn save_status(
-        &self,
-        _: &AmperityWorkflowRun,
-        status: &AmperityWorkflowRunStatus,
-    ) -> Result<Option<String>, Never> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(Call::Save(status.phase, status.stop_requested_at.is_some()));
-        Ok(None)
-    }
-
-    async fn claims(&self, _: &AmperityWorkflowRun, _: &[String], _: Option<&Principal>) -> Claims {
-        Claims::alone()
-    }
-
-    fn poll_failed(&self, _: &AmperityWorkflowRun) {}
-
-    async fn publish(&self, _: &AmperityWorkflowRun, _: &Event) {}
-
-    async fn deprecation(&self, _: &AmperityWorkflowRun, _: &DeprecationNotice) {}
-
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-}
+use super::memory_host::{Call, MemoryHost, client_for, fast_simulator};
 
 /// The first hurry, and the first call of `kind` after the drive began.
 fn position(calls: &[Call], wanted: impl Fn(&Call) -> bool) -> Option<usize> {
@@ -92,21 +20,10 @@ fn position(calls: &[Call], wanted: impl Fn(&Call) -> bool) -> Option<usize> {
 
 #[tokio::test]
 async fn starts_and_stops_hurry_before_their_kubernetes_calls_and_routine_polls_do_not() {
-    let sim = sim::spawn(SimConfig {
-        speed: 0.01,
-        rate_limit: 1000,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = AmperityClient::new(ClientConfig {
-        rate_limit_per_sec: 50,
-        allow: AllowList::parse(&[sim.base_url()]).unwrap(),
-        ..ClientConfig::default()
-    })
-    .unwrap();
+    let sim = fast_simulator().await;
+    let client = client_for(&sim, 50);
     let (defaults, settings) = (Defaults::default(), Settings::default());
-    let host = Recorder::default();
+    let host = MemoryHost::new(None, Some("api-key|sim-1"));
     let driver = Driver {
         host: &host,
         amperity: &client,
@@ -126,7 +43,7 @@ async fn starts_and_stops_hurry_before_their_kubernetes_calls_and_routine_polls_
     let action = driver.drive(&mut run, &mut memory).await.unwrap();
     assert!(matches!(action, Action::Requeue(_)), "{action:?}");
     assert_eq!(run.phase(), Some(Phase::Running), "{:?}", run.status);
-    let calls = host.take();
+    let calls = host.take_calls();
     let hurry = position(&calls, |c| *c == Call::Hurry).expect("a start hurries");
     let secret = position(&calls, |c| *c == Call::Credentials).unwrap();
     let intent = position(&calls, |c| *c == Call::Save(Some(Phase::Starting), false)).unwrap();
@@ -136,7 +53,7 @@ async fn starts_and_stops_hurry_before_their_kubernetes_calls_and_routine_polls_
     memory.decide.last_polled = None;
     memory.turn = None;
     driver.drive(&mut run, &mut memory).await.unwrap();
-    let calls = host.take();
+    let calls = host.take_calls();
     assert!(
         calls.contains(&Call::Credentials),
         "the poll was made: {calls:?}"
@@ -149,7 +66,7 @@ async fn starts_and_stops_hurry_before_their_kubernetes_calls_and_routine_polls_
     // A stop: the poll before it and the intent to stop both come after the hurry.
     run.spec.stop = true;
     driver.drive(&mut run, &mut memory).await.unwrap();
-    let calls = host.take();
+    let calls = host.take_calls();
     let hurry = position(&calls, |c| *c == Call::Hurry).expect("a stop hurries");
     let secret = position(&calls, |c| *c == Call::Credentials).unwrap();
     let intent = position(&calls, |c| matches!(c, Call::Save(_, true))).expect("stop intent");

@@ -10,6 +10,7 @@ mod decide_settle;
 mod decide_table;
 mod feed;
 mod hurry;
+mod memory_host;
 mod one_run_guards;
 mod spec_rules;
 mod start_crash;

@@ -2,78 +2,14 @@
 //! the real driver and decisions against the simulator (which counts POSTs), with
 //! a status store that fails ("the process died") at a chosen write.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use amperity_operator::amperity::credentials::Access;
-use amperity_operator::amperity::{
-    AllowList, AmperityClient, ClientConfig, Credentials, DeprecationNotice, Principal,
-    SecretString,
-};
-use amperity_operator::crd::{AmperityWorkflowRun, AmperityWorkflowRunStatus, Phase};
-use amperity_operator::run::decide::{Claims, Event, Settings, conditions};
-use amperity_operator::run::driver::{CredentialsProblem, Defaults, Driver, Host, RunMemory};
-use amperity_operator::sim::{self, SimConfig};
-use jiff::Timestamp;
+use amperity_operator::crd::{AmperityWorkflowRun, Phase};
+use amperity_operator::run::decide::{Settings, conditions};
+use amperity_operator::run::driver::{Defaults, Driver, RunMemory};
 use serde_json::json;
 
-#[derive(Debug, thiserror::Error)]
-#[error("the process died before this write")]
-struct Died;
-
-/// Keeps status in memory; the write numbered `die_at` (1-based) fails.
-struct Store {
-    die_at: Option<usize>,
-    /// The Secret's `principal` key, if it has one.
-    principal: Option<&'static str>,
-    writes: Mutex<usize>,
-    saved: Mutex<Option<AmperityWorkflowRunStatus>>,
-}
-
-impl Host for Store {
-    type Error = Died;
-
-    async fn credentials(&self, _: &AmperityWorkflowRun) -> Result<Access, CredentialsProblem> {
-        Ok(Access {
-            credentials: Credentials::Token(SecretString::new("sim-token")),
-            principal: self.principal.map(Principal::given),
-        })
-    }
-
-    async fn save_status(
-        &self,
-        _: &AmperityWorkflowRun,
-        status: &AmperityWorkflowRunStatus,
-    ) -> Result<Option<String>, Died> {
-        let mut writes = self.writes.lock().unwrap();
-        *writes += 1;
-        if Some(*writes) == self.die_at {
-            Err(Died)
-        } else {
-            *self.saved.lock().unwrap() = Some(status.clone());
-            Ok(None)
-        }
-    }
-
-    async fn claims(
-        &self,
-        _: &AmperityWorkflowRun,
-        _: &[String],
-        _: Option<&amperity_operator::amperity::Principal>,
-    ) -> Claims {
-        Claims::alone()
-    }
-
-    fn poll_failed(&self, _: &AmperityWorkflowRun) {}
-
-    async fn publish(&self, _: &AmperityWorkflowRun, _: &Event) {}
-
-    async fn deprecation(&self, _: &AmperityWorkflowRun, _: &DeprecationNotice) {}
-
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-}
+use super::memory_host::{MemoryHost, client_for, fast_simulator};
 
 fn resource(endpoint: &str, config: &str) -> AmperityWorkflowRun {
     serde_json::from_value(json!({
@@ -99,34 +35,18 @@ async fn drive_through_crashes(
     config: &str,
     principal: Option<&'static str>,
 ) -> (Settled, u64) {
-    let sim = sim::spawn(SimConfig {
-        speed: 0.01,
-        rate_limit: 1000,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = fast_simulator().await;
     let settings = Settings {
         start_settle: Duration::from_millis(300),
         ..Settings::default()
     };
     let defaults = Defaults::default();
-    let store = Store {
-        die_at,
-        principal,
-        writes: Mutex::new(0),
-        saved: Mutex::new(None),
-    };
+    let store = MemoryHost::new(die_at, principal);
     let mut persisted = resource(&sim.base_url(), config);
     for _ in 0..10 {
         // After a crash the process starts over from what was persisted, with
         // nothing learned before.
-        let client = AmperityClient::new(ClientConfig {
-            rate_limit_per_sec: 10,
-            allow: AllowList::parse(&[sim.base_url()]).unwrap(),
-            ..ClientConfig::default()
-        })
-        .unwrap();
+        let client = client_for(&sim, 10);
         let mut run = persisted.clone();
         let mut memory = RunMemory::default();
         let driver = Driver {
@@ -136,7 +56,7 @@ async fn drive_through_crashes(
             settings: &settings,
         };
         let result = driver.drive(&mut run, &mut memory).await;
-        if let Some(s) = store.saved.lock().unwrap().clone() {
+        if let Some(s) = store.saved() {
             persisted.status = Some(s);
         }
         let status = persisted.status.clone().unwrap_or_default();
