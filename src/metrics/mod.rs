@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::crd::Phase;
 
@@ -74,188 +74,174 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("amperity_operator");
-        let runs = Family::<PhaseLabels, Gauge>::default();
-        registry.register("runs", "AmperityWorkflowRuns by phase", runs.clone());
-        let reconciles = Counter::default();
-        registry.register("reconciles", "Reconciles performed", reconciles.clone());
-        let status_writes = Counter::default();
-        registry.register(
-            "status_writes",
-            "Status writes (each one a change; unchanged polls write nothing)",
-            status_writes.clone(),
-        );
-        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed, by reason",
-            reconcile_errors.clone(),
-        );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "amperity_requests",
-            "Amperity API requests by call, status code and tenant",
-            requests.clone(),
-        );
-        let request_seconds = Family::<CallLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
-        });
-        registry.register(
-            "amperity_request_seconds",
-            "Amperity API request latency by call and tenant",
-            request_seconds.clone(),
-        );
-        let rate_limit_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "rate_limit_wait_seconds",
-            "Time requests spent waiting for the per-tenant rate limiter",
-            rate_limit_wait_seconds.clone(),
-        );
-        let throttled = Family::<TenantLabels, Counter>::default();
-        registry.register(
-            "amperity_throttled",
-            "HTTP 429 answers received from Amperity, by tenant",
-            throttled.clone(),
-        );
-        let workflow_seconds = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
-            ])
-        });
-        registry.register(
-            "workflow_duration_seconds",
-            "Duration of finished workflow runs by type and outcome",
-            workflow_seconds.clone(),
-        );
-        let deprecations = Family::<VersionLabels, Counter>::default();
-        registry.register(
-            "amperity_deprecation_notices",
-            "Responses carrying Deprecation or Sunset headers, by api-version",
-            deprecations.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 on the replica that leads (reconciles), 0 on a follower",
-            leader.clone(),
-        );
-        let reconcile_panics = Counter::default();
-        registry.register(
-            "reconcile_panics",
-            "Reconciles that panicked (caught; the resource is retried with backoff)",
-            reconcile_panics.clone(),
-        );
-        let poll_failures = Counter::default();
-        registry.register(
-            "poll_failures",
-            "Polls of a run that failed without an answer (5xx, unreadable body, transport error)",
-            poll_failures.clone(),
-        );
-        let runs_finished = Family::<FinishedLabels, Counter>::default();
-        registry.register(
-            "runs_finished",
-            "Runs that reached a final phase, by phase and reason",
-            runs_finished.clone(),
-        );
-        let feed_looks = Family::<LookLabels, Counter>::default();
-        registry.register(
-            "change_feed_looks",
-            "Looks of the change feed by outcome: listed, failed (retried next cycle) or skipped (per-run polls keep up)",
-            feed_looks.clone(),
-        );
-        let feed_wakes = Counter::default();
-        registry.register(
-            "change_feed_wakes",
-            "Resources woken because the change feed listed their run ended",
-            feed_wakes.clone(),
-        );
-        let feed_missed = Counter::default();
-        registry.register(
-            "change_feed_missed",
-            "Runs whose end a per-run poll found after the change feed's windows had passed it unlisted (clock skew, list lag, a list that lies)",
-            feed_missed.clone(),
-        );
-        let feed_disagreed = Counter::default();
-        registry.register(
-            "change_feed_disagreements",
-            "Runs whose outcome was settled from the change feed's list and whose later read disagreed with the list (the status keeps the list's outcome)",
-            feed_disagreed.clone(),
-        );
-        let schedule_runs = Family::<ScheduleLabels, Counter>::default();
-        registry.register(
-            "schedule_runs",
-            "What AmperityWorkflowSchedules did with due times and run-now requests, by outcome",
-            schedule_runs.clone(),
-        );
-        let token_exchanges = Family::<ExchangeLabels, Counter>::default();
-        registry.register(
-            "amperity_token_exchanges",
-            "OAuth client-credentials exchanges by outcome (ok, refused: the Secret's client is refused, failed: the token endpoint failed) and tenant",
-            token_exchanges.clone(),
-        );
-        let stalled = Family::<StalledLabels, Gauge>::default();
-        registry.register(
-            "runs_stalled",
-            "Runs waiting for a person (their Stalled condition is True), by the runs' namespace and reason",
-            stalled.clone(),
-        );
-        let schedule_controller_running = Gauge::default();
-        registry.register(
-            "schedule_controller_running",
-            "1 while the AmperityWorkflowSchedule controller runs, 0 while it waits for the schedule CRD (retried with backoff)",
-            schedule_controller_running.clone(),
-        );
-        let claims_ledger_errors = Family::<OperationLabels, Counter>::default();
-        registry.register(
-            "claims_ledger_errors",
-            "Failed reads (claims stay incomplete: lost starts wait for a person) and writes (retried; a resource keeps its finalizer) of the claims ledger ConfigMap, by operation",
-            claims_ledger_errors.clone(),
-        );
-        let claims_ledger_writes = Counter::default();
-        registry.register(
-            "claims_ledger_writes",
-            "Writes of the claims ledger ConfigMap (the runs of resources that are gone)",
-            claims_ledger_writes.clone(),
-        );
-        let claims_ledger_dropped = Counter::default();
-        registry.register(
-            "claims_ledger_dropped",
-            "Runs of departed resources dropped from the claims ledger by its size bounds before their retention ended",
-            claims_ledger_dropped.clone(),
-        );
+        let r = &mut registry;
+        // Registered in this order, which is the exposition's order.
         Metrics {
-            registry,
-            claims_ledger_errors,
-            claims_ledger_writes,
-            claims_ledger_dropped,
-            schedule_controller_running,
-            token_exchanges,
-            stalled,
+            runs: registered(
+                r,
+                "runs",
+                "AmperityWorkflowRuns by phase",
+                Family::<PhaseLabels, Gauge>::default(),
+            ),
+            reconciles: registered(r, "reconciles", "Reconciles performed", Counter::default()),
+            status_writes: registered(
+                r,
+                "status_writes",
+                "Status writes (each one a change; unchanged polls write nothing)",
+                Counter::default(),
+            ),
+            reconcile_errors: registered(
+                r,
+                "reconcile_errors",
+                "Reconciles that failed, by reason",
+                Family::<ReasonLabels, Counter>::default(),
+            ),
+            requests: registered(
+                r,
+                "amperity_requests",
+                "Amperity API requests by call, status code and tenant",
+                Family::<RequestLabels, Counter>::default(),
+            ),
+            request_seconds: registered(
+                r,
+                "amperity_request_seconds",
+                "Amperity API request latency by call and tenant",
+                Family::<CallLabels, Histogram>::new_with_constructor(|| {
+                    Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                }),
+            ),
+            rate_limit_wait_seconds: registered(
+                r,
+                "rate_limit_wait_seconds",
+                "Time requests spent waiting for the per-tenant rate limiter",
+                Counter::<f64, std::sync::atomic::AtomicU64>::default(),
+            ),
+            throttled: registered(
+                r,
+                "amperity_throttled",
+                "HTTP 429 answers received from Amperity, by tenant",
+                Family::<TenantLabels, Counter>::default(),
+            ),
+            workflow_seconds: registered(
+                r,
+                "workflow_duration_seconds",
+                "Duration of finished workflow runs by type and outcome",
+                Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
+                    Histogram::new([
+                        30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+                    ])
+                }),
+            ),
+            deprecations: registered(
+                r,
+                "amperity_deprecation_notices",
+                "Responses carrying Deprecation or Sunset headers, by api-version",
+                Family::<VersionLabels, Counter>::default(),
+            ),
+            leader: registered(
+                r,
+                "leader",
+                "1 on the replica that leads (reconciles), 0 on a follower",
+                Gauge::default(),
+            ),
+            reconcile_panics: registered(
+                r,
+                "reconcile_panics",
+                "Reconciles that panicked (caught; the resource is retried with backoff)",
+                Counter::default(),
+            ),
+            poll_failures: registered(
+                r,
+                "poll_failures",
+                "Polls of a run that failed without an answer (5xx, unreadable body, transport error)",
+                Counter::default(),
+            ),
+            runs_finished: registered(
+                r,
+                "runs_finished",
+                "Runs that reached a final phase, by phase and reason",
+                Family::<FinishedLabels, Counter>::default(),
+            ),
+            feed_looks: registered(
+                r,
+                "change_feed_looks",
+                "Looks of the change feed by outcome: listed, failed (retried next cycle) or skipped (per-run polls keep up)",
+                Family::<LookLabels, Counter>::default(),
+            ),
+            feed_wakes: registered(
+                r,
+                "change_feed_wakes",
+                "Resources woken because the change feed listed their run ended",
+                Counter::default(),
+            ),
+            feed_missed: registered(
+                r,
+                "change_feed_missed",
+                "Runs whose end a per-run poll found after the change feed's windows had passed it unlisted (clock skew, list lag, a list that lies)",
+                Counter::default(),
+            ),
+            feed_disagreed: registered(
+                r,
+                "change_feed_disagreements",
+                "Runs whose outcome was settled from the change feed's list and whose later read disagreed with the list (the status keeps the list's outcome)",
+                Counter::default(),
+            ),
+            schedule_runs: registered(
+                r,
+                "schedule_runs",
+                "What AmperityWorkflowSchedules did with due times and run-now requests, by outcome",
+                Family::<ScheduleLabels, Counter>::default(),
+            ),
+            token_exchanges: registered(
+                r,
+                "amperity_token_exchanges",
+                "OAuth client-credentials exchanges by outcome (ok, refused: the Secret's client is refused, failed: the token endpoint failed) and tenant",
+                Family::<ExchangeLabels, Counter>::default(),
+            ),
+            stalled: registered(
+                r,
+                "runs_stalled",
+                "Runs waiting for a person (their Stalled condition is True), by the runs' namespace and reason",
+                Family::<StalledLabels, Gauge>::default(),
+            ),
+            schedule_controller_running: registered(
+                r,
+                "schedule_controller_running",
+                "1 while the AmperityWorkflowSchedule controller runs, 0 while it waits for the schedule CRD (retried with backoff)",
+                Gauge::default(),
+            ),
+            claims_ledger_errors: registered(
+                r,
+                "claims_ledger_errors",
+                "Failed reads (claims stay incomplete: lost starts wait for a person) and writes (retried; a resource keeps its finalizer) of the claims ledger ConfigMap, by operation",
+                Family::<OperationLabels, Counter>::default(),
+            ),
+            claims_ledger_writes: registered(
+                r,
+                "claims_ledger_writes",
+                "Writes of the claims ledger ConfigMap (the runs of resources that are gone)",
+                Counter::default(),
+            ),
+            claims_ledger_dropped: registered(
+                r,
+                "claims_ledger_dropped",
+                "Runs of departed resources dropped from the claims ledger by its size bounds before their retention ended",
+                Counter::default(),
+            ),
             stalled_runs: Mutex::new(HashMap::new()),
             namespaces: Labeller::new(MAX_NAMESPACE_LABELS),
             api_versions: Labeller::new(MAX_API_VERSION_LABELS),
-            feed_looks,
-            feed_wakes,
-            feed_missed,
-            feed_disagreed,
-            leader,
-            reconcile_panics,
-            poll_failures,
-            runs_finished,
             tenants: TenantLabeller::default(),
-            runs,
-            reconciles,
-            status_writes,
-            reconcile_errors,
-            requests,
-            request_seconds,
-            rate_limit_wait_seconds,
-            throttled,
-            workflow_seconds,
-            deprecations,
-            schedule_runs,
             phases: Mutex::new(HashMap::new()),
+            registry,
         }
     }
+}
+
+/// Registers `metric` and gives it back, so that each figure is named once.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
