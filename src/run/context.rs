@@ -30,6 +30,11 @@ pub const KUBE_CALLS: usize = 64;
 /// [`KUBE_CALLS`].
 pub const URGENT_KUBE_CALLS: usize = 4;
 
+/// Kubernetes requests in flight at once for what follows a finished run's status
+/// write (its Events, its finalizer's removal), beside [`KUBE_CALLS`]: few, so that
+/// when a burst of ends is settled the API server serves the status writes first.
+pub const TRAILING_KUBE_CALLS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{what} for {namespace}/{name} failed: {source}")]
@@ -95,6 +100,8 @@ pub struct Context {
     /// thousand reconciles queued for `kube_calls`, a stop's intent write would
     /// wait behind all of them (seconds) before the stop could be sent.
     pub urgent_kube_calls: tokio::sync::Semaphore,
+    /// Places for what a reconcile that finished a run leaves for after it.
+    pub trailing_kube_calls: tokio::sync::Semaphore,
     /// Which resource follows which Amperity run (for the search of a lost start).
     pub tracking: Tracking,
     /// The runs of resources that are gone, kept across restarts (in the
@@ -140,6 +147,7 @@ impl Context {
             metrics,
             kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
             urgent_kube_calls: tokio::sync::Semaphore::new(URGENT_KUBE_CALLS),
+            trailing_kube_calls: tokio::sync::Semaphore::new(TRAILING_KUBE_CALLS),
             tracking,
             namespaces: Vec::new(),
             failures: Failures::default(),

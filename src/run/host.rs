@@ -1,9 +1,7 @@
 //! The Kubernetes [`Host`] of the driver: status in the resource, credentials in a
 //! Secret of its namespace, Events through the events API.
 
-//! The Kubernetes side: the `Context` every reconcile shares, `reconcile` (which runs
-//! the shared driver with a Kubernetes [`Host`]) and `error_policy`.
-
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::Timestamp;
@@ -34,6 +32,9 @@ pub(super) struct KubeHost<'a> {
     source: Source,
     /// The drive leads to a call someone waits on ([`Host::hurry`]).
     hurried: AtomicBool,
+    /// Events of a finished run, left for after the reconcile (see
+    /// `controller::trail`): its status write goes first.
+    deferred: Mutex<Vec<Event>>,
 }
 
 impl<'a> KubeHost<'a> {
@@ -43,7 +44,13 @@ impl<'a> KubeHost<'a> {
             namespace,
             source,
             hurried: AtomicBool::new(false),
+            deferred: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The Events this reconcile left for after it.
+    pub(super) fn take_deferred(&self) -> Vec<Event> {
+        std::mem::take(&mut self.deferred.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// A place among the Kubernetes calls in flight: the urgent ones' own, once
@@ -234,6 +241,12 @@ impl Host for KubeHost<'_> {
     }
 
     async fn publish(&self, run: &AmperityWorkflowRun, event: &Event) {
+        // The run's status is written: nobody waits on its Event.
+        if run.phase().is_some_and(|p| p.is_finished()) {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            deferred.push(event.clone());
+            return;
+        }
         let ctx = self.ctx;
         let _slot = self.kube_slot().await;
         publish_event(

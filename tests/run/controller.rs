@@ -630,15 +630,46 @@ async fn a_re_elected_replica_relists_before_its_claims_are_complete() {
     // Warm in the term before, then leading again.
     ctx.tracking.set_warm();
     ctx.tracking.begin_term();
-    let intent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
     let id = sim.seed_runs("cg-nightly", 1).remove(0);
+    // The relist, in this term: the other leader's resource follows the run.
+    let mut other = serde_json::to_value(resource(
+        &sim,
+        json!({}),
+        Some(json!({"phase": "Running", "workflowId": id})),
+    ))
+    .unwrap();
+    other["metadata"]["name"] = json!("weekly");
+    other["metadata"]["uid"] = json!("uid-2");
+    let (task, stored) = a_lost_start_until_its_relist(&ctx, &mut api, &sim, vec![other]).await;
+    // And the runs of resources gone before this term: none.
+    api.expect(Method::GET, LEDGER)
+        .await
+        .reply(StatusCode::NOT_FOUND, not_found());
+    the_search_adopts_nothing(&mut api, stored, task).await;
+    assert!(
+        ctx.tracking.is_warm(),
+        "warm for this term after its relist"
+    );
+    assert_eq!(sim.stats().starts, 0);
+}
+
+/// The reconcile of a run whose start's outcome is unknown (issue 21), answered up
+/// to its relist of every run, which `others` answers: the search is recorded, the
+/// Secret names the principal. Returns the reconcile and the stored resource.
+async fn a_lost_start_until_its_relist(
+    ctx: &Arc<Context>,
+    api: &mut ApiServer,
+    sim: &SimHandle,
+    others: Vec<Value>,
+) -> (JoinHandle<Result<Action, Error>>, Value) {
+    let intent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
     let lost = json!({"phase": "Starting", "startedAt": intent.to_string(),
         "firstAttemptAt": intent.to_string(),
         "conditions": [{"type": "Ready", "status": "False", "reason": "StartOutcomeUnknown",
             "message": "the start request's outcome is unknown; looking for the run before anything else",
             "lastTransitionTime": intent.to_string()}]});
-    let run = resource(&sim, json!({}), Some(lost));
-    let task = reconcile_run(&ctx, &mut api, &run).await;
+    let run = resource(sim, json!({}), Some(lost));
+    let task = reconcile_run(ctx, api, &run).await;
     // What it decided (to search) is recorded first.
     let searching = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
@@ -651,15 +682,6 @@ async fn a_re_elected_replica_relists_before_its_claims_are_complete() {
     api.expect(Method::GET, SECRET)
         .await
         .reply(StatusCode::OK, with_principal);
-    // The relist, in this term: the other leader's resource follows the run.
-    let mut other = serde_json::to_value(resource(
-        &sim,
-        json!({}),
-        Some(json!({"phase": "Running", "workflowId": id})),
-    ))
-    .unwrap();
-    other["metadata"]["name"] = json!("weekly");
-    other["metadata"]["uid"] = json!("uid-2");
     api.expect(
         Method::GET,
         "/apis/amperity.dev/v1alpha1/amperityworkflowruns",
@@ -668,12 +690,17 @@ async fn a_re_elected_replica_relists_before_its_claims_are_complete() {
     .reply(
         StatusCode::OK,
         json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
-                   "metadata": {"resourceVersion": "20"}, "items": [other]}),
+                   "metadata": {"resourceVersion": "20"}, "items": others}),
     );
-    // And the runs of resources gone before this term: none.
-    api.expect(Method::GET, LEDGER)
-        .await
-        .reply(StatusCode::NOT_FOUND, not_found());
+    (task, stored)
+}
+
+/// The lost start's search ends as written: still starting, no run adopted.
+async fn the_search_adopts_nothing(
+    api: &mut ApiServer,
+    mut stored: Value,
+    task: JoinHandle<Result<Action, Error>>,
+) {
     let written = api
         .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
         .await;
@@ -683,11 +710,6 @@ async fn a_re_elected_replica_relists_before_its_claims_are_complete() {
     stored["status"] = status;
     written.reply(StatusCode::OK, stored);
     task.await.unwrap().unwrap();
-    assert!(
-        ctx.tracking.is_warm(),
-        "warm for this term after its relist"
-    );
-    assert_eq!(sim.stats().starts, 0);
 }
 
 /// The resource as the API server answers the finalizer's patch: with it, at a new version.
@@ -1077,6 +1099,38 @@ async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
     assert_eq!(sim.stats().requests, 0);
 }
 
+/// Issue 23: what follows a finished run's status write (its Event, its
+/// finalizer's removal) does not hold its reconcile: the reconcile ends before the
+/// Event is answered, and both follow in places of their own. So a burst of ends
+/// settled at once has its statuses written before its Events and finalizers.
+#[tokio::test]
+async fn a_finished_runs_event_and_finalizer_follow_its_reconcile() {
+    let (ctx, mut api, sim) = setup(fast_sim()).await;
+    let run = resource(
+        &sim,
+        json!({"endpoint": "https://collector.evil.test/api"}),
+        None,
+    );
+    let task = reconcile_run(&ctx, &mut api, &run).await;
+    let failed = api
+        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
+        .await;
+    assert_eq!(applied_status(&failed)["phase"], "Failed");
+    failed.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the reconcile ends before its Event is answered")
+        .unwrap()
+        .unwrap();
+    let event = api.expect(Method::POST, EVENTS).await;
+    assert_eq!(event.body["reason"], "Failed", "{}", event.body);
+    event.reply(StatusCode::CREATED, json!({}));
+    api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
+        .await
+        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    api.expect_quiet().await;
+}
+
 /// A finished resource being deleted, that followed `wf-gone` after `wf-first`.
 fn deleted_after_its_run(sim: &SimHandle) -> AmperityWorkflowRun {
     let done = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)).to_string();
@@ -1275,50 +1329,14 @@ async fn observed_departures_are_written_in_one_batch() {
 #[tokio::test]
 async fn a_restarted_replica_does_not_adopt_a_run_the_ledger_names() {
     let (ctx, mut api, sim) = setup(SimConfig::default()).await;
-    let intent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
     let id = sim.seed_runs("cg-nightly", 1).remove(0);
-    let lost = json!({"phase": "Starting", "startedAt": intent.to_string(),
-        "firstAttemptAt": intent.to_string(),
-        "conditions": [{"type": "Ready", "status": "False", "reason": "StartOutcomeUnknown",
-            "message": "the start request's outcome is unknown; looking for the run before anything else",
-            "lastTransitionTime": intent.to_string()}]});
-    let run = resource(&sim, json!({}), Some(lost));
-    let task = reconcile_run(&ctx, &mut api, &run).await;
-    let searching = api
-        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
-        .await;
-    let mut stored = serde_json::to_value(&run).unwrap();
-    stored["status"] = applied_status(&searching).clone();
-    searching.reply(StatusCode::OK, stored.clone());
-    let mut with_principal = secret(TOKEN);
-    with_principal["data"]["principal"] = json!("c2VlZGVk"); // "seeded"
-    api.expect(Method::GET, SECRET)
-        .await
-        .reply(StatusCode::OK, with_principal);
     // No other resource: the one that followed the run was deleted (Orphan).
-    api.expect(
-        Method::GET,
-        "/apis/amperity.dev/v1alpha1/amperityworkflowruns",
-    )
-    .await
-    .reply(
-        StatusCode::OK,
-        json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
-                   "metadata": {"resourceVersion": "20"}, "items": []}),
-    );
+    let (task, stored) = a_lost_start_until_its_relist(&ctx, &mut api, &sim, vec![]).await;
     let departed = format!("{} {id}\n", jiff::Timestamp::now().as_second() - 30);
     api.expect(Method::GET, LEDGER)
         .await
         .reply(StatusCode::OK, ledger("3", &departed));
-    let written = api
-        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
-        .await;
-    let status = applied_status(&written).clone();
-    assert_eq!(status["phase"], "Starting", "{status}");
-    assert!(status.get("workflowId").is_none(), "{status}");
-    stored["status"] = status;
-    written.reply(StatusCode::OK, stored);
-    task.await.unwrap().unwrap();
+    the_search_adopts_nothing(&mut api, stored, task).await;
     assert!(ctx.tracking.is_warm());
     assert_eq!(sim.stats().starts, 0);
 }
@@ -1363,47 +1381,12 @@ fn forbidden() -> Value {
 #[tokio::test]
 async fn an_unreadable_ledger_keeps_the_claims_incomplete() {
     let (ctx, mut api, sim) = setup(SimConfig::default()).await;
-    let intent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
     sim.seed_runs("cg-nightly", 1);
-    let lost = json!({"phase": "Starting", "startedAt": intent.to_string(),
-        "firstAttemptAt": intent.to_string(),
-        "conditions": [{"type": "Ready", "status": "False", "reason": "StartOutcomeUnknown",
-            "message": "the start request's outcome is unknown; looking for the run before anything else",
-            "lastTransitionTime": intent.to_string()}]});
-    let run = resource(&sim, json!({}), Some(lost));
-    let task = reconcile_run(&ctx, &mut api, &run).await;
-    let searching = api
-        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
-        .await;
-    let mut stored = serde_json::to_value(&run).unwrap();
-    stored["status"] = applied_status(&searching).clone();
-    searching.reply(StatusCode::OK, stored.clone());
-    let mut with_principal = secret(TOKEN);
-    with_principal["data"]["principal"] = json!("c2VlZGVk"); // "seeded"
-    api.expect(Method::GET, SECRET)
-        .await
-        .reply(StatusCode::OK, with_principal);
-    api.expect(
-        Method::GET,
-        "/apis/amperity.dev/v1alpha1/amperityworkflowruns",
-    )
-    .await
-    .reply(
-        StatusCode::OK,
-        json!({"apiVersion": "amperity.dev/v1alpha1", "kind": "AmperityWorkflowRunList",
-                   "metadata": {"resourceVersion": "20"}, "items": []}),
-    );
+    let (task, stored) = a_lost_start_until_its_relist(&ctx, &mut api, &sim, vec![]).await;
     api.expect(Method::GET, LEDGER)
         .await
         .reply(StatusCode::FORBIDDEN, forbidden());
-    let written = api
-        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
-        .await;
-    let status = applied_status(&written).clone();
-    assert!(status.get("workflowId").is_none(), "{status}");
-    stored["status"] = status;
-    written.reply(StatusCode::OK, stored);
-    task.await.unwrap().unwrap();
+    the_search_adopts_nothing(&mut api, stored, task).await;
     assert!(
         !ctx.tracking.is_warm(),
         "relisted, but the ledger is unread"
