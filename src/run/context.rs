@@ -18,6 +18,7 @@ use crate::run::driver::{Defaults, RunMemory};
 use crate::run::feed::{CachedRun, Feed};
 use crate::run::ledger::{ClaimsLedger, DEFAULT_CONFIGMAP, LedgerError};
 use crate::run::tracking::Tracking;
+use crate::run::trailing::Trailing;
 
 /// Kubernetes requests in flight at once from reconciles (reads, status writes,
 /// Events, finalizers: each holds a connection to the API server). At 16, a burst
@@ -29,11 +30,6 @@ pub const KUBE_CALLS: usize = 64;
 /// before a start or a stop, the Secret read that goes with it), beside
 /// [`KUBE_CALLS`].
 pub const URGENT_KUBE_CALLS: usize = 4;
-
-/// Kubernetes requests in flight at once for what follows a finished run's status
-/// write (its Events, its finalizer's removal), beside [`KUBE_CALLS`]: few, so that
-/// when a burst of ends is settled the API server serves the status writes first.
-pub const TRAILING_KUBE_CALLS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -100,8 +96,9 @@ pub struct Context {
     /// thousand reconciles queued for `kube_calls`, a stop's intent write would
     /// wait behind all of them (seconds) before the stop could be sent.
     pub urgent_kube_calls: tokio::sync::Semaphore,
-    /// Places for what a reconcile that finished a run leaves for after it.
-    pub trailing_kube_calls: tokio::sync::Semaphore,
+    /// What reconciles that finished a run left for after them (its Events, its
+    /// finalizer's removal), served by few workers of their own.
+    pub trailing: Trailing,
     /// Which resource follows which Amperity run (for the search of a lost start).
     pub tracking: Tracking,
     /// The runs of resources that are gone, kept across restarts (in the
@@ -147,7 +144,7 @@ impl Context {
             metrics,
             kube_calls: tokio::sync::Semaphore::new(KUBE_CALLS),
             urgent_kube_calls: tokio::sync::Semaphore::new(URGENT_KUBE_CALLS),
-            trailing_kube_calls: tokio::sync::Semaphore::new(TRAILING_KUBE_CALLS),
+            trailing: Trailing::default(),
             tracking,
             namespaces: Vec::new(),
             failures: Failures::default(),

@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::Action as Requeue;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tracing::{Instrument, field, info_span, warn};
 
 use super::connection;
 pub use super::context::{Context, Error};
 use super::host::KubeHost;
-use crate::cluster::events::{kube_error_summary, publish_event};
+use super::trailing::trail;
 use crate::cluster::finalizer::apply_finalizer;
 use crate::cluster::retry::catch_panic;
 use crate::crd::{AmperityWorkflowRun, Phase};
 use crate::metrics::{Metrics, ReasonLabels};
-use crate::run::decide::{Action, Event, workflow_type_for};
+use crate::run::decide::{Action, workflow_type_for};
 use crate::run::driver::Driver;
 pub use crate::run::feed::CachedRun;
 use crate::run::tracking::claimed_ids;
@@ -250,43 +250,6 @@ async fn reconcile_in(
         }
         other => unreachable!("the driver performs {other:?} itself"),
     })
-}
-
-/// Leaves what follows a finished run's status write (its Events, its finalizer's
-/// removal) for after the reconcile, in places of its own
-/// ([`TRAILING_KUBE_CALLS`](super::context::TRAILING_KUBE_CALLS)).
-/// When a burst of ends is settled at once, each reconcile then costs a read and a
-/// status write, and the API server writes the burst's statuses (what users and
-/// pipelines wait on) before its Events and finalizers, instead of all four calls
-/// of each run in turn. A failed removal is only logged: the finalizer of a
-/// finished run holds nothing back, and the reconcile of its deletion removes it.
-fn trail(ctx: &Arc<Context>, run: &AmperityWorkflowRun, events: Vec<Event>, release: bool) {
-    if events.is_empty() && !release {
-        return;
-    }
-    let ctx = ctx.clone();
-    let regarding = run.object_ref(&());
-    let (namespace, name) = (run.namespace().unwrap_or_default(), run.name_any());
-    let work = async move {
-        let _place = ctx
-            .trailing_kube_calls
-            .acquire()
-            .await
-            .expect("never closed");
-        for event in &events {
-            publish_event(&ctx.client, &ctx.reporter, event, "Reconcile", &regarding).await;
-        }
-        if release {
-            let api: Api<AmperityWorkflowRun> = Api::namespaced(ctx.client.clone(), &namespace);
-            if let Err(e) = apply_finalizer(&api, &name, FINALIZER, false).await {
-                warn!(
-                    error = %kube_error_summary(&e),
-                    "could not remove the finalizer of a finished run; its deletion will"
-                );
-            }
-        }
-    };
-    tokio::spawn(work.in_current_span());
 }
 
 /// Writes the runs of a resource the operator is about to let go to the claims

@@ -10,6 +10,7 @@
 //! - [`feed`]: the change feed that wakes runs whose end a list shows.
 //! - [`tracking`]: which runs each resource claims, for lost-start searches;
 //!   [`ledger`] keeps the runs of resources that are gone across restarts.
+//! - [`trailing`]: a finished run's Events and finalizer removal, after its reconcile.
 //! - [`validate`]: the spec rules, for API servers that do not enforce CEL.
 
 pub mod connection;
@@ -21,4 +22,5 @@ pub mod feed;
 pub mod host;
 pub mod ledger;
 pub mod tracking;
+pub mod trailing;
 pub mod validate;
