@@ -1057,6 +1057,10 @@ async fn a_throttled_tenant_does_not_hold_a_reconcile_for_its_pause() {
     assert_eq!(sim.stats().starts_by_config.get("cg-nightly"), None);
 }
 
+/// Also (issue 23): what follows a finished run's status write (its Event, its
+/// finalizer's removal) does not hold its reconcile: the reconcile ends before the
+/// Event is answered, and both follow in places of their own. So a burst of ends
+/// settled at once has its statuses written before its Events and finalizers.
 #[tokio::test]
 async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
     let (ctx, mut api, sim) = setup(fast_sim()).await;
@@ -1081,6 +1085,11 @@ async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
         .clone();
     assert_eq!(reason, "EndpointNotAllowed");
     failed.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the reconcile ends before its Event is answered")
+        .unwrap()
+        .unwrap();
     let event = api.expect(Method::POST, EVENTS).await;
     assert_eq!(event.body["type"], "Warning");
     assert!(
@@ -1094,41 +1103,8 @@ async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
     api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
         .await
         .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
-    task.await.unwrap().unwrap();
     api.expect_quiet().await;
     assert_eq!(sim.stats().requests, 0);
-}
-
-/// Issue 23: what follows a finished run's status write (its Event, its
-/// finalizer's removal) does not hold its reconcile: the reconcile ends before the
-/// Event is answered, and both follow in places of their own. So a burst of ends
-/// settled at once has its statuses written before its Events and finalizers.
-#[tokio::test]
-async fn a_finished_runs_event_and_finalizer_follow_its_reconcile() {
-    let (ctx, mut api, sim) = setup(fast_sim()).await;
-    let run = resource(
-        &sim,
-        json!({"endpoint": "https://collector.evil.test/api"}),
-        None,
-    );
-    let task = reconcile_run(&ctx, &mut api, &run).await;
-    let failed = api
-        .expect(Method::PATCH, &format!("{RUNS}/nightly/status"))
-        .await;
-    assert_eq!(applied_status(&failed)["phase"], "Failed");
-    failed.reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the reconcile ends before its Event is answered")
-        .unwrap()
-        .unwrap();
-    let event = api.expect(Method::POST, EVENTS).await;
-    assert_eq!(event.body["reason"], "Failed", "{}", event.body);
-    event.reply(StatusCode::CREATED, json!({}));
-    api.expect(Method::PATCH, &format!("{RUNS}/nightly"))
-        .await
-        .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
-    api.expect_quiet().await;
 }
 
 /// A finished resource being deleted, that followed `wf-gone` after `wf-first`.
