@@ -28,6 +28,10 @@ use crate::run::tracking::claimed_ids;
 /// known to nobody, and a lost start's search could adopt it. (The name is older
 /// than the second purpose; resources in clusters carry it.)
 pub const FINALIZER: &str = "amperity.dev/stop-run";
+
+/// How soon a run whose trailing work is not done yet is looked at again.
+const TRAILING_RECHECK: Duration = Duration::from_secs(1);
+
 pub use super::context::KUBE_CALLS;
 pub use crate::run::decide::MAX_EVENT_NOTE_BYTES;
 /// The longest a resource waits before it is looked at again, whatever it asked
@@ -90,6 +94,11 @@ async fn reconcile_in(
     namespace: String,
     name: String,
 ) -> Result<Requeue, Error> {
+    // Its last reconcile finished it and left work for after (see `trailing`):
+    // read it once that is done, or a status write would conflict with it.
+    if ctx.trailing.holds(&obj.uid().unwrap_or_default()) {
+        return Ok(Requeue::requeue(TRAILING_RECHECK));
+    }
     let api: Api<AmperityWorkflowRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let kube_err = |what: &'static str| {
         let (namespace, name) = (namespace.clone(), name.clone());

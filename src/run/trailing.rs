@@ -5,8 +5,12 @@
 //! on) before its Events and finalizers, instead of all four calls of each run in
 //! turn. The queue holds small records, not tasks: a task per run would hold a
 //! whole request's future each (kilobytes) for as long as the burst is served.
+//!
+//! A run's next reconcile waits until its trailing work is done ([`Trailing::holds`]):
+//! the finalizer's removal makes a new resourceVersion, and a status write decided
+//! from the version before it would be refused as a conflict.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -25,6 +29,7 @@ pub const TRAILING_WORKERS: usize = 4;
 
 /// One finished run's trailing work.
 struct Work {
+    uid: String,
     regarding: ObjectReference,
     events: Vec<Event>,
     /// Remove the finalizer (named by `regarding`).
@@ -36,6 +41,8 @@ struct Work {
 struct Queue {
     work: VecDeque<Work>,
     workers: usize,
+    /// Runs (uids) whose work is queued or under way.
+    held: HashSet<String>,
 }
 
 /// The queue of trailing work, and how many workers serve it.
@@ -43,14 +50,28 @@ struct Queue {
 pub struct Trailing(Mutex<Queue>);
 
 impl Trailing {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the run `uid` has trailing work queued or under way: its next
+    /// reconcile waits for it.
+    pub fn holds(&self, uid: &str) -> bool {
+        self.queue().held.contains(uid)
+    }
+
     /// The next piece of work; `None` also retires the worker asking.
     fn next(&self) -> Option<Work> {
-        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.queue();
         let next = queue.work.pop_front();
         if next.is_none() {
             queue.workers -= 1;
         }
         next
+    }
+
+    fn done(&self, uid: &str) {
+        self.queue().held.remove(uid);
     }
 }
 
@@ -62,14 +83,17 @@ pub fn trail(ctx: &Arc<Context>, run: &AmperityWorkflowRun, events: Vec<Event>, 
     if events.is_empty() && !release {
         return;
     }
+    let uid = run.metadata.uid.clone().unwrap_or_default();
     let work = Work {
+        uid: uid.clone(),
         regarding: run.object_ref(&()),
         events,
         release,
         span: tracing::Span::current(),
     };
     let start_worker = {
-        let mut queue = ctx.trailing.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = ctx.trailing.queue();
+        queue.held.insert(uid);
         queue.work.push_back(work);
         let more = queue.workers < TRAILING_WORKERS;
         if more {
@@ -84,8 +108,9 @@ pub fn trail(ctx: &Arc<Context>, run: &AmperityWorkflowRun, events: Vec<Event>, 
 
 async fn serve(ctx: Arc<Context>) {
     while let Some(work) = ctx.trailing.next() {
-        let span = work.span.clone();
+        let (span, uid) = (work.span.clone(), work.uid.clone());
         perform(&ctx, work).instrument(span).await;
+        ctx.trailing.done(&uid);
     }
 }
 
@@ -125,15 +150,20 @@ mod tests {
         {
             let mut queue = trailing.0.lock().unwrap();
             queue.workers = 1;
+            queue.held.insert("uid-1".into());
             queue.work.push_back(Work {
+                uid: "uid-1".into(),
                 regarding: ObjectReference::default(),
                 events: Vec::new(),
                 release: true,
                 span: tracing::Span::none(),
             });
         }
-        assert!(trailing.next().is_some());
+        let work = trailing.next().unwrap();
         assert_eq!(trailing.0.lock().unwrap().workers, 1);
+        assert!(trailing.holds("uid-1"), "held while under way");
+        trailing.done(&work.uid);
+        assert!(!trailing.holds("uid-1"));
         assert!(trailing.next().is_none());
         assert_eq!(trailing.0.lock().unwrap().workers, 0);
     }

@@ -1090,6 +1090,14 @@ async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
         .expect("the reconcile ends before its Event is answered")
         .unwrap()
         .unwrap();
+    // Its next reconcile waits until that is done (the finalizer's removal makes
+    // a new version, which a status write decided before it would conflict with):
+    // it calls nothing.
+    let next = tokio::time::timeout(Duration::from_secs(5), reconcile(cached(&run), ctx.clone()))
+        .await
+        .expect("the next reconcile calls nothing while the work is under way")
+        .unwrap();
+    assert_eq!(next, Action::requeue(Duration::from_secs(1)));
     let event = api.expect(Method::POST, EVENTS).await;
     assert_eq!(event.body["type"], "Warning");
     assert!(
@@ -1104,6 +1112,10 @@ async fn an_endpoint_off_the_allow_list_reads_no_secret_and_sends_nothing() {
         .await
         .reply(StatusCode::OK, serde_json::to_value(&run).unwrap());
     api.expect_quiet().await;
+    assert!(
+        !ctx.trailing.holds("uid-1"),
+        "done once the finalizer is gone"
+    );
     assert_eq!(sim.stats().requests, 0);
 }
 
