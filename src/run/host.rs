@@ -33,7 +33,7 @@ pub(super) struct KubeHost<'a> {
     /// The drive leads to a call someone waits on ([`Host::hurry`]).
     hurried: AtomicBool,
     /// Events of a finished run, left for after the reconcile (see
-    /// `controller::trail`): its status write goes first.
+    /// `trailing::trail`): its status write goes first.
     deferred: Mutex<Vec<Event>>,
 }
 
