@@ -29,7 +29,7 @@ pub const TRAILING_WORKERS: usize = 4;
 
 /// One finished run's trailing work.
 struct Work {
-    uid: String,
+    /// The run, by its uid too (what [`Trailing::holds`] is asked).
     regarding: ObjectReference,
     events: Vec<Event>,
     /// Remove the finalizer (named by `regarding`).
@@ -83,9 +83,7 @@ pub fn trail(ctx: &Arc<Context>, run: &AmperityWorkflowRun, events: Vec<Event>, 
     if events.is_empty() && !release {
         return;
     }
-    let uid = run.metadata.uid.clone().unwrap_or_default();
     let work = Work {
-        uid: uid.clone(),
         regarding: run.object_ref(&()),
         events,
         release,
@@ -93,7 +91,7 @@ pub fn trail(ctx: &Arc<Context>, run: &AmperityWorkflowRun, events: Vec<Event>, 
     };
     let start_worker = {
         let mut queue = ctx.trailing.queue();
-        queue.held.insert(uid);
+        queue.held.insert(uid_of(&work));
         queue.work.push_back(work);
         let more = queue.workers < TRAILING_WORKERS;
         if more {
@@ -108,10 +106,14 @@ pub fn trail(ctx: &Arc<Context>, run: &AmperityWorkflowRun, events: Vec<Event>, 
 
 async fn serve(ctx: Arc<Context>) {
     while let Some(work) = ctx.trailing.next() {
-        let (span, uid) = (work.span.clone(), work.uid.clone());
+        let (span, uid) = (work.span.clone(), uid_of(&work));
         perform(&ctx, work).instrument(span).await;
         ctx.trailing.done(&uid);
     }
+}
+
+fn uid_of(work: &Work) -> String {
+    work.regarding.uid.clone().unwrap_or_default()
 }
 
 async fn perform(ctx: &Context, work: Work) {
@@ -152,8 +154,10 @@ mod tests {
             queue.workers = 1;
             queue.held.insert("uid-1".into());
             queue.work.push_back(Work {
-                uid: "uid-1".into(),
-                regarding: ObjectReference::default(),
+                regarding: ObjectReference {
+                    uid: Some("uid-1".into()),
+                    ..ObjectReference::default()
+                },
                 events: Vec::new(),
                 release: true,
                 span: tracing::Span::none(),
@@ -162,7 +166,7 @@ mod tests {
         let work = trailing.next().unwrap();
         assert_eq!(trailing.0.lock().unwrap().workers, 1);
         assert!(trailing.holds("uid-1"), "held while under way");
-        trailing.done(&work.uid);
+        trailing.done(&uid_of(&work));
         assert!(!trailing.holds("uid-1"));
         assert!(trailing.next().is_none());
         assert_eq!(trailing.0.lock().unwrap().workers, 0);
